@@ -1,0 +1,34 @@
+"""Engine settings, checked on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineConfig:
+    """Args:
+        max_batch: most requests running at once (continuous batching).
+        max_num_tokens: most tokens (prompt + output) held by the running batch.
+        max_model_len: context length; prompts must be shorter, generation stops at it.
+        ngram_max_match / ngram_min_match: prompt-lookup n-gram sizes.
+        suffix_max_match: longest suffix the suffix drafter matches.
+        suffix_max_history: finished outputs the suffix drafter remembers.
+        num_threads: torch intra-op threads (0 keeps torch's default).
+    """
+
+    max_batch: int = 16
+    max_num_tokens: int = 32768
+    max_model_len: int = 2048
+    ngram_max_match: int = 3
+    ngram_min_match: int = 1
+    suffix_max_match: int = 6
+    suffix_max_history: int = 256
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_num_tokens", "max_model_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_num_tokens < self.max_model_len:
+            raise ValueError("max_num_tokens must be at least max_model_len")

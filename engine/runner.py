@@ -1,0 +1,152 @@
+"""A compact Llama-family model runner: ragged batches over a KVCache, fused projections.
+
+transformers loads the weights and is the reference in tests; the forward here is our own so
+that every row of a batch has its own position and length and rollback is a length move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from engine.kv_cache import KVCache
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class LayerWeights:
+    qkv: torch.Tensor          # [(nh + 2 * kvh) * d, hidden]
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor            # [hidden, nh * d]
+    gate_up: torch.Tensor      # [2 * inter, hidden]
+    down: torch.Tensor         # [hidden, inter]
+    input_norm: torch.Tensor   # [hidden]
+    post_norm: torch.Tensor    # [hidden]
+
+
+class ModelRunner:
+    """Runs one causal LM over slots of its own KVCache.
+
+    `forward(slots, tokens, num_logits)` appends `tokens[i]` to slot `slots[i]` (starting at
+    that slot's length) and returns the logits of the last `num_logits[i]` fed positions of
+    each row, left-aligned in a `[batch, max(num_logits), vocab]` tensor.
+    """
+
+    def __init__(self, model: PreTrainedModel, max_len: int | None = None):
+        config = model.config
+        if config.model_type not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(f"unsupported architecture {config.model_type!r}; "
+                             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+        self.config = config
+        self.vocab_size = config.vocab_size
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.eps = config.rms_norm_eps
+        self.max_len = max_len or config.max_position_embeddings
+        inner = model.model
+        self.embed = inner.embed_tokens.weight.detach()
+        self.final_norm = inner.norm.weight.detach()
+        self.lm_head = model.lm_head.weight.detach()
+        self.layers = [self._layer_weights(layer) for layer in inner.layers]
+        rotary = inner.rotary_emb
+        positions = torch.arange(self.max_len, dtype=torch.float32)
+        freqs = torch.outer(positions, rotary.inv_freq.float())
+        angles = torch.cat([freqs, freqs], dim=-1)
+        scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.cos, self.sin = angles.cos() * scale, angles.sin() * scale   # [max_len, d]
+        self.cache = KVCache(len(self.layers), self.num_kv_heads, self.head_dim, self.max_len)
+
+    @staticmethod
+    def _layer_weights(layer) -> LayerWeights:
+        attn, mlp = layer.self_attn, layer.mlp
+        bias = None
+        if attn.q_proj.bias is not None:
+            bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).detach()
+        return LayerWeights(
+            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
+            qkv_bias=bias,
+            o=attn.o_proj.weight.detach(),
+            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
+            down=mlp.down_proj.weight.detach(),
+            input_norm=layer.input_layernorm.weight.detach(),
+            post_norm=layer.post_attention_layernorm.weight.detach(),
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return x * torch.rsqrt(variance + self.eps) * weight
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    @torch.inference_mode()
+    def forward(self, slots: list[int], tokens: list[list[int]], num_logits: list[int]) -> torch.Tensor:
+        cache = self.cache
+        batch = len(slots)
+        counts = [len(t) for t in tokens]
+        if min(counts) < 1:
+            raise ValueError("every row must feed at least one token")
+        starts = [cache.lengths[s] for s in slots]
+        ends = [s + n for s, n in zip(starts, counts)]
+        cache.ensure_capacity(max(ends))
+        width = max(counts)
+        span = max(ends)
+        padded = torch.zeros(batch, width, dtype=torch.long)
+        for row, toks in enumerate(tokens):
+            padded[row, : len(toks)] = torch.as_tensor(toks, dtype=torch.long)
+        offsets = torch.arange(width)
+        start_t = torch.as_tensor(starts)
+        positions = (start_t[:, None] + offsets[None, :]).clamp(max=self.max_len - 1)   # [b, t]
+        valid = offsets[None, :] < torch.as_tensor(counts)[:, None]                    # [b, t]
+        slot_t = torch.as_tensor(slots)
+        write_slots = slot_t[:, None].expand(batch, width)[valid]                          # [n_valid]
+        write_pos = positions[valid]                                                       # [n_valid]
+        contiguous = slots == list(range(slots[0], slots[0] + batch))
+        key_pos = torch.arange(span)
+        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                # [b, 1, t, span]
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]             # [b, 1, t, d]
+
+        nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
+        x = F.embedding(padded, self.embed)                                               # [b, t, hidden]
+        for index, layer in enumerate(self.layers):
+            h = self._rms_norm(x, layer.input_norm)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            q, k, v = qkv.split([nh * d, kvh * d, kvh * d], dim=-1)
+            q = self._rotate(q.view(batch, width, nh, d).transpose(1, 2), cos, sin)      # [b, nh, t, d]
+            k = self._rotate(k.view(batch, width, kvh, d).transpose(1, 2), cos, sin)     # [b, kvh, t, d]
+            v = v.view(batch, width, kvh, d).transpose(1, 2)
+            cache_k, cache_v = cache.keys[index], cache.values[index]
+            cache_k[write_slots, :, write_pos] = k.transpose(1, 2)[valid]
+            cache_v[write_slots, :, write_pos] = v.transpose(1, 2)[valid]
+            if contiguous:
+                keys = cache_k[slots[0]: slots[0] + batch, :, :span]
+                values = cache_v[slots[0]: slots[0] + batch, :, :span]
+            else:
+                keys = cache_k.index_select(0, slot_t)[:, :, :span]
+                values = cache_v.index_select(0, slot_t)[:, :, :span]
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=kvh != nh)
+            x = x + F.linear(attn.transpose(1, 2).reshape(batch, width, nh * d), layer.o)
+            h = self._rms_norm(x, layer.post_norm)
+            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down)
+        for slot, end in zip(slots, ends):
+            cache.lengths[slot] = end
+
+        wanted = max(num_logits)
+        pick = torch.stack([
+            (torch.arange(wanted) + (n - m)).clamp(max=n - 1) for n, m in zip(counts, num_logits)
+        ])                                                                                 # [b, wanted]
+        hidden = x.gather(1, pick[:, :, None].expand(batch, wanted, x.shape[-1]))
+        return F.linear(self._rms_norm(hidden, self.final_norm), self.lm_head)            # [b, wanted, vocab]

@@ -1,0 +1,128 @@
+"""One multi-level speculative step over a batch whose rows may run different chains and K.
+
+For a chain [L0, ..., Ln = target], L0 proposes up to K tokens; every higher level runs one
+forward over the proposal of the level below, keeps the longest acceptable prefix and adds one
+token of its own; its output (distributed as its own model) is the next level's proposal, and
+its probabilities are the next level's q. Forwards are grouped by level, so the target runs
+exactly once per step for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.decision import Decision
+from engine.drafters.base import ModelFreeDrafter
+from engine.levels import ModelLevel
+from engine.sampling import probs_from_logits
+from engine.sequence import Request
+from engine.verify import PLACEHOLDER_TOKEN_ID, verify_greedy, verify_sampling
+
+
+@dataclass
+class PairOutcome:
+    """How one level fared against the level above it in one step for one row."""
+
+    drafter: str
+    verifier: str
+    num_proposed: int
+    num_accepted: int
+    similarity: float | None = None       # 1 - TV(p, q) where both distributions were at hand
+
+
+@dataclass
+class RowResult:
+    tokens: list[int]                       # the target's output: accepted + 1
+    pairs: list[PairOutcome] = field(default_factory=list)
+
+    @property
+    def num_proposed(self) -> int:
+        return self.pairs[0].num_proposed if self.pairs else 0
+
+    @property
+    def num_accepted(self) -> int:
+        """Proposed tokens the target accepted (the rest of its output is its own token)."""
+        return self.pairs[-1].num_accepted if self.pairs else 0
+
+
+def _verify_group(level: ModelLevel, rows: list[Request], proposals: list[list[int]],
+                  q: list[torch.Tensor | None]) -> tuple[list[list[int]], list[torch.Tensor | None], list[float | None]]:
+    """Run `level` over each row's proposal; return its outputs, their distributions and p/q similarity."""
+    logits = level.verify_logits(rows, proposals)                                # [b, m_max + 1, vocab]
+    m_max = max(len(p) for p in proposals)
+    outputs: list[list[int]] = [[] for _ in rows]
+    dists: list[torch.Tensor | None] = [None] * len(rows)
+    similarity: list[float | None] = [None] * len(rows)
+    greedy = [i for i, r in enumerate(rows) if r.params.is_greedy]
+    if greedy:
+        padded = torch.full((len(greedy), m_max), PLACEHOLDER_TOKEN_ID, dtype=torch.long)   # [g, m_max]
+        for j, i in enumerate(greedy):
+            padded[j, : len(proposals[i])] = torch.as_tensor(proposals[i], dtype=torch.long)
+        counts = torch.as_tensor([len(proposals[i]) for i in greedy])
+        out, accepted = verify_greedy(logits[greedy], padded, counts)
+        for j, i in enumerate(greedy):
+            outputs[i] = out[j, : int(accepted[j]) + 1].tolist()
+    for i, request in enumerate(rows):
+        if request.params.is_greedy:
+            continue
+        m = len(proposals[i])
+        p = probs_from_logits(logits[i, : m + 1], request.params)                 # [m + 1, vocab]
+        num_accepted, outputs[i] = verify_sampling(p, proposals[i], q[i], request.generator)
+        dists[i] = p[: num_accepted + 1]
+        if q[i] is not None and m:
+            similarity[i] = float(1 - 0.5 * (p[:m] - q[i]).abs().sum(-1).mean())
+    return outputs, dists, similarity
+
+
+def run_step(requests: list[Request], decisions: list[Decision], levels: dict[str, ModelLevel],
+             drafters: dict[str, ModelFreeDrafter], ks: list[int]) -> list[RowResult]:
+    """Propose, verify level by level, and return each row's committed candidates.
+
+    `ks[i]` is the draft length after capping by the row's remaining budget; the caller commits
+    the tokens (stop conditions) and then syncs every level's cache.
+    """
+    n = len(requests)
+    proposals: list[list[int]] = [[] for _ in range(n)]
+    q: list[torch.Tensor | None] = [None] * n
+    results = [RowResult(tokens=[]) for _ in range(n)]
+    chains = [d.chain if ks[i] > 0 else d.chain[-1:] for i, d in enumerate(decisions)]
+
+    # 1. the first level of each chain proposes
+    by_proposer: dict[str, list[int]] = defaultdict(list)
+    for i, chain in enumerate(chains):
+        if len(chain) > 1:
+            by_proposer[chain[0]].append(i)
+    for name, rows in by_proposer.items():
+        if name in drafters:
+            for i in rows:
+                proposals[i] = drafters[name].propose(requests[i].request_id, requests[i].all_token_ids, ks[i])
+        else:
+            drafted, dists = levels[name].draft([requests[i] for i in rows], [ks[i] for i in rows])
+            for i, tokens, dist in zip(rows, drafted, dists):
+                proposals[i], q[i] = tokens, dist
+
+    # 2. verifying levels, farthest from the target first, so the target runs once for all rows
+    depth = max(len(c) for c in chains)
+    for distance in range(max(depth - 2, 0), -1, -1):
+        by_level: dict[str, list[int]] = defaultdict(list)
+        for i, chain in enumerate(chains):
+            position = len(chain) - 1 - distance
+            if position >= 1 or distance == 0:     # a plain row is the target alone
+                by_level[chain[position]].append(i)
+        for name, rows in by_level.items():
+            outputs, dists, similarity = _verify_group(
+                levels[name], [requests[i] for i in rows], [proposals[i] for i in rows], [q[i] for i in rows])
+            for j, i in enumerate(rows):
+                chain = chains[i]
+                if len(chain) > 1:
+                    below = chain[len(chain) - 2 - distance]
+                    results[i].pairs.append(
+                        PairOutcome(below, name, len(proposals[i]), len(outputs[j]) - 1, similarity[j]))
+                proposals[i], q[i] = outputs[j], dists[j]
+
+    for i in range(n):
+        results[i].tokens = proposals[i]
+    return results
