@@ -1,0 +1,125 @@
+"""ModelRunner computes the same logits as transformers, for ragged batches fed in chunks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from engine.runner import ModelRunner
+from engine.tiny_models import build_tiny_llama
+from tests.engine.builders import single_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TOLERANCE = 1e-4
+VOCAB = 45
+
+
+def build_tiny_qwen2() -> Qwen2ForCausalLM:
+    """Qwen2 adds q/k/v biases, which the runner fuses separately."""
+    torch.manual_seed(3)
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         initializer_range=0.2, tie_word_embeddings=False)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:     # random biases, so that a dropped bias shows
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.2)
+    return model
+
+
+MODELS = {
+    "llama-gqa": lambda: build_tiny_llama(seed=0, num_heads=4, num_kv_heads=2),
+    "llama-mha": lambda: build_tiny_llama(seed=1, num_heads=4, num_kv_heads=4),
+    "llama-mqa-3-layers": lambda: build_tiny_llama(seed=2, num_layers=3, num_heads=4, num_kv_heads=1),
+    "qwen2-bias": build_tiny_qwen2,
+}
+
+
+def reference_logits(model, tokens: list[int]) -> torch.Tensor:
+    """transformers' logits for one unpadded row: [len, vocab]."""
+    with torch.no_grad():
+        return model(torch.tensor([tokens])).logits[0].float()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_ragged_chunked_batches_match_transformers(name):
+    model = MODELS[name]()
+    rng = random.Random(sum(map(ord, name)))
+    lengths = [1, 7, 19, 33, 50]
+    rows = [[rng.randrange(VOCAB) for _ in range(n)] for n in lengths]
+    references = [reference_logits(model, row) for row in rows]
+    runner = ModelRunner(model, max_len=128)
+    slots = [runner.cache.allocate_slot() for _ in range(8)]
+    row_slots = [slots[6], slots[1], slots[4], slots[0], slots[3]]     # not contiguous, not in order
+    fed = [0] * len(rows)
+    num_forwards = 0
+    while any(f < len(r) for f, r in zip(fed, rows)):
+        active = [i for i, r in enumerate(rows) if fed[i] < len(r)]
+        subset = [i for i in active if rng.random() < 0.8] or active[:1]   # rows join and sit out
+        chunks, num_logits = [], []
+        for i in subset:
+            size = min(rng.choice([1, 1, 2, 3, 5, 8]), len(rows[i]) - fed[i])
+            chunks.append(rows[i][fed[i]: fed[i] + size])
+            num_logits.append(rng.randint(1, size))
+        logits = runner.forward([row_slots[i] for i in subset], chunks, num_logits)  # [b, max(num_logits), V]
+        num_forwards += 1
+        for j, i in enumerate(subset):
+            end = fed[i] + len(chunks[j])
+            want = references[i][end - num_logits[j]: end]
+            got = logits[j, : num_logits[j]]
+            assert (got - want).abs().max() < TOLERANCE, f"{name}: row {i} positions up to {end}"
+            fed[i] = end
+            assert runner.cache.lengths[row_slots[i]] == end
+    assert num_forwards > 5
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "llama-mha"])
+def test_contiguous_prefill_of_whole_batch_matches(name):
+    """The contiguous-slots path (a slice of the cache instead of a gather)."""
+    model = MODELS[name]()
+    rows = [[(5 * i + 3 * j) % VOCAB for j in range(n)] for i, n in enumerate([4, 11, 2])]
+    runner = ModelRunner(model, max_len=64)
+    slots = [runner.cache.allocate_slot() for _ in rows]
+    assert slots == list(range(slots[0], slots[0] + len(rows)))
+    logits = runner.forward(slots, rows, [len(r) for r in rows])
+    for j, row in enumerate(rows):
+        assert (logits[j, : len(row)] - reference_logits(model, row)).abs().max() < TOLERANCE
+
+
+def test_cache_growth_keeps_contents():
+    """Capacity doubles when a row outgrows it (and slots double when all are taken); what was
+    cached before must survive the copy."""
+    model = MODELS["llama-gqa"]()
+    runner = ModelRunner(model, max_len=300)
+    runner.cache = type(runner.cache)(runner.num_layers, runner.num_kv_heads, runner.head_dim, 300,
+                                      initial_slots=1, initial_len=8)
+    row = [(7 * j + 1) % VOCAB for j in range(40)]
+    first = runner.cache.allocate_slot()
+    runner.forward([first], [row[:6]], [1])
+    second = runner.cache.allocate_slot()            # grows the slot count
+    runner.forward([second], [row[:3]], [1])
+    logits = runner.forward([first, second], [row[6:40], row[3:30]], [34, 27])   # grows the capacity
+    reference = reference_logits(model, row)
+    assert runner.cache.capacity >= 40 and runner.cache.num_slots >= 2
+    assert (logits[0, :34] - reference[6:40]).abs().max() < TOLERANCE
+    assert (logits[1, :27] - reference[3:30]).abs().max() < TOLERANCE
+
+
+def test_unsupported_architecture_is_refused():
+    model = MODELS["llama-gqa"]()
+    model.config.model_type = "gpt2"
+    with pytest.raises(ValueError, match="unsupported architecture 'gpt2'"):
+        ModelRunner(model)
+
+
+def test_feeding_past_the_context_is_refused():
+    runner = ModelRunner(MODELS["llama-gqa"](), max_len=16)
+    slot = runner.cache.allocate_slot()
+    runner.forward([slot], [list(range(10))], [1])
+    with pytest.raises(ValueError, match="exceeds the context length 16"):
+        runner.forward([slot], [list(range(7))], [1])
