@@ -1,0 +1,111 @@
+"""The FastAPI app: OpenAI routes, health, readiness and metrics around one engine loop."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from engine import Engine
+from serving.config import ServerConfig
+from serving.engine_loop import EngineLoop
+from serving.errors import BodySizeLimit, error_response, install_error_handlers
+from serving.generation import generate, prepare_prompt
+from serving.metrics import CONTENT_TYPE, ServingMetrics
+from serving.protocol import ChatCompletionRequest, CompletionRequest, RequestError
+
+
+@dataclass
+class ServingState:
+    """Everything the routes share. The engine itself is touched only by `engine_loop`'s thread
+    (the handlers use its tokenizer and `encode_prompt`, which read nothing that a step changes)."""
+
+    engine: Engine
+    engine_loop: EngineLoop
+    config: ServerConfig
+    model_name: str
+    metrics: ServingMetrics
+    router: object | None = None
+    is_draining: bool = False
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def router_status(self) -> dict:
+        status = getattr(self.router, "status", None)
+        return status() if callable(status) else {"source": "static"}
+
+
+def _check_model(state: ServingState, model: str | None) -> None:
+    if model is not None and model != state.model_name:
+        raise RequestError(f"The model `{model}` does not exist. Available: {state.model_name}",
+                           param="model", status_code=404, code="model_not_found")
+
+
+def create_app(state: ServingState) -> FastAPI:
+    """The app; its lifespan starts the engine loop and, at shutdown, stops it (after uvicorn
+    has drained in-flight requests)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.engine_loop.start()
+        try:
+            yield
+        finally:
+            state.is_draining = True
+            state.engine_loop.stop()
+            close = getattr(state.router, "close", None)
+            if callable(close):
+                close()
+
+    app = FastAPI(title="SpecRoute", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible server with multi-level speculative decoding and a learned router.")
+    app.state.serving = state
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        _check_model(state, body.model)
+        prompts = [prepare_prompt(state, prompt, body) for prompt in body.prompts()]
+        return await generate(state, request, body, prompts, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        _check_model(state, body.model)
+        prompts = [prepare_prompt(state, body.template_messages(), body)]
+        return await generate(state, request, body, prompts, "chat")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{
+            "id": state.model_name, "object": "model", "created": int(state.started_at), "owned_by": "specroute",
+            "max_model_len": state.config.max_model_len}]}
+
+    @app.get("/health")
+    async def health():
+        if not state.engine_loop.is_alive:
+            return error_response(503, "the engine loop is not running")
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready():
+        body = {"model": state.model_name, "router": state.router_status(),
+                "num_in_flight": state.engine_loop.num_in_flight}
+        if state.is_draining:
+            return JSONResponse({"status": "draining", **body}, status_code=503)
+        if not state.engine_loop.is_alive:
+            return JSONResponse({"status": "starting", **body}, status_code=503)
+        return {"status": "ready", **body}
+
+    @app.get("/metrics")
+    async def metrics():
+        state.metrics.observe_occupancy(state.engine)
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,67 @@
+"""Server settings (`python -m serving --help`), checked on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class ServerConfig:
+    """Settings of the OpenAI-compatible server; every field is a `--flag` of `python -m serving`."""
+
+    model: str = field(default="default", metadata=_help(
+        "'default' (the embedded SmolLM2-135M-Instruct), a local HF directory or a .gguf file"))
+    policy: str = field(default="checkpoints/router", metadata=_help(
+        "learned router checkpoint directory (manifest.json + policy.safetensors); "
+        "missing or unusable -> the cost-model fallback"))
+    draft: str = field(default="checkpoints/draft", metadata=_help(
+        "trained draft directory (used when it exists; '' disables it)"))
+    host: str = field(default="127.0.0.1", metadata=_help("address to bind"))
+    port: int = field(default=8000, metadata=_help("port to bind"))
+    served_model_name: str = field(default="", metadata=_help(
+        "model id clients send and /v1/models lists (default: the model's name)"))
+    max_batch: int = field(default=8, metadata=_help("most requests decoded together (continuous batching)"))
+    max_queue: int = field(default=32, metadata=_help(
+        "most requests waiting for a batch slot; beyond it requests get 429 with Retry-After"))
+    max_model_len: int = field(default=2048, metadata=_help("context length: prompt + max_tokens must fit"))
+    default_max_tokens: int = field(default=256, metadata=_help(
+        "max_tokens when a request gives none (capped by the room left in the context)"))
+    max_body_bytes: int = field(default=1 << 20, metadata=_help("largest request body; larger -> 413"))
+    slo_tpot_ms: float = field(default=200.0, metadata=_help("time-per-output-token SLO (ms), seen by the router"))
+    slo_ttft_ms: float = field(default=2000.0, metadata=_help("time-to-first-token SLO (ms), seen by the router"))
+    max_decision_ms: float = field(default=5.0, metadata=_help(
+        "a learned decision slower than this is replaced by the fallback's"))
+    decision_log: str = field(default="", metadata=_help(
+        "JSONL file of routing decisions for offline policy evaluation ('' disables it)"))
+    drain_timeout_s: float = field(default=60.0, metadata=_help(
+        "on SIGTERM, how long in-flight requests may run before they are cut off"))
+    num_threads: int = field(default=0, metadata=_help("torch threads for the engine (0: torch's default)"))
+    log_level: str = field(default="info", metadata=_help(
+        "log level", choices=["critical", "error", "warning", "info", "debug"]))
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
+        if not self.model:
+            raise ValueError("model must be 'default' or a path")
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests the server holds at once: a full batch plus a full queue."""
+        return self.max_batch + self.max_queue

@@ -1,0 +1,246 @@
+"""The one engine loop: a thread that owns the Engine, steps it, and hands tokens to asyncio.
+
+The engine is not thread-safe, so nothing but this thread touches it. Requests and aborts
+arrive as commands on a queue and are applied between steps (continuous batching: a request
+joins the running batch at the next step). Each request's outputs go to its `RequestStream`,
+an asyncio queue the HTTP handler reads, via `loop.call_soon_threadsafe`.
+
+A step that raises does not stop the loop: every row of the failed batch has its KV dropped
+(the next forward re-prefills it from its committed tokens, so no half-written state is
+read), each row is tried alone, the rows that fail alone finish with an error, and the rest
+go on. Rows that only fail together are all failed after `MAX_CONSECUTIVE_FAILURES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine import Engine, FinishReason, RequestOutput, SamplingParams
+from engine.sequence import Request
+from engine.spec_step import run_step
+
+logger = logging.getLogger("serving")
+
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass
+class StreamEnd:
+    """Sentinel put on a stream when the request ends without a final engine output."""
+
+    reason: FinishReason
+    error: str | None = None
+
+
+class RequestStream:
+    """Outputs of one engine request, in order, on the event loop that submitted it."""
+
+    def __init__(self, request_id: str, loop: asyncio.AbstractEventLoop, num_prompt_tokens: int):
+        self.request_id = request_id
+        self.loop = loop
+        self.num_prompt_tokens = num_prompt_tokens
+        self.queue: asyncio.Queue[RequestOutput | StreamEnd] = asyncio.Queue()
+        self.is_finished = False
+
+    def deliver(self, item: RequestOutput | StreamEnd) -> None:
+        """Called from the engine thread."""
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:        # the event loop is closed: nobody is listening any more
+            pass
+
+    async def next(self) -> RequestOutput | StreamEnd:
+        item = await self.queue.get()
+        if isinstance(item, StreamEnd) or item.finished:
+            self.is_finished = True
+        return item
+
+
+class EngineLoop:
+    """Owns `engine` on a background thread; `submit` / `abort` from asyncio.
+
+    Args:
+        engine: the engine (its router is consulted inside `engine.step()`).
+        observers: objects told, on the engine thread, what happens: each may define
+            `observe_added(request_id, now)`, `observe_step(engine, outputs)` (after every step
+            that ran a batch) and `observe_failed_step()`. Their exceptions are logged, never fatal.
+    """
+
+    def __init__(self, engine: Engine, observers: Sequence[object] = (), idle_wait_s: float = 0.05):
+        self.engine = engine
+        self.observers = list(observers)
+        self.idle_wait_s = idle_wait_s
+        self._commands: collections.deque[tuple] = collections.deque()
+        self._wake = threading.Event()
+        self._streams: dict[str, RequestStream] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consecutive_failures = 0
+        self.num_steps = 0
+        self.num_failed_steps = 0
+        self.recent_e2e_s: collections.deque[float] = collections.deque(maxlen=64)
+
+    # ---- asyncio side ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+            self._thread.start()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def num_in_flight(self) -> int:
+        """Requests submitted and not yet finished (queued, waiting or running)."""
+        return len(self._streams)
+
+    def submit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> RequestStream:
+        """Queue a request for the engine; its outputs arrive on the returned stream."""
+        stream = RequestStream(request_id, asyncio.get_running_loop(), len(prompt_token_ids))
+        with self._lock:
+            if request_id in self._streams:
+                raise ValueError(f"request id {request_id!r} is already in flight")
+            self._streams[request_id] = stream
+        self._commands.append(("add", request_id, prompt_token_ids, params))
+        self._wake.set()
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request and free its KV at every level (a no-op when it already ended)."""
+        self._commands.append(("abort", request_id))
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Abort whatever is still in flight and end the thread."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # ---- engine thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._apply_commands()
+            if not self.engine.has_unfinished:
+                self._wake.wait(self.idle_wait_s)
+                self._wake.clear()
+                continue
+            outputs = self._step()
+            self._deliver(outputs)
+        self._apply_commands()
+        for request_id in list(self._streams):
+            self.engine.abort(request_id)
+            self._end(request_id, StreamEnd(FinishReason.ABORT, "the server shut down"))
+
+    def _apply_commands(self) -> None:
+        while self._commands:
+            command = self._commands.popleft()
+            if command[0] == "add":
+                _, request_id, prompt_token_ids, params = command
+                try:
+                    self.engine.add_request(prompt_token_ids, params, request_id=request_id)
+                except ValueError as exc:
+                    self._end(request_id, StreamEnd(FinishReason.ERROR, str(exc)))
+                else:
+                    self._notify("observe_added", request_id, time.monotonic())
+            elif command[0] == "abort":
+                if self.engine.abort(command[1]):
+                    logger.debug("aborted %s", command[1])
+                    self._notify("observe_removed", command[1])
+                self._end(command[1], None)
+
+    def _end(self, request_id: str, item: StreamEnd | RequestOutput | None) -> None:
+        with self._lock:
+            stream = self._streams.pop(request_id, None)
+        if stream is not None and item is not None:
+            stream.deliver(item)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for output in outputs:
+            if output.finished:
+                self._end(output.request_id, output)
+            else:
+                stream = self._streams.get(output.request_id)
+                if stream is not None:
+                    stream.deliver(output)
+        if outputs:
+            self._notify("observe_step", self.engine, outputs)
+
+    def _notify(self, event: str, *args) -> None:
+        for observer in self.observers:
+            method = getattr(observer, event, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except Exception:
+                logger.exception("%s.%s failed (the loop goes on)", type(observer).__name__, event)
+
+    def _step(self) -> list[RequestOutput]:
+        try:
+            outputs = self.engine.step()
+        except Exception as exc:
+            self.num_failed_steps += 1
+            self._notify("observe_failed_step")
+            logger.exception("engine step failed (%s); isolating the failing request", type(exc).__name__)
+            return self._recover()
+        self.num_steps += 1
+        self._consecutive_failures = 0
+        return outputs
+
+    def _recover(self) -> list[RequestOutput]:
+        """After a failed step: reset the batch's KV, find the rows that fail alone, fail only them."""
+        batch = list(self.engine.scheduler.running)
+        self._drop_kv(batch)
+        self._consecutive_failures += 1
+        failures: list[tuple[Request, str]] = []
+        try:
+            decisions = self.engine._decisions(batch)
+        except Exception as exc:        # the router itself failed: nothing row-specific to blame
+            decisions = None
+            failures = [(r, f"routing failed: {exc!r}") for r in batch]
+        if decisions is not None:
+            for request, decision in zip(batch, decisions):
+                try:
+                    run_step([request], [decision], self.engine.levels, self.engine.drafters,
+                             [self.engine._draft_length(request, decision)])
+                except Exception as exc:
+                    failures.append((request, f"{type(exc).__name__}: {exc}"))
+                finally:
+                    self._drop_kv([request])
+        if not failures and self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            failures = [(r, "the batch failed repeatedly") for r in batch]
+        outputs = []
+        for request, message in failures:
+            logger.error("request %s failed and was stopped: %s", request.request_id, message)
+            self.engine.scheduler.finish(request, FinishReason.ERROR, error=message)
+            self.engine.abort(request.request_id)      # frees its KV at every level
+            self._notify("observe_removed", request.request_id)
+            outputs.append(RequestOutput(request.request_id, [], list(request.output_token_ids), True,
+                                         FinishReason.ERROR, request.stats, None, message))
+        if failures:
+            self._consecutive_failures = 0
+        return outputs
+
+    def _drop_kv(self, requests: list[Request]) -> None:
+        """Free the requests' slots at every level; the next forward re-prefills them (lazy catch-up)."""
+        for request in requests:
+            for level in self.engine.levels.values():
+                level.release(request)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until nothing is in flight (tests, drain); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._streams or self._commands:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True

@@ -1,0 +1,137 @@
+"""OpenAI error bodies for every refusal, and the body-size limit.
+
+Every error the server sends is `{"error": {"message", "type", "param", "code"}}`. FastAPI's
+422 validation errors become 400 (OpenAI's status for a bad request); a body over the limit
+gets 413 before it is parsed; anything unexpected gets a 500 with the same body shape and is
+logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.protocol import RequestError
+
+logger = logging.getLogger("serving")
+
+_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
+          413: "invalid_request_error", 429: "rate_limit_error", 500: "internal_error",
+          503: "service_unavailable"}
+
+
+def error_body(message: str, error_type: str = "invalid_request_error", param: str | None = None,
+               code: str | int | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(status_code: int, message: str, param: str | None = None, code: str | None = None,
+                   error_type: str | None = None, headers: dict | None = None) -> JSONResponse:
+    body = error_body(message, error_type or _TYPES.get(status_code, "invalid_request_error"), param, code)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
+    """One readable sentence and the offending field from FastAPI's list of errors."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
+    if first.get("type") == "missing" and not loc:
+        return "request body is missing", None
+    # a union reports one error per member; its location carries the member's type tag
+    param = ".".join(p for p in loc if not _is_type_tag(p)) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return message, param
+
+
+def _is_type_tag(part: str) -> bool:
+    return any(token in part for token in ("[", "function-", "constrained-")) or part in (
+        "str", "int", "float", "bool", "list", "dict", "none")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every refusal an OpenAI error body (and never a bare 422 or HTML page)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe_validation_error(exc)
+        return error_response(400, message, param)
+
+    @app.exception_handler(RequestError)
+    async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        return error_response(exc.status_code, exc.message, exc.param, exc.code, exc.error_type, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse a request body over `max_bytes` with 413, declared or streamed.
+
+    The body is read here (up to the limit) and replayed to the app, so a chunked upload
+    cannot slip past a Content-Length check; later `receive` calls (disconnects) pass through.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(error_body(f"request body is larger than {self.max_bytes} bytes",
+                                     "invalid_request_error", None, "request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,188 @@
+"""Running one HTTP request's prompts through the engine loop: admission, streaming, disconnects.
+
+Admission is bounded: the server holds at most `max_batch + max_queue` engine requests; one
+more gets 429 with a Retry-After estimated from recent request latency. A client that goes
+away (streaming or not) has every one of its engine requests aborted at once, which frees
+their KV at every level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from engine import SamplingParams
+from serving.choices import Choice
+from serving.errors import error_body
+from serving.protocol import RequestError, SamplingFields
+from serving.responses import ResponseFormat, sse
+
+logger = logging.getLogger("serving")
+
+
+@dataclass
+class PreparedPrompt:
+    token_ids: list[int]
+    max_tokens: int
+
+
+def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
+    """Tokenise and check that prompt + max_tokens fit the context (400 otherwise)."""
+    try:
+        ids = state.engine.encode_prompt(prompt)
+    except RequestError:
+        raise
+    except Exception as exc:            # a tokenizer or chat template refusing the input
+        raise RequestError(f"invalid prompt: {exc}", param="messages" if isinstance(prompt, list) and prompt
+                           and isinstance(prompt[0], dict) else "prompt") from exc
+    limit = state.config.max_model_len
+    requested = body.requested_max_tokens()
+    if requested is None:
+        return PreparedPrompt(ids, max(1, min(state.config.default_max_tokens, limit - len(ids))))
+    if len(ids) + requested > limit:
+        raise RequestError(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{len(ids) + requested} tokens ({len(ids)} in the prompt, {requested} for the completion). "
+            "Please reduce the length of the prompt or of max_tokens.", param="max_tokens",
+            code="context_length_exceeded")
+    return PreparedPrompt(ids, requested)
+
+
+def _retry_after_s(state) -> int:
+    """Seconds until a slot is likely free: queue depth x recent latency / batch width."""
+    recent = list(state.engine_loop.recent_e2e_s)
+    mean_e2e = sum(recent) / len(recent) if recent else 1.0
+    depth = max(state.engine_loop.num_in_flight - state.config.max_batch, 1)
+    return int(min(60, max(1, math.ceil(mean_e2e * depth / state.config.max_batch))))
+
+
+def admit(state, num_requests: int) -> None:
+    """Refuse with 503 while draining and 429 when the bounded queue is full."""
+    if state.is_draining:
+        state.metrics.observe_rejection("draining")
+        raise RequestError("the server is shutting down", status_code=503, error_type="service_unavailable",
+                           headers={"Retry-After": "5"})
+    if num_requests > state.config.max_in_flight:
+        raise RequestError(f"this request needs {num_requests} sequences; the server holds at most "
+                           f"{state.config.max_in_flight}", param="n")
+    if state.engine_loop.num_in_flight + num_requests > state.config.max_in_flight:
+        state.metrics.observe_rejection("queue_full")
+        raise RequestError("the server is overloaded: the request queue is full; retry later",
+                           status_code=429, error_type="rate_limit_error", code="queue_full",
+                           headers={"Retry-After": str(_retry_after_s(state))})
+
+
+async def generate(state, http_request: Request, body: SamplingFields, prompts: list[PreparedPrompt],
+                   kind: str) -> JSONResponse | StreamingResponse:
+    arrival = time.monotonic()
+    params: list[tuple[int, SamplingParams]] = []
+    for p_index, prompt in enumerate(prompts):
+        params += [(p_index, body.sampling_params(prompt.max_tokens, choice)) for choice in range(body.n)]
+    admit(state, len(params))
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    response_id = f"{prefix}-{uuid.uuid4().hex}"
+    choices = []
+    for index, (p_index, sampling) in enumerate(params):
+        stream = state.engine_loop.submit(f"{response_id}-{index}", prompts[p_index].token_ids, sampling)
+        choices.append(Choice(index, p_index, stream, state.tokenizer, sampling.stop, arrival))
+    fmt = ResponseFormat(kind, response_id, state.model_name)
+    if body.stream:
+        return StreamingResponse(_stream(state, choices, fmt, body.include_usage), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await _complete(state, http_request, choices, fmt)
+
+
+def _finish(state, choices: list[Choice]) -> None:
+    """Abort what is unfinished (client gone) and record every choice's latencies."""
+    now = time.monotonic()
+    for choice in choices:
+        if not choice.is_finished:
+            state.engine_loop.abort(choice.request_id)
+            choice.finish("abort", "client disconnected", now)
+        ttft = None if choice.first_token_time is None else choice.first_token_time - choice.arrival
+        e2e = (choice.finish_time or now) - choice.arrival
+        state.metrics.observe_request(choice.finish_reason, choice.num_prompt_tokens, ttft, e2e, choice.gaps_s)
+        if choice.finish_reason in ("stop", "length"):
+            state.engine_loop.recent_e2e_s.append(e2e)
+
+
+async def _wait_for_disconnect(http_request: Request) -> None:
+    while True:
+        message = await http_request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _complete(state, http_request: Request, choices: list[Choice], fmt: ResponseFormat) -> JSONResponse:
+    async def run_all() -> None:
+        async def run(choice: Choice) -> None:
+            while not choice.is_finished:
+                await choice.next_delta()
+        await asyncio.gather(*(run(c) for c in choices))
+
+    work = asyncio.create_task(run_all())
+    watcher = asyncio.create_task(_wait_for_disconnect(http_request))
+    try:
+        await asyncio.wait([work, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, watcher):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.gather(work, watcher, return_exceptions=True)
+        _finish(state, choices)
+    failed = [c for c in choices if c.finish_reason == "error"]
+    if failed:
+        return JSONResponse(error_body(f"generation failed: {failed[0].error}", "internal_error"), status_code=500)
+    return JSONResponse(fmt.full(choices))
+
+
+async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usage: bool) -> AsyncIterator[str]:
+    """SSE chunks as tokens arrive, then usage (if asked) and `data: [DONE]`.
+
+    Starlette cancels this generator when the client disconnects; `finally` aborts the requests.
+    """
+    events: asyncio.Queue[tuple[Choice, str]] = asyncio.Queue()
+
+    async def pump(choice: Choice) -> None:
+        while not choice.is_finished:
+            delta = await choice.next_delta()
+            if delta or choice.is_finished:
+                events.put_nowait((choice, delta))
+
+    tasks = [asyncio.create_task(pump(c)) for c in choices]
+    try:
+        if fmt.is_chat:
+            for choice in choices:
+                yield sse(fmt.chunk(choice.index, None, role=True))
+        remaining = len(choices)
+        while remaining:
+            choice, delta = await events.get()
+            if choice.is_finished:
+                remaining -= 1
+                if choice.finish_reason == "error":
+                    if delta:
+                        yield sse(fmt.chunk(choice.index, delta))
+                    yield sse(error_body(f"generation failed: {choice.error}", "internal_error"))
+                    continue
+            yield sse(fmt.chunk(choice.index, delta, choice.finish_reason if choice.is_finished else None))
+        if include_usage:
+            yield sse(fmt.usage_chunk(choices))
+        yield sse("[DONE]")
+    finally:
+        for task in tasks:
+            task.cancel()
+        _finish(state, choices)
+
+
+def dumps(body: dict) -> str:
+    return json.dumps(body, ensure_ascii=False)

@@ -1,0 +1,117 @@
+"""Building the serving state: model, optional trained draft, engine, guarded router, metrics.
+
+`build_state(config)` is what `python -m serving` runs; `state_for_engine(engine, ...)` wraps an
+engine that already exists (tests use a tiny one) with the same router and observers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
+from agents.decision_log import DecisionLogWriter
+from agents.learned_policy import LearnedPolicy
+from engine import Decision, Engine, EngineConfig, StaticRouter
+from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action
+from env.load_stats import LoadStats
+from env.observation import observation_spec
+from serving.app import ServingState
+from serving.config import ServerConfig
+from serving.engine_loop import EngineLoop
+from serving.metrics import ServingMetrics
+from serving.observation import ServingObserver
+from serving.router import GuardedRouter
+
+logger = logging.getLogger("serving")
+
+
+def _env_config(config: ServerConfig, actions: list[Decision]) -> EnvConfig:
+    """The environment settings whose observation spec the server reproduces."""
+    return EnvConfig(actions=tuple(actions), max_batch=config.max_batch, max_model_len=config.max_model_len,
+                     max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
+                     slo_tpot_s=config.slo_tpot_ms / 1e3, slo_ttft_s=config.slo_ttft_ms / 1e3)
+
+
+def build_observer(config: ServerConfig, actions: list[Decision]) -> ServingObserver:
+    env = _env_config(config, actions)
+    spec = observation_spec(env.pairs, env.action_labels, max_batch=env.max_batch, max_model_len=env.max_model_len,
+                            slo_tpot_s=env.slo_tpot_s, slo_ttft_s=env.slo_ttft_s, max_queue=env.max_queue,
+                            max_rate=env.max_rate, max_latency_s=env.max_latency_s, max_wait_s=env.max_wait_s)
+    return ServingObserver(spec, env.pairs, len(actions), LoadStats(env.slo_tpot_s, env.slo_ttft_s), env.slo_penalty)
+
+
+def load_policy(engine: Engine, config: ServerConfig) -> tuple[LearnedPolicy | None, CheckpointError | None]:
+    """The learned policy, or why it cannot be used (missing, corrupt, another spec, a level we lack)."""
+    if not config.policy:
+        return None, None
+    try:
+        manifest = read_manifest(config.policy)
+        actions = [Decision(a.chain, a.k) for a in manifest.actions]
+        for decision in actions:
+            try:
+                engine.validate_decision(decision)
+            except ValueError as exc:
+                raise CheckpointSpecMismatch(f"the policy's action {decision.label} cannot run here: {exc}") from exc
+        spec = build_observer(config, actions).builder.spec
+        return LearnedPolicy.load(config.policy, obs_spec_version=spec.version, obs_names=spec.names), None
+    except CheckpointError as exc:
+        return None, exc
+
+
+def default_actions(engine: Engine) -> list[Decision]:
+    """The environment's default action list, less any chain this engine cannot run."""
+    actions = []
+    for label in DEFAULT_ACTIONS:
+        decision = parse_action(label)
+        try:
+            engine.validate_decision(decision)
+        except ValueError:
+            continue
+        actions.append(decision)
+    return actions
+
+
+def build_fallback(engine: Engine, config: ServerConfig):
+    """The router used whenever the learned policy is unavailable or untrusted."""
+    return StaticRouter(Decision(("ngram", "target"), 4))
+
+
+def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fallback=None) -> ServingState:
+    """Wrap `engine` with the guarded router, the observers and the engine loop."""
+    metrics = ServingMetrics(model_name)
+    learned, error = load_policy(engine, config)
+    actions = learned.decisions() if learned is not None else default_actions(engine)
+    observer = build_observer(config, actions)
+    decision_log = DecisionLogWriter(config.decision_log) if config.decision_log else None
+    router = GuardedRouter(fallback if fallback is not None else build_fallback(engine, config), learned,
+                           load_error=error, observer=observer, actions=actions,
+                           max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
+                           decision_log=decision_log, policy_path=config.policy)
+    engine.router = router
+    loop = EngineLoop(engine, observers=[metrics, observer])
+    if learned is not None:
+        logger.info("router: learned policy %s (%d actions)", router.policy_version, len(actions))
+    return ServingState(engine, loop, config, model_name, metrics, router)
+
+
+def build_state(config: ServerConfig) -> ServingState:
+    """Load the model (and the trained draft when there is one) and wrap it for serving."""
+    from engine.models import load_model
+
+    loaded = load_model(config.model)
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if limit and config.max_model_len > limit:
+        logger.info("max_model_len %d exceeds the model's %d positions; using %d", config.max_model_len, limit, limit)
+        config = dataclasses.replace(config, max_model_len=limit)
+    drafts = {}
+    if config.draft and Path(config.draft).exists():
+        from engine.draft_model import load_draft      # written alongside; only needed with a draft
+        drafts["draft"] = load_draft(config.draft, loaded)
+        logger.info("draft: loaded %s", config.draft)
+    engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
+                                 max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
+                                 num_threads=config.num_threads)
+    engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
+    return state_for_engine(engine, config, config.served_model_name or loaded.name)

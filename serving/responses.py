@@ -1,0 +1,62 @@
+"""OpenAI response bodies and SSE chunks for the two endpoints (completion and chat)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from serving.choices import Choice, usage_of
+
+
+def sse(data: dict | str) -> str:
+    """One server-sent event: `data: <json>` and a blank line."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class ResponseFormat:
+    """How one endpoint spells its bodies; `kind` is 'completion' or 'chat'."""
+
+    def __init__(self, kind: str, response_id: str, model: str):
+        if kind not in ("completion", "chat"):
+            raise ValueError(f"unknown response kind {kind!r}")
+        self.kind = kind
+        self.id = response_id
+        self.model = model
+        self.created = int(time.time())
+
+    @property
+    def is_chat(self) -> bool:
+        return self.kind == "chat"
+
+    def _envelope(self, obj: str, choices: list[dict]) -> dict:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
+
+    def full(self, choices: list[Choice]) -> dict:
+        """The non-streaming body."""
+        rows = []
+        for c in sorted(choices, key=lambda c: c.index):
+            if self.is_chat:
+                rows.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
+                             "logprobs": None, "finish_reason": c.finish_reason})
+            else:
+                rows.append({"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+        body = self._envelope("chat.completion" if self.is_chat else "text_completion", rows)
+        body["usage"] = usage_of(choices)
+        return body
+
+    def chunk(self, index: int, text: str | None, finish_reason: str | None = None, role: bool = False) -> dict:
+        """One streamed chunk for one choice."""
+        if self.is_chat:
+            delta: dict = {"role": "assistant", "content": ""} if role else {}
+            if text:
+                delta["content"] = text
+            row = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return self._envelope("chat.completion.chunk", [row])
+        return self._envelope("text_completion", [{"index": index, "text": text or "", "logprobs": None,
+                                                    "finish_reason": finish_reason}])
+
+    def usage_chunk(self, choices: list[Choice]) -> dict:
+        """The last chunk when the client asked for stream_options.include_usage."""
+        body = self._envelope("chat.completion.chunk" if self.is_chat else "text_completion", [])
+        body["usage"] = usage_of(choices)
+        return body
