@@ -21,6 +21,7 @@ from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.sequence import FinishReason, Request, RequestOutput
 from engine.spec_step import RowResult, run_step
+from engine.trackers import AcceptanceTrackers
 
 
 @dataclass
@@ -65,6 +66,14 @@ class Engine:
         self.router = router or StaticRouter(Decision())
         self.last_step = StepRecord()
         self._ids = itertools.count()
+        self.trackers = AcceptanceTrackers()
+        self.profile = None     # engine.profile.LatencyProfile | None; see load_or_measure_profile
+
+    def load_or_measure_profile(self, path, **measure_kwargs):
+        """Set `self.profile` from `path`, measuring (and saving) the levels it lacks."""
+        from engine.profile import load_or_measure
+        self.profile = load_or_measure(self, path, **measure_kwargs)
+        return self.profile
 
     # ---- requests -------------------------------------------------------------------------
     @property
@@ -124,6 +133,7 @@ class Engine:
             return False
         self.scheduler.finish(request, FinishReason.ABORT)
         self._release(request)
+        self.trackers.forget_request(request_id)
         return True
 
     def _release(self, request: Request) -> None:
@@ -146,11 +156,16 @@ class Engine:
         return decisions
 
     def _draft_length(self, request: Request, decision: Decision) -> int:
-        """K capped so that no level runs past the context or past max_tokens."""
+        """K capped so that no level runs past the context or past max_tokens.
+
+        Every verifying level adds one token, so a chain of n levels outputs up to K + n - 1
+        tokens and the target feeds up to K + n - 2 proposals after the last committed token.
+        """
         if decision.is_plain:
             return 0
-        remaining = request.params.max_tokens - len(request.output_token_ids) - 1
-        room = self.config.max_model_len - request.num_tokens
+        extra = len(decision.chain) - 2
+        remaining = request.params.max_tokens - len(request.output_token_ids) - 1 - extra
+        room = self.config.max_model_len - request.num_tokens - extra
         return max(0, min(decision.k, remaining, room))
 
     def step(self) -> list[RequestOutput]:
@@ -176,6 +191,10 @@ class Engine:
                 self._release(request)
         self.last_step = StepRecord(decisions, results, [r.request_id for r in batch], num_committed,
                                     time.perf_counter() - start, len(batch))
+        self.trackers.observe_step(self.last_step)
+        for output in outputs:
+            if output.finished:
+                self.trackers.forget_request(output.request_id)
         return outputs
 
     def _detokenize(self, token_ids: list[int]) -> str:

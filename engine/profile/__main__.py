@@ -1,0 +1,104 @@
+"""`python -m engine.profile`: measure a model's latency profile and write it as JSON.
+
+    python -m engine.profile --model default --out profiles/SmolLM2-135M-Instruct.json
+    python -m engine.profile --model ./my-llama --draft draft=./my-draft --budget-s 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ProfileArgs:
+    """Measure forward latency per level (target, drafts, model-free drafters) into a profile."""
+
+    model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local HF dir / .gguf"})
+    draft: list[str] = field(default_factory=list, metadata={"help": "draft model as NAME=PATH; repeat for several"})
+    out: str = field(default="", metadata={"help": "output JSON (default: profiles/<model name>.json)"})
+    budget_s: float = field(default=60.0, metadata={"help": "wall-clock budget in seconds for the whole run, loading included"})
+    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "batch sizes to time"})
+    tokens: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 9, 17],
+                              metadata={"help": "tokens per row to time (K + 1 for a verifier, up to K + depth)"})
+    contexts: list[int] = field(default_factory=lambda: [64, 512, 1536], metadata={"help": "context lengths to time"})
+    repeats: int = field(default=2, metadata={"help": "samples per point where the budget allows (the minimum is kept)"})
+    max_model_len: int = field(default=2048, metadata={"help": "context length of the engine being profiled"})
+    num_threads: int = field(default=0, metadata={"help": "torch intra-op threads (0 keeps torch's default)"})
+
+    def __post_init__(self) -> None:
+        if self.budget_s <= 0 or self.repeats < 1:
+            raise ValueError("budget_s must be > 0 and repeats >= 1")
+        for name in ("batches", "tokens"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be non-empty integers >= 1")
+        if not self.contexts or min(self.contexts) < 0:
+            raise ValueError("contexts must be non-empty integers >= 0")
+        for spec in self.draft:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--draft takes NAME=PATH, got {spec!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> ProfileArgs:
+    parser = argparse.ArgumentParser(description=ProfileArgs.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(ProfileArgs):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name == "draft":
+            parser.add_argument(flag, action="append", default=[], help=f.metadata["help"])
+        elif isinstance(default, list):
+            parser.add_argument(flag, type=int, nargs="+", default=default, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f.metadata["help"])
+    namespace = parser.parse_args(argv)
+    try:
+        return ProfileArgs(**vars(namespace))
+    except ValueError as error:
+        parser.error(str(error))
+        raise
+
+
+def main(cfg: ProfileArgs) -> Path:
+    start = time.perf_counter()
+    from engine import Engine, EngineConfig
+    from engine.models import load_model
+    from engine.profile import measure_profile
+
+    target = load_model(cfg.model)
+    drafts = {}
+    for spec in cfg.draft:
+        name, _, path = spec.partition("=")
+        drafts[name] = load_model(path).model
+    engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
+                                                                 num_threads=cfg.num_threads), drafts=drafts)
+    load_s = time.perf_counter() - start
+    # the measurement gets what loading left of the budget, but always a little
+    budget = max(cfg.budget_s - load_s - 1.0, 0.25 * cfg.budget_s)
+    profile = measure_profile(engine, batches=cfg.batches, tokens=cfg.tokens, contexts=cfg.contexts,
+                              budget_s=budget, repeats=cfg.repeats, model=target.name)
+    profile.meta["load_s"] = round(load_s, 3)
+    profile.meta["total_s"] = round(time.perf_counter() - start, 3)
+    out = Path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"{target.name}.json"
+    profile.save(out)
+    target_grid = profile.levels["target"]
+    print(f"wrote {out}: levels {', '.join(profile.levels)}; load {load_s:.1f} s, "
+          f"measure {profile.meta['measure_s']:.1f} s, total {profile.meta['total_s']:.1f} s; "
+          f"estimated points {profile.meta['estimated_points']}")
+    for context in target_grid.contexts:
+        cells = [f"b{b}/t{t}={profile.forward_time('target', b, t, context) * 1e3:.0f}ms"
+                 for b in (target_grid.batches[0], target_grid.batches[-1])
+                 for t in (target_grid.tokens[0], target_grid.tokens[-1])]
+        print(f"  target @ context {context}: {' '.join(cells)}")
+    return out
+
+
+if __name__ == "__main__":
+    main(parse_args(sys.argv[1:]))
