@@ -1,0 +1,140 @@
+"""Environment settings (`EnvConfig`), checked on construction; bad values raise `EnvConfigError`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium
+
+from engine.decision import Decision
+from env.workloads import WorkloadSpec, resolve_workload
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ("sim", "real")
+DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8",
+                   "suffix>target@2", "suffix>target@4", "suffix>target@8")
+
+
+class EnvConfigError(gymnasium.error.Error, ValueError):
+    """A bad environment argument (unknown workload, bad rate, unknown backend, ...)."""
+
+
+def parse_action(action: str | Decision | tuple) -> Decision:
+    """"plain", "ngram>target@4" (also "ngram,target@k4"), a Decision, or (chain, k)."""
+    if isinstance(action, Decision):
+        return action
+    if isinstance(action, tuple) and len(action) == 2:
+        return Decision(tuple(action[0]) if not isinstance(action[0], str) else action[0], action[1])
+    if isinstance(action, str):
+        if action.strip() == "plain":
+            return Decision()
+        chain, sep, k = action.partition("@")
+        k = k.strip().removeprefix("k")
+        if not sep or not k.isdigit():
+            raise ValueError(f"action {action!r} must look like 'plain' or 'ngram>target@4'")
+        return Decision(tuple(part.strip() for part in chain.replace(",", ">").split(">")), int(k))
+    raise ValueError(f"action {action!r} must be 'plain', 'chain@K', a Decision or (chain, K)")
+
+
+def resolve_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _positive(name: str, value, integer: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise EnvConfigError(f"{name} must be {'an integer' if integer else 'a number'} > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise EnvConfigError(f"{name} must be {'an integer' if integer else 'a finite number'} > 0, got {value!r}")
+
+
+@dataclass
+class EnvConfig:
+    """Args:
+        backend: "sim" (virtual clock, fitted latency and acceptance) or "real" (the engine, wall clock).
+        workload: a preset name (env.WORKLOADS), a dict of WorkloadSpec fields, or a WorkloadSpec.
+        actions: the (chain, K) list the Discrete action indexes: "plain", "ngram>target@4", Decisions.
+        max_batch / max_num_tokens / max_model_len: the engine's batching limits (both backends).
+        slo_tpot_s / slo_ttft_s: per-request SLO on mean time per output token and time to first token.
+        slo_penalty: reward subtracted per finished request that missed either SLO.
+        max_steps: the episode is truncated after this many steps.
+        profile: latency profile JSON (sim), relative to the repository root unless absolute.
+        acceptance: fitted acceptance models JSON (sim), written by `python -m env.calibrate`.
+        model: the real backend's target: "default" (embedded SmolLM2) or a local path.
+        draft: the real backend's trained draft checkpoint directory; None for model-free drafters only.
+        engine_factory: the real backend calls it to build its Engine instead (tests, tiny models).
+        num_threads: torch threads for the real backend (0 keeps torch's default).
+        max_queue / max_rate / max_latency_s / max_wait_s: upper ends of the observation's ranges.
+    """
+
+    backend: str = "sim"
+    workload: str | dict | WorkloadSpec = "sharegpt"
+    actions: tuple = DEFAULT_ACTIONS
+    max_batch: int = 16
+    max_num_tokens: int = 32768
+    max_model_len: int = 2048
+    slo_tpot_s: float = 0.25
+    slo_ttft_s: float = 5.0
+    slo_penalty: float = 20.0
+    max_steps: int = 4096
+    profile: str = "profiles/SmolLM2-135M-Instruct.json"
+    acceptance: str = "profiles/acceptance_SmolLM2-135M-Instruct.json"
+    model: str = "default"
+    draft: str | None = None
+    engine_factory: Callable | None = None
+    num_threads: int = 0
+    max_queue: int = 256
+    max_rate: float = 100.0
+    max_latency_s: float = 30.0
+    max_wait_s: float = 600.0
+    decisions: tuple[Decision, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise EnvConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        try:
+            self.workload = resolve_workload(self.workload)
+        except (ValueError, TypeError) as exc:
+            raise EnvConfigError(str(exc)) from None
+        if isinstance(self.actions, (str, Decision)) or not self.actions:
+            raise EnvConfigError("actions must be a non-empty list of (chain, K) such as ['plain', 'ngram>target@4']")
+        try:
+            self.decisions = tuple(parse_action(a) for a in self.actions)
+        except ValueError as exc:
+            raise EnvConfigError(str(exc)) from None
+        labels = [d.label for d in self.decisions]
+        if len(set(labels)) != len(labels):
+            raise EnvConfigError(f"actions repeat a (chain, K): {labels}")
+        for name in ("max_batch", "max_num_tokens", "max_model_len", "max_steps", "max_queue"):
+            _positive(name, getattr(self, name), integer=True)
+        for name in ("slo_tpot_s", "slo_ttft_s", "max_rate", "max_latency_s", "max_wait_s"):
+            _positive(name, getattr(self, name))
+        if isinstance(self.slo_penalty, bool) or not isinstance(self.slo_penalty, (int, float)) \
+                or not math.isfinite(self.slo_penalty) or self.slo_penalty < 0:
+            raise EnvConfigError(f"slo_penalty must be a finite number >= 0, got {self.slo_penalty!r}")
+        if self.max_num_tokens < self.max_model_len:
+            raise EnvConfigError("max_num_tokens must be at least max_model_len")
+        if self.workload.max_new_tokens >= self.max_model_len:
+            raise EnvConfigError(f"the workload's max_new_tokens ({self.workload.max_new_tokens}) must be "
+                                 f"below max_model_len ({self.max_model_len})")
+        if self.engine_factory is not None and not callable(self.engine_factory):
+            raise EnvConfigError("engine_factory must be callable (it returns an Engine)")
+
+    @property
+    def action_labels(self) -> list[str]:
+        return [d.label for d in self.decisions]
+
+    @property
+    def pairs(self) -> list[str]:
+        """Every (drafter > verifier) pair the actions use, in first-use order."""
+        pairs: list[str] = []
+        for decision in self.decisions:
+            if decision.is_plain:
+                continue
+            for below, above in zip(decision.chain, decision.chain[1:]):
+                if f"{below}>{above}" not in pairs:
+                    pairs.append(f"{below}>{above}")
+        return pairs

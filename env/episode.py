@@ -1,0 +1,96 @@
+"""One episode's bookkeeping, shared by both backends: arrivals, SLOs, reward, observation.
+
+The backend only runs steps and tells the time; everything else (which requests have arrived,
+TTFT/TPOT against the SLO, the reward, the observation) is computed here, once, the same way
+for the real engine and the simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.decision import Decision
+from engine.sequence import Request
+from env.load_stats import LoadStats
+from env.observation import ObservationBuilder
+from env.workloads import WorkloadRequest
+
+
+@dataclass
+class StepOutcome:
+    """What one environment step did; `reward` = tokens/s of the step - penalty x SLO misses."""
+
+    reward: float
+    num_committed: int
+    latency_s: float
+    num_rows: int
+    num_finished: int
+    num_violations: int
+
+
+@dataclass
+class Episode:
+    window: list[WorkloadRequest]
+    stats: LoadStats
+    slo_penalty: float
+    next_arrival: int = 0
+    num_steps: int = 0
+    last_action: int | None = None
+    requests: dict[str, Request] = field(default_factory=dict)     # every request added, by id
+    num_committed: int = 0
+    num_finished: int = 0
+    time: float = 0.0            # backend time of the last admission, which the observation reads
+
+    @property
+    def is_done(self) -> bool:
+        """Every request of the window has arrived and finished."""
+        return self.num_finished == len(self.window)
+
+    def start(self, backend) -> None:
+        """Admit the first arrivals; the episode's time starts at the first arrival exactly."""
+        backend.skip_to(self.window[0].arrival_s)
+        self.admit_arrivals(backend, now=self.window[0].arrival_s)
+
+    def admit_arrivals(self, backend, now: float | None = None) -> None:
+        """Hand the backend every request whose arrival time has come; skip idle time to the next
+        arrival when nothing is queued or running (exact: nobody waits in an idle engine)."""
+        if not backend.has_unfinished and self.next_arrival < len(self.window):
+            arrival = self.window[self.next_arrival].arrival_s
+            if arrival > backend.now():
+                backend.skip_to(arrival)
+        now = backend.now() if now is None else now
+        self.time = now
+        first = self.next_arrival
+        while self.next_arrival < len(self.window) and self.window[self.next_arrival].arrival_s <= now:
+            item = self.window[self.next_arrival]
+            request = backend.add(item, f"req-{item.index}")
+            self.requests[request.request_id] = request
+            self.next_arrival += 1
+        self.stats.observe_arrivals(self.next_arrival - first, now)
+
+    def step(self, backend, decision: Decision, action: int) -> StepOutcome:
+        rows, latency_s = backend.step(decision)
+        num_committed = num_finished = num_violations = 0
+        for request, num_new in rows:
+            num_committed += num_new
+            if num_new and len(request.output_token_ids) == num_new:
+                self.stats.observe_first_token(request.first_token_time - request.arrival_time)
+            if request.is_finished:
+                num_finished += 1
+                num_violations += self.stats.observe_finish(request.arrival_time, request.first_token_time,
+                                                            request.finish_time, len(request.output_token_ids))
+        self.num_finished += num_finished
+        self.stats.observe_step(len(rows), num_committed, latency_s)
+        self.num_committed += num_committed
+        self.num_steps += 1
+        self.last_action = action
+        self.admit_arrivals(backend)
+        reward = (num_committed / latency_s if latency_s > 0 else 0.0) - self.slo_penalty * num_violations
+        return StepOutcome(float(reward), num_committed, latency_s, len(rows), num_finished, num_violations)
+
+    def observe(self, backend, builder: ObservationBuilder) -> np.ndarray:
+        scheduler = backend.scheduler
+        return builder.build(scheduler.running, scheduler.waiting, backend.acceptance(builder.pairs), self.stats,
+                             self.time, self.last_action)

@@ -1,0 +1,99 @@
+"""The observation: a float32 vector with a versioned spec of names and ranges.
+
+The builder reads only what any engine exposes (the scheduler's running and waiting requests,
+the acceptance trackers' snapshot, `LoadStats`), so the real engine, the simulator and the
+server build the same vector. Values are clipped into the spec's [low, high].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from env.load_stats import LoadStats
+
+OBS_SPEC_VERSION = "specroute-obs-v1"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    low: float
+    high: float
+    description: str
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """Names and ranges of the observation vector; `version` changes whenever the layout does."""
+
+    version: str
+    features: tuple[Feature, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.array([f.low for f in self.features], dtype=np.float32)
+
+    @property
+    def high(self) -> np.ndarray:
+        return np.array([f.high for f in self.features], dtype=np.float32)
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "names": self.names,
+                "low": [f.low for f in self.features], "high": [f.high for f in self.features]}
+
+    def table(self) -> str:
+        """Markdown table (index, name, min, max, meaning) for docs."""
+        rows = ["| index | name | min | max | meaning |", "|---|---|---|---|---|"]
+        rows += [f"| {i} | {f.name} | {f.low:g} | {f.high:g} | {f.description} |" for i, f in enumerate(self.features)]
+        return "\n".join(rows)
+
+
+def observation_spec(pairs: Sequence[str], action_labels: Sequence[str], *, max_batch: int, max_model_len: int,
+                     slo_tpot_s: float, slo_ttft_s: float, max_queue: int, max_rate: float,
+                     max_latency_s: float, max_wait_s: float) -> ObservationSpec:
+    """The v1 layout: load, context, latency and SLO slack, acceptance per pair, last action one-hot."""
+    features = [
+        Feature("running_batch", 0, max_batch, "requests in the running batch"),
+        Feature("queue_length", 0, max_queue, "requests waiting for admission (clipped)"),
+        Feature("arrival_rate_ema", 0, max_rate, "arrivals per second, exponentially weighted"),
+        Feature("context_mean", 0, max_model_len, "mean prompt + output tokens of running requests"),
+        Feature("context_max", 0, max_model_len, "largest prompt + output tokens of running requests"),
+        Feature("step_latency_s", 0, max_latency_s, "duration of the last step"),
+        Feature("tpot_slack_s", slo_tpot_s - max_latency_s, slo_tpot_s, "TPOT SLO minus recent time per output token"),
+        Feature("ttft_slack_s", slo_ttft_s - max_wait_s, slo_ttft_s, "TTFT SLO minus recent time to first token"),
+        Feature("oldest_wait_s", 0, max_wait_s, "how long the oldest waiting request has waited"),
+    ]
+    features += [Feature(f"acceptance[{pair}]", 0, 1, f"acceptance EMA of {pair}") for pair in pairs]
+    features += [Feature(f"last_action[{label}]", 0, 1, "1 for the action of the last step") for label in action_labels]
+    return ObservationSpec(OBS_SPEC_VERSION, tuple(features))
+
+
+class ObservationBuilder:
+    def __init__(self, spec: ObservationSpec, pairs: Sequence[str], num_actions: int):
+        self.spec = spec
+        self.pairs = list(pairs)
+        self.num_actions = num_actions
+        self.low = spec.low
+        self.high = spec.high
+
+    def build(self, running: Sequence, waiting: Sequence, acceptance: dict[str, float], stats: LoadStats,
+              now: float, last_action: int | None) -> np.ndarray:
+        """`running` / `waiting`: the scheduler's requests; `acceptance`: pair -> EMA."""
+        contexts = [r.num_tokens for r in running]
+        oldest_wait = now - waiting[0].arrival_time if waiting else 0.0
+        values = [len(running), len(waiting), stats.arrival_rate,
+                  sum(contexts) / len(contexts) if contexts else 0.0, max(contexts, default=0),
+                  stats.step_latency_s, stats.tpot_slack_s, stats.ttft_slack_s, oldest_wait]
+        values += [acceptance.get(pair, 0.0) for pair in self.pairs]
+        one_hot = [0.0] * self.num_actions
+        if last_action is not None:
+            one_hot[last_action] = 1.0
+        obs = np.array(values + one_hot, dtype=np.float32)
+        return np.clip(obs, self.low, self.high, out=obs)

@@ -1,0 +1,109 @@
+"""The real backend: the engine itself on wall-clock time, routed by the environment's action.
+
+Time is `time.monotonic()` shifted by the idle periods the episode skipped (when nothing is
+queued or running nobody waits, so skipping them changes no latency).
+"""
+
+from __future__ import annotations
+
+import time
+
+from engine.config import EngineConfig
+from engine.decision import Decision, StaticRouter
+from engine.engine import Engine
+from engine.sampling import SamplingParams
+from engine.sequence import Request
+from env.config import EnvConfig, EnvConfigError, resolve_path
+from env.prompt_sources import Prompt
+from env.workloads import WorkloadRequest
+
+DRAFT_NAME = "draft"
+
+
+def build_engine(config: EnvConfig) -> Engine:
+    """The target (embedded SmolLM2 or a local path) and, if given, the trained draft."""
+    if config.engine_factory is not None:
+        engine = config.engine_factory()
+        if not isinstance(engine, Engine):
+            raise EnvConfigError(f"engine_factory returned {type(engine).__name__}, not an Engine")
+        return engine
+    from engine.models import load_model
+    loaded = load_model(config.model)
+    drafts = {}
+    if config.draft is not None:
+        from engine.draft_model import load_draft
+        drafts[DRAFT_NAME] = load_draft(resolve_path(config.draft), loaded)
+    engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
+                                 max_model_len=config.max_model_len, num_threads=config.num_threads)
+    return Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
+
+
+def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[int]:
+    """Token ids of a workload prompt: its text cut to its last `keep` tokens, then rendered with
+    the chat template when it is a chat prompt, then cut to `room` tokens (the engine's context
+    minus the output)."""
+    text = prompt.text
+    content = engine.tokenizer.encode(text, add_special_tokens=False)
+    if len(content) > keep:
+        text = engine.tokenizer.decode(content[-keep:], skip_special_tokens=True) or text[-keep:]
+    ids = engine.encode_prompt([{"role": "user", "content": text}] if prompt.is_chat else text)
+    return ids[-room:]
+
+
+class RealBackend:
+    def __init__(self, config: EnvConfig):
+        self.engine = build_engine(config)
+        self.max_model_len = self.engine.config.max_model_len
+        self.max_prompt_tokens = config.workload.max_prompt_tokens
+        for decision in config.decisions:
+            try:
+                self.engine.validate_decision(decision)
+            except ValueError as exc:
+                raise EnvConfigError(f"action {decision.label}: {exc}") from None
+        self.origin = time.monotonic()
+
+    @property
+    def scheduler(self):
+        return self.engine.scheduler
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished
+
+    def reset(self, seed: int) -> None:
+        """Abort what the last episode left, forget acceptance history, restart the clock.
+        (`seed` is unused: the real engine decodes greedily and its latencies are the machine's.)"""
+        for request_id in list(self.engine.scheduler.requests):
+            self.engine.abort(request_id)
+        self.engine.trackers.reset()
+        self.origin = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self.origin
+
+    def skip_to(self, t: float) -> None:
+        self.origin -= max(0.0, t - self.now())
+
+    def add(self, item: WorkloadRequest, request_id: str) -> Request:
+        room = self.max_model_len - item.max_new_tokens - 1
+        ids = encode_prompt(self.engine, item.prompt, min(self.max_prompt_tokens, room), room)
+        params = SamplingParams(max_tokens=item.max_new_tokens, ignore_eos=True)
+        self.engine.add_request(ids, params, request_id=request_id, category=item.prompt.category,
+                                arrival_time=self.origin + item.arrival_s)
+        return self.engine.scheduler.requests[request_id]
+
+    def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
+        """One engine step; each row's request with the number of tokens it committed."""
+        self.engine.router = StaticRouter(decision)
+        requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
+        outputs = self.engine.step()
+        rows = [(requests[o.request_id], len(o.new_token_ids)) for o in outputs]
+        return rows, self.engine.last_step.latency_s
+
+    def acceptance(self, pairs: list[str]) -> dict[str, float]:
+        trackers = self.engine.trackers
+        return {pair: trackers.acceptance(pair) for pair in pairs}
+
+    def close(self) -> None:
+        for request_id in list(self.engine.scheduler.requests):
+            self.engine.abort(request_id)

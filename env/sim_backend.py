@@ -1,0 +1,234 @@
+"""The simulator: the engine's scheduler and trackers on a virtual clock, with no model.
+
+Only "run a step" differs from the real engine. For each running row the simulator draws how
+many tokens the first level proposes and how many each verifier accepts from the fitted
+per-category acceptance models, builds the same `RowResult`/`PairOutcome`s the engine's
+`run_step` returns, commits placeholder tokens through the same `Scheduler.commit` (so
+max_tokens and context limits act identically) and feeds the same `StepRecord` to the same
+acceptance trackers. The clock advances by the profile's time of the forwards the engine would
+have run (grouped by level and padded as the engine's ragged batches are, including prefill
+and the lazy catch-up of levels that sat out) plus the fitted per-step overhead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.decision import TARGET, Decision
+from engine.drafters import MODEL_FREE_DRAFTERS
+from engine.engine import Engine, StepRecord
+from engine.sampling import SamplingParams
+from engine.scheduler import Scheduler
+from engine.sequence import Request
+from engine.spec_step import PairOutcome, RowResult
+from engine.trackers import AcceptanceTrackers
+from env.config import EnvConfig, EnvConfigError, resolve_path
+from env.sim_calibration import SimCalibration
+from env.workloads import WorkloadRequest
+
+SIM_TOKEN_ID = 0        # the simulator commits placeholder tokens; only their number matters
+
+
+class SimEngine:
+    """Engine-shaped (scheduler, trackers, add, step, last_step) with simulated steps."""
+
+    def __init__(self, config: EngineConfig, profile, calibration: SimCalibration, seed: int = 0):
+        self.config = config
+        self.profile = profile
+        self.calibration = calibration
+        self.scheduler = Scheduler(config, set(), None)
+        self.trackers = AcceptanceTrackers()
+        self.rng = np.random.default_rng(seed)
+        self.clock = 0.0
+        self.last_step = StepRecord()
+        self.cached: dict[str, dict[str, int]] = {}      # request id -> model level -> tokens in its cache
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    def add(self, request: Request) -> None:
+        self.scheduler.add(request)
+        self.cached[request.request_id] = {}
+
+    # K capped by the row's remaining budget and the context: the engine's own rule, shared
+    _draft_length = Engine._draft_length
+
+    # ---- one simulated step ----------------------------------------------------------------
+    def _row_result(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
+                    uniforms: list[float]) -> RowResult:
+        """Draw what the chain proposes and accepts for one row (the shape `run_step` returns)."""
+        if k == 0:
+            return RowResult([SIM_TOKEN_ID])
+        model = self.calibration.acceptance
+        num = model.sample_proposed(chain[0], category, k, uniforms[0], uniforms[1]) \
+            if chain[0] in MODEL_FREE_DRAFTERS else k
+        pairs = []
+        for i, key in enumerate(pair_keys):
+            accepted = model.sample_accepted(key, category, num, uniforms[2 + i])
+            pairs.append(PairOutcome(chain[i], chain[i + 1], num, accepted))
+            num = accepted + 1
+        return RowResult([SIM_TOKEN_ID] * num, pairs)
+
+    def step(self, decision: Decision) -> list[tuple[Request, int]]:
+        """One step; returns each row's request with the number of tokens it committed."""
+        batch = self.scheduler.admit()
+        if not batch:
+            self.last_step = StepRecord()
+            return []
+        chain = decision.chain
+        pair_keys = tuple(f"{a}>{b}" for a, b in zip(chain, chain[1:]))
+        width = len(chain) + 1
+        uniforms = self.rng.random(len(batch) * width).tolist()
+        ks = [self._draft_length(r, decision) for r in batch]
+        results = [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width])
+                   for i, (r, k) in enumerate(zip(batch, ks))]
+        cached = [self.cached[r.request_id] for r in batch]
+        forward_s = step_seconds(self.profile, [r.num_tokens for r in batch], cached, chain, ks, results)
+        latency = self.calibration.step_time_s(forward_s, len(batch))
+        self.clock += latency
+        rows: list[tuple[Request, int]] = []
+        num_committed = 0
+        for request, k, result, levels in zip(batch, ks, results, cached):
+            appended = len(self.scheduler.commit(request, result.tokens, self.clock))
+            num_committed += appended
+            request.stats.observe_step(result.num_proposed, min(result.num_accepted, appended))
+            sync_cached(levels, request.num_tokens, appended, chain, k, result)
+            rows.append((request, appended))
+        self.last_step = StepRecord([decision] * len(batch), results, [r.request_id for r in batch],
+                                    num_committed, latency, len(batch))
+        self.trackers.observe_step(self.last_step)
+        for request in batch:
+            if request.is_finished:
+                self.scheduler.pop_finished(request)
+                self.trackers.forget_request(request.request_id)
+                del self.cached[request.request_id]
+        return rows
+
+
+def step_seconds(profile, num_tokens: list[int], cached: list[dict[str, int]], chain: tuple[str, ...],
+                 ks: list[int], results: list[RowResult]) -> float:
+    """Profile time of the forwards `run_step` runs for these rows, grouped per level as it groups
+    them and padded as the runner pads a ragged batch (widest feed, longest context).
+
+    `num_tokens[i]`: the row's committed tokens before the step; `cached[i]`: level -> tokens
+    that level's cache holds for the row (what it lacks is fed first: prefill, lazy catch-up).
+    """
+    groups: dict[str, list[tuple[int, int]]] = {}       # level -> [(tokens fed, context end)]
+    drafting: list[tuple[int, int]] = []                # model first level: (tokens it holds after catch-up, k)
+    model_free: list[int] = []                          # model-free first level: k per row
+    first_is_model = chain[0] not in MODEL_FREE_DRAFTERS
+    for total, have_by_level, k, result in zip(num_tokens, cached, ks, results):
+        if k > 0:
+            if first_is_model:
+                drafting.append((total, k))
+                fed = total - have_by_level.get(chain[0], 0)
+                groups.setdefault(chain[0] + "#catch-up", []).append((fed, total))
+            else:
+                model_free.append(k)
+            for pair, level in zip(result.pairs, chain[1:]):
+                have = have_by_level.get(level, 0)
+                groups.setdefault(level, []).append((total - have + pair.num_proposed, total + pair.num_proposed))
+        else:
+            have = have_by_level.get(TARGET, 0)
+            groups.setdefault(TARGET, []).append((total - have, total))
+    forward_time = profile.forward_time
+    seconds = 0.0
+    for name, rows in groups.items():
+        fed = max(f for f, _ in rows)
+        seconds += forward_time(name.partition("#")[0], len(rows), fed, max(e for _, e in rows) - fed)
+    if model_free:
+        seconds += forward_time(chain[0], len(model_free), max(model_free), max(num_tokens))
+    # a model drafter feeds its catch-up (above), then one token per row until each row has k
+    for j in range(1, max((k for _, k in drafting), default=0)):
+        ends = [total + j for total, k in drafting if k > j]
+        seconds += forward_time(chain[0], len(ends), 1, max(ends) - 1)
+    return seconds
+
+
+def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,
+                result: RowResult) -> None:
+    """What each level's cache holds after the engine's rollback (`ModelLevel.sync`): verifiers keep
+    every committed token but the last; a model drafter keeps its drafts that were committed."""
+    if k == 0:
+        levels[TARGET] = total - 1
+        return
+    for level in chain[1:]:
+        levels[level] = total - 1
+    if chain[0] not in MODEL_FREE_DRAFTERS:
+        survived = min(p.num_accepted for p in result.pairs)
+        levels[chain[0]] = total - num_committed + min(k - 1, survived, num_committed - 1)
+
+
+class SimBackend:
+    """The environment's view of a `SimEngine`: requests from the workload, a virtual clock."""
+
+    def __init__(self, config: EnvConfig):
+        from engine.profile import LatencyProfile
+        try:
+            self.profile = LatencyProfile.load(resolve_path(config.profile))
+            self.calibration = SimCalibration.load(resolve_path(config.acceptance))
+        except (FileNotFoundError, ValueError) as exc:
+            raise EnvConfigError(str(exc)) from None
+        for pair in config.pairs:
+            if not self.calibration.acceptance.has_pair(pair):
+                raise EnvConfigError(f"the acceptance models in {config.acceptance} have no data for {pair!r}; "
+                                     "run `python -m env.calibrate` with that drafter")
+        self.engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
+                                          max_model_len=config.max_model_len)
+        self.max_prompt_tokens = config.workload.max_prompt_tokens
+        self.engine = SimEngine(self.engine_config, self.profile, self.calibration)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.engine.scheduler
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished
+
+    def reset(self, seed: int) -> None:
+        self.engine = SimEngine(self.engine_config, self.profile, self.calibration, seed)
+
+    def reseed(self, seed: int) -> None:
+        """New acceptance draws from here on, same requests (repeated runs of one window)."""
+        self.engine.rng = np.random.default_rng(seed)
+
+    def now(self) -> float:
+        return self.engine.clock
+
+    def skip_to(self, t: float) -> None:
+        self.engine.clock = max(self.engine.clock, t)
+
+    def add(self, item: WorkloadRequest, request_id: str) -> Request:
+        room = self.engine_config.max_model_len - item.max_new_tokens - 1
+        num_prompt = min(self.calibration.prompt_tokens(item.prompt, min(self.max_prompt_tokens, room)), room)
+        params = SamplingParams(max_tokens=item.max_new_tokens, ignore_eos=True, seed=0)
+        request = Request(request_id, [SIM_TOKEN_ID] * num_prompt, params, arrival_time=item.arrival_s,
+                          category=item.prompt.category)
+        request.generator = None        # nothing is sampled with torch here; keeps cloning cheap
+        self.engine.add(request)
+        return request
+
+    def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
+        rows = self.engine.step(decision)
+        return rows, self.engine.last_step.latency_s
+
+    def acceptance(self, pairs: list[str]) -> dict[str, float]:
+        trackers = self.engine.trackers
+        return {pair: trackers.acceptance(pair) for pair in pairs}
+
+    # ---- cloning for look-ahead baselines ----------------------------------------------------
+    def shared_objects(self) -> list:
+        """Immutable during an episode: shared by clones instead of copied."""
+        return [self.profile, self.calibration, self.engine_config]
+
+    def state(self) -> SimEngine:
+        return self.engine
+
+    def load_state(self, state: SimEngine) -> None:
+        self.engine = state
+
+    def close(self) -> None:
+        pass

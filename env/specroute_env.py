@@ -1,0 +1,206 @@
+"""`SpecRoute-v0`: route each engine step to a (chain, K) under a serving workload."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from env.config import EnvConfig, EnvConfigError
+from env.episode import Episode
+from env.load_stats import LoadStats
+from env.observation import ObservationBuilder, ObservationSpec, observation_spec
+from env.workloads import build_window, resolve_workload
+
+
+class SpecRouteEnv(gymnasium.Env):
+    """## Description
+
+    An LLM server decodes a workload (prompts arriving over time) with speculative decoding.
+    Before every engine step the agent picks which drafter chain runs and how many tokens its
+    first level drafts. Drafting more pays when drafts are accepted and the batch is small;
+    under load the verifier becomes compute-bound and plain decoding wins. The same scheduler,
+    acceptance trackers and observation code run on two backends: `real` (the engine on wall
+    clock) and `sim` (virtual clock; step latency from a profile, acceptance drawn from models
+    fitted on real runs by `python -m env.calibrate`).
+
+    ## Action space
+
+    `Discrete(len(actions))`: index into the configured (chain, K) list. The default list is
+    `plain, ngram>target@2/4/8, suffix>target@2/4/8`; K = 0 (plain) runs the target alone.
+    An index outside the space raises `gymnasium.error.InvalidAction`.
+
+    ## Observation space
+
+    `Box(float32)` with a versioned spec (`env.unwrapped.obs_spec`, version
+    `specroute-obs-v1`); values are clipped into [min, max]. With the default actions:
+
+    | index | name | min | max |
+    |---|---|---|---|
+    | 0 | running_batch: requests in the running batch | 0 | max_batch |
+    | 1 | queue_length: requests waiting (clipped) | 0 | max_queue |
+    | 2 | arrival_rate_ema: requests/s, exponentially weighted | 0 | max_rate |
+    | 3 | context_mean: mean prompt + output tokens, running rows | 0 | max_model_len |
+    | 4 | context_max: largest prompt + output tokens, running rows | 0 | max_model_len |
+    | 5 | step_latency_s: last step's duration | 0 | max_latency_s |
+    | 6 | tpot_slack_s: TPOT SLO - recent time per output token | slo_tpot_s - max_latency_s | slo_tpot_s |
+    | 7 | ttft_slack_s: TTFT SLO - recent time to first token | slo_ttft_s - max_wait_s | slo_ttft_s |
+    | 8 | oldest_wait_s: age of the oldest waiting request | 0 | max_wait_s |
+    | 9 | acceptance[ngram>target]: acceptance EMA | 0 | 1 |
+    | 10 | acceptance[suffix>target]: acceptance EMA | 0 | 1 |
+    | 11..17 | last_action[label]: one-hot of the previous action | 0 | 1 |
+
+    One acceptance entry per (drafter > verifier) pair the actions use, one last-action entry
+    per action; `obs_spec.table()` prints the table for any configuration.
+
+    ## Rewards
+
+    Committed tokens per second of the step (tokens committed by all rows / step latency),
+    minus `slo_penalty` for every request finishing in the step that missed its TTFT SLO or
+    its mean-TPOT SLO.
+
+    ## Starting state
+
+    `reset` draws one window of the workload from `np_random` (prompts, arrival times, output
+    lengths) and admits the requests that arrive at time 0.
+
+    ## Episode end
+
+    Terminated when every request of the window has arrived and finished. Truncated after
+    `max_steps` steps. Idle time between arrivals is skipped.
+
+    ## Arguments
+
+    `gymnasium.make("SpecRoute-v0", backend="sim" | "real", workload=..., **fields)` with the
+    fields of `env.EnvConfig` (actions, max_batch, max_model_len, slo_tpot_s, slo_ttft_s,
+    slo_penalty, max_steps, profile, acceptance, model, draft, engine_factory, ...), or
+    `config=EnvConfig(...)`. Bad values raise `env.EnvConfigError` (a `gymnasium.error.Error`
+    and a `ValueError`). `reset(options={"workload": ...})` switches the workload for that
+    episode and the next ones (load sweeps). The sim backend loads no model; the real one
+    marks its spec nondeterministic (wall-clock latencies).
+
+    ## Cloning (sim only)
+
+    `clone_state()` / `restore_state(state)` copy the whole simulator (requests, clock,
+    trackers, RNG) for look-ahead baselines such as the hindsight oracle.
+
+    ## Version History
+
+    * v0: initial version (observation spec `specroute-obs-v1`).
+    """
+
+    metadata = {"render_modes": []}
+    _spec = None
+
+    def __init__(self, backend: str = "sim", workload="sharegpt", render_mode: str | None = None,
+                 config: EnvConfig | None = None, **fields):
+        if render_mode is not None:
+            raise EnvConfigError(f"SpecRoute-v0 does not render; render_mode must be None, got {render_mode!r}")
+        if config is None:
+            known = {f.name for f in dataclasses.fields(EnvConfig) if f.init}
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise EnvConfigError(f"unknown SpecRoute-v0 arguments {unknown}; known: {sorted(known)}")
+            config = EnvConfig(backend=backend, workload=workload, **fields)
+        elif fields:
+            raise EnvConfigError("pass either config=EnvConfig(...) or keyword fields, not both")
+        self.config = config
+        self.decisions = config.decisions
+        if config.backend == "sim":
+            from env.sim_backend import SimBackend
+            self.backend = SimBackend(config)
+        else:
+            from env.real_backend import RealBackend
+            self.backend = RealBackend(config)
+        self.obs_spec: ObservationSpec = observation_spec(
+            config.pairs, config.action_labels, max_batch=config.max_batch, max_model_len=config.max_model_len,
+            slo_tpot_s=config.slo_tpot_s, slo_ttft_s=config.slo_ttft_s, max_queue=config.max_queue,
+            max_rate=config.max_rate, max_latency_s=config.max_latency_s, max_wait_s=config.max_wait_s)
+        self._builder = ObservationBuilder(self.obs_spec, config.pairs, len(self.decisions))
+        self.observation_space = spaces.Box(self.obs_spec.low, self.obs_spec.high, dtype=np.float32)
+        self.action_space = spaces.Discrete(len(self.decisions))
+        self.render_mode = None
+        self._episode: Episode | None = None
+        self._obs: np.ndarray | None = None
+
+    # ---- gymnasium API --------------------------------------------------------------------
+    @property
+    def spec(self):
+        return self._spec
+
+    @spec.setter
+    def spec(self, value) -> None:
+        if value is not None and self.config.backend == "real" and not value.nondeterministic:
+            value = dataclasses.replace(value, nondeterministic=True)
+        self._spec = value
+
+    @property
+    def action_labels(self) -> list[str]:
+        return self.config.action_labels
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = sorted(set(options) - {"workload"})
+        if unknown:
+            raise EnvConfigError(f"unknown reset options {unknown}; known: ['workload']")
+        if "workload" in options:
+            try:
+                workload = resolve_workload(options["workload"])
+            except (ValueError, TypeError) as exc:
+                raise EnvConfigError(str(exc)) from None
+            self.config = dataclasses.replace(self.config, workload=workload)
+        window = build_window(self.config.workload, self.np_random)
+        self.backend.reset(int(self.np_random.integers(0, 2 ** 63 - 1)))
+        stats = LoadStats(self.config.slo_tpot_s, self.config.slo_ttft_s)
+        self._episode = Episode(window, stats, self.config.slo_penalty)
+        self._episode.start(self.backend)
+        self._obs = self._episode.observe(self.backend, self._builder)
+        return self._obs.copy(), {"time_s": self._episode.time, "num_requests": len(window)}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise gymnasium.error.InvalidAction(
+                f"action {action!r} is not in {self.action_space}; actions: "
+                + ", ".join(f"{i}={label}" for i, label in enumerate(self.action_labels)))
+        if self._episode is None:
+            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        action = int(action)
+        episode = self._episode
+        if episode.is_done:
+            info = {"time_s": episode.time, "num_committed": 0, "latency_s": 0.0,
+                    "num_violations": 0, "num_finished": 0, "action": self.action_labels[action]}
+            return self._obs.copy(), 0.0, True, False, info
+        outcome = episode.step(self.backend, self.decisions[action], action)
+        self._obs = episode.observe(self.backend, self._builder)
+        terminated = episode.is_done
+        truncated = not terminated and episode.num_steps >= self.config.max_steps
+        info = {"time_s": episode.time, "num_committed": outcome.num_committed,
+                "latency_s": outcome.latency_s, "num_violations": outcome.num_violations,
+                "num_finished": outcome.num_finished, "action": self.action_labels[action]}
+        return self._obs.copy(), outcome.reward, terminated, truncated, info
+
+    def close(self) -> None:
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+    # ---- look-ahead (sim only) --------------------------------------------------------------
+    def clone_state(self):
+        """A deep copy of the episode and the simulator (requests, clock, trackers, RNGs)."""
+        if self.config.backend != "sim":
+            raise EnvConfigError("clone_state needs the sim backend: the real engine's clock cannot be copied")
+        shared = self.backend.shared_objects()
+        memo = {id(obj): obj for obj in shared}
+        return copy.deepcopy((self.backend.state(), self._episode, self._obs, self._np_random), memo)
+
+    def restore_state(self, state) -> None:
+        """Go back to a state from `clone_state` (the state itself stays reusable)."""
+        if self.config.backend != "sim":
+            raise EnvConfigError("restore_state needs the sim backend")
+        memo = {id(obj): obj for obj in self.backend.shared_objects()}
+        backend_state, self._episode, self._obs, self._np_random = copy.deepcopy(state, memo)
+        self.backend.load_state(backend_state)

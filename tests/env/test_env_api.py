@@ -1,0 +1,117 @@
+"""SpecRoute-v0 follows Gymnasium's API on both backends, and bad configuration fails clearly."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import env as specroute_env
+from engine import Engine, EngineConfig
+from env import EnvConfigError, SpecRouteEnv
+
+TINY_WORKLOAD = {"name": "sharegpt", "num_requests": 3, "rate": 20.0, "max_new_tokens": 6, "max_prompt_tokens": 24}
+
+
+@pytest.fixture
+def tiny_engine_factory(target, tokenizer, drafts):
+    def build() -> Engine:
+        return Engine(target, tokenizer, EngineConfig(max_model_len=128, max_num_tokens=4096), drafts=drafts)
+    return build
+
+
+def test_import_registers_the_id():
+    assert specroute_env.ENV_ID == "SpecRoute-v0"
+    assert "SpecRoute-v0" in gymnasium.registry
+
+
+def test_check_env_passes_on_the_sim_backend(sim_kwargs):
+    env = gymnasium.make("SpecRoute-v0", **sim_kwargs)
+    check_env(env.unwrapped)
+    env.close()
+
+
+def test_check_env_passes_on_the_real_backend_with_tiny_models(tiny_engine_factory):
+    env = gymnasium.make("SpecRoute-v0", backend="real", workload=TINY_WORKLOAD, max_model_len=128,
+                         engine_factory=tiny_engine_factory,
+                         actions=["plain", "ngram>target@4", "draft>target@3", "ngram>small>target@2"])
+    assert env.spec.nondeterministic            # wall-clock latencies
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=1)
+    done, steps = False, 0
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(steps % 4)
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        done, steps = terminated or truncated, steps + 1
+    assert terminated and info["time_s"] > 0
+    requests = env.unwrapped._episode.requests.values()
+    assert len(requests) == 3 and all(len(r.output_token_ids) == 6 for r in requests)
+    env.close()
+
+
+def test_observation_spec_names_ranges_and_version(sim_kwargs):
+    env = SpecRouteEnv(**sim_kwargs, actions=["plain", "ngram>target@4", "ngram>draft>target@2"])
+    spec = env.obs_spec
+    assert spec.version == specroute_env.OBS_SPEC_VERSION
+    assert spec.names[:3] == ["running_batch", "queue_length", "arrival_rate_ema"]
+    assert "acceptance[ngram>target]" in spec.names and "acceptance[draft>target]" in spec.names
+    assert spec.names[-3:] == ["last_action[plain]", "last_action[ngram>target@k4]",
+                               "last_action[ngram>draft>target@k2]"]
+    assert env.observation_space.shape == (len(spec.names),)
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(1)
+    assert obs[spec.names.index("last_action[ngram>target@k4]")] == 1.0
+    assert obs[spec.names.index("running_batch")] >= 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"workload": "no-such-workload"}, "unknown workload"),
+    ({"workload": {"name": "sharegpt", "rate": 0.0}}, "rate must be a finite number > 0"),
+    ({"workload": {"name": "sharegpt", "rate": -2}}, "rate must be a finite number > 0"),
+    ({"backend": "gpu"}, "unknown backend"),
+    ({"actions": ["ngram>target@x"]}, "must look like"),
+    ({"actions": ["plain", "plain"]}, "repeat"),
+    ({"actions": ["medusa>target@4"]}, "no data for 'medusa>target'"),
+    ({"slo_tpot_s": 0}, "slo_tpot_s must be a finite number > 0"),
+    ({"max_steps": 0}, "max_steps must be an integer > 0"),
+    ({"colour": "red"}, "unknown SpecRoute-v0 arguments"),
+    ({"render_mode": "human"}, "does not render"),
+])
+def test_bad_configuration_raises_a_gymnasium_error(sim_kwargs, kwargs, message):
+    with pytest.raises(EnvConfigError, match=message) as caught:
+        gymnasium.make("SpecRoute-v0", **{**sim_kwargs, **kwargs})
+    assert isinstance(caught.value, gymnasium.error.Error) and isinstance(caught.value, ValueError)
+
+
+def test_real_backend_rejects_a_drafter_the_engine_lacks(tiny_engine_factory):
+    with pytest.raises(EnvConfigError, match="unknown drafter 'medusa'"):
+        SpecRouteEnv(backend="real", engine_factory=tiny_engine_factory, max_model_len=128,
+                     workload=TINY_WORKLOAD, actions=["plain", "medusa>target@2"])
+
+
+def test_missing_sim_files_say_how_to_make_them(tmp_path):
+    with pytest.raises(EnvConfigError, match="does not exist"):
+        SpecRouteEnv(backend="sim", profile=str(tmp_path / "none.json"))
+
+
+def test_actions_outside_the_space_raise_invalid_action(sim_kwargs):
+    env = SpecRouteEnv(**sim_kwargs)
+    env.reset(seed=0)
+    for bad in (env.action_space.n, -1, 1.5, "plain"):
+        with pytest.raises(gymnasium.error.InvalidAction, match="is not in Discrete"):
+            env.step(bad)
+
+
+def test_step_before_reset_asks_for_reset(sim_kwargs):
+    with pytest.raises(gymnasium.error.ResetNeeded):
+        SpecRouteEnv(**sim_kwargs).step(0)
+
+
+def test_reset_option_switches_the_workload(sim_kwargs):
+    env = SpecRouteEnv(**sim_kwargs)
+    _, info = env.reset(seed=0, options={"workload": {"name": "humaneval", "num_requests": 5}})
+    assert info["num_requests"] == 5
+    assert {r.category for r in env._episode.requests.values()} == {"humaneval"}
+    with pytest.raises(EnvConfigError, match="unknown workload"):
+        env.reset(options={"workload": "nope"})
