@@ -1,0 +1,216 @@
+"""`python -m engine.distill`: distil a few-layer draft from the target (KL to its next-token law).
+
+Stages: training prompts (ShareGPT, MT-bench, HumanEval; never the Spec-Bench rows benchmarks
+use) -> the target's greedy replies and its top-k next-token probabilities at every position
+(cached under $SPECROUTE_CACHE/distill) -> a draft initialised from some target layers, trained
+with AdamW on the KL to the target -> `draft.safetensors` + `manifest.json` in `--out`.
+Held-out KL and top-1 agreement are printed as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from engine.distill_data import (RESERVED_PER_CATEGORY, SOURCES, data_dir, frequency_ranked_vocab,
+                                 generate_teacher_data, render_prompt, split_held_out, training_prompts)
+from engine.distill_loss import evaluate, sparse_kl
+from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
+from engine.models import cache_dir, load_model
+
+
+@dataclass
+class DistillConfig:
+    """Settings of a distillation run (every field is a command-line flag)."""
+
+    model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2), an HF dir or a .gguf"})
+    out: str = field(default="checkpoints/draft", metadata={"help": "output directory for draft.safetensors + manifest.json"})
+    init_layers: str = field(default="0,1", metadata={"help": "comma-separated target layers the draft layers start from"})
+    vocab_subset: int = field(default=16384, metadata={"help": "FR-Spec reduced vocabulary size; 0 = full vocabulary"})
+    sources: str = field(default=",".join(SOURCES), metadata={"help": "training prompt sources"})
+    num_prompts: int = field(default=320, metadata={"help": "prompts whose target replies form the data"})
+    max_prompt_tokens: int = field(default=160, metadata={"help": "user turns are cut to this many tokens"})
+    max_new_tokens: int = field(default=64, metadata={"help": "length of the target's greedy replies"})
+    top_k: int = field(default=32, metadata={"help": "target probabilities kept per position (sparse KL)"})
+    held_out: float = field(default=0.1, metadata={"help": "fraction of sequences held out for evaluation"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    batch_tokens: int = field(default=1024, metadata={"help": "tokens per batch (sequences packed by length)"})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
+    warmup: int = field(default=30, metadata={"help": "warm-up steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
+    max_minutes: float = field(default=20.0, metadata={"help": "wall-clock cap of the whole run; training stops early to meet it"})
+    storage_dtype: str = field(default="bfloat16", metadata={"help": "dtype of the saved weights (loaded as float32)"})
+    num_threads: int = field(default=2, metadata={"help": "torch threads (0 keeps torch's default)"})
+    seed: int = field(default=0, metadata={"help": "seed of prompt choice, split and initial batches"})
+    use_cache: bool = field(default=True, metadata={"help": "reuse teacher data cached for the same target and settings"})
+
+    def __post_init__(self) -> None:
+        for name in ("num_prompts", "max_prompt_tokens", "max_new_tokens", "top_k", "steps", "batch_tokens", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
+        if self.vocab_subset < 0 or self.lr <= 0 or self.max_minutes <= 0 or self.warmup < 0:
+            raise ValueError("vocab_subset must be >= 0 and lr, max_minutes > 0, warmup >= 0")
+        try:
+            self.layer_list = [int(i) for i in self.init_layers.split(",")]
+        except ValueError:
+            raise ValueError(f"init_layers must be comma-separated integers, got {self.init_layers!r}") from None
+        self.source_list = tuple(s.strip() for s in self.sources.split(",") if s.strip())
+
+
+def parse_config(argv: list[str] | None = None) -> DistillConfig:
+    parser = argparse.ArgumentParser(prog="python -m engine.distill", description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(DistillConfig):
+        if f.type in ("bool", bool):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"])
+    return DistillConfig(**vars(parser.parse_args(argv)))
+
+
+def _teacher_data(cfg: DistillConfig, target, log) -> list:
+    """Target replies + sparse targets, from the cache when the same run made them before."""
+    tokenizer = target.tokenizer
+    key_fields = dict(target=target.sha256, sources=cfg.source_list, num_prompts=cfg.num_prompts, seed=cfg.seed,
+                      max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
+                      reserved=RESERVED_PER_CATEGORY, version=1)
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    cache_file = cache_dir() / "distill" / f"teacher-{key}.pt"
+    if cfg.use_cache and cache_file.exists():
+        log(f"teacher data: cached {cache_file}")
+        return torch.load(cache_file, weights_only=False)
+    prompts = training_prompts(cfg.source_list)
+    random.Random(cfg.seed).shuffle(prompts)
+    prompts = prompts[: cfg.num_prompts]
+    encoded = [(p.source, render_prompt(tokenizer, p.text, cfg.max_prompt_tokens)) for p in prompts]
+    eos = {t for t in (tokenizer.eos_token_id, target.model.config.eos_token_id) if t is not None}
+    sequences = generate_teacher_data(target.model, encoded, cfg.max_new_tokens, cfg.top_k, eos,
+                                      progress=lambda n: None)
+    if cfg.use_cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(sequences, cache_file)
+    return sequences
+
+
+def _batches(sequences: list, batch_tokens: int, rng: random.Random) -> list[list]:
+    """Sequences grouped by similar length, each group padded to at most `batch_tokens`."""
+    ordered = sorted(sequences, key=lambda s: len(s.token_ids))
+    groups, current = [], []
+    for seq in ordered:
+        if current and len(seq.token_ids) * (len(current) + 1) > batch_tokens:
+            groups.append(current)
+            current = []
+        current.append(seq)
+    if current:
+        groups.append(current)
+    rng.shuffle(groups)
+    return groups
+
+
+def _lr_at(step: int, cfg: DistillConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
+
+
+def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline: float, log=print) -> dict:
+    """AdamW on the sparse KL; returns the curve (step, seconds, train KL, held-out metrics)."""
+    params = [p for p in draft.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = random.Random(cfg.seed)
+    curve, queue = [], []
+    start = time.perf_counter()
+    metrics = evaluate(draft, held_out)
+    curve.append(dict(step=0, seconds=0.0, train_kl=None, **metrics))
+    log(f"step 0: held-out kl {metrics['kl']:.3f}, top-1 reply {metrics['top1_reply']:.3f}")
+    running, stopped_early = None, False
+    bar = tqdm(range(cfg.steps), desc="distill", unit="step", file=sys.stderr)
+    for step in bar:
+        if time.perf_counter() > deadline:
+            stopped_early = True
+            log(f"time cap reached after {step} steps; stopping")
+            break
+        if not queue:
+            queue = _batches(train, cfg.batch_tokens, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        draft.train()
+        loss, _ = sparse_kl(draft, queue.pop())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.set_postfix(kl=f"{running:.3f}")
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            metrics = evaluate(draft, held_out)
+            curve.append(dict(step=step + 1, seconds=round(time.perf_counter() - start, 1), train_kl=running, **metrics))
+            log(f"step {step + 1}: train kl {running:.3f}, held-out kl {metrics['kl']:.3f}, "
+                f"top-1 reply {metrics['top1_reply']:.3f}, top-1 all {metrics['top1']:.3f}")
+    bar.close()
+    draft.eval()
+    if stopped_early and curve[-1]["step"] != step:
+        metrics = evaluate(draft, held_out)
+        curve.append(dict(step=step, seconds=round(time.perf_counter() - start, 1), train_kl=running, **metrics))
+    return dict(curve=curve, stopped_early=stopped_early, steps_done=curve[-1]["step"],
+                train_seconds=round(time.perf_counter() - start, 1))
+
+
+def main(cfg: DistillConfig) -> dict:
+    started = time.perf_counter()
+    deadline = started + 60 * cfg.max_minutes
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+
+    def log(message: str) -> None:
+        tqdm.write(f"[distill {time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr)
+
+    target = load_model(cfg.model)
+    if target.tokenizer is None:
+        raise ValueError(f"target {cfg.model} has no tokenizer; distillation needs one")
+    log(f"target {target.name} ({len(target.model.model.layers)} layers), data from {data_dir()}")
+    sequences = _teacher_data(cfg, target, log)
+    data_seconds = time.perf_counter() - started
+    train, held_out = split_held_out(sequences, cfg.held_out, cfg.seed)
+    vocab = target.model.config.vocab_size
+    subset = frequency_ranked_vocab(train, vocab, cfg.vocab_subset) if 0 < cfg.vocab_subset < vocab else None
+    draft = build_draft(target.model, cfg.layer_list, subset)
+    num_tokens = sum(len(s.token_ids) for s in sequences)
+    num_reply = sum(len(s.token_ids) - 1 - s.reply_start for s in sequences)
+    log(f"data: {len(train)} train / {len(held_out)} held-out sequences, {num_tokens} tokens "
+        f"({num_reply} target-generated), {data_seconds:.0f}s; draft layers {cfg.layer_list}, "
+        f"vocabulary {subset.numel() if subset is not None else vocab}")
+    result = train_draft(draft, train, held_out, cfg, deadline, log)
+    training = dict(
+        sources=list(cfg.source_list), num_sequences=len(sequences), num_train=len(train), num_held_out=len(held_out),
+        num_tokens=num_tokens, num_reply_tokens=num_reply, excluded=f"first {RESERVED_PER_CATEGORY} Spec-Bench rows per category",
+        config={k: v for k, v in dataclasses.asdict(cfg).items()},
+        data_seconds=round(data_seconds, 1), **result)
+    manifest = DraftManifest(target_name=target.name, target_sha256=target.sha256,
+                             architecture=architecture_of(target.model.config, len(cfg.layer_list)),
+                             init_layers=cfg.layer_list, storage_dtype=cfg.storage_dtype, training=training)
+    training["total_seconds"] = round(time.perf_counter() - started, 1)
+    path = save_draft(draft, cfg.out, manifest)
+    final = result["curve"][-1]
+    log(f"saved {path}: held-out kl {final['kl']:.3f}, top-1 reply {final['top1_reply']:.3f}, "
+        f"{training['total_seconds']:.0f}s total")
+    return training
+
+
+if __name__ == "__main__":
+    main(parse_config())
