@@ -74,6 +74,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
     feed = [[rng.randrange(runner.vocab_size) for _ in range(max_tokens)] for _ in range(max(batches))]
     order = sorted(((b, t, c) for b in batches for t in tokens for c in contexts),
                    key=lambda p: (p[0] * p[1] * (1 + p[2] / 1024), p))
+    min_timed = min(MIN_TIMED_POINTS, len(order))
     own_cache = runner.cache
     runner.cache = scratch
     slots = [scratch.allocate_slot() for _ in range(max(batches))]
@@ -92,7 +93,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
             if predict is not None and time.perf_counter() + predict(*point) > deadline:
                 continue
             timed[point] = run(*point)
-            if len(timed) >= MIN_TIMED_POINTS:
+            if len(timed) >= min_timed:
                 predict = _fit(timed)
         for _ in range(repeats - 1):                            # more samples where time allows
             for point in order:
@@ -102,7 +103,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
         for slot in slots:
             scratch.free_slot(slot)
         runner.cache = own_cache
-    if len(timed) < MIN_TIMED_POINTS:
+    if len(timed) < min_timed:
         raise ProfileError(f"the budget allowed only {len(timed)} timed points; give more budget_s")
     predict = _fit(timed)
     return {p: timed.get(p) or predict(*p) for p in order}, len(order) - len(timed)

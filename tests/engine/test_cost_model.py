@@ -1,0 +1,165 @@
+"""The cost model on synthetic profiles: expected tokens, step time, and the decisions it picks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import Decision, SamplingParams
+from engine.cost_model import CostModel, CostModelRouter, decision_grid, expected_output
+from engine.profile import LatencyProfile, LevelProfile, ProfileError
+from tests.engine.builders import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+BATCHES, TOKENS, CONTEXTS = (1, 4, 16), (1, 2, 4, 8, 16), (0, 2048)
+
+
+def level(fn, kind="model") -> LevelProfile:
+    batches = (1,) if kind == "model_free" else BATCHES
+    return LevelProfile(kind, batches, TOKENS, CONTEXTS,
+                        [[[fn(b, t, c) for c in CONTEXTS] for t in TOKENS] for b in batches])
+
+
+def make_profile(target, draft=None, ngram=lambda b, t, c: 1e-5) -> LatencyProfile:
+    levels = {"target": level(target), "ngram": level(ngram, "model_free")}
+    if draft is not None:
+        levels["draft"] = level(draft)
+    return LatencyProfile("synthetic", levels)
+
+
+def memory_bound(b, t, c):
+    """A forward costs the same for 1 or 16 tokens (weights dominate), as SmolLM2 at small batch."""
+    return 0.05 + 1e-5 * b * t
+
+
+def compute_bound(b, t, c):
+    """Latency grows with the tokens in the batch."""
+    return 0.01 + 0.002 * b * t
+
+
+def test_expected_output_formula_and_its_limit():
+    assert expected_output(0.5, 3) == pytest.approx((1 - 0.5 ** 4) / 0.5)
+    assert expected_output(1.0, 5) == 6.0
+    assert expected_output(0.0, 5) == 1.0
+
+
+def simulate_chain(acceptances, k, n=20000, seed=0) -> float:
+    """Monte Carlo of the chain: each level accepts a geometric prefix of the proposal, adds one."""
+    rng = np.random.default_rng(seed)
+    total = 0
+    for _ in range(n):
+        proposal = k
+        for a in acceptances:
+            accepted = 0
+            while accepted < proposal and rng.random() < a:
+                accepted += 1
+            proposal = accepted + 1
+        total += proposal
+    return total / n
+
+
+@pytest.mark.parametrize("acceptances, k", [((0.7,), 4), ((0.6, 0.9), 4), ((0.8, 0.5, 0.9), 3), ((1.0, 1.0), 4)])
+def test_chain_expectation_matches_simulation(acceptances, k):
+    chain = ("ngram", "draft", "small", "target")[-len(acceptances) - 1:]
+    rates = {f"{low}>{high}": a for low, high, a in zip(chain, chain[1:], acceptances)}
+    profile = LatencyProfile("x", {name: level(memory_bound) for name in chain if name != "ngram"}
+                             | {"ngram": level(lambda b, t, c: 1e-5, "model_free")})
+    model = CostModel(profile, [Decision(chain, k)])
+    assert model.expected_tokens(Decision(chain, k), rates) == pytest.approx(simulate_chain(acceptances, k), rel=0.02)
+
+
+def test_step_time_sums_the_levels_of_the_chain():
+    profile = make_profile(compute_bound, draft=lambda b, t, c: 0.001 * t + 0.0001 * b)
+    model = CostModel(profile, decision_grid([("ngram", "draft", "target"), ("draft", "target")], ks=(4,)))
+    ft = profile.forward_time
+    assert model.step_time(Decision(), 4, 100) == ft("target", 4, 1, 100)
+    assert model.step_time(Decision(("draft", "target"), 4), 4, 100) == pytest.approx(
+        4 * ft("draft", 4, 1, 100) + ft("target", 4, 5, 100))
+    assert model.step_time(Decision(("ngram", "draft", "target"), 4), 4, 100) == pytest.approx(
+        ft("ngram", 4, 4, 100) + ft("draft", 4, 5, 100) + ft("target", 4, 6, 100))
+
+
+def test_high_acceptance_at_low_load_drafts_long_and_low_acceptance_not_at_all():
+    mostly_weights = make_profile(lambda b, t, c: 0.05 + 0.002 * b * t)
+    model = CostModel(mostly_weights, decision_grid([("ngram", "target")]))
+    assert model.best(1, 100, {"ngram>target": 0.9}) == Decision(("ngram", "target"), 8)
+    assert model.best(1, 100, {"ngram>target": 0.02}).is_plain
+    # when extra tokens are (almost) free any acceptance pays, but none at all never does
+    assert CostModel(make_profile(memory_bound), model.decisions).best(1, 100, {"ngram>target": 0.0}).is_plain
+    # the trackers' snapshot works the same, and its prior covers untried pairs
+    snapshot = {"pairs": {"ngram>target": {"acceptance": 0.9}}, "prior": 0.0}
+    assert model.best(1, 100, snapshot) == Decision(("ngram", "target"), 8)
+    assert model.best(1, 100, {"pairs": {}, "prior": 0.0}).is_plain
+
+
+def test_compute_bound_verifier_turns_speculation_down_under_load():
+    model = CostModel(make_profile(compute_bound), decision_grid([("ngram", "target")], ks=(1, 2, 3, 4, 6, 8)))
+    acceptance = {"ngram>target": 0.7}
+    light, heavy = model.best(1, 100, acceptance), model.best(16, 100, acceptance)
+    assert light.k >= 2
+    assert heavy.k < light.k
+    assert model.goodput(heavy, 16, 100, acceptance) > model.goodput(light, 16, 100, acceptance)
+
+
+@pytest.mark.parametrize("draft_cost, chain_wins", [(0.01, True), (0.2, False)])
+def test_three_level_chain_wins_where_the_intermediate_is_cheap_and_aligned(draft_cost, chain_wins):
+    profile = make_profile(lambda b, t, c: 0.1, draft=lambda b, t, c: draft_cost)
+    decisions = decision_grid([("ngram", "target"), ("draft", "target"), ("ngram", "draft", "target")])
+    acceptance = {"ngram>target": 0.5, "ngram>draft": 0.8, "draft>target": 0.9}
+    best = CostModel(profile, decisions).best(1, 100, acceptance)
+    assert (best.chain == ("ngram", "draft", "target")) is chain_wins
+
+
+def test_slo_prefers_decisions_that_meet_it_else_the_fastest_per_token():
+    profile = make_profile(memory_bound)
+    decisions = decision_grid([("ngram", "target")])
+    acceptance = {"ngram>target": 0.6}
+    free = CostModel(profile, decisions).best_estimate(4, 100, acceptance)
+    assert free.meets_slo
+    strict = CostModel(profile, decisions, slo_tpot_s=1e-6).best_estimate(4, 100, acceptance)
+    assert not strict.meets_slo
+    fastest = min(CostModel(profile, decisions).evaluate(4, 100, acceptance), key=lambda e: e.time_per_token_s)
+    assert strict.decision == fastest.decision
+    loose = CostModel(profile, decisions, slo_tpot_s=10.0).best_estimate(4, 100, acceptance)
+    assert loose.meets_slo and loose.decision == free.decision
+
+
+def test_decision_grid():
+    grid = decision_grid([("ngram", "target"), "draft,target", ("target",), ("ngram", "target")], ks=(2, 4))
+    assert grid == [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 4),
+                    Decision(("draft", "target"), 2), Decision(("draft", "target"), 4)]
+    with pytest.raises(ValueError, match="integers >= 1"):
+        decision_grid([("ngram", "target")], ks=(0,))
+    with pytest.raises(ValueError, match="end at 'target'"):
+        decision_grid([("target", "ngram")])
+
+
+def test_a_decision_the_profile_cannot_time_is_refused():
+    with pytest.raises(ProfileError, match="no levels \\['draft'\\]"):
+        CostModel(make_profile(memory_bound), decision_grid([("draft", "target")]))
+    with pytest.raises(ValueError, match="slo_tpot_s"):
+        CostModel(make_profile(memory_bound), [Decision()], slo_tpot_s=0)
+
+
+def test_router_drives_a_real_engine_losslessly(make_engine, target, tokenizer, drafts):
+    levels = {name: level(memory_bound) for name in ("target", "draft", "small")}
+    levels |= {name: level(lambda b, t, c: 1e-5, "model_free") for name in ("ngram", "suffix")}
+    model = CostModel(LatencyProfile("tiny", levels),
+                      decision_grid([("ngram", "target"), ("ngram", "draft", "target"), ("small", "target")]))
+    prompts = ["hello world hello world", "abc abc abc abc", "one two one two"]
+    params = SamplingParams(max_tokens=24)
+    plain = make_engine().generate(prompts, params)
+    engine = make_engine()
+    router = engine.router = CostModelRouter(model)
+    seen = set()
+    ids = [engine.add_request(p, params) for p in prompts]
+    final = {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            if output.finished:
+                final[output.request_id] = output
+        seen.add(router.last_estimate.decision)
+    assert [final[i].output_token_ids for i in ids] == [o.output_token_ids for o in plain]
+    assert any(not d.is_plain for d in seen)          # the 0.5 prior makes speculation worth trying
+    assert router.last_estimate.step_time_s > 0

@@ -1,0 +1,125 @@
+"""Acceptance trackers: the EMA arithmetic, priors, per-request state and the engine hook."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import SamplingParams, StepRecord
+from engine.spec_step import PairOutcome, RowResult
+from engine.trackers import AcceptanceTrackers
+from tests.engine.builders import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def make_record(rows: dict[str, list[tuple[str, str, int, int, float | None]]]) -> StepRecord:
+    """A StepRecord with one row per request id: (drafter, verifier, proposed, accepted, similarity)."""
+    results = [RowResult(tokens=[0], pairs=[PairOutcome(*pair) for pair in pairs]) for pairs in rows.values()]
+    return StepRecord(results=results, request_ids=list(rows), batch_size=len(rows))
+
+
+def test_acceptance_pools_with_the_prior_then_becomes_an_ema():
+    trackers = AcceptanceTrackers(alpha=0.25, prior=0.5, prior_weight=1.0)
+    # step 1: 4 proposed, 2 accepted -> 2 successes in 3 trials; step 2: 4 of 4 -> 4 in 4
+    trackers.observe_step(make_record({"r": [("ngram", "target", 4, 2, None)]}))
+    assert trackers.acceptance("ngram>target") == pytest.approx((0.5 + 2) / (1 + 3))
+    trackers.observe_step(make_record({"r": [("ngram", "target", 4, 4, None)]}))
+    assert trackers.acceptance("ngram>target") == pytest.approx((0.5 + 2 + 4) / (1 + 3 + 4))
+    # step 3 (weight 1/4 = alpha) and step 4 (weight alpha = 0.25, the floor)
+    s, t = (0.5 + 2 + 4) / 3, (1 + 3 + 4) / 3
+    for accepted, proposed in ((0, 2), (1, 1)):
+        trackers.observe_step(make_record({"r": [("ngram", "target", proposed, accepted, None)]}))
+        trials = accepted + (accepted < proposed)
+        s, t = s + 0.25 * (accepted - s), t + 0.25 * (trials - t)
+    assert trackers.acceptance("ngram>target") == pytest.approx(s / t)
+    pair = trackers.snapshot()["pairs"]["ngram>target"]
+    fractions = [0.5, 1.0, 0.0, 1.0]
+    expected = (0.5 + 1.0) / 2
+    expected += max(0.25, 1 / 3) * (0.0 - expected)
+    expected += 0.25 * (1.0 - expected)
+    assert pair["accepted_fraction"] == pytest.approx(expected) and len(fractions) == pair["num_observed"]
+    assert (pair["num_proposed_tokens"], pair["num_accepted_tokens"]) == (11, 7)
+
+
+def test_per_token_acceptance_does_not_depend_on_k():
+    """Geometric acceptance at a = 0.8 seen through K = 2 and K = 8 gives the same estimate."""
+    def expected_counts(k):            # P(accepted = j) = a^j (1 - a), j < k; a^k for j = k
+        return [(j, 0.8 ** j * (0.2 if j < k else 1.0)) for j in range(k + 1)]
+
+    estimates = []
+    for k in (2, 8):
+        trackers = AcceptanceTrackers(alpha=1e-4, prior_weight=1e-6)
+        for j, p in expected_counts(k):
+            for _ in range(round(p * 10000)):
+                trackers.observe_step(make_record({"r": [("draft", "target", k, j, None)]}))
+        estimates.append(trackers.acceptance("draft>target"))
+    assert estimates == pytest.approx([0.8, 0.8], abs=5e-3)
+
+
+def test_similarity_ema_skips_rows_without_it_and_priors_cover_untried_pairs():
+    trackers = AcceptanceTrackers(alpha=0.5, prior=0.3, priors={"draft>target": 0.9})
+    trackers.observe_step(make_record({"a": [("draft", "target", 2, 1, 0.8)], "b": [("draft", "target", 2, 2, None)]}))
+    trackers.observe_step(make_record({"a": [("draft", "target", 2, 1, 0.6)]}))
+    snapshot = trackers.snapshot()
+    assert snapshot["pairs"]["draft>target"]["similarity"] == pytest.approx(0.8 + 0.5 * (0.6 - 0.8))
+    assert snapshot["requests"]["b"]["draft>target"]["similarity"] is None
+    assert trackers.acceptance("ngram>target") == 0.3
+    fresh = AcceptanceTrackers(priors={"draft>target": 0.9}).snapshot()["pairs"]
+    assert fresh == {"draft>target": {"acceptance": 0.9, "accepted_fraction": None, "similarity": None,
+                                      "num_observed": 0, "num_proposed_tokens": 0, "num_accepted_tokens": 0}}
+
+
+def test_requests_start_from_the_global_estimate_and_are_forgotten():
+    trackers = AcceptanceTrackers(alpha=1.0, request_alpha=1.0, prior_weight=1.0)
+    trackers.observe_step(make_record({"a": [("ngram", "target", 3, 3, None)]}))     # global -> 1.0
+    trackers.observe_step(make_record({"b": [("ngram", "target", 3, 0, None)]}))
+    assert trackers.acceptance("ngram>target", "a") == 1.0
+    assert trackers.acceptance("ngram>target", "b") == 0.0
+    assert trackers.acceptance("ngram>target") == 0.0
+    # zero-length proposals say nothing about acceptance
+    trackers.observe_step(make_record({"a": [("ngram", "target", 0, 0, None)]}))
+    assert trackers.snapshot()["pairs"]["ngram>target"]["num_observed"] == 2
+    trackers.forget_request("a")
+    assert set(trackers.snapshot()["requests"]) == {"b"}
+    trackers.reset()
+    assert trackers.snapshot() == {"pairs": {}, "requests": {}, "prior": 0.5, "num_steps": 0}
+
+
+@pytest.mark.parametrize("kwargs, message", [({"alpha": 0}, "alpha"), ({"prior": 1.5}, "prior"),
+                                             ({"priors": {"draft": 0.5}}, "drafter>verifier"),
+                                             ({"prior_weight": 0}, "prior_weight")])
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AcceptanceTrackers(**kwargs)
+
+
+def test_engine_snapshot_has_the_pairs_that_ran(make_engine):
+    engine = make_engine(("ngram", "draft", "target"), 3)
+    engine.add_request("hello world hello world", SamplingParams(max_tokens=12), request_id="greedy")
+    engine.add_request("abc abc abc", SamplingParams(max_tokens=30, temperature=1.0, seed=0), request_id="sampled")
+    engine.step()
+    snapshot = engine.trackers.snapshot()
+    # the draft always hands the target at least its own token, so draft>target is observed at once
+    assert set(snapshot["requests"]) == {"greedy", "sampled"}
+    assert "draft>target" in snapshot["requests"]["sampled"]
+    while engine.has_unfinished:
+        engine.step()
+    snapshot = engine.trackers.snapshot()
+    assert set(snapshot["pairs"]) == {"ngram>draft", "draft>target"}
+    assert snapshot["requests"] == {}                     # finished requests are forgotten
+    for pair in snapshot["pairs"].values():
+        assert 0 <= pair["acceptance"] <= 1 and pair["num_observed"] > 0
+        assert pair["num_accepted_tokens"] <= pair["num_proposed_tokens"]
+    # the sampled row had both distributions for draft>target (q from the draft's own output)
+    assert 0 <= snapshot["pairs"]["draft>target"]["similarity"] <= 1
+    assert snapshot["num_steps"] > 0
+
+
+def test_abort_forgets_the_request(make_engine):
+    engine = make_engine(("ngram", "target"), 2)
+    engine.add_request("abab abab abab", SamplingParams(max_tokens=20), request_id="x")
+    engine.step()
+    engine.step()
+    assert "x" in engine.trackers.snapshot()["requests"]
+    engine.abort("x")
+    assert engine.trackers.snapshot()["requests"] == {}
