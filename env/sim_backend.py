@@ -149,16 +149,20 @@ def step_seconds(profile, num_tokens: list[int], cached: list[dict[str, int]], c
 
 def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,
                 result: RowResult) -> None:
-    """What each level's cache holds after the engine's rollback (`ModelLevel.sync`): verifiers keep
-    every committed token but the last; a model drafter keeps its drafts that were committed."""
+    """What each level's cache holds after the engine's rollback (`ModelLevel.sync`): the tokens
+    before the step plus those of its fed proposal that were committed, never the last committed
+    token. Level i's proposal survives into the commit as far as every level from i up accepted
+    it: min(n_i, ..., n_last); a model drafter fed its first k - 1 drafts."""
     if k == 0:
         levels[TARGET] = total - 1
         return
-    for level in chain[1:]:
-        levels[level] = total - 1
+    before = total - num_committed
+    survived = num_committed - 1
+    for i in range(len(chain) - 1, 0, -1):
+        survived = min(survived, result.pairs[i - 1].num_accepted)
+        levels[chain[i]] = before + survived
     if chain[0] not in MODEL_FREE_DRAFTERS:
-        survived = min(p.num_accepted for p in result.pairs)
-        levels[chain[0]] = total - num_committed + min(k - 1, survived, num_committed - 1)
+        levels[chain[0]] = before + min(k - 1, survived)
 
 
 class SimBackend:

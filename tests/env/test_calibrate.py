@@ -1,0 +1,31 @@
+"""`env.calibrate` end to end on a tiny saved model: fits, writes a usable file, reports errors."""
+
+from __future__ import annotations
+
+from engine.tiny_models import build_char_tokenizer, build_tiny_llama
+from env import SpecRouteEnv
+from env.calibrate import CalibrateArgs, main, parse_args
+from env.sim_calibration import SimCalibration
+
+
+def test_calibrate_fits_the_sim_and_reports_sim_vs_real(tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    build_tiny_llama(seed=0, num_layers=2).save_pretrained(model_dir)
+    build_char_tokenizer().save_pretrained(model_dir)
+    cfg = parse_args(["--model", str(model_dir), "--draft", str(tmp_path / "no-draft"),
+                      "--profile", str(tmp_path / "profile.json"), "--out", str(tmp_path / "acceptance.json"),
+                      "--prompts-per-category", "1", "--max-new-tokens", "6", "--max-prompt-tokens", "24",
+                      "--compare-requests", "2", "--sim-repeats", "2", "--speed-seconds", "0.3",
+                      "--profile-budget-s", "3", "--fit-ks", "2", "4"])
+    assert isinstance(cfg, CalibrateArgs)
+    main(cfg)
+    report = capsys.readouterr().out
+    for line in ("wrote", "acceptance ngram>target", "acceptance suffix>target", "spec_bench", "humaneval-bursty",
+                 "azure_code", "error", "env steps/s"):
+        assert line in report
+    calibration = SimCalibration.load(tmp_path / "acceptance.json")
+    assert calibration.acceptance.has_pair("ngram>target") and calibration.acceptance.has_pair("suffix>target")
+    assert {"qa", "humaneval", "azure_code"} <= set(calibration.prompt_lengths)
+    env = SpecRouteEnv(backend="sim", profile=str(tmp_path / "profile.json"), acceptance=str(tmp_path / "acceptance.json"))
+    env.reset(seed=0)
+    assert env.step(1)[4]["num_committed"] >= 1
