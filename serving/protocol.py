@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engine import SamplingParams
 
 MAX_N = 16
+GREEDY_BELOW = 1e-5          # temperatures this small are greedy (as vLLM does): dividing by them overflows
 MAX_STOP = 16
 MIN_SEED, MAX_SEED = -(2 ** 63), 2 ** 64 - 1    # the range torch.Generator.manual_seed accepts
 
@@ -76,7 +77,8 @@ class SamplingFields(StrictModel):
             raise RequestError("stop strings must be non-empty", param="stop")
         seed = None if self.seed is None else (self.seed + choice) % (MAX_SEED + 1)
         try:
-            return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
+            temperature = 0.0 if self.temperature < GREEDY_BELOW else self.temperature
+            return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=self.top_p,
                                   top_k=max(self.top_k, 0), stop=stop, seed=seed, ignore_eos=self.ignore_eos)
         except ValueError as exc:
             raise RequestError(str(exc)) from exc

@@ -116,7 +116,8 @@ class GuardedRouter:
             self._fall_back("out_of_range", f"features outside the training range: {', '.join(bad[:4])}")
             return None
         try:
-            values = np.asarray(self.learned.action_values(obs), dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught below as non-finite
+                values = np.asarray(self.learned.action_values(obs), dtype=np.float64)
         except Exception as exc:
             self._fall_back("policy_error", repr(exc))
             return None
