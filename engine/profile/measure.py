@@ -7,7 +7,8 @@ a row attends to, not on their values, so a scratch slot "holds" a context by se
 length: no prefill is needed. Model-free drafters are timed on a private copy, so their
 indexes and history are untouched too.
 
-Points are timed cheapest first. When the budget runs short, the points not timed are filled
+Points are timed coarse to fine (the corners of the grid first, then the midpoints of each
+axis, ...), cheapest first within a round. When the budget runs short, the points not timed are filled
 from a non-negative least-squares fit of the timed ones (time = c0 + c1*b + c2*b*t + c3*b*c +
 c4*b*t*c) and counted in `meta["estimated_points"]`; the grid is then made non-decreasing
 along every axis (a forward never gets cheaper with more rows, tokens or context).
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 
 from engine.kv_cache import KVCache
-from engine.profile.latency_profile import LatencyProfile, LevelProfile, ProfileError
+from engine.profile.latency_profile import LatencyProfile, LevelProfile
 from engine.runner import ModelRunner
 
-MIN_TIMED_POINTS = 5          # fewer than this and the fit would be a guess: fail instead
+MIN_TIMED_POINTS = 5          # and every corner of the grid: fewer and the fit would be a guess
 
 
 def _features(b: int, t: int, c: int) -> list[float]:
@@ -54,6 +55,19 @@ def _fit(points: dict[tuple[int, int, int], float]):
     return lambda b, t, c: max(float(np.dot(coef, _features(b, t, c))), floor)
 
 
+def _bisection_depths(n: int) -> list[int]:
+    """Coarse-to-fine rank of each index of an axis: the ends 0, the middle 1, the quarters 2..."""
+    depths = [None] * n
+    d = 0
+    while None in depths:
+        for j in range(2 ** d + 1):
+            i = round(j * (n - 1) / 2 ** d)
+            if depths[i] is None:
+                depths[i] = d
+        d += 1
+    return depths
+
+
 def _monotone(grid: np.ndarray) -> np.ndarray:
     for axis in range(grid.ndim):
         grid = np.maximum.accumulate(grid, axis=axis)
@@ -72,9 +86,12 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
                       dtype=runner.cache.dtype, initial_slots=max(batches), initial_len=max(contexts) + max_tokens)
     rng = random.Random(0)
     feed = [[rng.randrange(runner.vocab_size) for _ in range(max_tokens)] for _ in range(max(batches))]
+    depth = [_bisection_depths(len(axis)) for axis in (batches, tokens, contexts)]
     order = sorted(((b, t, c) for b in batches for t in tokens for c in contexts),
-                   key=lambda p: (p[0] * p[1] * (1 + p[2] / 1024), p))
-    min_timed = min(MIN_TIMED_POINTS, len(order))
+                   key=lambda p: (max(depth[0][batches.index(p[0])], depth[1][tokens.index(p[1])],
+                                      depth[2][contexts.index(p[2])]), p[0] * p[1] * (1 + p[2] / 1024), p))
+    num_corners = 2 ** sum(len(axis) > 1 for axis in (batches, tokens, contexts))
+    min_timed = max(num_corners, min(MIN_TIMED_POINTS, len(order)))     # always timed, budget or not
     own_cache = runner.cache
     runner.cache = scratch
     slots = [scratch.allocate_slot() for _ in range(max(batches))]
@@ -89,7 +106,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
         run(1, 1, contexts[0])                                  # warm-up, not recorded
         timed: dict[tuple[int, int, int], float] = {}
         predict = None
-        for point in order:                                     # the first points are always timed
+        for point in order:                                     # the first min_timed are always timed
             if predict is not None and time.perf_counter() + predict(*point) > deadline:
                 continue
             timed[point] = run(*point)
@@ -103,8 +120,6 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
         for slot in slots:
             scratch.free_slot(slot)
         runner.cache = own_cache
-    if len(timed) < min_timed:
-        raise ProfileError(f"the budget allowed only {len(timed)} timed points; give more budget_s")
     predict = _fit(timed)
     return {p: timed.get(p) or predict(*p) for p in order}, len(order) - len(timed)
 
@@ -195,11 +210,11 @@ def measure_profile(engine, levels: list[str] | None = None, batches=(1, 2, 4, 8
 
 
 def load_or_measure(engine, path: str | Path, save: bool = True, **measure_kwargs) -> LatencyProfile:
-    """Load `path`; measure whatever levels of `engine` it lacks (all of them when the file does
-    not exist) and save the result. A corrupt file raises ProfileError rather than being
+    """Load `path`; measure whatever levels of `engine` (or of `levels`) it lacks (all of them when
+    the file does not exist) and save the result. A corrupt file raises ProfileError rather than being
     overwritten."""
     path = Path(path)
-    needed = list(engine.levels) + list(engine.drafters)
+    needed = measure_kwargs.pop("levels", None) or list(engine.levels) + list(engine.drafters)
     if path.exists():
         profile = LatencyProfile.load(path)
         missing = [name for name in needed if name not in profile.levels]
@@ -208,7 +223,7 @@ def load_or_measure(engine, path: str | Path, save: bool = True, **measure_kwarg
         measure_kwargs.setdefault("model", profile.model)
         profile = profile.merged(measure_profile(engine, levels=missing, **measure_kwargs))
     else:
-        profile = measure_profile(engine, **measure_kwargs)
+        profile = measure_profile(engine, levels=needed, **measure_kwargs)
     if save:
         profile.save(path)
     return profile
