@@ -148,3 +148,28 @@ def test_a_budget_too_small_for_the_grid_still_gives_every_point(make_engine):
     seconds = profile.levels["target"].seconds
     assert all(v > 0 for plane in seconds for row in plane for v in row)
     assert seconds[-1][-1][-1] >= seconds[0][0][0]
+
+
+def test_command_line_writes_a_profile(tmp_path, target, tokenizer, drafts):
+    from engine.profile.__main__ import main, parse_args
+
+    for name, model in (("tiny", target), ("tiny-draft", drafts["small"])):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    out = tmp_path / "profiles" / "tiny.json"
+    main(parse_args(["--model", str(tmp_path / "tiny"), "--draft", f"small={tmp_path / 'tiny-draft'}",
+                     "--out", str(out), "--budget-s", "20", "--batches", "1", "2", "--tokens", "1", "3",
+                     "--contexts", "8", "64", "--max-model-len", "128"]))
+    profile = LatencyProfile.load(out)
+    assert profile.model == "tiny"
+    assert set(profile.levels) == {"target", "small", "ngram", "suffix"}
+    assert profile.meta["total_s"] >= profile.meta["measure_s"]
+
+
+@pytest.mark.parametrize("argv", [["--draft", "nopath"], ["--budget-s", "0"], ["--batches", "0"]])
+def test_command_line_rejects_bad_arguments(argv, capsys):
+    from engine.profile.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert "error" in capsys.readouterr().err
