@@ -206,3 +206,16 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     file = Path(directory) / MANIFEST_NAME
     file.write_text(json.dumps(manifest.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return file
+
+
+def update_manifest(directory: str | Path, **fields) -> Manifest:
+    """Rewrite manifest fields that do not touch the weights (evaluation, training, normalization)."""
+    allowed = {"evaluation", "training", "normalization"}
+    if set(fields) - allowed:
+        raise ValueError(f"only {sorted(allowed)} may be updated, got {sorted(fields)}")
+    manifest = read_manifest(directory)
+    for name, value in fields.items():
+        setattr(manifest, name, value)
+    manifest.validate()
+    write_manifest(manifest_path(directory).parent, manifest)
+    return manifest

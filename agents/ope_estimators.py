@@ -155,16 +155,19 @@ def estimate_all(data: LoggedSteps, pi: np.ndarray, pi_next: np.ndarray, config:
     dr_terms = (pi * q_reward).sum(axis=1) + rho * (r - q_taken)
     dr = float((w * dr_terms).sum() / total)
 
-    # FQE: Q = phi . theta with theta <- b + gamma * T theta, for two value columns at once:
-    # discounted reward-to-go and discounted step count. b and T are the ridge fits of the
-    # immediate targets and of the (continuing) next-state features.
+    # FQE: Q(s, a) = phi(s) . theta_a, refitted to r + gamma * V(s') for two value columns at
+    # once: discounted reward-to-go and discounted step count. Bootstrapped values are clipped to
+    # what any policy could reach, which keeps off-policy linear FQE from diverging.
     targets = np.stack([r, np.ones(n)], axis=1)                                       # [n, 2]
-    cont = (~data.dones).astype(np.float64)[:, None]
-    b = np.concatenate([m @ targets[rows] for rows, m in maps])                       # [A*block, 2]
-    transition = np.concatenate([m @ (cont[rows] * features.psi_next[rows]) for rows, m in maps])  # [dim, dim]
-    theta = np.zeros_like(b)
+    cont = config.gamma * (~data.dones).astype(np.float64)[:, None]
+    horizon = 1.0 / (1.0 - config.gamma)
+    low = np.array([min(r.min(), 0.0) * horizon, 0.0])
+    high = np.array([max(r.max(), 0.0) * horizon, horizon])
+    theta = np.zeros((features.dim, 2))
     for _ in range(config.num_fqe_iterations):
-        theta = b + config.gamma * (transition @ theta)
+        v_next = np.clip(features.psi_next @ theta, low, high)                        # [n, 2]
+        y = targets + cont * v_next
+        theta = np.concatenate([m @ y[rows] for rows, m in maps])                     # [A*block, 2]
     v_now = (w @ features.psi_now) @ theta                                           # [2]
     fqe = float(v_now[0] / max(v_now[1], 1e-12))
     return {"ips": ips, "snips": snips, "dr": dr, "fqe": fqe}

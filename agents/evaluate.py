@@ -1,0 +1,180 @@
+"""Every policy x workload x seed in the simulator: `python -m agents.evaluate`.
+
+Writes bench/results/evaluate.json (everything), evaluate.md (tables with 95% confidence
+intervals over seeds, the targets, links to the plots), evaluate_goodput_vs_load.png and
+evaluate_actions_vs_load.png. Seeds fix the workload window and the simulator's draws, so
+policies are compared on the same requests (paired differences in the targets table).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
+from agents.rollout import EpisodeResult, run_episode
+from agents.scenarios import LOAD_SWEEP, evaluation_workloads, load_sweep
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward")
+SEED_BASE = 20_000          # evaluation seeds never overlap the training seeds
+
+
+@dataclass
+class EvaluateConfig:
+    policies: tuple[str, ...] = field(default=POLICY_NAMES, metadata={
+        "help": "policies (agents.policy_registry names or checkpoint paths); static:* = every action"})
+    checkpoint: str = field(default=str(DEFAULT_CHECKPOINT), metadata={"help": "the learned policy's checkpoint"})
+    workloads: tuple[str, ...] = field(default=tuple(evaluation_workloads()), metadata={
+        "help": "evaluation workloads (agents.scenarios)"})
+    seeds: int = field(default=5, metadata={"help": "episodes (seeds) per policy and workload"})
+    sweep_rates: tuple[float, ...] = field(default=LOAD_SWEEP, metadata={
+        "help": "Poisson rates (req/s) of the load sweep on Spec-Bench prompts; empty: no sweep"})
+    sweep_seeds: int = field(default=3, metadata={"help": "seeds per point of the load sweep"})
+    out_dir: str = field(default="bench/results", metadata={"help": "where results and plots go"})
+    name: str = field(default="evaluate", metadata={"help": "file name stem of the results"})
+    workers: int = field(default=2, metadata={"help": "worker processes"})
+    profile: str | None = field(default=None, metadata={"help": "sim latency profile JSON (default: the env's)"})
+    acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
+
+    def __post_init__(self) -> None:
+        known = evaluation_workloads()
+        unknown = [w for w in self.workloads if w not in known]
+        if unknown:
+            raise ValueError(f"unknown workloads {unknown}; known: {', '.join(known)}")
+        if self.seeds < 2 or self.sweep_seeds < 1 or self.workers < 1:
+            raise ValueError("seeds must be >= 2 (for intervals), sweep_seeds and workers >= 1")
+        if not self.policies:
+            raise ValueError("name at least one policy")
+
+    @property
+    def env_kwargs(self) -> dict:
+        kwargs = {"backend": "sim"}
+        if self.profile:
+            kwargs["profile"] = self.profile
+        if self.acceptance:
+            kwargs["acceptance"] = self.acceptance
+        return kwargs
+
+
+# ---- statistics -----------------------------------------------------------------------------
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_quantile(dof: int) -> float:
+    """Two-sided 95% Student t quantile (1.96 for large samples)."""
+    if dof < 1:
+        return float("nan")
+    keys = [k for k in _T975 if k <= dof]
+    return _T975[max(keys)] if dof <= 30 else 1.96
+
+
+def mean_ci(values) -> dict:
+    """Mean and 95% t-interval of per-seed values."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    half = float(t_quantile(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": values.tolist()}
+
+
+def episode_metrics(result: EpisodeResult) -> dict[str, float]:
+    tpot = np.asarray(result.tpot_s) if result.tpot_s else np.zeros(1)
+    ttft = np.asarray(result.ttft_s) if result.ttft_s else np.zeros(1)
+    return {"tokens_per_s": result.tokens_per_s, "tpot_p50_s": float(np.percentile(tpot, 50)),
+            "tpot_p99_s": float(np.percentile(tpot, 99)), "ttft_p99_s": float(np.percentile(ttft, 99)),
+            "slo_attainment": result.slo_attainment, "goodput": result.goodput, "mean_reward": result.mean_reward}
+
+
+# ---- running episodes -----------------------------------------------------------------------
+_ENVS: dict = {}
+
+
+def _env(kwargs_json: str):
+    if kwargs_json not in _ENVS:
+        import gymnasium
+
+        import env  # noqa: F401  (registers SpecRoute-v0)
+        _ENVS[kwargs_json] = gymnasium.make("SpecRoute-v0", **json.loads(kwargs_json))
+    return _ENVS[kwargs_json]
+
+
+def run_job(job: tuple) -> tuple:
+    """(key, metrics, action counts) of one episode; runs in a worker process."""
+    key, policy_name, checkpoint, kwargs_json, workload, seed = job
+    environment = _env(kwargs_json)
+    policy = make_policy(policy_name, environment, checkpoint, seed=seed)
+    result = run_episode(environment, policy, seed, {"workload": workload})
+    counts = np.bincount(result.actions, minlength=environment.action_space.n).tolist()
+    return key, episode_metrics(result), counts
+
+
+def run_jobs(jobs: list[tuple], workers: int) -> list[tuple]:
+    if workers == 1:
+        return [run_job(job) for job in jobs]
+    with get_context("fork").Pool(workers) as pool:
+        return pool.map(run_job, jobs, chunksize=1)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    import gymnasium
+
+    import env  # noqa: F401
+    probe = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs)
+    labels = probe.unwrapped.action_labels
+    policies = expand(list(cfg.policies), probe)
+    for name in policies:                     # fail fast on a bad name or checkpoint
+        make_policy(name, probe, cfg.checkpoint)
+    probe.close()
+    kwargs_json = json.dumps(cfg.env_kwargs, sort_keys=True)
+    workloads = evaluation_workloads()
+    jobs = [(("table", w, p, s), p, cfg.checkpoint, kwargs_json, workloads[w], SEED_BASE + s)
+            for w in cfg.workloads for p in policies for s in range(cfg.seeds)]
+    sweep = load_sweep(cfg.sweep_rates) if cfg.sweep_rates else {}
+    jobs += [(("sweep", rate, p, s), p, cfg.checkpoint, kwargs_json, spec, SEED_BASE + 1000 + s)
+             for rate, spec in sweep.items() for p in policies for s in range(cfg.sweep_seeds)]
+    start = time.perf_counter()
+    results = run_jobs(jobs, cfg.workers)
+    seconds = time.perf_counter() - start
+
+    tables: dict = {w: {p: {m: [] for m in METRICS} | {"actions": np.zeros(len(labels))} for p in policies}
+                    for w in cfg.workloads}
+    curves: dict = {p: {r: {"goodput": [], "actions": np.zeros(len(labels))} for r in sweep} for p in policies}
+    for (kind, where, policy, _), metrics, counts in results:
+        cell = tables[where][policy] if kind == "table" else curves[policy][where]
+        for metric, value in metrics.items():
+            if metric in cell:
+                cell[metric].append(value)
+        cell["actions"] += counts
+    out = {"config": asdict(cfg), "action_labels": labels, "seconds": round(seconds, 1), "workloads": {},
+           "sweep": {}}
+    for w, rows in tables.items():
+        out["workloads"][w] = {p: {m: mean_ci(cell[m]) for m in METRICS}
+                               | {"action_fractions": (cell["actions"] / max(cell["actions"].sum(), 1)).tolist()}
+                               for p, cell in rows.items()}
+    for p, points in curves.items():
+        out["sweep"][p] = {str(r): {"goodput": mean_ci(cell["goodput"]) if len(cell["goodput"]) > 1 else
+                                    {"mean": float(np.mean(cell["goodput"])), "ci95": [np.nan, np.nan]},
+                                    "action_fractions": (cell["actions"] / max(cell["actions"].sum(), 1)).tolist()}
+                           for r, cell in points.items()}
+    return out
+
+
+def main(cfg: EvaluateConfig) -> Path:
+    from agents.evaluate_report import write_report
+    results = evaluate(cfg)
+    out_dir = Path(cfg.out_dir)
+    out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
+    md_path = write_report(results, cfg, out_dir)
+    print(md_path.read_text())
+    return md_path
+
+
+if __name__ == "__main__":
+    from agents.arguments import parse_dataclass
+    main(parse_dataclass(EvaluateConfig, description="Evaluate every router on every workload in the simulator."))

@@ -1,0 +1,152 @@
+"""Validate off-policy evaluation in the simulator, where the true value is known:
+`python -m agents.ope_validate`.
+
+1. Log episodes with an exploring behaviour policy (epsilon-greedy around the cost model, or
+   softmax over the learned policy's logits) through `agents.exploration.log_episodes`, in the
+   decision-log format the server writes.
+2. For each target policy, estimate its reward per decision with IPS, SNIPS, DR and FQE.
+3. Run the target on-policy on fresh seeds of the same workload: the true reward per decision.
+4. Report each estimate's relative error; writes bench/results/evaluate_ope.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agents.decision_log import DecisionLogWriter, read_decision_log
+from agents.evaluate import mean_ci
+from agents.exploration import EpsilonGreedy, SoftmaxExploration, log_episodes
+from agents.ope import run_ope
+from agents.ope_estimators import OPEConfig
+from agents.policy_registry import DEFAULT_CHECKPOINT, make_policy
+from agents.rollout import run_episode
+from agents.scenarios import evaluation_workloads
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ValidateConfig:
+    targets: tuple[str, ...] = field(default=("learned", "cost-model", "no-spec"), metadata={
+        "help": "target policies (stateless registry names or checkpoint paths)"})
+    behaviour: str = field(default="cost-model", metadata={"help": "base of the exploring logging policy"})
+    exploration: str = field(default="epsilon", metadata={"help": "epsilon (epsilon-greedy) or softmax"})
+    epsilon: float = field(default=0.3, metadata={"help": "epsilon of epsilon-greedy exploration"})
+    temperature: float = field(default=1.0, metadata={"help": "softmax temperature (needs a learned behaviour)"})
+    workload: str = field(default="spec_bench-mix", metadata={"help": "evaluation workload (agents.scenarios)"})
+    log_episodes: int = field(default=40, metadata={"help": "episodes the behaviour policy logs"})
+    true_episodes: int = field(default=20, metadata={"help": "on-policy episodes per target for the true value"})
+    checkpoint: str = field(default=str(DEFAULT_CHECKPOINT), metadata={"help": "the learned policy"})
+    gamma: float = field(default=0.9, metadata={"help": "FQE discount"})
+    bootstrap: int = field(default=100, metadata={"help": "bootstrap resamples"})
+    seed: int = field(default=0, metadata={"help": "seed of the logging run (truth uses other seeds)"})
+    logs: str | None = field(default=None, metadata={"help": "keep the decision log here (default: a temp file)"})
+    out_dir: str = field(default="bench/results", metadata={"help": "where evaluate_ope.{json,md} go"})
+    name: str = field(default="evaluate_ope", metadata={"help": "file name stem of the results"})
+    profile: str | None = field(default=None, metadata={"help": "sim latency profile JSON (default: the env's)"})
+    acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
+
+    def __post_init__(self) -> None:
+        if self.exploration not in ("epsilon", "softmax"):
+            raise ValueError("exploration must be epsilon or softmax")
+        if self.workload not in evaluation_workloads():
+            raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(evaluation_workloads())}")
+        if self.log_episodes < 2 or self.true_episodes < 2:
+            raise ValueError("log_episodes and true_episodes must be >= 2")
+
+    @property
+    def env_kwargs(self) -> dict:
+        return {"backend": "sim", **({"profile": self.profile} if self.profile else {}),
+                **({"acceptance": self.acceptance} if self.acceptance else {})}
+
+
+def behaviour_policy(cfg: ValidateConfig, environment):
+    base = make_policy(cfg.behaviour, environment, cfg.checkpoint)
+    if cfg.exploration == "softmax":
+        return SoftmaxExploration(base, cfg.temperature, seed=cfg.seed)
+    return EpsilonGreedy(base, int(environment.action_space.n), cfg.epsilon, seed=cfg.seed)
+
+
+def true_value(environment, policy, workload, episodes: int, seed_base: int) -> dict:
+    """On-policy reward per decision (pooled over decisions) and its per-episode spread."""
+    results = [run_episode(environment, policy, seed_base + i, {"workload": workload}) for i in range(episodes)]
+    pooled = sum(r.total_reward for r in results) / sum(r.num_steps for r in results)
+    return {"value": pooled, "per_episode": mean_ci([r.mean_reward for r in results])}
+
+
+def validate(cfg: ValidateConfig) -> dict:
+    import gymnasium
+
+    import env  # noqa: F401
+    environment = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs)
+    workload = evaluation_workloads()[cfg.workload]
+    start = time.perf_counter()
+    logs = Path(cfg.logs) if cfg.logs else Path(tempfile.mkdtemp()) / "decisions.jsonl"
+    logs.unlink(missing_ok=True)
+    behaviour = behaviour_policy(cfg, environment)
+
+    class _Workload(gymnasium.Wrapper):       # every logged episode draws from the evaluation workload
+        def reset(self, *, seed=None, options=None):
+            return self.env.reset(seed=seed, options={"workload": workload})
+
+    with DecisionLogWriter(logs) as writer:
+        num_rows = log_episodes(_Workload(environment), behaviour, writer, cfg.log_episodes, seed=cfg.seed,
+                                obs_spec_version=environment.unwrapped.obs_spec.version)
+    rows = read_decision_log(logs)
+    config = OPEConfig(gamma=cfg.gamma, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    out = {"config": asdict(cfg), "behaviour": behaviour.name, "num_logged": num_rows, "targets": {}}
+    for index, name in enumerate(cfg.targets):
+        target = make_policy(name, environment, cfg.checkpoint)
+        report = run_ope(rows, target, int(environment.action_space.n), config)
+        truth = true_value(environment, target, workload, cfg.true_episodes, seed_base=50_000 + 1000 * index)
+        estimators = {}
+        for estimator, estimate in report["estimates"].items():
+            error = (estimate["value"] - truth["value"]) / abs(truth["value"])
+            estimators[estimator] = {**estimate, "relative_error": error}
+        out["targets"][name] = {"true_value": truth, "effective_sample_size": report["effective_sample_size"],
+                                "estimators": estimators}
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    out["summary_markdown"] = summary_markdown(out)
+    return out
+
+
+def summary_markdown(out: dict) -> str:
+    from bench.common import markdown_table
+    cfg = out["config"]
+    lines = [f"Behaviour policy `{out['behaviour']}` logged {out['num_logged']} decisions in "
+             f"{cfg['log_episodes']} episodes of `{cfg['workload']}`; each target's true reward per decision "
+             f"comes from {cfg['true_episodes']} on-policy episodes on other seeds. Estimates with 95% bootstrap "
+             f"intervals (over episodes); error relative to the true value.", ""]
+    rows = []
+    for name, target in out["targets"].items():
+        truth = target["true_value"]["value"]
+        for estimator, e in target["estimators"].items():
+            rows.append([name, f"{truth:.2f}", estimator, f"{e['value']:.2f}",
+                         f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]", f"{e['relative_error']:+.1%}",
+                         f"{target['effective_sample_size']:.0f}"])
+    lines.append(markdown_table(["target", "true", "estimator", "estimate", "95% CI", "error", "ESS"], rows))
+    return "\n".join(lines)
+
+
+def main(cfg: ValidateConfig) -> Path:
+    from bench.common import machine_info, write_results
+    out = validate(cfg)
+    out["machine"] = machine_info()
+    out_dir = Path(cfg.out_dir)
+    out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
+    markdown = "# Off-policy evaluation, validated in the simulator\n\nGenerated by `python -m agents.ope_validate` " \
+               f"in {out['seconds']:.0f} s.\n\n" + out["summary_markdown"]
+    _, md_path = write_results(cfg.name, json.loads(json.dumps(out, default=float)), markdown, out_dir)
+    print(markdown)
+    return md_path
+
+
+if __name__ == "__main__":
+    from agents.arguments import parse_dataclass
+    main(parse_dataclass(ValidateConfig, description="Validate OPE estimators against on-policy truth in the sim."))

@@ -1,0 +1,239 @@
+"""Train the learned router in the simulator: `python -m train_router`.
+
+PPO (stable-baselines3) by default, DQN with `--algo dqn`. Observations are normalised with
+VecNormalize; the trained network is exported to `<out>/policy.safetensors` + `manifest.json`
+(the only thing serving reads) together with an evaluation summary against the cost model and
+plain decoding. The SB3 zip, kept only to resume training (`--resume`), goes to
+`<out>/sb3_resume.zip` when it is small, else under `runs/`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+REPO_ROOT = Path(__file__).resolve().parent
+ALGOS = ("ppo", "dqn")
+
+
+@dataclass
+class TrainConfig:
+    algo: str = field(default="ppo", metadata={"help": "ppo or dqn"})
+    timesteps: int = field(default=200_000, metadata={"help": "environment steps to train for"})
+    workload: str = field(default="mix", metadata={
+        "help": "'mix' (every evaluation workload, loads scaled x0.67-1.5) or an env workload preset name"})
+    seed: int = field(default=0, metadata={"help": "seed of the model and the environments"})
+    n_envs: int = field(default=2, metadata={"help": "parallel environments (SubprocVecEnv when > 1)"})
+    out: str = field(default="checkpoints/router", metadata={"help": "where the exported policy goes"})
+    runs_dir: str = field(default="runs/router", metadata={"help": "where a large SB3 resume zip goes"})
+    resume: str | None = field(default=None, metadata={"help": "SB3 zip to continue training from"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a progress bar"})
+    tensorboard: str | None = field(default=None, metadata={"help": "TensorBoard log directory (needs tensorboard)"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "optimiser learning rate"})
+    gamma: float = field(default=0.95, metadata={"help": "discount factor"})
+    n_steps: int = field(default=512, metadata={"help": "PPO: steps per env per rollout"})
+    batch_size: int = field(default=256, metadata={"help": "minibatch size"})
+    n_epochs: int = field(default=5, metadata={"help": "PPO: epochs per rollout"})
+    ent_coef: float = field(default=0.01, metadata={"help": "PPO: entropy bonus"})
+    net_arch: tuple[int, ...] = field(default=(64, 64), metadata={"help": "hidden layer sizes"})
+    normalize: bool = field(default=True, metadata={"help": "normalise observations and rewards (VecNormalize)"})
+    eval_episodes: int = field(default=2, metadata={"help": "episodes per evaluation workload in the summary (0: none)"})
+    max_resume_bytes: int = field(default=1_000_000, metadata={"help": "largest resume zip kept next to the policy"})
+    profile: str | None = field(default=None, metadata={"help": "sim latency profile JSON (default: the env's)"})
+    acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        if self.learning_rate <= 0 or self.eval_episodes < 0:
+            raise ValueError("learning_rate must be > 0 and eval_episodes >= 0")
+        if not self.net_arch or any(n < 1 for n in self.net_arch):
+            raise ValueError(f"net_arch must list positive layer sizes, got {self.net_arch}")
+        if self.workload != "mix":
+            from env.workloads import resolve_workload
+            resolve_workload(self.workload)          # unknown preset -> ValueError now, not in a subprocess
+
+    @property
+    def env_kwargs(self) -> dict:
+        kwargs = {"backend": "sim"}
+        if self.profile:
+            kwargs["profile"] = self.profile
+        if self.acceptance:
+            kwargs["acceptance"] = self.acceptance
+        if self.workload != "mix":
+            from agents.scenarios import NUM_REQUESTS
+            kwargs["workload"] = {"name": self.workload, "num_requests": NUM_REQUESTS}
+        return kwargs
+
+
+def make_env(cfg: TrainConfig, rank: int):
+    """A thunk building one training env (picklable for SubprocVecEnv)."""
+    def build():
+        import gymnasium
+        from stable_baselines3.common.monitor import Monitor
+
+        import env  # noqa: F401  (registers SpecRoute-v0)
+        from agents.scenarios import WorkloadMixture
+        inner = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs)
+        if cfg.workload == "mix":
+            inner = WorkloadMixture(inner)
+        inner.reset(seed=cfg.seed * 1000 + rank)
+        return Monitor(inner)
+    return build
+
+
+class ObservationRange(BaseCallback):
+    """Per-feature min / max of the raw (unnormalised) observations seen in training."""
+
+    def __init__(self, vec_normalize=None):
+        super().__init__()
+        self.vec_normalize = vec_normalize
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+
+    def _on_step(self) -> bool:
+        raw = self.vec_normalize.get_original_obs() if self.vec_normalize is not None else self.locals["new_obs"]
+        raw = np.asarray(raw, dtype=np.float64)
+        low, high = raw.min(axis=0), raw.max(axis=0)
+        self.low = low if self.low is None else np.minimum(self.low, low)
+        self.high = high if self.high is None else np.maximum(self.high, high)
+        return True
+
+
+def build_model(cfg: TrainConfig, venv):
+    from stable_baselines3 import DQN, PPO
+    tensorboard = None
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as exc:
+            raise SystemExit("--tensorboard needs the tensorboard package (pip install tensorboard)") from exc
+        tensorboard = cfg.tensorboard
+    policy_kwargs = {"net_arch": list(cfg.net_arch)}
+    if cfg.resume:
+        cls = PPO if cfg.algo == "ppo" else DQN
+        return cls.load(cfg.resume, env=venv, device="cpu", tensorboard_log=tensorboard)
+    if cfg.algo == "ppo":
+        return PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                   batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, ent_coef=cfg.ent_coef,
+                   policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu", tensorboard_log=tensorboard)
+    return DQN("MlpPolicy", venv, learning_rate=cfg.learning_rate, buffer_size=min(100_000, cfg.timesteps),
+               learning_starts=min(1000, cfg.timesteps // 10), batch_size=cfg.batch_size, gamma=cfg.gamma,
+               train_freq=4, target_update_interval=1000, exploration_fraction=0.3, exploration_final_eps=0.05,
+               policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu", tensorboard_log=tensorboard)
+
+
+def restore_normalization(cfg: TrainConfig, venv) -> None:
+    """On --resume, start VecNormalize from the statistics the exported manifest recorded."""
+    manifest = Path(cfg.resume).resolve().parent / "manifest.json"
+    if not manifest.is_file() or not hasattr(venv, "obs_rms"):
+        return
+    norm = json.loads(manifest.read_text()).get("normalization")
+    if norm:
+        venv.obs_rms.mean = np.asarray(norm["mean"], dtype=np.float64)
+        venv.obs_rms.var = np.asarray(norm["var"], dtype=np.float64)
+        venv.obs_rms.count = float(norm.get("count", 1e4))
+
+
+def summarize(cfg: TrainConfig, policy_dir: Path) -> dict:
+    """Mean reward per decision and goodput of the exported policy vs the cost model and no speculation."""
+    if cfg.eval_episodes == 0:
+        return {}
+    import gymnasium
+
+    import env  # noqa: F401
+    from agents.cost_model_policy import CostModelPolicy
+    from agents.learned_policy import LearnedPolicy
+    from agents.policies import NoSpeculationPolicy
+    from agents.rollout import run_episode
+    from agents.scenarios import evaluation_workloads
+    kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "workload"}
+    evaluation = gymnasium.make("SpecRoute-v0", **kwargs)
+    inner = evaluation.unwrapped
+    learned = LearnedPolicy.load(policy_dir, obs_spec_version=inner.obs_spec.version,
+                                 obs_names=inner.obs_spec.names, actions=inner.decisions)
+    policies = {"learned": learned, "cost-model": CostModelPolicy.from_env(evaluation),
+                "no-spec": NoSpeculationPolicy(inner.decisions)}
+    summary: dict = {"episodes_per_workload": cfg.eval_episodes, "seeds_from": 10_000, "workloads": {}}
+    for name, workload in evaluation_workloads().items():
+        rows = {}
+        for label, policy in policies.items():
+            results = [run_episode(evaluation, policy, 10_000 + i, {"workload": workload})
+                       for i in range(cfg.eval_episodes)]
+            rows[label] = {"mean_reward": float(np.mean([r.mean_reward for r in results])),
+                           "goodput": float(np.mean([r.goodput for r in results])),
+                           "slo_attainment": float(np.mean([r.slo_attainment for r in results]))}
+        summary["workloads"][name] = rows
+    evaluation.close()
+    return summary
+
+
+def main(cfg: TrainConfig) -> Path:
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    from agents.export import export_policy
+    from agents.checkpoint import update_manifest
+
+    start = time.perf_counter()
+    thunks = [make_env(cfg, rank) for rank in range(cfg.n_envs)]
+    venv = SubprocVecEnv(thunks) if cfg.n_envs > 1 else DummyVecEnv(thunks)
+    vec_normalize = None
+    if cfg.normalize:
+        venv = vec_normalize = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)
+        if cfg.resume:
+            restore_normalization(cfg, venv)
+    venv.seed(cfg.seed)
+    model = build_model(cfg, venv)
+    observed = ObservationRange(vec_normalize)
+    model.learn(total_timesteps=cfg.timesteps, callback=observed, progress_bar=cfg.progress_bar,
+                reset_num_timesteps=not cfg.resume)
+    train_seconds = time.perf_counter() - start
+
+    out = Path(cfg.out)
+    out = out if out.is_absolute() else REPO_ROOT / out
+    probe = venv.get_attr("unwrapped", [0])[0]
+    space = probe.observation_space
+    low = observed.low if observed.low is not None else space.low
+    high = observed.high if observed.high is not None else space.high
+    training = {**asdict(cfg), "net_arch": list(cfg.net_arch), "train_seconds": round(train_seconds, 1),
+                "num_timesteps": int(model.num_timesteps),
+                "env": {"id": "SpecRoute-v0", **cfg.env_kwargs, "slo_tpot_s": probe.config.slo_tpot_s,
+                        "slo_ttft_s": probe.config.slo_ttft_s, "slo_penalty": probe.config.slo_penalty}}
+    manifest = export_policy(model, out, obs_spec_version=probe.obs_spec.version, obs_names=probe.obs_spec.names,
+                             actions=probe.decisions, obs_min=low, obs_max=high, vec_normalize=vec_normalize,
+                             training=json.loads(json.dumps(training, default=str)))
+    if vec_normalize is not None:
+        manifest.normalization["count"] = float(vec_normalize.obs_rms.count)
+        update_manifest(out, normalization=manifest.normalization)
+    venv.close()
+
+    zip_path = out / "sb3_resume.zip"
+    model.save(zip_path)
+    if zip_path.stat().st_size > cfg.max_resume_bytes:
+        runs = Path(cfg.runs_dir)
+        runs = runs if runs.is_absolute() else REPO_ROOT / runs
+        runs.mkdir(parents=True, exist_ok=True)
+        zip_path = zip_path.replace(runs / "sb3_resume.zip")
+    summary = summarize(cfg, out)
+    update_manifest(out, evaluation=summary)
+    print(f"trained {cfg.algo} for {model.num_timesteps} steps in {train_seconds:.0f} s; "
+          f"policy: {out / 'manifest.json'} (sha256 {manifest.sha256[:12]}), resume: {zip_path}")
+    for name, rows in summary.get("workloads", {}).items():
+        print(f"  {name:16s} " + "  ".join(f"{label}: goodput {row['goodput']:.1f} reward {row['mean_reward']:.1f}"
+                                           for label, row in rows.items()))
+    return out
+
+
+if __name__ == "__main__":
+    from agents.arguments import parse_dataclass
+    main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))
