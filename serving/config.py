@@ -21,6 +21,11 @@ class ServerConfig:
         "missing or unusable -> the cost-model fallback"))
     draft: str = field(default="checkpoints/draft", metadata=_help(
         "trained draft directory (used when it exists; '' disables it)"))
+    profile: str = field(default="", metadata=_help(
+        "latency profile JSON for the cost-model fallback (default profiles/<model name>.json); "
+        "levels it lacks are measured at start-up"))
+    profile_budget_s: float = field(default=30.0, metadata=_help(
+        "seconds the start-up may spend measuring levels the profile lacks"))
     host: str = field(default="127.0.0.1", metadata=_help("address to bind"))
     port: int = field(default=8000, metadata=_help("port to bind"))
     served_model_name: str = field(default="", metadata=_help(
@@ -52,7 +57,7 @@ class ServerConfig:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s"):
+        for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s", "profile_budget_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")

@@ -68,7 +68,7 @@ class EngineLoop:
     Args:
         engine: the engine (its router is consulted inside `engine.step()`).
         observers: objects told, on the engine thread, what happens: each may define
-            `observe_added(request_id, now)`, `observe_step(engine, outputs)` (after every step
+            `observe_added(request)`, `observe_removed(request_id)`, `observe_step(engine, outputs)` (after every step
             that ran a batch) and `observe_failed_step()`. Their exceptions are logged, never fatal.
     """
 
@@ -109,7 +109,7 @@ class EngineLoop:
             if request_id in self._streams:
                 raise ValueError(f"request id {request_id!r} is already in flight")
             self._streams[request_id] = stream
-        self._commands.append(("add", request_id, prompt_token_ids, params))
+        self._commands.append(("add", request_id, prompt_token_ids, params, time.monotonic()))
         self._wake.set()
         return stream
 
@@ -144,13 +144,13 @@ class EngineLoop:
         while self._commands:
             command = self._commands.popleft()
             if command[0] == "add":
-                _, request_id, prompt_token_ids, params = command
+                _, request_id, prompt_token_ids, params, arrival = command
                 try:
-                    self.engine.add_request(prompt_token_ids, params, request_id=request_id)
+                    self.engine.add_request(prompt_token_ids, params, request_id=request_id, arrival_time=arrival)
                 except ValueError as exc:
                     self._end(request_id, StreamEnd(FinishReason.ERROR, str(exc)))
                 else:
-                    self._notify("observe_added", request_id, time.monotonic())
+                    self._notify("observe_added", self.engine.scheduler.requests[request_id])
             elif command[0] == "abort":
                 if self.engine.abort(command[1]):
                     logger.debug("aborted %s", command[1])

@@ -13,8 +13,10 @@ from pathlib import Path
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
 from agents.decision_log import DecisionLogWriter
 from agents.learned_policy import LearnedPolicy
-from engine import Decision, Engine, EngineConfig, StaticRouter
-from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action
+from engine import TARGET, Decision, Engine, EngineConfig
+from engine.cost_model import CostModel, CostModelRouter, decision_grid
+from engine.profile import LatencyProfile, ProfileError, measure_profile
+from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
 from env.load_stats import LoadStats
 from env.observation import observation_spec
 from serving.app import ServingState
@@ -73,19 +75,51 @@ def default_actions(engine: Engine) -> list[Decision]:
     return actions
 
 
-def build_fallback(engine: Engine, config: ServerConfig):
-    """The router used whenever the learned policy is unavailable or untrusted."""
-    return StaticRouter(Decision(("ngram", "target"), 4))
+def fallback_decisions(engine: Engine, actions: list[Decision]) -> list[Decision]:
+    """What the cost model chooses from: the action list, plus the trained draft's chains when the
+    engine has one and the action list does not use it."""
+    decisions = list(actions)
+    if "draft" in engine.levels and not any("draft" in d.chain for d in decisions):
+        decisions += decision_grid([("draft", TARGET), ("ngram", "draft", TARGET)], (2, 4, 8))
+    return list(dict.fromkeys(decisions))
 
 
-def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fallback=None) -> ServingState:
-    """Wrap `engine` with the guarded router, the observers and the engine loop."""
+def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> LatencyProfile:
+    """The latency profile the cost model reads: the shipped file, completed by measurement when it
+    lacks a level; measured afresh (not saved) when the file is unusable."""
+    if engine.profile is not None:
+        return engine.profile
+    path = resolve_path(config.profile or f"profiles/{model_name}.json")
+    try:
+        if not path.exists():
+            logger.info("no latency profile at %s: measuring one (%.0f s budget)", path, config.profile_budget_s)
+        return engine.load_or_measure_profile(path, budget_s=config.profile_budget_s, save=False)
+    except ProfileError as exc:
+        logger.warning("latency profile %s is unusable (%s): measuring one (%.0f s budget)", path, exc,
+                       config.profile_budget_s)
+        engine.profile = measure_profile(engine, budget_s=config.profile_budget_s, model=model_name)
+        return engine.profile
+
+
+def build_fallback(engine: Engine, config: ServerConfig, actions: list[Decision], model_name: str) -> CostModelRouter:
+    """The cost model, used whenever the learned policy is unavailable or untrusted."""
+    cost_model = CostModel(load_profile(engine, config, model_name), fallback_decisions(engine, actions),
+                           slo_tpot_s=config.slo_tpot_ms / 1e3)
+    return CostModelRouter(cost_model)
+
+
+def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fallback=None,
+                     profile_name: str | None = None) -> ServingState:
+    """Wrap `engine` with the guarded router (fallback: the cost model unless one is given), the
+    observers and the engine loop. `profile_name` names the default profile file."""
     metrics = ServingMetrics(model_name)
     learned, error = load_policy(engine, config)
     actions = learned.decisions() if learned is not None else default_actions(engine)
     observer = build_observer(config, actions)
     decision_log = DecisionLogWriter(config.decision_log) if config.decision_log else None
-    router = GuardedRouter(fallback if fallback is not None else build_fallback(engine, config), learned,
+    if fallback is None:
+        fallback = build_fallback(engine, config, actions, profile_name or model_name)
+    router = GuardedRouter(fallback, learned,
                            load_error=error, observer=observer, actions=actions,
                            max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
                            decision_log=decision_log, policy_path=config.policy)
@@ -114,4 +148,4 @@ def build_state(config: ServerConfig) -> ServingState:
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
                                  num_threads=config.num_threads)
     engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
-    return state_for_engine(engine, config, config.served_model_name or loaded.name)
+    return state_for_engine(engine, config, config.served_model_name or loaded.name, profile_name=loaded.name)

@@ -1,9 +1,12 @@
 """The router's view of the live server, built with the environment's own code.
 
-`ServingObserver` feeds `env.load_stats.LoadStats` from the same events the environment feeds it
-(arrivals, finished steps, first tokens, finished requests) and builds the observation with
-`env.observation.ObservationBuilder`, so the learned policy sees in serving exactly the vector
-layout and meaning it was trained on. All its methods run on the engine thread.
+`ServingObserver` feeds `env.load_stats.LoadStats` from the same events and request fields the
+environment's `Episode` uses (arrivals, each step's rows, first tokens, finished requests), and
+builds the observation with `env.observation.ObservationBuilder` and acceptance read from the
+engine's trackers as the real backend reads it. So the learned policy sees in serving exactly
+the vector layout and meaning it was trained on, and the reward logged for offline evaluation
+is the environment's: tokens per second of the step minus the penalty per SLO miss.
+All methods run on the engine thread.
 """
 
 from __future__ import annotations
@@ -13,14 +16,9 @@ import time
 import numpy as np
 
 from engine import Engine, RequestOutput
+from engine.sequence import Request
 from env.load_stats import LoadStats
 from env.observation import ObservationBuilder, ObservationSpec
-
-
-def acceptance_of(engine: Engine) -> dict[str, float]:
-    """Acceptance EMA per 'drafter>verifier' pair from the engine's trackers (empty without them)."""
-    trackers = getattr(engine, "trackers", None)
-    return dict(trackers.snapshot()) if trackers is not None else {}
 
 
 class ServingObserver:
@@ -40,40 +38,40 @@ class ServingObserver:
         self.slo_penalty = slo_penalty
         self.num_steps = 0
         self.last_reward = 0.0
-        self._arrival: dict[str, float] = {}
-        self._first_token: dict[str, float] = {}
+        self._requests: dict[str, Request] = {}
 
-    def observe_added(self, request_id: str, now: float) -> None:
-        self.stats.observe_arrivals(1, now)
-        self._arrival[request_id] = now
+    def observe_added(self, request: Request) -> None:
+        self.stats.observe_arrivals(1, time.monotonic())
+        self._requests[request.request_id] = request
 
     def observe_removed(self, request_id: str) -> None:
-        self._arrival.pop(request_id, None)
-        self._first_token.pop(request_id, None)
+        self._requests.pop(request_id, None)
 
     def observe_step(self, engine: Engine, outputs: list[RequestOutput]) -> None:
-        """Step latency, first tokens and finished requests; the step's reward."""
-        record = engine.last_step
-        now = time.monotonic()
-        self.stats.observe_time(now)
-        self.stats.observe_step(record.batch_size, record.num_committed, record.latency_s)
-        num_violations = 0
+        """The step's rows, first tokens and finished requests (as `env.episode.Episode.step`)."""
+        num_committed = num_violations = 0
         for output in outputs:
-            rid = output.request_id
-            arrival = self._arrival.get(rid, now)
-            if output.new_token_ids and rid not in self._first_token:
-                self._first_token[rid] = now
-                self.stats.observe_first_token(now - arrival)
-            if output.finished:
-                num_violations += self.stats.observe_finish(arrival, self._first_token.get(rid), now,
-                                                            len(output.output_token_ids))
-                self.observe_removed(rid)
-        rate = record.num_committed / record.latency_s if record.latency_s > 0 else 0.0
-        self.last_reward = float(rate - self.slo_penalty * num_violations)
+            request = self._requests.get(output.request_id)
+            num_new = len(output.new_token_ids)
+            num_committed += num_new
+            if request is None:
+                continue
+            if num_new and len(request.output_token_ids) == num_new:
+                self.stats.observe_first_token(request.first_token_time - request.arrival_time)
+            if request.is_finished:
+                num_violations += self.stats.observe_finish(request.arrival_time, request.first_token_time,
+                                                            request.finish_time, len(request.output_token_ids))
+                self.observe_removed(request.request_id)
+        latency_s = engine.last_step.latency_s
+        self.stats.observe_step(len(outputs), num_committed, latency_s)
+        self.last_reward = float((num_committed / latency_s if latency_s > 0 else 0.0)
+                                 - self.slo_penalty * num_violations)
         self.num_steps += 1
 
+    def acceptance(self, engine: Engine) -> dict[str, float]:
+        return {pair: engine.trackers.acceptance(pair) for pair in self.builder.pairs}
+
     def observation(self, engine: Engine, last_action: int | None) -> np.ndarray:
-        now = time.monotonic()
-        self.stats.observe_time(now)
-        return self.builder.build(engine.scheduler.running, list(engine.scheduler.waiting), acceptance_of(engine),
-                                  self.stats, now, last_action)
+        scheduler = engine.scheduler          # the arrival rate decays at arrivals only, as in the env
+        return self.builder.build(scheduler.running, scheduler.waiting, self.acceptance(engine), self.stats,
+                                  time.monotonic(), last_action)

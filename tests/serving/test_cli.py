@@ -33,7 +33,8 @@ def test_bad_checkpoint_warns_once_and_sigterm_drains(tmp_path, target, tokenize
     port = free_port()
     log = tmp_path / "server.log"
     cmd = [sys.executable, "-m", "serving", "--model", str(model_dir), "--policy", str(policy), "--draft", "",
-           "--port", str(port), "--max-batch", "2", "--max-queue", "2", "--num-threads", "1"]
+           "--port", str(port), "--max-batch", "2", "--max-queue", "2", "--num-threads", "1",
+           "--profile-budget-s", "1"]
     with open(log, "w") as stderr:
         process = subprocess.Popen(cmd, cwd=REPO, stdout=stderr, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -103,3 +103,18 @@ def test_decisions_are_logged_for_offline_evaluation(make_state, tmp_path):
         assert row.reward > 0 and following.step == row.step + 1
     # the observation records the action just taken: the next obs' one-hot marks action 1
     assert rows[0].next_obs[dim - len(ACTIONS) + 1] == 1.0
+
+
+def test_the_cost_model_is_the_default_fallback(make_engine, tmp_path):
+    """Without a policy the server routes with the cost model over a measured profile."""
+    from engine.profile import measure_profile
+    from serving.launch import state_for_engine
+
+    engine = make_engine(max_model_len=256, max_batch=4)
+    engine.profile = measure_profile(engine, batches=(1, 4), tokens=(1, 8), contexts=(16, 128), budget_s=1.0,
+                                     repeats=1)
+    state = state_for_engine(engine, ServerConfig(policy=str(tmp_path / "none"), **SERVER), "tiny")
+    status = serve_requests(state)
+    assert status["fallback"] == "CostModelRouter" and status["decisions"]["fallback"] > 0
+    chosen = state.engine.router.fallback.last_estimate.decision
+    assert chosen in state.engine.router.fallback.cost_model.decisions
