@@ -88,10 +88,12 @@ class CostModel:
         decisions: the candidates (see `decision_grid`).
         slo_tpot_s: time-per-output-token target, or None for no SLO.
         prior_acceptance: acceptance of a pair the acceptance mapping does not mention.
+        context_bucket: `evaluate` / `best` round the context to a multiple of this many tokens,
+            so consecutive steps reuse cached step times (latency barely moves within 16 tokens).
     """
 
     def __init__(self, profile: LatencyProfile, decisions: Iterable[Decision], slo_tpot_s: float | None = None,
-                 prior_acceptance: float = 0.5):
+                 prior_acceptance: float = 0.5, context_bucket: int = 16):
         self.profile = profile
         self.decisions = list(dict.fromkeys(decisions))
         if not self.decisions:
@@ -100,6 +102,9 @@ class CostModel:
             raise ValueError(f"slo_tpot_s must be > 0 or None, got {slo_tpot_s}")
         if not 0 <= prior_acceptance <= 1:
             raise ValueError(f"prior_acceptance must be in [0, 1], got {prior_acceptance}")
+        if context_bucket < 1:
+            raise ValueError(f"context_bucket must be >= 1, got {context_bucket}")
+        self.context_bucket = context_bucket
         missing = sorted({name for d in self.decisions for name in (d.chain if not d.is_plain else (TARGET,))
                           if name not in profile.levels})
         if missing:
@@ -170,7 +175,7 @@ class CostModel:
             raise ValueError(f"batch must be >= 1, got {batch}")
         rates, prior = acceptance_rates(acceptance)
         prior = self.prior_acceptance if prior is None else prior
-        context = int(round(context))
+        context = int(round(context / self.context_bucket)) * self.context_bucket
         tokens = [self._expected_tokens(pairs, k, rates, prior) for pairs, k in self._plans]
         return tokens, self._step_times(batch, context), context
 
@@ -229,3 +234,45 @@ def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1,
         if len(chain) > 1:
             decisions += [Decision(chain, k) for k in ks]
     return list(dict.fromkeys(decisions))
+
+
+def rows_step_time(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
+                   chain: tuple[str, ...], ks: list[int], results: list) -> float:
+    """Seconds of the forwards one *realized* step runs (the simulator's clock), where
+    `CostModel.step_time` is the expectation before the step.
+
+    Same per-level terms as `step_time`, but per row and as `run_step` and the runner really
+    run them: forwards grouped by level (plain rows join the target's group), each group padded
+    to its widest feed and longest context, and a level feeds what its cache lacks first
+    (prefill of a new request, lazy catch-up of a level that sat out).
+    `num_tokens[i]`: row i's committed tokens before the step; `cached[i]`: level -> tokens its
+    cache holds for the row; `ks[i]`: the row's K after capping (0 = plain); `results[i]`: its
+    RowResult (`pairs[j].num_proposed` is what level j + 1 was fed).
+    """
+    groups: dict[str, list[tuple[int, int]]] = {}       # level -> [(tokens fed, context end)] per row
+    drafting: list[tuple[int, int]] = []                # model first level: (committed tokens, k)
+    model_free: list[int] = []                          # model-free first level: k per row
+    first_is_model = profile.levels[chain[0]].kind == "model" if len(chain) > 1 else False
+    for total, have_by_level, k, result in zip(num_tokens, cached, ks, results):
+        if k > 0:
+            if first_is_model:
+                drafting.append((total, k))
+                groups.setdefault(chain[0] + "#catch-up", []).append((total - have_by_level.get(chain[0], 0), total))
+            else:
+                model_free.append(k)
+            for pair, level in zip(result.pairs, chain[1:]):
+                have = have_by_level.get(level, 0)
+                groups.setdefault(level, []).append((total - have + pair.num_proposed, total + pair.num_proposed))
+        else:
+            groups.setdefault(TARGET, []).append((total - have_by_level.get(TARGET, 0), total))
+    forward_time = profile.forward_time
+    seconds = 0.0
+    for name, rows in groups.items():
+        fed = max(f for f, _ in rows)
+        seconds += forward_time(name.partition("#")[0], len(rows), fed, max(e for _, e in rows) - fed)
+    if model_free:
+        seconds += forward_time(chain[0], len(model_free), max(model_free), max(num_tokens))
+    for j in range(1, max((k for _, k in drafting), default=0)):     # then one token per row until each has k
+        ends = [total + j for total, k in drafting if k > j]
+        seconds += forward_time(chain[0], len(ends), 1, max(ends) - 1)
+    return seconds
