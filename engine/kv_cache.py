@@ -22,6 +22,7 @@ class KVCache:
         self.dtype = dtype
         self.lengths: list[int] = []
         self.free_slots: list[int] = []
+        self.is_free: list[bool] = []            # per slot, so that freeing checks in O(1)
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self._allocate(initial_slots, min(initial_len, max_len))
@@ -46,6 +47,7 @@ class KVCache:
         self.keys, self.values = new_keys, new_values
         grown = num_slots - len(self.lengths)
         self.free_slots.extend(range(len(self.lengths), num_slots))
+        self.is_free.extend([True] * grown)
         self.lengths.extend([0] * grown)
 
     def allocate_slot(self) -> int:
@@ -53,14 +55,16 @@ class KVCache:
         if not self.free_slots:
             self._allocate(self.num_slots * 2, self.capacity)
         slot = self.free_slots.pop(0)
+        self.is_free[slot] = False
         self.lengths[slot] = 0
         return slot
 
     def free_slot(self, slot: int) -> None:
         """Release a slot at once; its stale contents are overwritten by the next owner."""
-        if slot in self.free_slots:
+        if self.is_free[slot]:
             raise ValueError(f"slot {slot} is already free")
         self.lengths[slot] = 0
+        self.is_free[slot] = True
         self.free_slots.append(slot)
 
     def rollback(self, slot: int, length: int) -> None:

@@ -108,13 +108,13 @@ class ModelRunner:
         cache.ensure_capacity(max(ends))
         width = max(counts)
         span = max(ends)
-        padded = torch.zeros(batch, width, dtype=torch.long)
-        for row, toks in enumerate(tokens):
-            padded[row, : len(toks)] = torch.as_tensor(toks, dtype=torch.long)
         offsets = torch.arange(width)
         start_t = torch.as_tensor(starts)
+        count_t = torch.as_tensor(counts)
         positions = (start_t[:, None] + offsets[None, :]).clamp(max=self.max_len - 1)   # [b, t]
-        valid = offsets[None, :] < torch.as_tensor(counts)[:, None]                    # [b, t]
+        valid = offsets[None, :] < count_t[:, None]                                    # [b, t]
+        padded = torch.zeros(batch, width, dtype=torch.long)                              # [b, t]
+        padded[valid] = torch.as_tensor([t for toks in tokens for t in toks], dtype=torch.long)
         slot_t = torch.as_tensor(slots)
         write_slots = slot_t[:, None].expand(batch, width)[valid]                          # [n_valid]
         write_pos = positions[valid]                                                       # [n_valid]
@@ -150,9 +150,8 @@ class ModelRunner:
             cache.lengths[slot] = end
 
         wanted = max(num_logits)
-        pick = torch.stack([
-            (torch.arange(wanted) + (n - m)).clamp(max=n - 1) for n, m in zip(counts, num_logits)
-        ])                                                                                 # [b, wanted]
+        first = count_t - torch.as_tensor(num_logits)                                     # [b]
+        pick = torch.minimum(torch.arange(wanted)[None, :] + first[:, None], count_t[:, None] - 1)  # [b, wanted]
         hidden = x.gather(1, pick[:, :, None].expand(batch, wanted, x.shape[-1]))
         logits = F.linear(self._rms_norm(hidden, self.final_norm), self.lm_head)          # [b, wanted, vocab]
         if self.vocab_subset is None:

@@ -85,12 +85,10 @@ class Scheduler:
         request.finish_reason = reason
         request.error = error
         request.finish_time = time.monotonic() if now is None else now
-        # by identity: Request's dataclass __eq__ compares every field (quadratic at large batches)
-        for queue in (self.running, self.waiting):
-            index = next((i for i, r in enumerate(queue) if r is request), None)
-            if index is not None:
-                del queue[index]
-                break
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove(request)
 
     def pop_finished(self, request: Request) -> None:
         self.requests.pop(request.request_id, None)

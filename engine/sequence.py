@@ -49,7 +49,7 @@ class SpecStats:
         return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0
 
 
-@dataclass
+@dataclass(eq=False)      # a request is an entity: compared (and hashed) by identity
 class Request:
     request_id: str
     prompt_token_ids: list[int]

@@ -27,12 +27,18 @@ class NgramDrafter(ModelFreeDrafter):
             return []
         tokens = np.asarray(context, dtype=np.int64)
         length = len(tokens)
-        for n in range(min(self.max_match, length - 1), self.min_match - 1, -1):
-            suffix = tokens[length - n:]
-            # windows[i] = tokens[i : i + n] for every start that leaves a following token
-            windows = np.lib.stride_tricks.sliding_window_view(tokens[: length - 1], n)
-            hits = np.flatnonzero((windows == suffix).all(axis=1))
-            if hits.size:
-                start = int(hits[-1]) + n
-                return tokens[start: start + k].tolist()
-        return []
+        max_n = min(self.max_match, length - 1)
+        if max_n < self.min_match:
+            return []
+        # every earlier position holding the last token ends a match; extend them backwards
+        ends = np.flatnonzero(tokens[: length - 1] == tokens[-1])                 # [num_candidates]
+        matched = np.ones(ends.size, dtype=np.int64)
+        alive = np.ones(ends.size, dtype=bool)
+        for n in range(1, max_n):
+            alive &= ends >= n
+            alive[alive] = tokens[ends[alive] - n] == tokens[length - 1 - n]
+            matched += alive
+        if not ends.size or matched.max() < self.min_match:
+            return []
+        end = int(ends[np.flatnonzero(matched == matched.max())[-1]])     # longest, then most recent
+        return tokens[end + 1: end + 1 + k].tolist()
