@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from engine.runner import ModelRunner
-from engine.sampling import probs_from_logits
+from engine.sampling import probs_for_rows, sample_from
 from engine.sequence import Request
 
 
@@ -80,14 +80,15 @@ class ModelLevel:
                 for slot, feed in zip(slots, feeds):
                     self.cached_tokens[slot].extend(feed)
                 logits = self.runner.forward(slots, feeds, [1] * len(rows))[:, 0]
-            for row, i in enumerate(active):
-                request = requests[i]
-                if request.params.is_greedy:
-                    token = int(logits[row].argmax())
-                else:
-                    probs = probs_from_logits(logits[row: row + 1], request.params)[0]
-                    token = int(torch.multinomial(probs, 1, generator=request.generator))
-                    dists[i].append(probs)
+            tokens = logits.argmax(dim=-1)                                        # [rows]
+            sampled = [row for row, i in enumerate(active) if not requests[i].params.is_greedy]
+            if sampled:
+                probs = probs_for_rows(logits[sampled], [requests[active[row]].params for row in sampled])
+                uniforms = torch.cat([torch.rand(1, generator=requests[active[row]].generator) for row in sampled])
+                tokens[sampled] = sample_from(probs, uniforms)
+                for j, row in enumerate(sampled):
+                    dists[active[row]].append(probs[j])
+            for i, token in zip(active, tokens.tolist()):
                 proposals[i].append(token)
             active = [i for i in active if len(proposals[i]) < ks[i]]
         q = [torch.stack(d) if d else None for d in dists]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -60,3 +61,33 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs
+
+
+def probs_for_rows(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """[n, ..., vocab] logits -> probabilities, row i through params[i]'s transform.
+
+    Rows that share temperature, top-k and top-p go through one vectorised call.
+    """
+    probs = torch.empty(logits.shape, dtype=torch.float32)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for row, p in enumerate(params):
+        groups[(p.temperature, p.top_k, p.top_p)].append(row)
+    for rows in groups.values():
+        index = torch.as_tensor(rows)
+        chunk = logits[index]
+        probs[index] = probs_from_logits(chunk.reshape(-1, chunk.shape[-1]), params[rows[0]]).reshape(chunk.shape)
+    return probs
+
+
+def sample_from(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: [n, vocab] non-negative weights and [n] uniforms in [0, 1) -> [n] tokens.
+
+    Deterministic given the uniforms, so a batch can be sampled at once while every row's
+    randomness comes from its own seeded generator. Never returns a zero-weight token.
+    """
+    cdf = probs.cumsum(dim=-1)                                                    # [n, vocab]
+    threshold = (uniforms * cdf[:, -1])[:, None]                                  # [n, 1]
+    tokens = torch.searchsorted(cdf, threshold, right=True)[:, 0]                 # [n]
+    vocab = probs.shape[-1]
+    last_positive = vocab - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)         # [n]
+    return torch.minimum(tokens, last_positive)

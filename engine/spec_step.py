@@ -13,11 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from engine.decision import Decision
 from engine.drafters.base import ModelFreeDrafter
 from engine.levels import ModelLevel
-from engine.sampling import probs_from_logits
+from engine.sampling import probs_for_rows
 from engine.sequence import Request
 from engine.verify import PLACEHOLDER_TOKEN_ID, verify_greedy, verify_sampling
 
@@ -56,24 +58,37 @@ def _verify_group(level: ModelLevel, rows: list[Request], proposals: list[list[i
     outputs: list[list[int]] = [[] for _ in rows]
     dists: list[torch.Tensor | None] = [None] * len(rows)
     similarity: list[float | None] = [None] * len(rows)
+    counts = torch.as_tensor([len(p) for p in proposals])                          # [b]
+    padded = torch.full((len(rows), m_max), PLACEHOLDER_TOKEN_ID, dtype=torch.long)   # [b, m_max]
+    padded[torch.arange(m_max)[None, :] < counts[:, None]] = torch.as_tensor(
+        [t for proposal in proposals for t in proposal], dtype=torch.long)
     greedy = [i for i, r in enumerate(rows) if r.params.is_greedy]
     if greedy:
-        padded = torch.full((len(greedy), m_max), PLACEHOLDER_TOKEN_ID, dtype=torch.long)   # [g, m_max]
-        for j, i in enumerate(greedy):
-            padded[j, : len(proposals[i])] = torch.as_tensor(proposals[i], dtype=torch.long)
-        counts = torch.as_tensor([len(proposals[i]) for i in greedy])
-        out, accepted = verify_greedy(logits[greedy], padded, counts)
-        for j, i in enumerate(greedy):
-            outputs[i] = out[j, : int(accepted[j]) + 1].tolist()
-    for i, request in enumerate(rows):
-        if request.params.is_greedy:
-            continue
-        m = len(proposals[i])
-        p = probs_from_logits(logits[i, : m + 1], request.params)                 # [m + 1, vocab]
-        num_accepted, outputs[i] = verify_sampling(p, proposals[i], q[i], request.generator)
-        dists[i] = p[: num_accepted + 1]
-        if q[i] is not None and m:
-            similarity[i] = float(1 - 0.5 * (p[:m] - q[i]).abs().sum(-1).mean())
+        out, accepted = verify_greedy(logits[greedy], padded[greedy], counts[greedy])
+        for i, tokens, num_accepted in zip(greedy, out.tolist(), accepted.tolist()):
+            outputs[i] = tokens[: num_accepted + 1]
+    sampled = [i for i, r in enumerate(rows) if not r.params.is_greedy]
+    if not sampled:
+        return outputs, dists, similarity
+    p = probs_for_rows(logits[sampled, : m_max + 1], [rows[i].params for i in sampled])   # [s, m_max + 1, vocab]
+    in_range = torch.arange(m_max)[None, :] < counts[sampled][:, None]            # [s, m_max]
+    # q: the level below's distributions, one-hot for a deterministic drafter; zero past each proposal
+    draft_probs = F.one_hot(padded[sampled].clamp(min=0), p.shape[-1]).float() * in_range[..., None]
+    has_q = [j for j, i in enumerate(sampled) if q[i] is not None and len(proposals[i])]
+    if has_q:
+        below = pad_sequence([q[sampled[j]][: len(proposals[sampled[j]])] for j in has_q], batch_first=True)
+        draft_probs[has_q, : below.shape[1]] = below                                # [s, m_max, vocab]
+    uniforms = torch.zeros(len(sampled), m_max + 1)                               # [s, m_max + 1]
+    for j, i in enumerate(sampled):       # each row's randomness from its own generator
+        torch.rand(len(proposals[i]) + 1, generator=rows[i].generator, out=uniforms[j, : len(proposals[i]) + 1])
+    out, accepted = verify_sampling(p, padded[sampled], counts[sampled], draft_probs, uniforms)
+    distance = 0.5 * (p[:, :m_max] - draft_probs).abs().sum(dim=-1) * in_range    # [s, m_max] total variation
+    mean_similarity = (1 - distance.sum(dim=1) / counts[sampled].clamp(min=1)).tolist()
+    for j, (i, tokens, num_accepted) in enumerate(zip(sampled, out.tolist(), accepted.tolist())):
+        outputs[i] = tokens[: num_accepted + 1]
+        dists[i] = p[j, : num_accepted + 1]
+    for j in has_q:
+        similarity[sampled[j]] = mean_similarity[j]
     return outputs, dists, similarity
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from engine.sampling import sample_from
+
 PLACEHOLDER_TOKEN_ID = -1
 
 
@@ -37,41 +39,40 @@ def verify_greedy(logits: torch.Tensor, proposals: torch.Tensor, num_proposed: t
     return output, num_accepted
 
 
-def verify_sampling(target_probs: torch.Tensor, proposal: list[int], draft_probs: torch.Tensor | None,
-                    generator: torch.Generator) -> tuple[int, list[int]]:
-    """Rejection sampling for one row.
+def verify_sampling(target_probs: torch.Tensor, proposals: torch.Tensor, num_proposed: torch.Tensor,
+                    draft_probs: torch.Tensor, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rejection sampling for a batch: accept x with probability min(1, p(x) / q(x)); at the
+    first rejection draw the recovered token from norm(max(0, p - q)), else the bonus from p.
 
     Args:
-        target_probs: [m + 1, vocab] the verifier's distributions.
-        proposal: the m proposed tokens.
-        draft_probs: [m, vocab] the distributions they were drawn from; None for a deterministic
-            drafter (one-hot q, so x is accepted with probability p(x)).
+        target_probs: [batch, k_max + 1, vocab] the verifier's distributions.
+        proposals: [batch, k_max] proposed tokens, padded with PLACEHOLDER_TOKEN_ID.
+        num_proposed: [batch] number of real proposals per row.
+        draft_probs: [batch, k_max, vocab] the distributions the proposals were drawn from; a
+            deterministic drafter's rows are one-hot (x is then accepted with probability p(x)).
+        uniforms: [batch, k_max + 1] in [0, 1): a row's coins in the columns before
+            num_proposed; column num_proposed draws the recovered or bonus token.
     Returns:
-        (num_accepted, tokens) with len(tokens) == num_accepted + 1.
+        output: [batch, k_max + 1] accepted tokens then the recovered/bonus token, padded.
+        num_accepted: [batch].
     """
-    m = len(proposal)
-    if m:
-        index = torch.arange(m)
-        tokens_t = torch.as_tensor(proposal)
-        p = target_probs[index, tokens_t]
-        q = draft_probs[index, tokens_t] if draft_probs is not None else torch.ones(m)
-        ratio = torch.where(q > 0, p / q, torch.zeros_like(p)).clamp(max=1.0)
-        coins = torch.rand(m, generator=generator)
-        rejected = (coins >= ratio).nonzero()
-        accepted = int(rejected[0]) if rejected.numel() else m
-    else:
-        accepted = 0
-    if accepted < m:
-        residual = target_probs[accepted].clone()
-        if draft_probs is not None:
-            residual = (residual - draft_probs[accepted]).clamp(min=0)
-        else:
-            residual[proposal[accepted]] = 0.0
-        total = residual.sum()
-        if total <= 0:          # p == q: a rejection has probability 0, guard rounding
-            residual = target_probs[accepted]
-            total = residual.sum()
-        extra = int(torch.multinomial(residual / total, 1, generator=generator))
-    else:
-        extra = int(torch.multinomial(target_probs[m], 1, generator=generator))
-    return accepted, list(proposal[:accepted]) + [extra]
+    batch, k_max = proposals.shape
+    rows = torch.arange(batch)
+    positions = torch.arange(k_max)[None, :]
+    index = proposals.clamp(min=0)[..., None]                                     # [batch, k_max, 1]
+    p = target_probs[:, :k_max].gather(-1, index)[..., 0]                         # [batch, k_max]
+    q = draft_probs.gather(-1, index)[..., 0]                                     # [batch, k_max]
+    ratio = torch.where(q > 0, p / q, torch.zeros_like(p)).clamp(max=1.0)
+    accepted = (uniforms[:, :k_max] < ratio) & (positions < num_proposed[:, None])
+    num_accepted = accepted.int().cumprod(dim=1).sum(dim=1)                      # [batch]
+    p_next = target_probs[rows, num_accepted]                                     # [batch, vocab]
+    q_next = torch.cat([draft_probs, draft_probs.new_zeros(batch, 1, draft_probs.shape[-1])], 1)[rows, num_accepted]
+    rejected = (num_accepted < num_proposed)[:, None]
+    residual = torch.where(rejected, (p_next - q_next).clamp(min=0), p_next)     # [batch, vocab]
+    empty = residual.sum(dim=-1, keepdim=True) <= 0      # p == q: a rejection had probability 0
+    residual = torch.where(empty, p_next, residual)
+    extra = sample_from(residual, uniforms[rows, num_proposed])                   # [batch]
+    output = proposals.masked_fill(positions >= num_accepted[:, None], PLACEHOLDER_TOKEN_ID)
+    output = torch.cat([output, torch.full((batch, 1), PLACEHOLDER_TOKEN_ID, dtype=output.dtype)], 1)
+    output[rows, num_accepted] = extra                                            # [batch, k_max + 1]
+    return output, num_accepted
