@@ -1,7 +1,7 @@
 """`python -m engine.distill`: distil a few-layer draft from the target (KL to its next-token law).
 
-Stages: training prompts (ShareGPT, MT-bench, HumanEval; never the Spec-Bench rows benchmarks
-use) -> the target's greedy replies and its top-k next-token probabilities at every position
+Stages: training prompts (ShareGPT, MT-bench, HumanEval; never a Spec-Bench turn, which the
+benchmarks use) -> the target's greedy replies and its top-k next-token probabilities at every position
 (cached under $SPECROUTE_CACHE/distill) -> a draft initialised from some target layers, trained
 with AdamW on the KL to the target -> `draft.safetensors` + `manifest.json` in `--out`.
 Held-out KL and top-1 agreement are printed as it goes.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from engine.distill_data import (RESERVED_PER_CATEGORY, SOURCES, data_dir, frequency_ranked_vocab,
+from engine.distill_data import (SOURCES, data_dir, frequency_ranked_vocab,
                                  generate_teacher_data, render_prompt, split_held_out, training_prompts)
 from engine.distill_loss import evaluate, sparse_kl
 from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
@@ -86,7 +86,7 @@ def _teacher_data(cfg: DistillConfig, target, log) -> list:
     tokenizer = target.tokenizer
     key_fields = dict(target=target.sha256, sources=cfg.source_list, num_prompts=cfg.num_prompts, seed=cfg.seed,
                       max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
-                      reserved=RESERVED_PER_CATEGORY, version=1)
+                      excluded="spec_bench", version=2)
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     cache_file = cache_dir() / "distill" / f"teacher-{key}.pt"
     if cfg.use_cache and cache_file.exists():
@@ -98,7 +98,7 @@ def _teacher_data(cfg: DistillConfig, target, log) -> list:
     encoded = [(p.source, render_prompt(tokenizer, p.text, cfg.max_prompt_tokens)) for p in prompts]
     eos = {t for t in (tokenizer.eos_token_id, target.model.config.eos_token_id) if t is not None}
     sequences = generate_teacher_data(target.model, encoded, cfg.max_new_tokens, cfg.top_k, eos,
-                                      progress=lambda n: None)
+                                      batch_size=32, progress=lambda n: None)
     if cfg.use_cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(sequences, cache_file)
@@ -198,7 +198,7 @@ def main(cfg: DistillConfig) -> dict:
     result = train_draft(draft, train, held_out, cfg, deadline, log)
     training = dict(
         sources=list(cfg.source_list), num_sequences=len(sequences), num_train=len(train), num_held_out=len(held_out),
-        num_tokens=num_tokens, num_reply_tokens=num_reply, excluded=f"first {RESERVED_PER_CATEGORY} Spec-Bench rows per category",
+        num_tokens=num_tokens, num_reply_tokens=num_reply, excluded="every Spec-Bench turn (MT-bench's 80 questions are Spec-Bench rows 81-160)",
         config={k: v for k, v in dataclasses.asdict(cfg).items()},
         data_seconds=round(data_seconds, 1), **result)
     manifest = DraftManifest(target_name=target.name, target_sha256=target.sha256,

@@ -3,8 +3,9 @@
 Every training sequence is a chat-templated prompt (dataset text) followed by the target's greedy
 reply (target-generated text). The target's next-token distribution at every position is kept
 sparsely as its top-k probabilities, so training the draft never runs the target again.
-Prompts that the benchmarks use (the first `RESERVED_PER_CATEGORY` Spec-Bench rows of each
-category) are never trained on.
+No Spec-Bench turn is ever trained on: the benchmarks and the environment sample any Spec-Bench
+row, and MT-bench's 80 questions are the Spec-Bench mt_bench rows (same ids 81-160, same turns),
+so the MT-bench source is filtered to nothing unless the data directory holds other MT-bench rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from tqdm import tqdm
 
 from engine.runner import ModelRunner
 
-RESERVED_PER_CATEGORY = 3
 SOURCES = ("sharegpt", "mt_bench", "humaneval")
 
 
@@ -42,15 +42,9 @@ def spec_bench_rows(directory: Path | None = None) -> list[dict]:
     return _read_jsonl((directory or data_dir()) / "spec_bench" / "question.jsonl")
 
 
-def reserved_spec_bench_rows(directory: Path | None = None, per_category: int = RESERVED_PER_CATEGORY) -> list[dict]:
-    """The Spec-Bench rows benchmarks may use: the first `per_category` of each category, in file order."""
-    taken: dict[str, int] = {}
-    rows = []
-    for row in spec_bench_rows(directory):
-        if taken.get(row["category"], 0) < per_category:
-            taken[row["category"]] = taken.get(row["category"], 0) + 1
-            rows.append(row)
-    return rows
+def spec_bench_turns(directory: Path | None = None) -> set[str]:
+    """Every user turn of every Spec-Bench row (stripped): text that is never trained on."""
+    return {turn.strip() for row in spec_bench_rows(directory) for turn in row["turns"]}
 
 
 @dataclass(frozen=True)
@@ -61,14 +55,14 @@ class TrainingPrompt:
 
 def training_prompts(sources: tuple[str, ...] = SOURCES, directory: Path | None = None) -> list[TrainingPrompt]:
     """User turns from ShareGPT, MT-bench (both turns, each on its own) and HumanEval, minus any
-    text that is a turn of a reserved Spec-Bench row. Raises ValueError for an unknown source."""
+    text that is a Spec-Bench turn. Raises ValueError for an unknown source."""
     directory = directory or data_dir()
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise ValueError(f"unknown data source(s) {sorted(unknown)}; choose from {', '.join(SOURCES)}")
     if not directory.is_dir():
         raise FileNotFoundError(f"data directory {directory} not found (set SPECROUTE_DATA)")
-    reserved = {turn.strip() for row in reserved_spec_bench_rows(directory) for turn in row["turns"]}
+    reserved = spec_bench_turns(directory)
     prompts: list[TrainingPrompt] = []
     if "sharegpt" in sources:
         for row in _read_jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"):

@@ -1,0 +1,274 @@
+"""Benchmark of the distilled draft on Spec-Bench: acceptance, step cost and speedup, per category.
+
+One process, greedy, chat-templated prompts. For each prompt every configuration runs back to
+back (order rotated per prompt, so machine load hits all alike): HF `generate` plain, our plain
+decoding, [draft, target] at K in --draft-ks and [ngram, draft, target] at K in --ngram-ks.
+Acceptance per pair comes from `engine.last_step.results[i].pairs`; the draft's step cost from
+timing single-token forwards of the draft and the target at the prompt's context, interleaved;
+its teacher-forced top-1 agreement from one draft forward over the target's greedy output.
+A cost table (untrained drafts of 1-4 layers x vocabulary sizes) shows the size trade-off.
+Writes bench/results/<name>.json and .md.
+
+    .venv/bin/python -m bench.bench_draft                      # 13 categories x 1 prompt, 64 tokens
+    .venv/bin/python -m bench.bench_draft --categories qa,writing --max-new-tokens 16 --output-name draft_smoke
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.common import REPO_ROOT, SPEC_BENCH_CATEGORIES, machine_info, sample_prompts, write_results
+from bench.draft_report import render_markdown, summarise
+from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
+from serving.cli import parse_dataclass
+
+
+@dataclass
+class DraftBenchArgs:
+    """Benchmark the distilled draft in [draft, target] and [ngram, draft, target] chains."""
+
+    model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
+    draft: str = field(default="checkpoints/draft", metadata={"help": "distilled draft checkpoint directory"})
+    prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category"})
+    categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
+    max_new_tokens: int = field(default=64, metadata={"help": "new tokens per prompt (greedy; EOS may stop earlier)"})
+    draft_ks: str = field(default="2,4,6", metadata={"help": "K values of [draft, target]"})
+    ngram_ks: str = field(default="4,8", metadata={"help": "K values of [ngram, draft, target]"})
+    cost_table: bool = field(default=True, metadata={"help": "also time untrained drafts of other sizes"})
+    seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop starting new prompts after this; 0 = no limit"})
+    output_name: str = field(default="draft", metadata={"help": "writes <results-dir>/<name>.json and .md"})
+    results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
+
+    def __post_init__(self) -> None:
+        if self.prompts_per_category <= 0 or self.max_new_tokens <= 0:
+            raise ValueError("--prompts-per-category and --max-new-tokens must be > 0")
+        if self.num_threads < 0 or self.max_minutes < 0:
+            raise ValueError("--num-threads and --max-minutes must be >= 0")
+        for name in ("draft_ks", "ngram_ks"):
+            try:
+                ks = [int(k) for k in getattr(self, name).split(",") if k.strip()]
+            except ValueError:
+                raise ValueError(f"--{name.replace('_', '-')} must be comma-separated integers") from None
+            if not ks or min(ks) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} needs K values > 0")
+        unknown = sorted(set(self.category_list) - set(SPEC_BENCH_CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
+        if not self.output_name or "/" in self.output_name:
+            raise ValueError("--output-name must be a plain file stem")
+
+    @property
+    def category_list(self) -> list[str]:
+        return [c.strip() for c in self.categories.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One configuration: HF generate plain, or our engine with a chain and K."""
+
+    name: str
+    chain: tuple[str, ...] = ("target",)
+    k: int = 0
+    is_hf: bool = False
+
+
+def columns(cfg: DraftBenchArgs) -> list[Column]:
+    cols = [Column("hf-plain", is_hf=True), Column("plain")]
+    cols += [Column(f"draft-k{k}", ("draft", "target"), int(k)) for k in cfg.draft_ks.split(",")]
+    cols += [Column(f"ngram-draft-k{k}", ("ngram", "draft", "target"), int(k)) for k in cfg.ngram_ks.split(",")]
+    return cols
+
+
+def run_hf(model, ids: list[int], max_new_tokens: int, eos: int) -> tuple[list[int], float]:
+    prompt = torch.tensor([ids])
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                max_new_tokens=max_new_tokens, pad_token_id=eos)
+    return output[0, len(ids):].tolist(), time.perf_counter() - start
+
+
+def run_engine(engine: Engine, ids: list[int], column: Column, max_new_tokens: int) -> tuple[list[int], float, dict]:
+    """Generate one request step by step; per-pair counts from each step's RowResult."""
+    engine.router = StaticRouter(Decision(column.chain, column.k))
+    pairs: dict[str, dict] = defaultdict(lambda: dict(proposed=0, accepted=0, drafts=0, rejections=0))
+    start = time.perf_counter()
+    engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))
+    tokens: list[int] = []
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens = output.output_token_ids
+        for result in engine.last_step.results:
+            for pair in result.pairs:
+                entry = pairs[f"{pair.drafter}>{pair.verifier}"]
+                if pair.num_proposed:
+                    entry["drafts"] += 1
+                    entry["proposed"] += pair.num_proposed
+                    entry["accepted"] += pair.num_accepted
+                    entry["rejections"] += pair.num_accepted < pair.num_proposed
+    return tokens, time.perf_counter() - start, dict(pairs)
+
+
+def step_time_ratio(engine: Engine, ids: list[int], repeats: int = 9) -> dict:
+    """Median single-token forward time of draft and target at this context, measured alternately."""
+    times: dict[str, list[float]] = {"draft": [], "target": []}
+    slots = {}
+    for name in times:
+        runner = engine.levels[name].runner
+        slots[name] = runner.cache.allocate_slot()
+        runner.forward([slots[name]], [ids], [1])
+    try:
+        for _ in range(repeats):
+            for name, samples in times.items():
+                runner = engine.levels[name].runner
+                start = time.perf_counter()
+                runner.forward([slots[name]], [[ids[-1]]], [1])
+                samples.append(time.perf_counter() - start)
+                runner.cache.rollback(slots[name], len(ids))
+    finally:
+        for name, slot in slots.items():
+            engine.levels[name].runner.cache.free_slot(slot)
+    draft_s, target_s = statistics.median(times["draft"]), statistics.median(times["target"])
+    return {"draft_ms": 1000 * draft_s, "target_ms": 1000 * target_s, "ratio": draft_s / target_s}
+
+
+@torch.no_grad()
+def top1_agreement(draft, ids: list[int], output: list[int]) -> tuple[int, int]:
+    """Teacher-forced greedy agreement on the generated positions: (matches, positions)."""
+    if not output:
+        return 0, 0
+    sequence = torch.tensor([ids + output])
+    logits = draft(input_ids=sequence).logits[0, len(ids) - 1: len(ids) - 1 + len(output)]   # [n, vocab]
+    return int((logits.argmax(-1) == torch.tensor(output)).sum()), len(output)
+
+
+def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 7) -> list[dict]:
+    """Single-token step time of untrained drafts (layers x vocabulary) relative to the target."""
+    from engine.draft_model import build_draft
+    from engine.runner import ModelRunner
+
+    target = engine.levels["target"].runner
+    runners = {"target": target}
+    vocab = target.vocab_size
+    for layers in (1, 2, 3, 4):
+        for size in (vocab, 32768, 16384, 8192):
+            subset = None if size >= vocab else torch.arange(size)
+            runners[f"{layers}L/{size}"] = ModelRunner(build_draft(target_model, list(range(layers)), subset),
+                                                        len(context) + 8)
+    slots = {name: runner.cache.allocate_slot() for name, runner in runners.items()}
+    for name, runner in runners.items():
+        runner.forward([slots[name]], [context], [1])
+    samples: dict[str, list[float]] = defaultdict(list)
+    try:
+        for _ in range(repeats):
+            for name, runner in runners.items():
+                start = time.perf_counter()
+                runner.forward([slots[name]], [[context[-1]]], [1])
+                samples[name].append(time.perf_counter() - start)
+                runner.cache.rollback(slots[name], len(context))
+    finally:
+        target.cache.free_slot(slots["target"])
+    target_s = statistics.median(samples.pop("target"))
+    rows = []
+    for name, values in samples.items():
+        layers, size = name.split("/")
+        rows.append({"layers": int(layers[:-1]), "vocab": int(size), "ms": 1000 * statistics.median(values),
+                     "ratio": statistics.median(values) / target_s})
+    return rows
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def main(cfg: DraftBenchArgs) -> dict:
+    from transformers.utils import logging as hf_logging
+
+    from engine.draft_model import load_draft, read_manifest
+    from engine.models import load_model
+
+    hf_logging.set_verbosity_error()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    began = time.perf_counter()
+    machine_start = machine_info()
+    loaded = load_model(cfg.model)
+    draft_path = Path(cfg.draft) if Path(cfg.draft).is_absolute() else REPO_ROOT / cfg.draft
+    draft = load_draft(draft_path, loaded)
+    manifest = read_manifest(draft_path)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
+    encoded = [encode(tokenizer, p.text) for p in prompts]
+    max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
+    engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len), drafts={"draft": draft})
+    eos = model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    cols = columns(cfg)
+    print(f"{loaded.name} + draft {draft_path} ({len(draft.model.layers)} layers, vocabulary "
+          f"{manifest.vocab_subset_size or model.config.vocab_size}); {len(prompts)} prompts; "
+          f"{', '.join(c.name for c in cols)}", flush=True)
+
+    def run(column: Column, ids: list[int], max_new: int):
+        if column.is_hf:
+            tokens, elapsed = run_hf(model, ids, max_new, eos)
+            return tokens, elapsed, {}
+        return run_engine(engine, ids, column, max_new)
+
+    warm = encode(tokenizer, "Say hello three times.")
+    for column in cols:
+        run(column, warm, 8)
+
+    records, prompt_rows = [], []
+    for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
+        if cfg.max_minutes and time.perf_counter() - began > 60 * cfg.max_minutes:
+            print(f"time limit reached after {index} of {len(prompts)} prompts", flush=True)
+            break
+        shift = index % len(cols)
+        results = {}
+        for column in cols[shift:] + cols[:shift]:
+            results[column.name] = run(column, ids, cfg.max_new_tokens)
+        reference = results["plain"][0]
+        matches, positions = top1_agreement(draft, ids, reference)
+        cost = step_time_ratio(engine, ids)
+        prompt_rows.append(dict(question_id=prompt.question_id, category=prompt.category, num_prompt_tokens=len(ids),
+                                top1_matches=matches, top1_positions=positions, **cost))
+        for column in cols:
+            tokens, elapsed, pairs = results[column.name]
+            records.append(dict(config=column.name, question_id=prompt.question_id, category=prompt.category,
+                                num_tokens=len(tokens), elapsed_s=elapsed, pairs=pairs,
+                                is_identical_to_plain=tokens == reference))
+            accept = " ".join(f"{k} {v['accepted']}/{v['proposed']}" for k, v in pairs.items())
+            print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {column.name:<15} {len(tokens):>4} tok "
+                  f"{len(tokens) / elapsed:6.2f} tok/s {accept} {'' if tokens == reference else 'DIFFERS FROM PLAIN'}",
+                  flush=True)
+        print(f"    draft top-1 agreement {matches}/{positions}, step {cost['draft_ms']:.1f} ms vs target "
+              f"{cost['target_ms']:.1f} ms (ratio {cost['ratio']:.3f})", flush=True)
+
+    sizes = cost_table(engine, model, encoded[0]) if cfg.cost_table else []
+    data = {
+        "command": " ".join(["python -m bench.bench_draft", *sys.argv[1:]]), "args": vars(cfg),
+        "model": loaded.name, "model_sha256": loaded.sha256, "draft": str(cfg.draft),
+        "draft_manifest": {k: v for k, v in vars(manifest).items() if k != "training"},
+        "draft_training": {k: v for k, v in manifest.training.items() if k != "config"},
+        "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
+        **summarise(records, prompt_rows, cols), "cost_table": sizes, "prompts": prompt_rows, "runs": records,
+    }
+    json_path, md_path = write_results(cfg.output_name, data, render_markdown(data),
+                                       Path(cfg.results_dir) if cfg.results_dir else None)
+    print(md_path.read_text(), flush=True)
+    print(f"wrote {json_path} and {md_path}", flush=True)
+    return data
+
+
+if __name__ == "__main__":
+    main(parse_dataclass(DraftBenchArgs))
