@@ -42,12 +42,15 @@ class RowResult:
 
     @property
     def num_proposed(self) -> int:
+        """Tokens the first level of the chain proposed (K after capping)."""
         return self.pairs[0].num_proposed if self.pairs else 0
 
     @property
     def num_accepted(self) -> int:
-        """Proposed tokens the target accepted (the rest of its output is its own token)."""
-        return self.pairs[-1].num_accepted if self.pairs else 0
+        """Of those, how many were committed: a first-level token survives only if every level
+        above accepted it, so this is the minimum over the pairs and never exceeds
+        num_proposed (each verifying level's own extra token is not counted)."""
+        return min(pair.num_accepted for pair in self.pairs) if self.pairs else 0
 
 
 def _verify_group(level: ModelLevel, rows: list[Request], proposals: list[list[int]],
