@@ -149,11 +149,38 @@ class Engine:
 
     # ---- the step -------------------------------------------------------------------------
     def _decisions(self, batch: list[Request]) -> list[Decision]:
+        """One decision per row; validity is checked per row by `_fail_invalid`."""
         chosen = self.router.decide(self)
         decisions = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen] * len(batch)
-        for decision in set(decisions):
-            self.validate_decision(decision)
+        if len(decisions) != len(batch):
+            raise ValueError(f"the router returned {len(decisions)} decisions for a batch of {len(batch)}")
         return decisions
+
+    def _fail_invalid(self, batch: list[Request], decisions: list
+                      ) -> tuple[list[Request], list[Decision], list[RequestOutput]]:
+        """Rows whose decision cannot run finish alone with FinishReason.ERROR and the reason;
+        the rest of the batch goes on. Returns the rows that run, their decisions, the failures."""
+        reasons: dict[Decision, str | None] = {}
+        for decision in decisions:
+            if isinstance(decision, Decision) and decision not in reasons:
+                try:
+                    self.validate_decision(decision)
+                    reasons[decision] = None
+                except ValueError as exc:
+                    reasons[decision] = str(exc)
+        keep, kept, failed = [], [], []
+        for request, decision in zip(batch, decisions):
+            reason = (reasons[decision] if isinstance(decision, Decision)
+                      else f"the router returned {decision!r}, not a Decision")
+            if reason is None:
+                keep.append(request)
+                kept.append(decision)
+                continue
+            self.scheduler.finish(request, FinishReason.ERROR, error=f"invalid routing decision: {reason}")
+            failed.append(self._output(request, []))
+            self._release(request)
+            self.trackers.forget_request(request.request_id)
+        return keep, kept, failed
 
     def _draft_length(self, request: Request, decision: Decision) -> int:
         """K capped so that no level runs past the context or past max_tokens.
@@ -174,11 +201,13 @@ class Engine:
         if not batch:
             self.last_step = StepRecord()
             return []
-        decisions = self._decisions(batch)
+        batch, decisions, outputs = self._fail_invalid(batch, self._decisions(batch))
+        if not batch:
+            self.last_step = StepRecord(latency_s=time.perf_counter() - start)
+            return outputs
         ks = [self._draft_length(r, d) for r, d in zip(batch, decisions)]
         results = run_step(batch, decisions, self.levels, self.drafters, ks)
         now = time.monotonic()
-        outputs: list[RequestOutput] = []
         num_committed = 0
         for request, result in zip(batch, results):
             appended = self.scheduler.commit(request, result.tokens, now)

@@ -55,8 +55,8 @@ def twins(target):
     return {"twin": copy.deepcopy(target), "twin2": copy.deepcopy(target)}
 
 
-@pytest.mark.parametrize("chain,k", [(("twin", "target"), 4), (("twin", "target"), 7), (("twin2", "twin", "target"), 3)],
-                         ids=["twin@4", "twin@7", "twin2>twin@3"])
+@pytest.mark.parametrize("chain,k", [(("twin", "target"), 4), (("twin", "target"), 7),
+                                     (("twin2", "twin", "target"), 3)], ids=["twin@4", "twin@7", "twin2>twin@3"])
 def test_always_right_drafter_accepts_everything(chain, k, target, tokenizer, twins):
     params = SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True)
     engine = make_dummy_engine(target, tokenizer, twins, chain, k)
