@@ -28,7 +28,9 @@ class TrainConfig:
     workload: str = field(default="mix", metadata={
         "help": "'mix' (every evaluation workload, loads scaled x0.67-1.5) or an env workload preset name"})
     seed: int = field(default=0, metadata={"help": "seed of the model and the environments"})
-    n_envs: int = field(default=2, metadata={"help": "parallel environments (SubprocVecEnv when > 1)"})
+    n_envs: int = field(default=2, metadata={"help": "parallel environments"})
+    subproc: bool = field(default=True, metadata={
+        "help": "step the environments in subprocesses (SubprocVecEnv) when n_envs > 1, else in this process"})
     out: str = field(default="checkpoints/router", metadata={"help": "where the exported policy goes"})
     runs_dir: str = field(default="runs/router", metadata={"help": "where a large SB3 resume zip goes"})
     resume: str | None = field(default=None, metadata={"help": "SB3 zip to continue training from"})
@@ -46,11 +48,13 @@ class TrainConfig:
     max_resume_bytes: int = field(default=1_000_000, metadata={"help": "largest resume zip kept next to the policy"})
     profile: str | None = field(default=None, metadata={"help": "sim latency profile JSON (default: the env's)"})
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
+    torch_threads: int = field(default=1, metadata={
+        "help": "torch threads for the network (a 64x64 MLP only loses from more on a shared CPU)"})
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs"):
+        for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma < 1.0:
@@ -184,9 +188,11 @@ def main(cfg: TrainConfig) -> Path:
     from agents.export import export_policy
     from agents.checkpoint import update_manifest
 
+    import torch
+    torch.set_num_threads(cfg.torch_threads)
     start = time.perf_counter()
     thunks = [make_env(cfg, rank) for rank in range(cfg.n_envs)]
-    venv = SubprocVecEnv(thunks) if cfg.n_envs > 1 else DummyVecEnv(thunks)
+    venv = SubprocVecEnv(thunks, start_method="fork") if cfg.n_envs > 1 and cfg.subproc else DummyVecEnv(thunks)
     vec_normalize = None
     if cfg.normalize:
         venv = vec_normalize = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)

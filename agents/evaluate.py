@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
-from agents.scenarios import LOAD_SWEEP, evaluation_workloads, load_sweep
+from agents.scenarios import LOAD_SWEEP, NUM_REQUESTS, evaluation_workloads, load_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward")
@@ -36,6 +36,7 @@ class EvaluateConfig:
     sweep_rates: tuple[float, ...] = field(default=LOAD_SWEEP, metadata={
         "help": "Poisson rates (req/s) of the load sweep on Spec-Bench prompts; empty: no sweep"})
     sweep_seeds: int = field(default=3, metadata={"help": "seeds per point of the load sweep"})
+    num_requests: int = field(default=NUM_REQUESTS, metadata={"help": "requests per episode (workload window)"})
     out_dir: str = field(default="bench/results", metadata={"help": "where results and plots go"})
     name: str = field(default="evaluate", metadata={"help": "file name stem of the results"})
     workers: int = field(default=2, metadata={"help": "worker processes"})
@@ -47,8 +48,8 @@ class EvaluateConfig:
         unknown = [w for w in self.workloads if w not in known]
         if unknown:
             raise ValueError(f"unknown workloads {unknown}; known: {', '.join(known)}")
-        if self.seeds < 2 or self.sweep_seeds < 1 or self.workers < 1:
-            raise ValueError("seeds must be >= 2 (for intervals), sweep_seeds and workers >= 1")
+        if self.seeds < 2 or self.sweep_seeds < 1 or self.workers < 1 or self.num_requests < 1:
+            raise ValueError("seeds must be >= 2 (for intervals), sweep_seeds, workers and num_requests >= 1")
         if not self.policies:
             raise ValueError("name at least one policy")
 
@@ -132,10 +133,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         make_policy(name, probe, cfg.checkpoint)
     probe.close()
     kwargs_json = json.dumps(cfg.env_kwargs, sort_keys=True)
-    workloads = evaluation_workloads()
+    workloads = evaluation_workloads(cfg.num_requests)
     jobs = [(("table", w, p, s), p, cfg.checkpoint, kwargs_json, workloads[w], SEED_BASE + s)
             for w in cfg.workloads for p in policies for s in range(cfg.seeds)]
-    sweep = load_sweep(cfg.sweep_rates) if cfg.sweep_rates else {}
+    sweep = load_sweep(cfg.sweep_rates, cfg.num_requests) if cfg.sweep_rates else {}
     jobs += [(("sweep", rate, p, s), p, cfg.checkpoint, kwargs_json, spec, SEED_BASE + 1000 + s)
              for rate, spec in sweep.items() for p in policies for s in range(cfg.sweep_seeds)]
     start = time.perf_counter()

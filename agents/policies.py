@@ -213,7 +213,8 @@ class HindsightOraclePolicy(BasePolicy):
         totals = np.zeros(self.num_actions)
         try:
             for action in range(self.num_actions):
-                self.env.restore_state(state)
+                if action:                      # the first action runs from the live state itself
+                    self.env.restore_state(state)
                 for _ in range(self.horizon):
                     _, reward, terminated, truncated, _ = self.env.step(action)
                     totals[action] += reward

@@ -20,25 +20,25 @@ RATE_LOW, RATE_MEDIUM, RATE_HIGH = 0.5, 2.0, 6.0
 LOAD_SWEEP = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
-def _spec(name: str, **fields) -> WorkloadSpec:
-    return resolve_workload({"name": name, "num_requests": NUM_REQUESTS, **fields})
+def _spec(name: str, num_requests: int, **fields) -> WorkloadSpec:
+    return resolve_workload({"name": name, "num_requests": num_requests, **fields})
 
 
-def evaluation_workloads() -> dict[str, WorkloadSpec]:
+def evaluation_workloads(num_requests: int = NUM_REQUESTS) -> dict[str, WorkloadSpec]:
     """name -> workload: the Spec-Bench mix, the Azure code trace, Poisson low/medium/high, bursty."""
     return {
-        "spec_bench-mix": _spec("spec_bench", rate=RATE_MEDIUM),
-        "azure_code": _spec("azure_code"),
-        "poisson-low": _spec("sharegpt", rate=RATE_LOW),
-        "poisson-medium": _spec("sharegpt", rate=RATE_MEDIUM),
-        "poisson-high": _spec("sharegpt", rate=RATE_HIGH),
-        "bursty": _spec("sharegpt-bursty", rate=RATE_MEDIUM, cv=3.0),
+        "spec_bench-mix": _spec("spec_bench", num_requests, rate=RATE_MEDIUM),
+        "azure_code": _spec("azure_code", num_requests),
+        "poisson-low": _spec("sharegpt", num_requests, rate=RATE_LOW),
+        "poisson-medium": _spec("sharegpt", num_requests, rate=RATE_MEDIUM),
+        "poisson-high": _spec("sharegpt", num_requests, rate=RATE_HIGH),
+        "bursty": _spec("sharegpt-bursty", num_requests, rate=RATE_MEDIUM, cv=3.0),
     }
 
 
-def load_sweep(rates=LOAD_SWEEP) -> dict[float, WorkloadSpec]:
+def load_sweep(rates=LOAD_SWEEP, num_requests: int = NUM_REQUESTS) -> dict[float, WorkloadSpec]:
     """The Spec-Bench mix at several Poisson rates (goodput against load)."""
-    return {float(rate): _spec("spec_bench", rate=float(rate)) for rate in rates}
+    return {float(rate): _spec("spec_bench", num_requests, rate=float(rate)) for rate in rates}
 
 
 def training_workloads() -> list[WorkloadSpec]:

@@ -1,0 +1,55 @@
+"""`agents.evaluate` on a tiny grid: tables with intervals, targets, plots."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+
+from agents.evaluate import EvaluateConfig, main, mean_ci
+from agents.export import export_policy
+
+
+@pytest.fixture
+def untrained_checkpoint(tmp_path, agent_sim_files):
+    profile, acceptance = agent_sim_files
+    environment = gymnasium.make("SpecRoute-v0", backend="sim", profile=profile, acceptance=acceptance)
+    inner = environment.unwrapped
+    model = PPO("MlpPolicy", environment, seed=0, device="cpu")
+    export_policy(model, tmp_path / "router", obs_spec_version=inner.obs_spec.version, obs_names=inner.obs_spec.names,
+                  actions=inner.decisions, obs_min=inner.observation_space.low, obs_max=inner.observation_space.high)
+    return tmp_path / "router"
+
+
+def test_evaluate_writes_tables_targets_and_plots(tmp_path, agent_sim_files, untrained_checkpoint):
+    profile, acceptance = agent_sim_files
+    cfg = EvaluateConfig(policies=("learned", "cost-model", "static:plain", "static:ngram>target@k4", "oracle"),
+                         checkpoint=str(untrained_checkpoint), workloads=("poisson-high",), seeds=2,
+                         sweep_rates=(1.0, 4.0), sweep_seeds=1, num_requests=6, out_dir=str(tmp_path / "results"), workers=1,
+                         profile=profile, acceptance=acceptance)
+    md_path = main(cfg)
+    text = md_path.read_text()
+    assert "## Targets" in text and "learned >= cost-model (poisson-high)" in text
+    assert "learned >= 90% of oracle (poisson-high)" in text
+    data = json.loads((tmp_path / "results" / "evaluate.json").read_text())
+    cell = data["workloads"]["poisson-high"]["learned"]
+    assert set(cell) >= {"tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput"}
+    assert len(cell["goodput"]["per_seed"]) == 2
+    assert sum(cell["action_fractions"]) == pytest.approx(1.0)
+    assert data["workloads"]["poisson-high"]["static:plain"]["action_fractions"][0] == pytest.approx(1.0)
+    for png in ("evaluate_goodput_vs_load.png", "evaluate_actions_vs_load.png"):
+        assert (tmp_path / "results" / png).stat().st_size > 1000
+
+
+def test_mean_ci_is_a_t_interval():
+    stat = mean_ci([1.0, 2.0, 3.0])
+    assert stat["mean"] == 2.0
+    assert stat["ci95"] == pytest.approx([2.0 - 4.303 / np.sqrt(3), 2.0 + 4.303 / np.sqrt(3)])
+
+
+def test_unknown_workload_is_rejected():
+    with pytest.raises(ValueError, match="unknown workloads"):
+        EvaluateConfig(workloads=("nope",))
