@@ -10,7 +10,7 @@ import torch
 from engine import Decision, Engine, EngineConfig, StaticRouter
 from engine.tiny_models import build_char_tokenizer, build_tiny_llama, noisy_copy, truncated_copy
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)   # tiny models: one thread avoids oversubscription on 2 shared cores
 
 
 @pytest.fixture(scope="session")
