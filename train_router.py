@@ -43,6 +43,10 @@ class TrainConfig:
     n_epochs: int = field(default=5, metadata={"help": "PPO: epochs per rollout"})
     ent_coef: float = field(default=0.01, metadata={"help": "PPO: entropy bonus"})
     net_arch: tuple[int, ...] = field(default=(64, 64), metadata={"help": "hidden layer sizes"})
+    warm_start: str | None = field(default="cost-model", metadata={
+        "help": "PPO only: imitate this baseline (agents.policy_registry name) before RL; none to start from random"})
+    warm_start_steps: int = field(default=16_384, metadata={"help": "environment steps the warm-start teacher drives"})
+    warm_start_epsilon: float = field(default=0.2, metadata={"help": "random-action rate while the teacher drives"})
     normalize: bool = field(default=True, metadata={"help": "normalise observations and rewards (VecNormalize)"})
     eval_episodes: int = field(default=2, metadata={"help": "episodes per evaluation workload in the summary (0: none)"})
     max_resume_bytes: int = field(default=1_000_000, metadata={"help": "largest resume zip kept next to the policy"})
@@ -59,6 +63,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        if self.warm_start is not None and self.warm_start.lower() == "none":
+            self.warm_start = None
+        if self.warm_start is not None and (self.warm_start_steps < 1 or not 0 <= self.warm_start_epsilon <= 1):
+            raise ValueError("warm_start_steps must be >= 1 and warm_start_epsilon in [0, 1]")
         if self.learning_rate <= 0 or self.eval_episodes < 0:
             raise ValueError("learning_rate must be > 0 and eval_episodes >= 0")
         if not self.net_arch or any(n < 1 for n in self.net_arch):
@@ -137,6 +145,21 @@ def build_model(cfg: TrainConfig, venv):
                policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu", tensorboard_log=tensorboard)
 
 
+def run_warm_start(cfg: TrainConfig, model, venv):
+    """Imitate the teacher baseline in the training envs before PPO (see agents.warm_start)."""
+    import gymnasium
+
+    import env  # noqa: F401
+    from agents.policy_registry import make_policy
+    from agents.warm_start import warm_start
+    probe = gymnasium.make("SpecRoute-v0", **{k: v for k, v in cfg.env_kwargs.items() if k != "workload"})
+    teacher = make_policy(cfg.warm_start, probe)
+    result = warm_start(model, venv, [teacher] * venv.num_envs, cfg.warm_start_steps, cfg.gamma,
+                        epsilon=cfg.warm_start_epsilon, batch_size=cfg.batch_size, seed=cfg.seed)
+    probe.close()
+    return result
+
+
 def restore_normalization(cfg: TrainConfig, venv) -> None:
     """On --resume, start VecNormalize from the statistics the exported manifest recorded."""
     manifest = Path(cfg.resume).resolve().parent / "manifest.json"
@@ -201,6 +224,12 @@ def main(cfg: TrainConfig) -> Path:
     venv.seed(cfg.seed)
     model = build_model(cfg, venv)
     observed = ObservationRange(vec_normalize)
+    warm = None
+    if cfg.warm_start and cfg.algo == "ppo" and not cfg.resume:
+        warm = run_warm_start(cfg, model, venv)
+        observed.low, observed.high = warm.obs_low, warm.obs_high
+        print(f"warm start from {cfg.warm_start}: {warm.num_steps} steps, imitation accuracy "
+              f"{warm.imitation_accuracy:.3f}, critic explained variance {warm.value_explained_variance:.3f}")
     model.learn(total_timesteps=cfg.timesteps, callback=observed, progress_bar=cfg.progress_bar,
                 reset_num_timesteps=not cfg.resume)
     train_seconds = time.perf_counter() - start
@@ -212,6 +241,9 @@ def main(cfg: TrainConfig) -> Path:
     low = observed.low if observed.low is not None else space.low
     high = observed.high if observed.high is not None else space.high
     training = {**asdict(cfg), "net_arch": list(cfg.net_arch), "train_seconds": round(train_seconds, 1),
+                "warm_start_result": None if warm is None else {
+                    "num_steps": warm.num_steps, "imitation_accuracy": warm.imitation_accuracy,
+                    "value_explained_variance": warm.value_explained_variance},
                 "num_timesteps": int(model.num_timesteps),
                 "env": {"id": "SpecRoute-v0", **cfg.env_kwargs, "slo_tpot_s": probe.config.slo_tpot_s,
                         "slo_ttft_s": probe.config.slo_ttft_s, "slo_penalty": probe.config.slo_penalty}}

@@ -166,9 +166,29 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     return out
 
 
+def decision_latency(checkpoint: str | Path, num_calls: int = 5000, seed: int = 0) -> dict:
+    """Per-decision time of the learned policy (`act` on one observation, numpy, one thread),
+    over observations drawn uniformly from its training range: p50 / p99 / max in microseconds."""
+    from agents.learned_policy import LearnedPolicy
+    policy = LearnedPolicy.load(checkpoint)
+    rng = np.random.default_rng(seed)
+    low, high = np.asarray(policy.manifest.obs_min), np.asarray(policy.manifest.obs_max)
+    observations = rng.uniform(low, high, (num_calls, len(low))).astype(np.float32)
+    times = np.empty(num_calls)
+    for i, obs in enumerate(observations):
+        start = time.perf_counter()
+        policy.act(obs)
+        times[i] = time.perf_counter() - start
+    times *= 1e6
+    return {"num_calls": num_calls, "p50_us": float(np.percentile(times, 50)),
+            "p99_us": float(np.percentile(times, 99)), "max_us": float(times.max())}
+
+
 def main(cfg: EvaluateConfig) -> Path:
     from agents.evaluate_report import write_report
     results = evaluate(cfg)
+    if "learned" in cfg.policies:
+        results["decision_latency"] = decision_latency(cfg.checkpoint)
     out_dir = Path(cfg.out_dir)
     out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
     md_path = write_report(results, cfg, out_dir)

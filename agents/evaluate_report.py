@@ -143,6 +143,11 @@ def write_report(results: dict, cfg, out_dir: Path) -> Path:
     if training:
         lines += [f"Learned policy: `{cfg.checkpoint}` ({training.get('algo')}, {training.get('num_timesteps')} "
                   f"steps, {training.get('train_seconds')} s of training, workload `{training.get('workload')}`).", ""]
+    latency = results.get("decision_latency")
+    if latency:
+        lines += [f"Learned decision time (numpy forward on one observation, {latency['num_calls']} calls, "
+                  f"machine load {results['machine'].get('load_average')}): p50 {latency['p50_us']:.0f} us, "
+                  f"p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us.", ""]
     lines += ["## Targets", "", markdown_table(["target", "value (learned - other, 95% CI)", "verdict"],
                                                targets(results, ope)), ""]
     for workload, rows in results["workloads"].items():

@@ -39,10 +39,14 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
     out = tmp_path / "router"
     command = [sys.executable, "-m", "train_router", "--timesteps", "256", "--n-envs", "1",
                "--n-steps", "128", "--batch-size", "64", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
-               "--profile", profile, "--acceptance", acceptance, "--eval-episodes", "1", "--no-progress-bar"]
+               "--profile", profile, "--acceptance", acceptance, "--eval-episodes", "1", "--no-progress-bar",
+               "--warm-start-steps", "128"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     check_checkpoint(out, "ppo", make_sim_env)
+    assert "warm start from cost-model" in done.stdout
+    warm = json.loads((out / "manifest.json").read_text())["training"]["warm_start_result"]
+    assert warm["num_steps"] == 128 and 0.0 <= warm["imitation_accuracy"] <= 1.0
     evaluation = json.loads((out / "manifest.json").read_text())["evaluation"]
     assert set(evaluation["workloads"]["poisson-high"]) == {"learned", "cost-model", "no-spec"}
 
