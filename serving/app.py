@@ -58,7 +58,7 @@ def create_app(state: ServingState) -> FastAPI:
             yield
         finally:
             state.is_draining = True
-            state.engine_loop.stop()
+            state.engine_loop.stop(timeout_s=state.config.drain_timeout_s)
             close = getattr(state.router, "close", None)
             if callable(close):
                 close()

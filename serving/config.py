@@ -19,6 +19,9 @@ class ServerConfig:
     policy: str = field(default="checkpoints/router", metadata=_help(
         "learned router checkpoint directory (manifest.json + policy.safetensors); "
         "missing or unusable -> the cost-model fallback"))
+    router: str = field(default="learned", metadata=_help(
+        "learned (the policy, guarded, cost model as fallback) | cost_model | plain | a fixed chain@K "
+        "such as ngram>target@4 (baselines, A/B runs)"))
     draft: str = field(default="checkpoints/draft", metadata=_help(
         "trained draft directory (used when it exists; '' disables it)"))
     profile: str = field(default="", metadata=_help(
@@ -37,12 +40,13 @@ class ServerConfig:
     default_max_tokens: int = field(default=256, metadata=_help(
         "max_tokens when a request gives none (capped by the room left in the context)"))
     max_body_bytes: int = field(default=1 << 20, metadata=_help("largest request body; larger -> 413"))
-    slo_tpot_ms: float = field(default=200.0, metadata=_help("time-per-output-token SLO (ms), seen by the router"))
-    slo_ttft_ms: float = field(default=2000.0, metadata=_help("time-to-first-token SLO (ms), seen by the router"))
+    slo_tpot_ms: float = field(default=250.0, metadata=_help("time-per-output-token SLO (ms), seen by the router"))
+    slo_ttft_ms: float = field(default=5000.0, metadata=_help("time-to-first-token SLO (ms), seen by the router"))
     max_decision_ms: float = field(default=5.0, metadata=_help(
         "a learned decision slower than this is replaced by the fallback's"))
-    decision_log: str = field(default="", metadata=_help(
-        "JSONL file of routing decisions for offline policy evaluation ('' disables it)"))
+    decision_log: str = field(default="logs/decisions.jsonl", metadata=_help(
+        "JSONL file of routing decisions (obs, action, propensity, reward, next obs, policy version) "
+        "for `python -m agents.ope` ('' disables it)"))
     drain_timeout_s: float = field(default=60.0, metadata=_help(
         "on SIGTERM, how long in-flight requests may run before they are cut off"))
     num_threads: int = field(default=0, metadata=_help("torch threads for the engine (0: torch's default)"))
@@ -65,6 +69,9 @@ class ServerConfig:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
         if not self.model:
             raise ValueError("model must be 'default' or a path")
+        if self.router not in ("learned", "cost_model"):
+            from env.config import parse_action
+            parse_action(self.router)       # raises ValueError naming the expected form
 
     @property
     def max_in_flight(self) -> int:

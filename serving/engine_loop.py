@@ -118,8 +118,8 @@ class EngineLoop:
         self._commands.append(("abort", request_id))
         self._wake.set()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Abort whatever is still in flight and end the thread."""
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Abort whatever is still in flight and end the thread (after the step it is in)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

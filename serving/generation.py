@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -40,8 +39,6 @@ def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
     """Tokenise and check that prompt + max_tokens fit the context (400 otherwise)."""
     try:
         ids = state.engine.encode_prompt(prompt)
-    except RequestError:
-        raise
     except Exception as exc:            # a tokenizer or chat template refusing the input
         raise RequestError(f"invalid prompt: {exc}", param="messages" if isinstance(prompt, list) and prompt
                            and isinstance(prompt[0], dict) else "prompt") from exc
@@ -140,6 +137,8 @@ async def _complete(state, http_request: Request, choices: list[Choice], fmt: Re
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.gather(work, watcher, return_exceptions=True)
         _finish(state, choices)
+    if work.done() and not work.cancelled() and work.exception() is not None:
+        raise work.exception()
     failed = [c for c in choices if c.finish_reason == "error"]
     if failed:
         return JSONResponse(error_body(f"generation failed: {failed[0].error}", "internal_error"), status_code=500)
@@ -182,7 +181,3 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
         for task in tasks:
             task.cancel()
         _finish(state, choices)
-
-
-def dumps(body: dict) -> str:
-    return json.dumps(body, ensure_ascii=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
 from agents.decision_log import DecisionLogWriter
 from agents.learned_policy import LearnedPolicy
-from engine import TARGET, Decision, Engine, EngineConfig
+from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, CostModelRouter, decision_grid
 from engine.profile import LatencyProfile, ProfileError, measure_profile
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
@@ -113,16 +113,20 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
     """Wrap `engine` with the guarded router (fallback: the cost model unless one is given), the
     observers and the engine loop. `profile_name` names the default profile file."""
     metrics = ServingMetrics(model_name)
-    learned, error = load_policy(engine, config)
+    learned, error = load_policy(engine, config) if config.router == "learned" else (None, None)
     actions = learned.decisions() if learned is not None else default_actions(engine)
     observer = build_observer(config, actions)
     decision_log = DecisionLogWriter(config.decision_log) if config.decision_log else None
-    if fallback is None:
+    if fallback is None and config.router in ("learned", "cost_model"):
         fallback = build_fallback(engine, config, actions, profile_name or model_name)
+    elif fallback is None:
+        decision = parse_action(config.router)
+        engine.validate_decision(decision)
+        fallback = StaticRouter(decision)
     router = GuardedRouter(fallback, learned,
                            load_error=error, observer=observer, actions=actions,
                            max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
-                           decision_log=decision_log, policy_path=config.policy)
+                           decision_log=decision_log, policy_path=config.policy, mode=config.router)
     engine.router = router
     loop = EngineLoop(engine, observers=[metrics, observer])
     if learned is not None:

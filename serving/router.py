@@ -50,11 +50,13 @@ class GuardedRouter:
             observation counts as out of range.
         metrics: `ServingMetrics` (decisions and fallbacks by source and cause), optional.
         decision_log: a `DecisionLogWriter`, optional.
+        mode: the server's --router setting (learned, cost_model or a fixed chain), for `status()`.
     """
 
     def __init__(self, fallback, learned=None, *, load_error: Exception | None = None, observer=None,
                  actions: list[Decision] | None = None, max_decision_s: float = 0.005, range_margin: float = 0.0,
-                 metrics=None, decision_log: DecisionLogWriter | None = None, policy_path: str = ""):
+                 metrics=None, decision_log: DecisionLogWriter | None = None, policy_path: str = "",
+                 mode: str = "learned"):
         if (learned is not None or decision_log is not None) and observer is None:
             raise ValueError("a learned policy or a decision log needs an observer")
         self.fallback = fallback
@@ -66,6 +68,7 @@ class GuardedRouter:
         self.metrics = metrics
         self.decision_log = decision_log
         self.policy_path = policy_path
+        self.mode = mode
         self.load_error = load_error
         self.counts = {LEARNED: 0, FALLBACK: 0}
         self.fallback_counts: dict[str, int] = {}
@@ -172,7 +175,7 @@ class GuardedRouter:
         return LEARNED if self.learned is not None else FALLBACK
 
     def status(self) -> dict:
-        return {"source": self.source, "policy": self.policy_path, "policy_version": self.policy_version,
+        return {"mode": self.mode, "source": self.source, "policy": self.policy_path, "policy_version": self.policy_version,
                 "fallback": type(self.fallback).__name__,
                 "load_error": None if self.load_error is None else f"{type(self.load_error).__name__}: {self.load_error}",
                 "decisions": dict(self.counts), "fallbacks": dict(self.fallback_counts)}

@@ -29,6 +29,7 @@ def make_state(make_engine):
 
     def build(chain=("ngram", "target"), k: int = 3, **config) -> ServingState:
         config.setdefault("policy", "")
+        config.setdefault("decision_log", "")
         config.setdefault("max_model_len", 256)
         config.setdefault("max_batch", 4)
         config.setdefault("max_queue", 4)

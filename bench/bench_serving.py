@@ -1,0 +1,220 @@
+"""Serving benchmark: the embedded model behind the real server, one router per server process.
+
+Routers: the learned policy (guarded, cost model as fallback), the cost model alone, the best
+static (chain, K) and no speculation. Workloads: the Azure code trace (time-scaled) and
+Poisson arrivals of Spec-Bench prompts at three rates. Each router gets a fresh server
+(`python -m serving --router ...`); the load generator (`serving.loadgen`) replays the same
+planned requests against each. "Best static" is picked first by an offline calibration: the
+candidate (chain, K) with the highest greedy tokens/s on a few prompts of both workloads.
+Writes bench/results/<name>.json and .md.
+
+    .venv/bin/python -m bench.bench_serving                       # default run (~10 minutes)
+    .venv/bin/python -m bench.bench_serving --duration-s 5 --rates 0.5 --routers cost_model,plain \
+        --output-name serving_smoke                              # smoke run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+from bench.common import RESULTS_DIR, machine_info, markdown_table, write_results
+from env.config import DEFAULT_ACTIONS, parse_action
+from serving.cli import parse_dataclass
+from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
+from serving.server_process import ServerProcess
+
+ROUTERS = ("learned", "cost_model", "static", "plain")
+logger = logging.getLogger("bench")
+
+
+@dataclass
+class BenchServingArgs:
+    """Learned router vs cost model vs best static vs no speculation, behind the real server."""
+
+    model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
+    policy: str = field(default="checkpoints/router", metadata={"help": "learned router checkpoint"})
+    draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft (used when it exists)"})
+    routers: str = field(default=",".join(ROUTERS), metadata={"help": "comma-separated subset of " + ", ".join(ROUTERS)})
+    static: str = field(default="auto", metadata={"help": "'auto' (offline calibration) or a fixed chain@K"})
+    rates: str = field(default="0.1,0.2,0.4", metadata={"help": "Poisson arrival rates (req/s)"})
+    trace_time_scale: float = field(default=12.0, metadata={"help": "Azure trace time scale (12 = 1/12 of its load)"})
+    duration_s: float = field(default=20.0, metadata={"help": "seconds of arrivals per workload"})
+    prompts: str = field(default="specbench", metadata={"help": "prompts of the Poisson workloads"})
+    max_tokens: int = field(default=24, metadata={"help": "cap on output length per request"})
+    max_prompt_tokens: int = field(default=96, metadata={"help": "prompts are cut to about this many tokens"})
+    max_batch: int = field(default=8, metadata={"help": "server --max-batch"})
+    max_queue: int = field(default=64, metadata={"help": "server --max-queue"})
+    slo_tpot_ms: float = field(default=250.0, metadata={"help": "TPOT SLO (server and goodput)"})
+    slo_ttft_ms: float = field(default=5000.0, metadata={"help": "TTFT SLO (server and goodput)"})
+    calibration_prompts: int = field(default=1, metadata={"help": "prompts per workload for the static calibration"})
+    num_threads: int = field(default=1, metadata={
+        "help": "server torch threads; 1 avoids oversubscription on a shared 2-core machine (0 = torch's default)"})
+    seed: int = field(default=0, metadata={"help": "arrival and prompt seed (same plan for every router)"})
+    max_minutes: float = field(default=12.0, metadata={"help": "stop starting new runs after this"})
+    output_name: str = field(default="serving", metadata={"help": "writes bench/results/<name>.json and .md"})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.router_list) - set(ROUTERS))
+        if unknown or not self.router_list:
+            raise ValueError(f"unknown routers {unknown}; choose from {', '.join(ROUTERS)}")
+        if self.static != "auto":
+            parse_action(self.static)
+        if any(r <= 0 for r in self.rate_list) or self.duration_s <= 0 or self.max_minutes <= 0:
+            raise ValueError("rates, duration and max_minutes must be > 0")
+        if not self.output_name or "/" in self.output_name:
+            raise ValueError("--output-name must be a plain file stem")
+
+    @property
+    def router_list(self) -> list[str]:
+        return [r.strip() for r in self.routers.split(",") if r.strip()]
+
+    @property
+    def rate_list(self) -> list[float]:
+        return [float(r) for r in self.rates.split(",") if r.strip()]
+
+
+def workloads(args: BenchServingArgs, url: str) -> dict[str, LoadgenConfig]:
+    common = dict(url=url, duration=args.duration_s, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                  max_prompt_chars=4 * args.max_prompt_tokens, slo_ttft_ms=args.slo_ttft_ms,
+                  slo_tpot_ms=args.slo_tpot_ms, seed=args.seed)
+    loads = {f"azure-code x1/{args.trace_time_scale:g}": LoadgenConfig(trace="azure", time_scale=args.trace_time_scale,
+                                                                        prompts="azure_code", **common)}
+    for rate in args.rate_list:
+        loads[f"{args.prompts} poisson {rate:g}/s"] = LoadgenConfig(rate=rate, prompts=args.prompts, **common)
+    return loads
+
+
+def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
+    """The candidate (chain, K) with the most greedy tokens/s offline on both workloads' prompts."""
+    from engine import Engine, EngineConfig, SamplingParams, StaticRouter
+    from engine.models import load_model
+    from env.real_backend import encode_prompt
+
+    loaded = load_model(args.model)
+    drafts = {}
+    if args.draft and Path(args.draft).exists():
+        from engine.draft_model import load_draft
+        drafts["draft"] = load_draft(args.draft, loaded)
+    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, num_threads=args.num_threads),
+                    drafts=drafts)
+    candidates = [parse_action(a) for a in DEFAULT_ACTIONS if a != "plain"]
+    if drafts:
+        candidates += [parse_action(a) for a in ("draft>target@2", "draft>target@4", "ngram>draft>target@4")]
+    prompts = []
+    for cfg in workloads(args, "http://127.0.0.1:1").values():
+        prompts += [p.prompt for p in plan_requests(cfg)[: args.calibration_prompts]]
+        if len(prompts) >= 2 * args.calibration_prompts:
+            break
+    ids = [encode_prompt(engine, p, args.max_prompt_tokens, 2048 - args.max_tokens - 1) for p in prompts]
+    params = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True)
+    speeds = {}
+    for decision in candidates:
+        engine.router = StaticRouter(decision)
+        start = time.perf_counter()
+        outputs = engine.generate(ids, params)
+        speeds[decision.label] = sum(len(o.output_token_ids) for o in outputs) / (time.perf_counter() - start)
+        logger.info("calibration %-22s %6.1f tok/s", decision.label, speeds[decision.label])
+    best = max(speeds, key=speeds.get)
+    return best, speeds
+
+
+def scrape_routing(url: str) -> dict:
+    """Decisions by source and by chosen chain@K from the server's /metrics."""
+    import httpx
+    by_source: dict[str, float] = {}
+    by_choice: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if not line.startswith("specroute:router_decisions_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1: line.index("}")].split(","))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        count = float(line.rsplit(" ", 1)[1])
+        by_source[labels["source"]] = by_source.get(labels["source"], 0) + count
+        choice = "plain" if labels["k"] == "0" or labels["chain"] == "target" else f"{labels['chain']}@{labels['k']}"
+        by_choice[choice] = by_choice.get(choice, 0) + count
+    return {"by_source": by_source, "by_choice": by_choice}
+
+
+def _difference(after: dict, before: dict) -> dict:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
+
+
+def run_router(args: BenchServingArgs, router: str, static: str, deadline: float) -> list[dict]:
+    flag = {"learned": "learned", "cost_model": "cost_model", "static": static, "plain": "plain"}[router]
+    server_args = ["--model", args.model, "--policy", args.policy, "--draft", args.draft, "--router", flag,
+                   "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+                   "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
+                   "--num-threads", str(args.num_threads), "--log-level", "warning"]
+    rows = []
+    with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log") as server:
+        import httpx
+        status = httpx.get(f"{server.url}/ready", timeout=10).json()["router"]
+        for name, cfg in workloads(args, server.url).items():
+            if time.monotonic() > deadline:
+                logger.warning("time budget spent: skipping %s / %s", router, name)
+                continue
+            before = scrape_routing(server.url)
+            plans = plan_requests(cfg)
+            results, duration_s = asyncio.run(run_load(cfg, plans))
+            report = summarize(cfg, results, duration_s)
+            after = scrape_routing(server.url)
+            routing = {"by_source": _difference(after["by_source"], before["by_source"]),
+                       "by_choice": _difference(after["by_choice"], before["by_choice"])}
+            rows.append({"workload": name, "router": router, "router_flag": flag, "server_router": status,
+                         "routing": routing, "report": report})
+            logger.info("%-26s %-10s %5.2f req/s  TPOT p50 %s ms  goodput %.2f", name, router,
+                        report["request_throughput"], _fmt(report["tpot_ms"]["p50"]), report["goodput_rps"])
+    return rows
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def render_markdown(args: BenchServingArgs, rows: list[dict], static: str) -> str:
+    headers = ["workload", "router", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
+               "TPOT p99 ms", "ITL p50 ms", "goodput req/s", "SLO attain.", "accept.", "learned %", "top choice"]
+    table = []
+    for row in rows:
+        r, routing = row["report"], row["routing"]
+        total = sum(routing["by_source"].values())
+        learned = 100 * routing["by_source"].get("learned", 0) / total if total else None
+        top = max(routing["by_choice"], key=routing["by_choice"].get) if routing["by_choice"] else None
+        table.append([row["workload"], row["router"] if row["router"] != "static" else f"static {static}",
+                      r["request_throughput"], r["output_throughput"], r["ttft_ms"]["p50"], r["ttft_ms"]["p99"],
+                      r["tpot_ms"]["p50"], r["tpot_ms"]["p99"], r["itl_ms"]["p50"], r["goodput_rps"],
+                      r["slo_attainment"], r["spec_decode"]["acceptance_rate"], learned, top])
+    note = (f"SLO: TTFT {args.slo_ttft_ms:g} ms, TPOT {args.slo_tpot_ms:g} ms; {args.duration_s:g} s of arrivals per "
+            f"workload; outputs capped at {args.max_tokens} tokens (ignore_eos); max_batch {args.max_batch}. "
+            "'learned %' is the share of steps the learned policy decided (the rest fell back).")
+    return "\n\n".join([markdown_table(headers, table), note])
+
+
+def main(args: BenchServingArgs) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    start = time.monotonic()
+    deadline = start + 60 * args.max_minutes
+    static, speeds = (args.static, {}) if args.static != "auto" or "static" not in args.router_list \
+        else calibrate_static(args)
+    rows = []
+    for router in args.router_list:
+        if time.monotonic() > deadline:
+            logger.warning("time budget spent: skipping router %s", router)
+            continue
+        rows += run_router(args, router, static, deadline)
+    data = {"args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
+            "machine": machine_info(), "wall_s": time.monotonic() - start}
+    markdown = render_markdown(args, rows, static)
+    write_results(args.output_name, data, markdown)
+    print(markdown)
+    return data
+
+
+if __name__ == "__main__":
+    main(parse_dataclass(BenchServingArgs, description=__doc__.split("\n")[0]))
