@@ -149,7 +149,8 @@ def run_router(args: BenchServingArgs, router: str, static: str, deadline: float
     server_args = ["--model", args.model, "--policy", args.policy, "--draft", args.draft, "--router", flag,
                    "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
                    "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
-                   "--num-threads", str(args.num_threads), "--log-level", "warning"]
+                   "--num-threads", str(args.num_threads), "--log-level", "warning",
+                   "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
     rows = []
     with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log") as server:
         import httpx

@@ -65,7 +65,8 @@ def main(args: SoakArgs) -> dict:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     server_args = ["--model", args.model, "--policy", args.policy, "--router", args.router,
                    "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
-                   "--num-threads", str(args.num_threads), "--log-level", "warning"]
+                   "--num-threads", str(args.num_threads), "--log-level", "warning",
+                   "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-decisions.jsonl")]
     duration_s = 60 * args.minutes
     samples: list[tuple[float, float]] = []          # (seconds since load start, RSS MiB)
     with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}.log") as server:

@@ -29,4 +29,4 @@ def main(config: ServerConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    main(parse_dataclass(ServerConfig, description="SpecRoute OpenAI-compatible server"))
+    main(parse_dataclass(ServerConfig, description="SpecRoute OpenAI-compatible server", prog="python -m serving"))

@@ -21,14 +21,15 @@ def _flag_type(annotation) -> type | None:
     return None if annotation is bool else annotation
 
 
-def parse_dataclass(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+def parse_dataclass(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None,
+                    prog: str | None = None) -> T:
     """Build `cls` from `argv`; the dataclass' own `__post_init__` checks the values.
 
     Field names map to flags with dashes (`max_batch` -> `--max-batch`); booleans become
     `--flag/--no-flag`; each field's `metadata["help"]` is its help text. A value the config
     rejects exits with argparse's usage error rather than a traceback.
     """
-    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").split("\n")[0],
+    parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

@@ -27,6 +27,7 @@ import numpy as np
 from env.prompt_sources import Prompt
 from env.workloads import WorkloadSpec, build_window
 from serving.cli import parse_dataclass
+from serving.loadgen_report import format_table, summarize
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 PROMPT_SOURCES = {"specbench": "spec_bench", "spec_bench": "spec_bench", "sharegpt": "sharegpt",
@@ -221,67 +222,6 @@ async def run_load(cfg: LoadgenConfig, plans: list[PlannedRequest]) -> tuple[lis
         return list(results), time.perf_counter() - start
 
 
-def _stats_ms(values: list[float]) -> dict:
-    if not values:
-        return {"mean": None, "p50": None, "p99": None}
-    array = np.asarray(values) * 1e3
-    return {"mean": float(array.mean()), "p50": float(np.percentile(array, 50)), "p99": float(np.percentile(array, 99))}
-
-
-def summarize(cfg: LoadgenConfig, results: list[RequestResult], duration_s: float) -> dict:
-    ok = [r for r in results if r.ok]
-    good = [r for r in ok if r.ttft_s is not None and r.ttft_s * 1e3 <= cfg.slo_ttft_ms
-            and (r.tpot_s is None or r.tpot_s * 1e3 <= cfg.slo_tpot_ms)]
-    drafted = sum(r.num_draft_tokens for r in ok)
-    return {
-        "num_requests": len(results), "completed": len(ok),
-        "rejected_429": sum(r.status == 429 for r in results),
-        "failed": sum(not r.ok and r.status != 429 for r in results),
-        "duration_s": duration_s,
-        "request_throughput": len(ok) / duration_s if duration_s else 0.0,
-        "output_throughput": sum(r.num_output_tokens for r in ok) / duration_s if duration_s else 0.0,
-        "total_input_tokens": sum(r.num_prompt_tokens for r in ok),
-        "total_output_tokens": sum(r.num_output_tokens for r in ok),
-        "ttft_ms": _stats_ms([r.ttft_s for r in ok if r.ttft_s is not None]),
-        "tpot_ms": _stats_ms([r.tpot_s for r in ok if r.tpot_s is not None]),
-        "itl_ms": _stats_ms([gap for r in ok for gap in r.itl_s]),
-        "e2el_ms": _stats_ms([r.e2e_s for r in ok]),
-        "goodput_rps": len(good) / duration_s if duration_s else 0.0,
-        "slo_attainment": len(good) / len(results) if results else 0.0,
-        "slo": {"ttft_ms": cfg.slo_ttft_ms, "tpot_ms": cfg.slo_tpot_ms},
-        "spec_decode": {"num_draft_tokens": drafted, "num_accepted_tokens": sum(r.num_accepted_tokens for r in ok),
-                        "acceptance_rate": sum(r.num_accepted_tokens for r in ok) / drafted if drafted else None},
-        "errors": sorted({r.error for r in results if r.error})[:5],
-    }
-
-
-def format_table(report: dict) -> str:
-    """The report as `vllm bench serve` prints it."""
-    def fmt(value, digits=2):
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
-    lines = ["{s:=^60}".format(s=" Serving Benchmark Result "),
-             f"{'Successful requests:':<40}{report['completed']:>20}",
-             f"{'Rejected (429) / failed:':<40}{report['rejected_429']:>10}{report['failed']:>10}",
-             f"{'Benchmark duration (s):':<40}{report['duration_s']:>20.2f}",
-             f"{'Total input tokens:':<40}{report['total_input_tokens']:>20}",
-             f"{'Total generated tokens:':<40}{report['total_output_tokens']:>20}",
-             f"{'Request throughput (req/s):':<40}{report['request_throughput']:>20.3f}",
-             f"{'Output token throughput (tok/s):':<40}{report['output_throughput']:>20.2f}",
-             f"{'Goodput (req/s):':<40}{report['goodput_rps']:>20.3f}",
-             f"{'SLO attainment:':<40}{report['slo_attainment']:>20.3f}"]
-    for key, title in (("ttft_ms", "Time to First Token"), ("tpot_ms", "Time per Output Token (excl. 1st token)"),
-                       ("itl_ms", "Inter-token Latency"), ("e2el_ms", "End-to-end Latency")):
-        stats = report[key]
-        lines.append("{s:-^60}".format(s=f" {title} "))
-        label = key.split("_")[0].upper()
-        lines += [f"{f'Mean {label} (ms):':<40}{fmt(stats['mean']):>20}",
-                  f"{f'Median {label} (ms):':<40}{fmt(stats['p50']):>20}",
-                  f"{f'P99 {label} (ms):':<40}{fmt(stats['p99']):>20}"]
-    lines.append("=" * 60)
-    return "\n".join(lines)
-
-
 def main(cfg: LoadgenConfig) -> dict:
     plans = plan_requests(cfg)
     if not plans:
@@ -297,4 +237,5 @@ def main(cfg: LoadgenConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(LoadgenConfig, description="Load generator for the SpecRoute server (loopback only)"))
+    main(parse_dataclass(LoadgenConfig, description="Load generator for the SpecRoute server (loopback only)",
+                         prog="python -m serving.loadgen"))
