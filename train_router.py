@@ -88,8 +88,8 @@ class TrainConfig:
         return kwargs
 
 
-def make_env(cfg: TrainConfig, rank: int):
-    """A thunk building one training env (picklable for SubprocVecEnv)."""
+def make_env(cfg: TrainConfig, rank: int, workloads: list | None = None):
+    """A thunk building one training env; `workloads`: the mixture ('mix' only)."""
     def build():
         import gymnasium
         from stable_baselines3.common.monitor import Monitor
@@ -98,7 +98,7 @@ def make_env(cfg: TrainConfig, rank: int):
         from agents.scenarios import WorkloadMixture
         inner = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs)
         if cfg.workload == "mix":
-            inner = WorkloadMixture(inner)
+            inner = WorkloadMixture(inner, workloads)
         inner.reset(seed=cfg.seed * 1000 + rank)
         return Monitor(inner)
     return build
@@ -192,7 +192,7 @@ def summarize(cfg: TrainConfig, policy_dir: Path) -> dict:
     policies = {"learned": learned, "cost-model": CostModelPolicy.from_env(evaluation),
                 "no-spec": NoSpeculationPolicy(inner.decisions)}
     summary: dict = {"episodes_per_workload": cfg.eval_episodes, "seeds_from": 10_000, "workloads": {}}
-    for name, workload in evaluation_workloads().items():
+    for name, workload in evaluation_workloads(kwargs).items():
         rows = {}
         for label, policy in policies.items():
             results = [run_episode(evaluation, policy, 10_000 + i, {"workload": workload})
@@ -214,7 +214,11 @@ def main(cfg: TrainConfig) -> Path:
     import torch
     torch.set_num_threads(cfg.torch_threads)
     start = time.perf_counter()
-    thunks = [make_env(cfg, rank) for rank in range(cfg.n_envs)]
+    mixture = None
+    if cfg.workload == "mix":
+        from agents.scenarios import evaluation_workloads
+        mixture = list(evaluation_workloads(cfg.env_kwargs).values())
+    thunks = [make_env(cfg, rank, mixture) for rank in range(cfg.n_envs)]
     venv = SubprocVecEnv(thunks, start_method="fork") if cfg.n_envs > 1 and cfg.subproc else DummyVecEnv(thunks)
     vec_normalize = None
     if cfg.normalize:

@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
-from agents.scenarios import LOAD_SWEEP, NUM_REQUESTS, evaluation_workloads, load_sweep
+from agents.scenarios import LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads, load_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward")
@@ -30,11 +30,11 @@ class EvaluateConfig:
     policies: tuple[str, ...] = field(default=POLICY_NAMES, metadata={
         "help": "policies (agents.policy_registry names or checkpoint paths); static:* = every action"})
     checkpoint: str = field(default=str(DEFAULT_CHECKPOINT), metadata={"help": "the learned policy's checkpoint"})
-    workloads: tuple[str, ...] = field(default=tuple(evaluation_workloads()), metadata={
+    workloads: tuple[str, ...] = field(default=WORKLOAD_NAMES, metadata={
         "help": "evaluation workloads (agents.scenarios)"})
     seeds: int = field(default=5, metadata={"help": "episodes (seeds) per policy and workload"})
-    sweep_rates: tuple[float, ...] = field(default=LOAD_SWEEP, metadata={
-        "help": "Poisson rates (req/s) of the load sweep on Spec-Bench prompts; empty: no sweep"})
+    sweep_loads: tuple[float, ...] = field(default=LOAD_SWEEP, metadata={
+        "help": "loads (fractions of the saturation rate) of the Poisson sweep on Spec-Bench prompts; empty: none"})
     sweep_seeds: int = field(default=3, metadata={"help": "seeds per point of the load sweep"})
     num_requests: int = field(default=NUM_REQUESTS, metadata={"help": "requests per episode (workload window)"})
     out_dir: str = field(default="bench/results", metadata={"help": "where results and plots go"})
@@ -44,10 +44,9 @@ class EvaluateConfig:
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
 
     def __post_init__(self) -> None:
-        known = evaluation_workloads()
-        unknown = [w for w in self.workloads if w not in known]
+        unknown = [w for w in self.workloads if w not in WORKLOAD_NAMES]
         if unknown:
-            raise ValueError(f"unknown workloads {unknown}; known: {', '.join(known)}")
+            raise ValueError(f"unknown workloads {unknown}; known: {', '.join(WORKLOAD_NAMES)}")
         if self.seeds < 2 or self.sweep_seeds < 1 or self.workers < 1 or self.num_requests < 1:
             raise ValueError("seeds must be >= 2 (for intervals), sweep_seeds, workers and num_requests >= 1")
         if not self.policies:
@@ -133,10 +132,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         make_policy(name, probe, cfg.checkpoint)
     probe.close()
     kwargs_json = json.dumps(cfg.env_kwargs, sort_keys=True)
-    workloads = evaluation_workloads(cfg.num_requests)
+    workloads = evaluation_workloads(cfg.env_kwargs, cfg.num_requests)
     jobs = [(("table", w, p, s), p, cfg.checkpoint, kwargs_json, workloads[w], SEED_BASE + s)
             for w in cfg.workloads for p in policies for s in range(cfg.seeds)]
-    sweep = load_sweep(cfg.sweep_rates, cfg.num_requests) if cfg.sweep_rates else {}
+    sweep = load_sweep(cfg.env_kwargs, cfg.sweep_loads, cfg.num_requests) if cfg.sweep_loads else {}
     jobs += [(("sweep", rate, p, s), p, cfg.checkpoint, kwargs_json, spec, SEED_BASE + 1000 + s)
              for rate, spec in sweep.items() for p in policies for s in range(cfg.sweep_seeds)]
     start = time.perf_counter()
@@ -153,7 +152,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 cell[metric].append(value)
         cell["actions"] += counts
     out = {"config": asdict(cfg), "action_labels": labels, "seconds": round(seconds, 1), "workloads": {},
-           "sweep": {}}
+           "sweep": {}, "workload_specs": {w: asdict(workloads[w]) for w in cfg.workloads},
+           "sweep_rates": {str(load): spec.rate for load, spec in sweep.items()}}
     for w, rows in tables.items():
         out["workloads"][w] = {p: {m: mean_ci(cell[m]) for m in METRICS}
                                | {"action_fractions": (cell["actions"] / max(cell["actions"].sum(), 1)).tolist()}

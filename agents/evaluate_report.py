@@ -92,7 +92,7 @@ def plot(results: dict, out_dir: Path, stem: str) -> list[str]:
         style = "-" if not policy.startswith("static:") else ":"
         ax.plot([float(r) for r in rates], means, style, marker="o", markersize=3, label=policy,
                 linewidth=2.5 if policy in ("learned", "oracle") else 1.2)
-    ax.set_xlabel("arrival rate (requests/s, Poisson, Spec-Bench prompts)")
+    ax.set_xlabel("offered load (fraction of the plain-decoding saturation rate; Poisson, Spec-Bench prompts)")
     ax.set_ylabel("goodput (output tokens/s of requests meeting SLO)")
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
@@ -112,7 +112,7 @@ def plot(results: dict, out_dir: Path, stem: str) -> list[str]:
             ax.stackplot(range(len(rates)), fractions, labels=labels)
             ax.set_xticks(range(len(rates)), [f"{float(r):g}" for r in rates])
             ax.set_title(policy)
-            ax.set_xlabel("arrival rate (req/s)")
+            ax.set_xlabel("offered load (x saturation)")
         axes[0][0].set_ylabel("fraction of decisions")
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()

@@ -26,7 +26,7 @@ from agents.ope import run_ope
 from agents.ope_estimators import OPEConfig
 from agents.policy_registry import DEFAULT_CHECKPOINT, make_policy
 from agents.rollout import run_episode
-from agents.scenarios import evaluation_workloads
+from agents.scenarios import WORKLOAD_NAMES, evaluation_workloads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ class ValidateConfig:
     def __post_init__(self) -> None:
         if self.exploration not in ("epsilon", "softmax"):
             raise ValueError("exploration must be epsilon or softmax")
-        if self.workload not in evaluation_workloads():
-            raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(evaluation_workloads())}")
+        if self.workload not in WORKLOAD_NAMES:
+            raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(WORKLOAD_NAMES)}")
         if self.log_episodes < 2 or self.true_episodes < 2:
             raise ValueError("log_episodes and true_episodes must be >= 2")
 
@@ -85,7 +85,7 @@ def validate(cfg: ValidateConfig) -> dict:
 
     import env  # noqa: F401
     environment = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs)
-    workload = evaluation_workloads()[cfg.workload]
+    workload = evaluation_workloads(cfg.env_kwargs)[cfg.workload]
     start = time.perf_counter()
     logs = Path(cfg.logs) if cfg.logs else Path(tempfile.mkdtemp()) / "decisions.jsonl"
     logs.unlink(missing_ok=True)

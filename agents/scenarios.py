@@ -1,14 +1,18 @@
 """The workloads the router is trained and evaluated on, and the training mixture over them.
 
-Rates are in requests per second of the simulator's virtual clock. "low" leaves the engine
-mostly idle (batch 1-2, speculation pays), "high" keeps the batch full and a queue building
-(the verifier is compute-bound, speculation must back off); the Azure code trace replays its
-real timestamps.
+Loads are fractions of the engine's *saturation rate*: the requests per second the simulator
+completes with plain decoding when every request is queued at once (a full batch). That keeps
+"low", "medium" and "high" meaning the same thing whatever latency profile the simulator was
+calibrated with: at low load the batch is mostly 1-2 rows (speculation pays), at high load the
+batch is full and a queue builds (the verifier is compute-bound, speculation must back off).
+The Azure code trace keeps its own arrival pattern, replayed at the speed that puts its mean
+rate at the medium load.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
 
 import gymnasium
 import numpy as np
@@ -16,45 +20,84 @@ import numpy as np
 from env.workloads import WorkloadSpec, resolve_workload
 
 NUM_REQUESTS = 48
-RATE_LOW, RATE_MEDIUM, RATE_HIGH = 0.5, 2.0, 6.0
-LOAD_SWEEP = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+LOAD_LOW, LOAD_MEDIUM, LOAD_HIGH = 0.15, 0.5, 1.0
+LOAD_SWEEP = (0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0, 1.25)
+SPEC_BENCH, SHAREGPT, AZURE = "spec_bench", "sharegpt", "azure_code"
 
 
 def _spec(name: str, num_requests: int, **fields) -> WorkloadSpec:
     return resolve_workload({"name": name, "num_requests": num_requests, **fields})
 
 
-def evaluation_workloads(num_requests: int = NUM_REQUESTS) -> dict[str, WorkloadSpec]:
-    """name -> workload: the Spec-Bench mix, the Azure code trace, Poisson low/medium/high, bursty."""
+@lru_cache(maxsize=32)
+def _saturation_rate(env_kwargs: tuple, preset: str, num_requests: int) -> float:
+    import env  # noqa: F401  (registers SpecRoute-v0)
+    from agents.policies import NoSpeculationPolicy
+    from agents.rollout import run_episode
+    probe = gymnasium.make("SpecRoute-v0", **dict(env_kwargs))
+    spec = _spec(preset, num_requests, arrival="offline")
+    rates = []
+    for seed in range(2):
+        result = run_episode(probe, NoSpeculationPolicy(probe.unwrapped.decisions), seed, {"workload": spec})
+        rates.append(len(result.slo_met) / result.span_s)
+    probe.close()
+    return float(np.mean(rates))
+
+
+def saturation_rate(env_kwargs: dict, preset: str, num_requests: int = NUM_REQUESTS) -> float:
+    """Requests/s the simulator finishes with plain decoding and a full queue (offline arrivals)."""
+    return _saturation_rate(tuple(sorted(env_kwargs.items())), preset, num_requests)
+
+
+@lru_cache(maxsize=1)
+def azure_trace_rate() -> float:
+    """Mean arrival rate of the whole Azure code trace, requests per second."""
+    from env.prompt_sources import azure_code_trace
+    trace = azure_code_trace()
+    return (len(trace) - 1) / (trace[-1].time_s - trace[0].time_s)
+
+
+def evaluation_workloads(env_kwargs: dict | None = None, num_requests: int = NUM_REQUESTS) -> dict[str, WorkloadSpec]:
+    """name -> workload: the Spec-Bench mix, the Azure code trace, Poisson low/medium/high, bursty.
+
+    `env_kwargs` are the simulator's gymnasium.make arguments (its profile decides the rates).
+    """
+    kwargs = {"backend": "sim", **(env_kwargs or {})}
+    kwargs.pop("workload", None)
+    spec_bench = saturation_rate(kwargs, SPEC_BENCH, num_requests)
+    sharegpt = saturation_rate(kwargs, SHAREGPT, num_requests)
+    azure = saturation_rate(kwargs, AZURE, num_requests)
     return {
-        "spec_bench-mix": _spec("spec_bench", num_requests, rate=RATE_MEDIUM),
-        "azure_code": _spec("azure_code", num_requests),
-        "poisson-low": _spec("sharegpt", num_requests, rate=RATE_LOW),
-        "poisson-medium": _spec("sharegpt", num_requests, rate=RATE_MEDIUM),
-        "poisson-high": _spec("sharegpt", num_requests, rate=RATE_HIGH),
-        "bursty": _spec("sharegpt-bursty", num_requests, rate=RATE_MEDIUM, cv=3.0),
+        "spec_bench-mix": _spec(SPEC_BENCH, num_requests, rate=LOAD_MEDIUM * spec_bench),
+        "azure_code": _spec(AZURE, num_requests, time_scale=azure_trace_rate() / (LOAD_MEDIUM * azure)),
+        "poisson-low": _spec(SHAREGPT, num_requests, rate=LOAD_LOW * sharegpt),
+        "poisson-medium": _spec(SHAREGPT, num_requests, rate=LOAD_MEDIUM * sharegpt),
+        "poisson-high": _spec(SHAREGPT, num_requests, rate=LOAD_HIGH * sharegpt),
+        "bursty": _spec("sharegpt-bursty", num_requests, rate=LOAD_MEDIUM * sharegpt, cv=3.0),
     }
 
 
-def load_sweep(rates=LOAD_SWEEP, num_requests: int = NUM_REQUESTS) -> dict[float, WorkloadSpec]:
-    """The Spec-Bench mix at several Poisson rates (goodput against load)."""
-    return {float(rate): _spec("spec_bench", num_requests, rate=float(rate)) for rate in rates}
+WORKLOAD_NAMES = ("spec_bench-mix", "azure_code", "poisson-low", "poisson-medium", "poisson-high", "bursty")
 
 
-def training_workloads() -> list[WorkloadSpec]:
-    """Every evaluation workload; the mixture also scales their rates (see WorkloadMixture)."""
-    return list(evaluation_workloads().values())
+def load_sweep(env_kwargs: dict | None = None, loads=LOAD_SWEEP,
+               num_requests: int = NUM_REQUESTS) -> dict[float, WorkloadSpec]:
+    """Spec-Bench prompts with Poisson arrivals at each load (fraction of the saturation rate)."""
+    kwargs = {"backend": "sim", **(env_kwargs or {})}
+    kwargs.pop("workload", None)
+    rate = saturation_rate(kwargs, SPEC_BENCH, num_requests)
+    return {float(load): _spec(SPEC_BENCH, num_requests, rate=float(load) * rate) for load in loads}
 
 
 class WorkloadMixture(gymnasium.Wrapper):
-    """Each reset draws a workload from `workloads` and scales its load by a log-uniform factor
-    in [1 / rate_spread, rate_spread], so one policy sees idle, medium and saturated engines."""
+    """Each reset draws one of `workloads` and scales its load by a log-uniform factor in
+    [1 / rate_spread, rate_spread], so one policy sees idle, medium and saturated engines."""
 
-    def __init__(self, env, workloads: list[WorkloadSpec] | None = None, rate_spread: float = 1.5):
+    def __init__(self, env, workloads: list[WorkloadSpec], rate_spread: float = 1.5):
         super().__init__(env)
         if rate_spread < 1.0:
             raise ValueError("rate_spread must be >= 1")
-        self.workloads = list(workloads or training_workloads())
+        self.workloads = list(workloads)
         if not self.workloads:
             raise ValueError("the mixture needs at least one workload")
         self.rate_spread = rate_spread
