@@ -236,10 +236,11 @@ def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1,
     return list(dict.fromkeys(decisions))
 
 
-def rows_step_time(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
-                   chain: tuple[str, ...], ks: list[int], results: list) -> float:
-    """Seconds of the forwards one *realized* step runs (the simulator's clock), where
-    `CostModel.step_time` is the expectation before the step.
+def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
+                  chain: tuple[str, ...], ks: list[int], results: list) -> list[tuple[str, int, int, int]]:
+    """The forwards one *realized* step runs, as (level, batch, tokens per row, context) calls of
+    `profile.forward_time` (the simulator's clock), where `CostModel.step_time` is the
+    expectation before the step.
 
     Same per-level terms as `step_time`, but per row and as `run_step` and the runner really
     run them: forwards grouped by level (plain rows join the target's group), each group padded
@@ -265,14 +266,20 @@ def rows_step_time(profile: LatencyProfile, num_tokens: list[int], cached: list[
                 groups.setdefault(level, []).append((total - have + pair.num_proposed, total + pair.num_proposed))
         else:
             groups.setdefault(TARGET, []).append((total - have_by_level.get(TARGET, 0), total))
-    forward_time = profile.forward_time
-    seconds = 0.0
+    forwards = []
     for name, rows in groups.items():
         fed = max(f for f, _ in rows)
-        seconds += forward_time(name.partition("#")[0], len(rows), fed, max(e for _, e in rows) - fed)
+        forwards.append((name.partition("#")[0], len(rows), fed, max(e for _, e in rows) - fed))
     if model_free:
-        seconds += forward_time(chain[0], len(model_free), max(model_free), max(num_tokens))
+        forwards.append((chain[0], len(model_free), max(model_free), max(num_tokens)))
     for j in range(1, max((k for _, k in drafting), default=0)):     # then one token per row until each has k
         ends = [total + j for total, k in drafting if k > j]
-        seconds += forward_time(chain[0], len(ends), 1, max(ends) - 1)
-    return seconds
+        forwards.append((chain[0], len(ends), 1, max(ends) - 1))
+    return forwards
+
+
+def rows_step_time(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
+                   chain: tuple[str, ...], ks: list[int], results: list) -> float:
+    """Seconds of the forwards of one realized step (see `rows_forwards`)."""
+    forward_time = profile.forward_time
+    return sum(forward_time(*call) for call in rows_forwards(profile, num_tokens, cached, chain, ks, results))

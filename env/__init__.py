@@ -1,4 +1,16 @@
-"""SpecRoute's Gymnasium environment. Importing `env` registers `SpecRoute-v0`."""
+"""SpecRoute's Gymnasium environment. Importing `env` registers `SpecRoute-v0`.
+
+    import gymnasium
+    import env  # registers SpecRoute-v0
+
+    sim = gymnasium.make("SpecRoute-v0", backend="sim", workload="spec_bench")
+    obs, info = sim.reset(seed=0)
+    obs, reward, terminated, truncated, info = sim.step(sim.action_space.sample())
+
+The spec (spaces, reward, episode end, arguments) is `SpecRouteEnv`'s docstring; the settings are
+`EnvConfig`; workloads are `WORKLOADS` presets or `WorkloadSpec`s; `python -m env.calibrate`
+fits the simulator's acceptance models on the real engine.
+"""
 
 from gymnasium.envs.registration import register, registry
 

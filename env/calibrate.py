@@ -28,6 +28,10 @@ from env.config import REPO_ROOT, parse_action, resolve_path
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
 from env.sim_calibration import PromptLength, SimCalibration
 
+# a verifier feeds up to K + depth tokens; prefill feeds the prompt (extrapolated linearly past 64,
+# where a forward is compute-bound)
+PROFILE_TOKENS = (1, 2, 3, 5, 9, 17, 64)
+PROFILE_CONTEXTS = (0, 512)
 COMPARISON_WORKLOADS = (
     ("spec_bench", {"name": "spec_bench", "arrival": "poisson", "rate": 0.5}, ("ngram>target@4", "plain")),
     ("humaneval-bursty", {"name": "humaneval", "arrival": "gamma", "rate": 1.0, "cv": 3.0},
@@ -44,13 +48,17 @@ class CalibrateArgs:
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft checkpoint, used when it exists"})
     profile: str = field(default="", metadata={"help": "latency profile JSON (default: profiles/<model>.json)"})
     refresh_profile: bool = field(default=False, metadata={"help": "measure the profile even when the file exists"})
-    profile_budget_s: float = field(default=120.0, metadata={"help": "seconds for measuring the profile"})
+    profile_budget_s: float = field(default=90.0, metadata={"help": "seconds for timing profile levels"})
+    profile_source: str = field(default="fitted", metadata={
+        "help": "fitted: model levels' latency fitted on the engine's own calibration steps (robust to a busy "
+                "machine); measured: keep the timed profile and fit a scale and overheads on top"})
     out: str = field(default="", metadata={"help": "output JSON (default: profiles/acceptance_<model>.json)"})
-    prompts_per_category: int = field(default=3, metadata={"help": "prompts per category in the fitting sample"})
-    max_new_tokens: int = field(default=40, metadata={"help": "tokens generated per prompt (fitting and comparison)"})
-    max_prompt_tokens: int = field(default=256, metadata={"help": "prompts are cut to their last N tokens"})
+    fit_prompts: int = field(default=16, metadata={
+        "help": "prompts per chain in the fitting sample (spread over the categories; other prompts for each chain)"})
+    max_new_tokens: int = field(default=32, metadata={"help": "most tokens generated per prompt (fitting and comparison)"})
+    max_prompt_tokens: int = field(default=128, metadata={"help": "prompts are cut to their last N tokens"})
     fit_ks: list[int] = field(default_factory=lambda: [2, 4, 8], metadata={"help": "K values cycled while fitting"})
-    compare_requests: int = field(default=8, metadata={"help": "requests per comparison workload"})
+    compare_requests: int = field(default=6, metadata={"help": "requests per comparison workload"})
     sim_repeats: int = field(default=8, metadata={"help": "simulated runs averaged per comparison workload"})
     speed_seconds: float = field(default=5.0, metadata={"help": "wall seconds spent measuring the sim's speed"})
     max_batch: int = field(default=16, metadata={"help": "engine max_batch"})
@@ -58,31 +66,43 @@ class CalibrateArgs:
     seed: int = field(default=0, metadata={"help": "seed of prompt sampling and workload windows"})
 
     def __post_init__(self) -> None:
-        for name in ("prompts_per_category", "max_new_tokens", "max_prompt_tokens", "compare_requests",
+        for name in ("fit_prompts", "max_new_tokens", "max_prompt_tokens", "compare_requests",
                      "sim_repeats", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not self.fit_ks or min(self.fit_ks) < 1:
             raise ValueError("fit_ks must be integers >= 1")
+        if self.profile_source not in ("fitted", "measured"):
+            raise ValueError(f"profile_source must be fitted or measured, got {self.profile_source!r}")
         if self.profile_budget_s <= 0 or self.speed_seconds <= 0:
             raise ValueError("profile_budget_s and speed_seconds must be > 0")
 
 
+@dataclass
+class SimCalibrationTimes:
+    profile_scale: float
+    step_overhead_s: float
+    row_overhead_s: float
+
+
 # ---- the fitting sample -------------------------------------------------------------------------
-def sample_prompts(per_category: int, rng: np.random.Generator) -> list[Prompt]:
-    """`per_category` prompts of every category (Azure code prompts sized by trace rows)."""
-    prompts: list[Prompt] = []
-    for task in SPEC_BENCH_TASKS:
-        bank = load_prompts(f"spec_bench:{task}")
-        prompts += [bank[int(i)] for i in rng.choice(len(bank), per_category, replace=False)]
-    for source in ("humaneval", "sharegpt"):
-        bank = load_prompts(source)
-        prompts += [bank[int(i)] for i in rng.choice(len(bank), per_category, replace=False)]
+def sample_prompts(num_prompts: int, rng: np.random.Generator) -> list[Prompt]:
+    """`num_prompts` prompts spread evenly over the categories, in random order (Azure code
+    prompts sized by random trace rows)."""
+    banks = {task: list(load_prompts(f"spec_bench:{task}")) for task in SPEC_BENCH_TASKS}
+    banks.update(humaneval=list(load_prompts("humaneval")), sharegpt=list(load_prompts("sharegpt")))
+    for bank in banks.values():
+        rng.shuffle(bank)
     trace = azure_code_trace()
-    for i in rng.choice(len(trace), per_category, replace=False):
-        row = trace[int(i)]
-        prompts.append(azure_code_prompt(int(i), row.context_tokens, row.generated_tokens))
-    return prompts
+    prompts: list[Prompt] = []
+    for i in range(num_prompts):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        if category == "azure_code":
+            index = int(rng.integers(len(trace)))
+            prompts.append(azure_code_prompt(index, trace[index].context_tokens, trace[index].generated_tokens))
+        else:
+            prompts.append(banks[category][i // len(CATEGORIES)])
+    return [prompts[int(i)] for i in rng.permutation(len(prompts))]
 
 
 def fit_prompt_lengths(engine) -> dict[str, PromptLength]:
@@ -118,20 +138,33 @@ class CyclingRouter:
         return decision
 
 
+@dataclass
+class StepSample:
+    """One real engine step: the forwards it ran (level, batch, tokens, context), rows, seconds."""
+
+    forwards: list[tuple[str, int, int, int]]
+    num_rows: int
+    latency_s: float
+
+
 def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: list[int], max_new_tokens: int,
-            max_prompt_tokens: int, acceptance: AcceptanceModel, steps: list[tuple[float, int, float]]) -> None:
-    """Run `prompts` to completion on `chain`; add every row's outcome to `acceptance` and every
-    step's (profile forward seconds, rows, measured seconds) to `steps`."""
+            max_prompt_tokens: int, acceptance: AcceptanceModel, steps: list[StepSample],
+            rng: np.random.Generator) -> None:
+    """Run `prompts` to completion on `chain` (output lengths drawn in [max_new_tokens / 4,
+    max_new_tokens] so the batch shrinks gradually); add every row's outcome to `acceptance`
+    and every step to `steps`."""
+    from engine.cost_model import rows_forwards
     from engine.drafters import MODEL_FREE_DRAFTERS
     from engine.sampling import SamplingParams
-    from env.real_backend import encode_prompt
-    from env.sim_backend import step_seconds
+    from env.real_backend import encode_prompt, forget_drafter_history
+    forget_drafter_history(engine)
     router = CyclingRouter(chain, ks)
     engine.router = router
     room = engine.config.max_model_len - max_new_tokens - 1
     for prompt in prompts:
         ids = encode_prompt(engine, prompt, min(max_prompt_tokens, room), room)
-        engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens, ignore_eos=True), category=prompt.category)
+        length = int(rng.integers(max(1, max_new_tokens // 4), max_new_tokens + 1))
+        engine.add_request(ids, SamplingParams(max_tokens=length, ignore_eos=True), category=prompt.category)
     while engine.has_unfinished:
         batch = engine.scheduler.admit()
         decision = router.decisions[router.num_steps % len(router.decisions)]
@@ -143,8 +176,8 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
         record = engine.last_step
         if record.batch_size != len(batch):
             raise RuntimeError("the engine admitted requests between the snapshot and the step")
-        steps.append((step_seconds(profile, num_tokens, cached, decision.chain, ks_used, record.results),
-                      record.batch_size, record.latency_s))
+        forwards = rows_forwards(profile, num_tokens, cached, decision.chain, ks_used, record.results)
+        steps.append(StepSample(forwards, record.batch_size, record.latency_s))
         for category, k, result in zip(categories, ks_used, record.results):
             if k == 0:
                 continue
@@ -154,15 +187,66 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
                 acceptance.observe_pair(f"{pair.drafter}>{pair.verifier}", category, pair.num_proposed, pair.num_accepted)
 
 
-def fit_step_time(steps: list[tuple[float, int, float]]) -> tuple[float, float, float]:
-    """(scale, per-step s, per-row s) >= 0 minimising the relative error of
-    measured ~ scale x profile + per-step + per-row x rows."""
+def _forward_features(batch: int, tokens: int, context: int) -> list[float]:
+    """A forward's cost is multilinear in rows, tokens per row and context (weights read once,
+    compute per token, attention per token and cached position)."""
+    return [1.0, batch, batch * tokens, batch * context / 1024, batch * tokens * context / 1024]
+
+
+def _nnls_relative(design: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of the relative error (a prefill step weighs as much as a decode step)."""
     from scipy.optimize import nnls
-    predicted, rows, measured = (np.array(column, dtype=float) for column in zip(*steps))
-    weight = 1.0 / measured
-    design = np.stack([predicted, np.ones_like(predicted), rows], axis=1) * weight[:, None]
-    coef, _ = nnls(design, measured * weight)
-    return float(coef[0]), float(coef[1]), float(coef[2])
+    coef, _ = nnls(design / measured[:, None], np.ones_like(measured))
+    return coef
+
+
+def relative_error(predicted: np.ndarray, measured: np.ndarray) -> float:
+    return float(np.mean(np.abs(predicted / measured - 1)))
+
+
+def fit_scaled(profile, steps: list[StepSample]) -> tuple[SimCalibrationTimes, float]:
+    """Keep the measured profile: measured ~ scale x profile + per-step + per-row x rows."""
+    predicted = np.array([sum(profile.forward_time(*f) for f in s.forwards) for s in steps])
+    rows = np.array([s.num_rows for s in steps], dtype=float)
+    measured = np.array([s.latency_s for s in steps])
+    coef = _nnls_relative(np.stack([predicted, np.ones_like(rows), rows], axis=1), measured)
+    fit = np.stack([predicted, np.ones_like(rows), rows], axis=1) @ coef
+    return SimCalibrationTimes(float(coef[0]), float(coef[1]), float(coef[2])), relative_error(fit, measured)
+
+
+def fit_profile(base, steps: list[StepSample]):
+    """A profile fitted on the engine's own steps: for every model level, forward time =
+    c . (1, b, b t, b c, b t c) (non-negative), plus a per-row overhead; model-free levels keep
+    their measured times. Under CPU contention this matches what the engine really takes,
+    where timing single forwards does not. Returns (profile, per-row seconds, fit error)."""
+    from engine.profile import LatencyProfile, LevelProfile
+    model_levels = sorted({f[0] for s in steps for f in s.forwards if base.levels[f[0]].kind == "model"})
+    columns = 5 * len(model_levels) + 1
+    design = np.zeros((len(steps), columns))
+    known = np.zeros(len(steps))
+    for i, step in enumerate(steps):
+        for level, batch, tokens, context in step.forwards:
+            if level in model_levels:
+                j = 5 * model_levels.index(level)
+                design[i, j:j + 5] += _forward_features(batch, tokens, context)
+            else:
+                known[i] += base.forward_time(level, batch, tokens, context)
+        design[i, -1] = step.num_rows
+    measured = np.array([s.latency_s for s in steps])
+    coef = _nnls_relative(design, np.maximum(measured - known, 0.1 * measured))
+    batches, tokens, contexts = (1, 2, 4, 8, 16), (1, 2, 3, 5, 9, 17, 64, 256), (0, 512, 2048)
+    placeholder = (1,), (1,), (0,)
+    levels = {name: grid for name, grid in base.levels.items()
+              if (grid.batches, grid.tokens, grid.contexts) != placeholder}       # levels no step ran stay out
+    for n, level in enumerate(model_levels):
+        c = coef[5 * n: 5 * n + 5]
+        grid = [[[max(float(np.dot(c, _forward_features(b, t, x))), 1e-6) for x in contexts] for t in tokens]
+                for b in batches]
+        levels[level] = LevelProfile("model", batches, tokens, contexts, grid)
+    meta = {**base.meta, "source": f"env.calibrate: fitted on {len(steps)} engine steps", "fitted_levels": model_levels}
+    profile = LatencyProfile(base.model, levels, meta)
+    fit = design @ coef + known
+    return profile, float(coef[-1]), relative_error(fit, measured)
 
 
 # ---- sim vs real ----------------------------------------------------------------------------------
@@ -217,12 +301,35 @@ def sim_speed(sim_env, seconds: float) -> tuple[float, float]:
 
 
 # ---- main -------------------------------------------------------------------------------------
+def base_profile(engine, path: Path, cfg: CalibrateArgs, model_name: str):
+    """The profile the fitting starts from. "measured": the file at `path`, timing what it lacks
+    (everything with --refresh-profile). "fitted": only model-free drafters are timed (cheap);
+    model levels get a placeholder grid that `fit_profile` replaces."""
+    from engine.profile import LatencyProfile, LevelProfile, measure_profile
+    from engine.sampling import SamplingParams
+    levels = list(engine.levels) + list(engine.drafters)
+    existing = LatencyProfile.load(path) if path.exists() and not cfg.refresh_profile else None
+    wanted = levels if cfg.profile_source == "measured" else list(engine.drafters)
+    missing = [name for name in wanted if existing is None or name not in existing.levels]
+    tick = time.perf_counter()
+    profile = existing
+    if missing:
+        engine.generate(["warm up"], SamplingParams(max_tokens=2))     # first forwards allocate; keep them out
+        measured = measure_profile(engine, levels=missing, tokens=PROFILE_TOKENS, contexts=PROFILE_CONTEXTS,
+                                   budget_s=cfg.profile_budget_s, model=model_name)
+        profile = measured if profile is None else profile.merged(measured)
+        print(f"profile: timed {', '.join(missing)} in {time.perf_counter() - tick:.0f} s "
+              f"({profile.meta.get('estimated_points')} points estimated)")
+    placeholder = LevelProfile("model", (1,), (1,), (0,), [[[1.0]]])
+    return LatencyProfile(model_name, {**{name: placeholder for name in engine.levels}, **profile.levels},
+                          dict(profile.meta))
+
+
 def main(cfg: CalibrateArgs) -> SimCalibration:
     started = time.perf_counter()
     import torch
     from engine import Engine, EngineConfig
     from engine.models import load_model
-    from engine.profile import LatencyProfile, measure_profile
     from env.specroute_env import SpecRouteEnv
 
     if cfg.num_threads:
@@ -238,38 +345,32 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     print(f"loaded {target.name}{' + draft' if drafts else ''} in {time.perf_counter() - started:.1f} s")
 
     profile_path = resolve_path(cfg.profile) if cfg.profile else REPO_ROOT / "profiles" / f"{target.name}.json"
-    if profile_path.exists() and not cfg.refresh_profile:
-        profile = LatencyProfile.load(profile_path)
-        missing = [name for name in list(engine.levels) + list(engine.drafters) if name not in profile.levels]
-        if missing:
-            profile = profile.merged(measure_profile(engine, levels=missing, budget_s=cfg.profile_budget_s,
-                                                     tokens=(1, 2, 3, 5, 9, 17, 64, 256), model=target.name))
-            profile.save(profile_path)
-        print(f"profile: loaded {profile_path}")
-    else:
-        tick = time.perf_counter()
-        profile = measure_profile(engine, tokens=(1, 2, 3, 5, 9, 17, 64, 256), contexts=(0, 256, 1024),
-                                  budget_s=cfg.profile_budget_s, model=target.name)
-        profile.save(profile_path)
-        print(f"profile: measured in {time.perf_counter() - tick:.0f} s "
-              f"({profile.meta.get('estimated_points')} points estimated), wrote {profile_path}")
+    base = base_profile(engine, profile_path, cfg, target.name)
 
     rng = np.random.default_rng(cfg.seed)
     chains = [("ngram", "target"), ("suffix", "target")] + ([("draft", "target"), ("ngram", "draft", "target")]
                                                             if drafts else [])
     calibration = SimCalibration(target.name, prompt_lengths=fit_prompt_lengths(engine))
-    steps: list[tuple[float, int, float]] = []
+    steps: list[StepSample] = []
     tick = time.perf_counter()
-    prompts = sample_prompts(cfg.prompts_per_category, rng)
-    for chain in chains:
-        collect(engine, profile, prompts, chain, cfg.fit_ks, cfg.max_new_tokens, cfg.max_prompt_tokens,
-                calibration.acceptance, steps)
-    collect(engine, profile, prompts[:: max(1, len(prompts) // 8)], ("target",), [0], cfg.max_new_tokens,
-            cfg.max_prompt_tokens, calibration.acceptance, steps)
-    scale, per_step, per_row = fit_step_time(steps)
-    calibration.profile_scale, calibration.step_overhead_s, calibration.row_overhead_s = scale, per_step, per_row
-    print(f"fit: {len(prompts)} prompts x {len(chains)} chains, {len(steps)} steps in {time.perf_counter() - tick:.0f} s; "
-          f"step time = {scale:.3f} x profile + {per_step * 1e3:.1f} ms + {per_row * 1e3:.2f} ms/row")
+    prompts = sample_prompts(cfg.fit_prompts * len(chains) + cfg.fit_prompts // 2, rng)
+    for i, chain in enumerate(chains):
+        collect(engine, base, prompts[i * cfg.fit_prompts:(i + 1) * cfg.fit_prompts], chain, cfg.fit_ks,
+                cfg.max_new_tokens, cfg.max_prompt_tokens, calibration.acceptance, steps, rng)
+    collect(engine, base, prompts[len(chains) * cfg.fit_prompts:], ("target",), [0], cfg.max_new_tokens,
+            cfg.max_prompt_tokens, calibration.acceptance, steps, rng)
+    if cfg.profile_source == "fitted":
+        profile, per_row, error = fit_profile(base, steps)
+        profile.save(profile_path)
+        times = SimCalibrationTimes(1.0, 0.0, per_row)
+        how = f"profile fitted on the steps, wrote {profile_path}"
+    else:
+        times, error = fit_scaled(base, steps)
+        how = f"step = {times.profile_scale:.3f} x measured profile + {times.step_overhead_s * 1e3:.1f} ms"
+    calibration.profile_scale, calibration.step_overhead_s, calibration.row_overhead_s = \
+        times.profile_scale, times.step_overhead_s, times.row_overhead_s
+    print(f"fit: {len(prompts)} prompts on {len(chains)} chains and plain, {len(steps)} steps in {time.perf_counter() - tick:.0f} s; "
+          f"{how} + {times.row_overhead_s * 1e3:.2f} ms/row; mean step-time error {100 * error:.1f}%")
     for pair in calibration.acceptance.pairs:
         by_category = ", ".join(f"{c} {calibration.acceptance.mean_acceptance(pair, c):.2f}"
                                 for c in CATEGORIES if c in calibration.acceptance.pairs[pair])
@@ -325,4 +426,5 @@ def parse_args(argv: list[str] | None = None) -> CalibrateArgs:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)      # progress lines show up as they happen
     main(parse_args(sys.argv[1:]))

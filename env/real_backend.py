@@ -10,6 +10,7 @@ import time
 
 from engine.config import EngineConfig
 from engine.decision import Decision, StaticRouter
+from engine.drafters import SuffixDrafter
 from engine.engine import Engine
 from engine.sampling import SamplingParams
 from engine.sequence import Request
@@ -50,6 +51,13 @@ def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[
     return ids[-room:]
 
 
+def forget_drafter_history(engine: Engine) -> None:
+    """A fresh suffix drafter: its history of earlier outputs would leak one episode into the next
+    (and a repeated prompt would be matched in full)."""
+    engine.drafters[SuffixDrafter.name] = SuffixDrafter(engine.config.suffix_max_match,
+                                                        max_history=engine.config.suffix_max_history)
+
+
 class RealBackend:
     def __init__(self, config: EnvConfig):
         self.engine = build_engine(config)
@@ -71,11 +79,12 @@ class RealBackend:
         return self.engine.has_unfinished
 
     def reset(self, seed: int) -> None:
-        """Abort what the last episode left, forget acceptance history, restart the clock.
+        """Abort what the last episode left, forget acceptance and drafter history, restart the clock.
         (`seed` is unused: the real engine decodes greedily and its latencies are the machine's.)"""
         for request_id in list(self.engine.scheduler.requests):
             self.engine.abort(request_id)
         self.engine.trackers.reset()
+        forget_drafter_history(self.engine)
         self.origin = time.monotonic()
 
     def now(self) -> float:

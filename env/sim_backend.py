@@ -6,8 +6,9 @@ per-category acceptance models, builds the same `RowResult`/`PairOutcome`s the e
 `run_step` returns, commits placeholder tokens through the same `Scheduler.commit` (so
 max_tokens and context limits act identically) and feeds the same `StepRecord` to the same
 acceptance trackers. The clock advances by the profile's time of the forwards the engine would
-have run (grouped by level and padded as the engine's ragged batches are, including prefill
-and the lazy catch-up of levels that sat out) plus the fitted per-step overhead.
+have run (`engine.cost_model.rows_step_time`: grouped by level and padded as the engine's
+ragged batches are, including prefill and the lazy catch-up of levels that sat out), scaled and
+plus the per-step overhead that `env.calibrate` fits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import EngineConfig
+from engine.cost_model import rows_step_time
 from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.engine import Engine, StepRecord
@@ -85,7 +87,7 @@ class SimEngine:
         results = [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width])
                    for i, (r, k) in enumerate(zip(batch, ks))]
         cached = [self.cached[r.request_id] for r in batch]
-        forward_s = step_seconds(self.profile, [r.num_tokens for r in batch], cached, chain, ks, results)
+        forward_s = rows_step_time(self.profile, [r.num_tokens for r in batch], cached, chain, ks, results)
         latency = self.calibration.step_time_s(forward_s, len(batch))
         self.clock += latency
         rows: list[tuple[Request, int]] = []
@@ -105,46 +107,6 @@ class SimEngine:
                 self.trackers.forget_request(request.request_id)
                 del self.cached[request.request_id]
         return rows
-
-
-def step_seconds(profile, num_tokens: list[int], cached: list[dict[str, int]], chain: tuple[str, ...],
-                 ks: list[int], results: list[RowResult]) -> float:
-    """Profile time of the forwards `run_step` runs for these rows, grouped per level as it groups
-    them and padded as the runner pads a ragged batch (widest feed, longest context).
-
-    `num_tokens[i]`: the row's committed tokens before the step; `cached[i]`: level -> tokens
-    that level's cache holds for the row (what it lacks is fed first: prefill, lazy catch-up).
-    """
-    groups: dict[str, list[tuple[int, int]]] = {}       # level -> [(tokens fed, context end)]
-    drafting: list[tuple[int, int]] = []                # model first level: (tokens it holds after catch-up, k)
-    model_free: list[int] = []                          # model-free first level: k per row
-    first_is_model = chain[0] not in MODEL_FREE_DRAFTERS
-    for total, have_by_level, k, result in zip(num_tokens, cached, ks, results):
-        if k > 0:
-            if first_is_model:
-                drafting.append((total, k))
-                fed = total - have_by_level.get(chain[0], 0)
-                groups.setdefault(chain[0] + "#catch-up", []).append((fed, total))
-            else:
-                model_free.append(k)
-            for pair, level in zip(result.pairs, chain[1:]):
-                have = have_by_level.get(level, 0)
-                groups.setdefault(level, []).append((total - have + pair.num_proposed, total + pair.num_proposed))
-        else:
-            have = have_by_level.get(TARGET, 0)
-            groups.setdefault(TARGET, []).append((total - have, total))
-    forward_time = profile.forward_time
-    seconds = 0.0
-    for name, rows in groups.items():
-        fed = max(f for f, _ in rows)
-        seconds += forward_time(name.partition("#")[0], len(rows), fed, max(e for _, e in rows) - fed)
-    if model_free:
-        seconds += forward_time(chain[0], len(model_free), max(model_free), max(num_tokens))
-    # a model drafter feeds its catch-up (above), then one token per row until each row has k
-    for j in range(1, max((k for _, k in drafting), default=0)):
-        ends = [total + j for total, k in drafting if k > j]
-        seconds += forward_time(chain[0], len(ends), 1, max(ends) - 1)
-    return seconds
 
 
 def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,
@@ -175,6 +137,11 @@ class SimBackend:
             self.calibration = SimCalibration.load(resolve_path(config.acceptance))
         except (FileNotFoundError, ValueError) as exc:
             raise EnvConfigError(str(exc)) from None
+        levels = sorted({name for d in config.decisions for name in d.chain} | {TARGET})
+        missing = [name for name in levels if name not in self.profile.levels]
+        if missing:
+            raise EnvConfigError(f"the latency profile {config.profile} has no levels {missing}; "
+                                 f"it has {sorted(self.profile.levels)}")
         for pair in config.pairs:
             if not self.calibration.acceptance.has_pair(pair):
                 raise EnvConfigError(f"the acceptance models in {config.acceptance} have no data for {pair!r}; "

@@ -162,7 +162,9 @@ class SpecRouteEnv(gymnasium.Env):
         return self._obs.copy(), {"time_s": self._episode.time, "num_requests": len(window)}
 
     def step(self, action):
-        if not self.action_space.contains(action):
+        is_index = isinstance(action, (int, np.integer)) and not isinstance(action, bool) \
+            and 0 <= action < self.action_space.n
+        if not is_index and not self.action_space.contains(action):
             raise gymnasium.error.InvalidAction(
                 f"action {action!r} is not in {self.action_space}; actions: "
                 + ", ".join(f"{i}={label}" for i, label in enumerate(self.action_labels)))
@@ -193,14 +195,22 @@ class SpecRouteEnv(gymnasium.Env):
         """A deep copy of the episode and the simulator (requests, clock, trackers, RNGs)."""
         if self.config.backend != "sim":
             raise EnvConfigError("clone_state needs the sim backend: the real engine's clock cannot be copied")
-        shared = self.backend.shared_objects()
-        memo = {id(obj): obj for obj in shared}
+        memo = self._shared_memo(self._episode)
         return copy.deepcopy((self.backend.state(), self._episode, self._obs, self._np_random), memo)
+
+    def _shared_memo(self, episode: Episode | None) -> dict:
+        """deepcopy memo of what clones share instead of copying, as none of it changes during an
+        episode: the simulator's fixed inputs, the episode's window and every request's prompt."""
+        shared = list(self.backend.shared_objects())
+        if episode is not None:
+            shared.append(episode.window)
+            shared += [request.prompt_token_ids for request in episode.requests.values()]
+        return {id(obj): obj for obj in shared}
 
     def restore_state(self, state) -> None:
         """Go back to a state from `clone_state` (the state itself stays reusable)."""
         if self.config.backend != "sim":
             raise EnvConfigError("restore_state needs the sim backend")
-        memo = {id(obj): obj for obj in self.backend.shared_objects()}
+        memo = self._shared_memo(state[1])
         backend_state, self._episode, self._obs, self._np_random = copy.deepcopy(state, memo)
         self.backend.load_state(backend_state)
