@@ -46,7 +46,8 @@ class GenerateArgs:
     chat: bool | None = field(default=None, metadata={
         "help": "wrap the prompt in the tokenizer's chat template (default: when the tokenizer has one)"})
     draft: list[str] = field(default_factory=list, metadata={
-        "help": "draft models as NAME=PATH (a local HF directory, .gguf file or distilled draft checkpoint)"})
+        "help": "draft models as NAME=PATH: a distilled draft checkpoint (python -m engine.distill) "
+                "or a local HF directory / .gguf file sharing the target's tokenizer"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     json: bool = field(default=False, metadata={"help": "print one JSON object (text + stats) instead"})
 
@@ -140,20 +141,18 @@ class GenerationReport:
 
 
 def load_draft(path: str, target):
-    """A draft level: a distilled draft checkpoint (engine.draft_model) or any local causal LM."""
+    """A draft level from a distilled draft checkpoint (a directory with the draft manifest,
+    checked against `target`, a LoadedModel) or from any local causal LM sharing the tokenizer."""
+    from engine.draft_model import MANIFEST_FILE
+    from engine.draft_model import load_draft as load_distilled
     from engine.models import ModelLoadError, load_model
     location = Path(path).expanduser()
     try:
-        from engine import draft_model
-    except ImportError:
-        draft_model = None
-    is_plain_model = location.suffix == ".gguf" or (location / "config.json").exists()
-    if draft_model is not None and location.is_dir() and not is_plain_model:
-        return draft_model.load_draft(location, target)
-    try:
+        if (location / MANIFEST_FILE).exists():
+            return load_distilled(location, target)
         return load_model(str(location)).model
     except ModelLoadError as error:
-        raise BadInput(str(error)) from None
+        raise BadInput(f"draft {path}: {error}") from None
 
 
 def generate(cfg: GenerateArgs) -> GenerationReport:
@@ -174,7 +173,7 @@ def generate(cfg: GenerateArgs) -> GenerationReport:
         loaded = load_model(cfg.model)
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
-    drafts = {name: load_draft(path, loaded.model) for name, path in cfg.draft_paths.items()}
+    drafts = {name: load_draft(path, loaded) for name, path in cfg.draft_paths.items()}
     engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(num_threads=cfg.num_threads), drafts=drafts,
                     router=StaticRouter(cfg.decision))
     engine.validate_decision(cfg.decision)
