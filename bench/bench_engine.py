@@ -23,7 +23,7 @@ import torch
 
 from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS, machine_info,
                           process_peak_rss_mb, sample_prompts, write_results)
-from bench.engine_report import aggregate, render_markdown
+from bench.engine_report import aggregate, merge_results, render_markdown
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from serving.cli import parse_dataclass
 
@@ -45,13 +45,18 @@ class BenchArgs:
     seed: int = field(default=0, metadata={"help": "prompt sampling seed"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop starting new prompts after this; 0 = no limit"})
+    first_prompt: int = field(default=0, metadata={
+        "help": "skip the first N sampled prompts (resumes a run that --max-minutes cut short)"})
     output_name: str = field(default="engine", metadata={"help": "writes bench/results/<name>.json and .md"})
+    merge: str = field(default="", metadata={
+        "help": "comma-separated result names (bench/results/<name>.json) to merge into --output-name "
+                "instead of running; for runs over disjoint prompts with the same settings"})
 
     def __post_init__(self) -> None:
         if self.prompts_per_category <= 0 or self.max_new_tokens <= 0:
             raise ValueError("--prompts-per-category and --max-new-tokens must be > 0")
-        if self.ngram_max_match <= 0 or self.num_threads < 0 or self.max_minutes < 0:
-            raise ValueError("--ngram-max-match must be > 0, --num-threads and --max-minutes >= 0")
+        if self.ngram_max_match <= 0 or min(self.num_threads, self.max_minutes, self.first_prompt) < 0:
+            raise ValueError("--ngram-max-match must be > 0; --num-threads, --max-minutes, --first-prompt >= 0")
         unknown = sorted(set(self.category_list) - set(SPEC_BENCH_CATEGORIES))
         if unknown:
             raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
@@ -209,15 +214,39 @@ def encode(tokenizer, prompt: BenchPrompt) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
+def run_prompt(prompt: BenchPrompt, ids: list[int], order: list[BenchConfig], run, model, tokenizer,
+               label: str) -> list[RunRecord]:
+    """Every config on one prompt, back to back; then compare each output with HF greedy."""
+    rss = PeakRSS()
+    by_name: dict[str, RunRecord] = {}
+    for config in order:
+        rss.reset()
+        tokens, elapsed, steps, drafted, accepted = run(config, ids)
+        by_name[config.name] = RunRecord(config.name, prompt.question_id, prompt.category, len(ids), tokens,
+                                         elapsed, steps, drafted, accepted, rss.read_mb())
+    reference = by_name[HF_PLAIN].tokens
+    records = sorted(by_name.values(), key=lambda r: [c.name for c in order].index(r.config))
+    for record in records:
+        record.is_identical_to_hf = record.tokens == reference
+        if not record.is_identical_to_hf:
+            record.mismatch = explain_mismatch(model, tokenizer, ids, reference, record.tokens)
+        print(f"[{label} {prompt.category:<14} q{prompt.question_id}] {record.config:<14} "
+              f"{len(record.tokens):>4} tok {len(record.tokens) / record.elapsed_s:6.2f} tok/s "
+              f"steps {record.num_steps:>4} acc {record.num_accepted_tokens}/{record.num_draft_tokens} "
+              f"{'same' if record.is_identical_to_hf else 'DIFF ' + str(record.mismatch)}", flush=True)
+    return records
+
+
 def load_draft_model(cfg: BenchArgs, target):
-    path = (REPO_ROOT / cfg.draft_checkpoint) if not Path(cfg.draft_checkpoint).is_absolute() else Path(cfg.draft_checkpoint)
+    """The distilled draft (checkpoints/draft by default) loaded onto `target`, or None if absent."""
+    path = REPO_ROOT / cfg.draft_checkpoint
     if not path.exists():
         return None
-    from engine.__main__ import load_draft
-    return load_draft(str(path), target)
+    from engine.draft_model import load_draft
+    return load_draft(path, target)
 
 
-def main(cfg: BenchArgs) -> dict:
+def run_benchmark(cfg: BenchArgs) -> dict:
     from transformers.utils import logging as hf_logging
 
     from engine.models import load_model
@@ -230,9 +259,11 @@ def main(cfg: BenchArgs) -> dict:
     info = {"machine_start": machine_info()}
     loaded = load_model(cfg.model)
     model, tokenizer = loaded.model, loaded.tokenizer
-    draft = load_draft_model(cfg, model)
+    draft = load_draft_model(cfg, loaded)
     configs = select_configs(all_configs(draft is not None), cfg.configs)
-    prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
+    prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)[cfg.first_prompt:]
+    if not prompts:
+        raise ValueError(f"--first-prompt {cfg.first_prompt} skips every sampled prompt")
     encoded = [encode(tokenizer, p) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
     # suffix history off: every prompt is replayed once per config, so remembered outputs would leak answers
@@ -240,7 +271,6 @@ def main(cfg: BenchArgs) -> dict:
                                                    suffix_max_history=0),
                     drafts={"draft": draft} if draft is not None else None)
     counter = ForwardCounter(model)
-    rss = PeakRSS()
     print(f"model {loaded.name}; {len(prompts)} prompts; configs: {', '.join(c.name for c in configs)}", flush=True)
 
     logit_check = check_logits(model, engine, encoded[0])
@@ -248,7 +278,7 @@ def main(cfg: BenchArgs) -> dict:
           f"{logit_check['prefill_max_abs_diff']:.2e}, decode {logit_check['decode_max_abs_diff']:.2e} "
           f"(logits up to {logit_check['logit_scale_max_abs']:.1f})", flush=True)
 
-    def run(config: BenchConfig, ids: list[int], max_new: int):
+    def run(config: BenchConfig, ids: list[int], max_new: int = cfg.max_new_tokens):
         if config.system == "hf":
             return run_hf(model, counter, ids, config, max_new, cfg.ngram_max_match)
         return run_ours(engine, ids, config, max_new)
@@ -263,25 +293,9 @@ def main(cfg: BenchArgs) -> dict:
         if cfg.max_minutes and time.perf_counter() - began > cfg.max_minutes * 60:
             print(f"time limit reached: {num_done} of {len(prompts)} prompts done", flush=True)
             break
-        shift = index % len(configs)
-        order = configs[shift:] + configs[:shift]
-        by_name: dict[str, RunRecord] = {}
-        for config in order:
-            rss.reset()
-            tokens, elapsed, steps, drafted, accepted = run(config, ids, cfg.max_new_tokens)
-            by_name[config.name] = RunRecord(config.name, prompt.question_id, prompt.category, len(ids), tokens,
-                                             elapsed, steps, drafted, accepted, rss.read_mb())
-        reference = by_name[HF_PLAIN].tokens
-        for config in configs:
-            record = by_name[config.name]
-            record.is_identical_to_hf = record.tokens == reference
-            if not record.is_identical_to_hf:
-                record.mismatch = explain_mismatch(model, tokenizer, ids, reference, record.tokens)
-            records.append(record)
-            print(f"[{index + 1}/{len(prompts)} {prompt.category:<14} q{prompt.question_id}] {config.name:<14} "
-                  f"{len(record.tokens):>4} tok {len(record.tokens) / record.elapsed_s:6.2f} tok/s "
-                  f"steps {record.num_steps:>4} acc {record.num_accepted_tokens}/{record.num_draft_tokens} "
-                  f"{'same' if record.is_identical_to_hf else 'DIFF ' + str(record.mismatch)}", flush=True)
+        shift = index % len(configs)            # rotate the order so no config always runs first
+        records += run_prompt(prompt, ids, configs[shift:] + configs[:shift], run, model, tokenizer,
+                              label=f"{index + 1}/{len(prompts)}")
         num_done += 1
 
     counter.handle.remove()
@@ -291,15 +305,25 @@ def main(cfg: BenchArgs) -> dict:
         "args": vars(cfg), "model": loaded.name, "model_sha256": loaded.sha256,
         "has_draft": draft is not None, "num_prompts_planned": len(prompts), "num_prompts_done": num_done,
         "wall_s": time.perf_counter() - began, "process_peak_rss_mb": process_peak_rss_mb(),
-        "peak_rss_is_windowed": rss.is_windowed, "logit_check": logit_check,
+        "peak_rss_is_windowed": PeakRSS().reset_is_windowed(), "logit_check": logit_check,
         **info, "machine_end": machine_info(), **summary,
         "prompts": [{"question_id": p.question_id, "category": p.category, "num_prompt_tokens": len(ids),
                      "hf_text": tokenizer.decode(next(r.tokens for r in records
                                                       if r.config == HF_PLAIN and r.question_id == p.question_id))}
                     for p, ids in zip(prompts[:num_done], encoded[:num_done])],
-        "runs": [{**vars(r), "tokens": r.tokens if r.config == HF_PLAIN or not r.is_identical_to_hf else None}
+        "runs": [{**vars(r), "num_output_tokens": len(r.tokens),
+                  "tokens": r.tokens if r.config == HF_PLAIN or not r.is_identical_to_hf else None}
                  for r in records],
     }
+    return data
+
+
+def main(cfg: BenchArgs) -> dict:
+    if cfg.merge:
+        data = merge_results(cfg.merge.split(","), HF_PLAIN)
+        data["command"] += " && " + " ".join(["python -m bench.bench_engine", *sys.argv[1:]])
+    else:
+        data = run_benchmark(cfg)
     json_path, md_path = write_results(cfg.output_name, data, render_markdown(data))
     print(md_path.read_text(), flush=True)
     print(f"wrote {json_path} and {md_path}", flush=True)

@@ -77,12 +77,17 @@ class PeakRSS:
         self.is_windowed = False
 
     def reset(self) -> None:
+        self.reset_is_windowed()
+
+    def reset_is_windowed(self) -> bool:
+        """Reset the window; True where the kernel supports it (else peaks are process-wide)."""
         try:
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
             self.is_windowed = True
         except OSError:
             self.is_windowed = False
+        return self.is_windowed
 
     def read_mb(self) -> float:
         try:

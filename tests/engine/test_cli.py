@@ -12,6 +12,8 @@ import pytest
 
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.__main__ import EXIT_BAD_INPUT, GenerateArgs, cli
+from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
+from engine.models import load_model
 from engine.tiny_models import build_char_tokenizer, build_tiny_llama
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +95,19 @@ def test_sampling_is_reproducible_under_a_seed(model_dir, capsys):
         assert cli(argv) == 0
         texts.append(json.loads(capsys.readouterr().out)["text"])
     assert texts[0] == texts[1]
+
+
+def test_generate_with_a_distilled_draft_checkpoint_matches_plain_greedy(model_dir, tmp_path, capsys):
+    target = load_model(str(model_dir))
+    manifest = DraftManifest(target_name=target.name, target_sha256=target.sha256, init_layers=[0],
+                             architecture=architecture_of(target.model.config, 1), storage_dtype="float32")
+    save_draft(build_draft(target.model, [0]), tmp_path / "draft", manifest)
+    argv = ["generate", "--model", str(model_dir), "--prompt", PROMPT, "--draft", f"d={tmp_path / 'draft'}",
+            "--chain", "ngram,d,target", "--k", "4", "--max-tokens", "24", "--json"]
+    assert cli(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["chain"] == "ngram>d>target@k4"
+    assert report["text"] == plain_greedy_text(PROMPT, 24)
 
 
 def test_generate_args_parse_the_chain_and_drafts():
