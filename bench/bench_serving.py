@@ -2,9 +2,9 @@
 
 Routers: the learned policy (guarded, cost model as fallback), the cost model alone, the best
 static (chain, K) and no speculation. Workloads: the Azure code trace (time-scaled) and
-Poisson arrivals of Spec-Bench prompts at three rates. Each router gets a fresh server
-(`python -m serving --router ...`); the load generator (`serving.loadgen`) replays the same
-planned requests against each. "Best static" is picked first by an offline calibration: the
+Poisson arrivals of Spec-Bench prompts at three rates. Each router has its own server process
+(`python -m serving --router ...`, all loaded at once, measured one at a time); the load
+generator (`serving.loadgen`) replays the same planned requests against each. "Best static" is picked first by an offline calibration: the
 candidate (chain, K) with the highest greedy tokens/s on a few prompts of both workloads.
 Writes bench/results/<name>.json and .md.
 
@@ -16,6 +16,7 @@ Writes bench/results/<name>.json and .md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -144,33 +145,53 @@ def _difference(after: dict, before: dict) -> dict:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
 
 
-def run_router(args: BenchServingArgs, router: str, static: str, deadline: float) -> list[dict]:
+def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProcess:
     flag = {"learned": "learned", "cost_model": "cost_model", "static": static, "plain": "plain"}[router]
     server_args = ["--model", args.model, "--policy", args.policy, "--draft", args.draft, "--router", flag,
                    "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
                    "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
                    "--num-threads", str(args.num_threads), "--log-level", "warning",
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
+    return ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log", ready_timeout_s=900)
+
+
+def run_workload(server: ServerProcess, router: str, name: str, cfg: LoadgenConfig) -> dict:
+    """Replay one workload against one router's server; the report plus what the router chose."""
+    import httpx
+    cfg = dataclasses.replace(cfg, url=server.url)
+    status = httpx.get(f"{server.url}/ready", timeout=10).json()["router"]
+    before = scrape_routing(server.url)
+    results, duration_s = asyncio.run(run_load(cfg, plan_requests(cfg)))
+    report = summarize(cfg, results, duration_s)
+    after = scrape_routing(server.url)
+    routing = {"by_source": _difference(after["by_source"], before["by_source"]),
+               "by_choice": _difference(after["by_choice"], before["by_choice"])}
+    logger.info("%-26s %-10s %5.2f req/s  TPOT p50 %s ms  goodput %.2f", name, router,
+                report["request_throughput"], _fmt(report["tpot_ms"]["p50"]), report["goodput_rps"])
+    return {"workload": name, "router": router, "server_router": status, "routing": routing, "report": report}
+
+
+def run_all(args: BenchServingArgs, static: str, deadline: float) -> list[dict]:
+    """Every router's server loads at once (they idle while another is measured); then each
+    workload runs against every router, the router order rotated per workload so slow drift in
+    machine load does not always hit the same router."""
+    routers = args.router_list
+    servers = {router: server_for(args, router, static).launch() for router in routers}
     rows = []
-    with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log") as server:
-        import httpx
-        status = httpx.get(f"{server.url}/ready", timeout=10).json()["router"]
-        for name, cfg in workloads(args, server.url).items():
-            if time.monotonic() > deadline:
-                logger.warning("time budget spent: skipping %s / %s", router, name)
-                continue
-            before = scrape_routing(server.url)
-            plans = plan_requests(cfg)
-            results, duration_s = asyncio.run(run_load(cfg, plans))
-            report = summarize(cfg, results, duration_s)
-            after = scrape_routing(server.url)
-            routing = {"by_source": _difference(after["by_source"], before["by_source"]),
-                       "by_choice": _difference(after["by_choice"], before["by_choice"])}
-            rows.append({"workload": name, "router": router, "router_flag": flag, "server_router": status,
-                         "routing": routing, "report": report})
-            logger.info("%-26s %-10s %5.2f req/s  TPOT p50 %s ms  goodput %.2f", name, router,
-                        report["request_throughput"], _fmt(report["tpot_ms"]["p50"]), report["goodput_rps"])
-    return rows
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for i, (name, cfg) in enumerate(workloads(args, "http://127.0.0.1:1").items()):
+            for router in routers[i % len(routers):] + routers[: i % len(routers)]:
+                if time.monotonic() > deadline:
+                    logger.warning("time budget spent: skipping %s / %s", name, router)
+                    continue
+                rows.append(run_workload(servers[router], router, name, cfg))
+    finally:
+        for server in servers.values():
+            server.stop()
+    order = {name: i for i, name in enumerate(workloads(args, "http://127.0.0.1:1"))}
+    return sorted(rows, key=lambda r: (order[r["workload"]], routers.index(r["router"])))
 
 
 def _fmt(value) -> str:
@@ -203,12 +224,7 @@ def main(args: BenchServingArgs) -> dict:
     deadline = start + 60 * args.max_minutes
     static, speeds = (args.static, {}) if args.static != "auto" or "static" not in args.router_list \
         else calibrate_static(args)
-    rows = []
-    for router in args.router_list:
-        if time.monotonic() > deadline:
-            logger.warning("time budget spent: skipping router %s", router)
-            continue
-        rows += run_router(args, router, static, deadline)
+    rows = run_all(args, static, deadline)
     data = {"args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
             "machine": machine_info(), "wall_s": time.monotonic() - start}
     markdown = render_markdown(args, rows, static)

@@ -136,8 +136,12 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
 
 def build_state(config: ServerConfig) -> ServingState:
     """Load the model (and the trained draft when there is one) and wrap it for serving."""
+    import torch
+
     from engine.models import load_model
 
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)      # loading too: fewer threads than cores on a shared box
     loaded = load_model(config.model)
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
     if limit and config.max_model_len > limit:

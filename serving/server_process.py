@@ -39,18 +39,29 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self._launched_at = 0.0
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def start(self) -> "ServerProcess":
+        """Launch and wait until ready."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> "ServerProcess":
+        """Start the process without waiting (several servers can then load at once)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + self.ready_timeout_s
+        self._launched_at = time.monotonic()
+        return self
+
+    def wait_ready(self) -> "ServerProcess":
+        """Block until `/ready` answers 200; raise (after stopping it) if it dies or times out."""
+        deadline = self._launched_at + self.ready_timeout_s
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
