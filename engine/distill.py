@@ -46,6 +46,7 @@ class DistillConfig:
     batch_tokens: int = field(default=1024, metadata={"help": "tokens per batch (sequences packed by length)"})
     lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
     warmup: int = field(default=30, metadata={"help": "warm-up steps"})
+    prompt_weight: float = field(default=1.0, metadata={"help": "loss weight of prompt positions (reply positions weigh 1)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
     max_minutes: float = field(default=20.0, metadata={"help": "wall-clock cap of the whole run; training stops early to meet it"})
@@ -60,6 +61,8 @@ class DistillConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.held_out < 1:
             raise ValueError(f"held_out must be in (0, 1), got {self.held_out}")
+        if not 0 <= self.prompt_weight <= 1:
+            raise ValueError(f"prompt_weight must be in [0, 1], got {self.prompt_weight}")
         if self.vocab_subset < 0 or self.lr <= 0 or self.max_minutes <= 0 or self.warmup < 0:
             raise ValueError("vocab_subset must be >= 0 and lr, max_minutes > 0, warmup >= 0")
         try:
@@ -133,9 +136,9 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
     curve, queue = [], []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     metrics = evaluate(draft, held_out)
-    curve.append(dict(step=0, seconds=0.0, train_kl=None, **metrics))
+    curve.append(dict(step=0, seconds=0.0, cpu_seconds=0.0, train_kl=None, **metrics))
     log(f"step 0: held-out kl {metrics['kl']:.3f}, top-1 reply {metrics['top1_reply']:.3f}")
     running, stopped_early = None, False
     bar = tqdm(range(cfg.steps), desc="distill", unit="step", file=sys.stderr)
@@ -149,7 +152,7 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         draft.train()
-        loss, _ = sparse_kl(draft, queue.pop())
+        loss, _ = sparse_kl(draft, queue.pop(), cfg.prompt_weight, with_stats=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -158,16 +161,19 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
         bar.set_postfix(kl=f"{running:.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             metrics = evaluate(draft, held_out)
-            curve.append(dict(step=step + 1, seconds=round(time.perf_counter() - start, 1), train_kl=running, **metrics))
+            curve.append(dict(step=step + 1, seconds=round(time.perf_counter() - start, 1),
+                              cpu_seconds=round(time.process_time() - cpu_start, 1), train_kl=running, **metrics))
             log(f"step {step + 1}: train kl {running:.3f}, held-out kl {metrics['kl']:.3f}, "
                 f"top-1 reply {metrics['top1_reply']:.3f}, top-1 all {metrics['top1']:.3f}")
     bar.close()
     draft.eval()
     if stopped_early and curve[-1]["step"] != step:
         metrics = evaluate(draft, held_out)
-        curve.append(dict(step=step, seconds=round(time.perf_counter() - start, 1), train_kl=running, **metrics))
+        curve.append(dict(step=step, seconds=round(time.perf_counter() - start, 1),
+                          cpu_seconds=round(time.process_time() - cpu_start, 1), train_kl=running, **metrics))
     return dict(curve=curve, stopped_early=stopped_early, steps_done=curve[-1]["step"],
-                train_seconds=round(time.perf_counter() - start, 1))
+                train_seconds=round(time.perf_counter() - start, 1),
+                train_cpu_seconds=round(time.process_time() - cpu_start, 1))
 
 
 def main(cfg: DistillConfig) -> dict:
@@ -178,14 +184,15 @@ def main(cfg: DistillConfig) -> dict:
     torch.manual_seed(cfg.seed)
 
     def log(message: str) -> None:
-        tqdm.write(f"[distill {time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr)
+        tqdm.write(f"[distill {time.perf_counter() - started:6.0f}s wall, {time.process_time():6.0f}s cpu] {message}",
+                   file=sys.stderr)
 
     target = load_model(cfg.model)
     if target.tokenizer is None:
         raise ValueError(f"target {cfg.model} has no tokenizer; distillation needs one")
     log(f"target {target.name} ({len(target.model.model.layers)} layers), data from {data_dir()}")
     sequences = _teacher_data(cfg, target, log)
-    data_seconds = time.perf_counter() - started
+    data_seconds, data_cpu_seconds = time.perf_counter() - started, time.process_time()
     train, held_out = split_held_out(sequences, cfg.held_out, cfg.seed)
     vocab = target.model.config.vocab_size
     subset = frequency_ranked_vocab(train, vocab, cfg.vocab_subset) if 0 < cfg.vocab_subset < vocab else None
@@ -200,11 +207,12 @@ def main(cfg: DistillConfig) -> dict:
         sources=list(cfg.source_list), num_sequences=len(sequences), num_train=len(train), num_held_out=len(held_out),
         num_tokens=num_tokens, num_reply_tokens=num_reply, excluded="every Spec-Bench turn (MT-bench's 80 questions are Spec-Bench rows 81-160)",
         config={k: v for k, v in dataclasses.asdict(cfg).items()},
-        data_seconds=round(data_seconds, 1), **result)
+        data_seconds=round(data_seconds, 1), data_cpu_seconds=round(data_cpu_seconds, 1), **result)
     manifest = DraftManifest(target_name=target.name, target_sha256=target.sha256,
                              architecture=architecture_of(target.model.config, len(cfg.layer_list)),
                              init_layers=cfg.layer_list, storage_dtype=cfg.storage_dtype, training=training)
     training["total_seconds"] = round(time.perf_counter() - started, 1)
+    training["total_cpu_seconds"] = round(time.process_time(), 1)
     path = save_draft(draft, cfg.out, manifest)
     final = result["curve"][-1]
     log(f"saved {path}: held-out kl {final['kl']:.3f}, top-1 reply {final['top1_reply']:.3f}, "

@@ -182,15 +182,20 @@ def split_held_out(sequences: list[TeacherSequence], fraction: float, seed: int)
 
 
 def frequency_ranked_vocab(sequences: list[TeacherSequence], vocab_size: int, size: int) -> torch.Tensor:
-    """FR-Spec's reduced vocabulary: the `size` tokens most frequent in the sequences and their
-    teacher targets; ties (and unseen tokens) ranked by token id, i.e. BPE merge order, a proxy for
-    frequency in the tokenizer's own corpus. Sorted ascending; int64."""
+    """FR-Spec's reduced vocabulary: the `size` tokens most frequent in the sequences.
+
+    Frequency is a soft count: occurrences in the text plus the target's kept probabilities at
+    every position (a token the target often rates likely counts even where it was not chosen),
+    then how often a token is kept at all; remaining ties (and unseen tokens) go by token id, i.e.
+    BPE merge order, a proxy for frequency in the tokenizer's own corpus. Sorted ascending; int64.
+    """
     if not 0 < size <= vocab_size:
         raise ValueError(f"vocabulary subset size must be in [1, {vocab_size}], got {size}")
     counts = torch.zeros(vocab_size, dtype=torch.float64)
     for seq in sequences:
+        kept = seq.topk_ids.flatten().long()
         counts += torch.bincount(seq.token_ids, minlength=vocab_size).double()
-        counts += torch.bincount(seq.topk_ids[:, 0].long(), minlength=vocab_size).double()
-    # larger count first, then smaller id: score = count - id / vocab (ids break ties only)
-    score = counts - torch.arange(vocab_size, dtype=torch.float64) / vocab_size
+        counts.index_add_(0, kept, seq.topk_probs.flatten().double())
+        counts += 1e-3 * torch.bincount(kept, minlength=vocab_size).double()
+    score = counts - 1e-4 * torch.arange(vocab_size, dtype=torch.float64) / vocab_size
     return score.topk(size).indices.sort().values

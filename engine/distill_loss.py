@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 def _head(draft) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows of the LM head the draft scores, and their token ids (None: all)."""
-    subset = getattr(draft.lm_head, "vocab_subset", None)
-    weight = draft.lm_head.weight
-    return (weight if subset is None else weight[subset]), subset
+    head = draft.lm_head
+    subset = getattr(head, "vocab_subset", None)
+    return (head.weight if subset is None else head.subset_weight()), subset
 
 
 def _pad(group: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,17 +29,16 @@ def _pad(group: list) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def position_kl(log_q: torch.Tensor, teacher_ids: torch.Tensor, teacher_probs: torch.Tensor,
+def position_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_probs: torch.Tensor,
                 index_in_head: torch.Tensor | None) -> torch.Tensor:
-    """KL(p || q) per position over {kept tokens} + {rest}.
+    """KL(p || q) per position over {kept tokens} + {rest}, q = softmax(logits).
 
     Args:
-        log_q: [n, v] draft log-probabilities over its head's tokens.
+        logits: [n, v] draft logits over its head's tokens.
         teacher_ids: [n, k] kept token ids; teacher_probs: [n, k] their target probabilities.
-        index_in_head: [vocab] column of each token in log_q (-1: not scored), None when v = vocab.
+        index_in_head: [vocab] column of each token in logits (-1: not scored), None when v = vocab.
     Returns: [n] KL values (>= 0 up to rounding).
     """
-    n, v = log_q.shape
     ids = teacher_ids.long()
     if index_in_head is None:
         columns, in_head = ids, torch.ones_like(ids, dtype=torch.bool)
@@ -47,26 +46,26 @@ def position_kl(log_q: torch.Tensor, teacher_ids: torch.Tensor, teacher_probs: t
         columns = index_in_head[ids]
         in_head = columns >= 0
     p = teacher_probs.float() * in_head
-    p = p / p.sum(-1, keepdim=True).clamp(min=1.0)                 # fp16 sums may pass 1
-    safe_columns = torch.where(in_head, columns, v)                 # absent tokens -> dummy column v
-    log_q_kept = torch.cat([log_q, log_q.new_zeros(n, 1)], 1).gather(1, safe_columns)
-    kept = (torch.xlogy(p, p) - p * log_q_kept).sum(-1)             # [n]
-    mask = torch.zeros(n, v + 1, dtype=torch.bool).scatter_(1, safe_columns, True)[:, :v]
-    log_q_rest = log_q.masked_fill(mask, float("-inf")).logsumexp(-1).clamp(min=-100.0)
+    p = p / p.sum(-1, keepdim=True).clamp(min=1.0)                  # fp16 sums may pass 1
+    log_z = logits.logsumexp(-1, keepdim=True)                        # [n, 1]
+    log_q_kept = logits.gather(1, columns.clamp(min=0)) - log_z      # [n, k]; absent tokens have p = 0
+    kept = (torch.xlogy(p, p) - p * log_q_kept).sum(-1)              # [n]
+    q_kept = (log_q_kept.exp() * in_head).sum(-1)
+    log_q_rest = torch.log1p(-q_kept.clamp(max=1 - 1e-6))            # the draft's mass on everything else
     p_rest = 1 - p.sum(-1)
     p_rest = torch.where(p_rest > 1e-4, p_rest, torch.zeros_like(p_rest))    # fp16 rounding is not mass
-    rest = torch.xlogy(p_rest, p_rest) - torch.where(p_rest > 0, p_rest * log_q_rest, torch.zeros_like(p_rest))
+    rest = torch.xlogy(p_rest, p_rest) - p_rest * log_q_rest
     return kept + rest
 
 
 def _forward(draft, group: list):
-    """Draft log-probs at every position that has a target, with the matching targets."""
+    """Draft logits at every position that has a target, with the matching targets."""
     ids, mask = _pad(group)
     hidden = draft.model(input_ids=ids, attention_mask=mask).last_hidden_state      # [b, t, h]
     rows = [seq.num_positions for seq in group]
     hidden = torch.cat([hidden[r, :n] for r, n in enumerate(rows)])                  # [n, h]
     weight, subset = _head(draft)
-    log_q = F.log_softmax(F.linear(hidden, weight), dim=-1)                          # [n, v]
+    logits = F.linear(hidden, weight)                                                # [n, v]
     teacher_ids = torch.cat([seq.topk_ids for seq in group])
     teacher_probs = torch.cat([seq.topk_probs for seq in group])
     index_in_head = None
@@ -74,19 +73,28 @@ def _forward(draft, group: list):
         index_in_head = torch.full((draft.lm_head.weight.shape[0],), -1, dtype=torch.long)
         index_in_head[subset] = torch.arange(len(subset))
     reply = torch.cat([torch.arange(n) >= seq.reply_start for n, seq in zip(rows, group)])
-    predicted = log_q.argmax(-1) if subset is None else subset[log_q.argmax(-1)]
-    return log_q, teacher_ids, teacher_probs, index_in_head, reply, predicted
+    return logits, teacher_ids, teacher_probs, index_in_head, reply, subset
 
 
-def sparse_kl(draft, group: list) -> tuple[torch.Tensor, dict]:
-    """Mean KL over every position of a batch of TeacherSequences (differentiable), and stats."""
-    log_q, teacher_ids, teacher_probs, index_in_head, reply, predicted = _forward(draft, group)
-    kl = position_kl(log_q, teacher_ids, teacher_probs, index_in_head)
-    agree = predicted == teacher_ids[:, 0].long()
+def sparse_kl(draft, group: list, prompt_weight: float = 1.0, with_stats: bool = True) -> tuple[torch.Tensor, dict]:
+    """Weighted mean KL over the positions of a batch of TeacherSequences (differentiable), and stats.
+
+    Reply positions (what a draft predicts when serving) weigh 1, prompt positions `prompt_weight`.
+    """
+    logits, teacher_ids, teacher_probs, index_in_head, reply, subset = _forward(draft, group)
+    kl = position_kl(logits, teacher_ids, teacher_probs, index_in_head)
+    weights = torch.where(reply, 1.0, prompt_weight)
+    loss = (kl * weights).sum() / weights.sum().clamp(min=1e-9)
+    if not with_stats:
+        return loss, {}
     detached = kl.detach()
-    return kl.mean(), dict(kl_sum=float(detached.sum()), kl_reply_sum=float(detached[reply].sum()),
-                           num=len(kl), num_reply=int(reply.sum()),
-                           agree=int(agree.sum()), agree_reply=int(agree[reply].sum()))
+    predicted = logits.detach().argmax(-1)
+    if subset is not None:
+        predicted = subset[predicted]
+    agree = predicted == teacher_ids[:, 0].long()
+    return loss, dict(kl_sum=float(detached.sum()), kl_reply_sum=float(detached[reply].sum()),
+                      num=len(kl), num_reply=int(reply.sum()),
+                      agree=int(agree.sum()), agree_reply=int(agree[reply].sum()))
 
 
 @torch.no_grad()

@@ -57,9 +57,17 @@ class VocabSubsetHead(nn.Module):
     def vocab_size(self) -> int:
         return self.weight.shape[0]
 
+    def subset_weight(self) -> torch.Tensor:
+        """The subset rows of the (frozen) head, copied once and again only if the weight changes."""
+        key = (self.weight.data_ptr(), self.weight._version)
+        if getattr(self, "_subset_key", None) != key:
+            self._subset_weight = self.weight.detach()[self.vocab_subset]           # [subset, hidden]
+            self._subset_key = key
+        return self._subset_weight
+
     def subset_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., hidden] -> [..., len(vocab_subset)] logits of the subset tokens."""
-        return F.linear(hidden, self.weight[self.vocab_subset])
+        return F.linear(hidden, self.subset_weight())
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         sub = self.subset_logits(hidden)
@@ -184,6 +192,9 @@ def load_draft(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
     Raises DraftMismatchError when the manifest names another target (sha256) or architecture,
     ModelLoadError when the files are missing or incomplete.
     """
+    if not isinstance(target, LoadedModel):
+        raise TypeError(f"load_draft needs the target as a LoadedModel (engine.models.load_model), whose sha256 "
+                        f"the manifest is checked against; got {type(target).__name__}")
     path = Path(path)
     manifest = read_manifest(path)
     if manifest.format_version != FORMAT_VERSION:

@@ -14,7 +14,7 @@ import torch
 from engine.distill import DistillConfig, parse_config, train_draft
 from engine.distill_data import (frequency_ranked_vocab, generate_teacher_data, render_prompt,
                                  spec_bench_turns, split_held_out, training_prompts)
-from engine.distill_loss import evaluate, position_kl
+from engine.distill_loss import evaluate, position_kl, sparse_kl
 from engine.draft_model import build_draft, load_draft
 from engine.models import load_model
 from engine.tiny_models import build_tiny_llama
@@ -89,11 +89,25 @@ def test_a_few_distillation_steps_lower_the_held_out_kl(tokenizer):
     assert result["curve"][-1]["kl"] == after["kl"]
 
 
+def test_prompt_weight_zero_trains_on_reply_positions_only(tokenizer):
+    target = build_tiny_llama(seed=6)
+    sequences = generate_teacher_data(target, [("t", render_prompt(tokenizer, TEXTS[0], 64))], 6, 5, {2})
+    draft = build_draft(target, [0])
+    with torch.no_grad():
+        reply_only, stats = sparse_kl(draft, sequences, prompt_weight=0.0)
+        everything, _ = sparse_kl(draft, sequences, prompt_weight=1.0)
+    assert float(reply_only) == pytest.approx(stats["kl_reply_sum"] / stats["num_reply"], rel=1e-5)
+    assert float(everything) == pytest.approx(stats["kl_sum"] / stats["num"], rel=1e-5)
+    assert stats["num_reply"] == 6 and stats["num"] == len(sequences[0].token_ids) - 1
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="init_layers"):
         DistillConfig(init_layers="0,x")
     with pytest.raises(ValueError, match="held_out"):
         DistillConfig(held_out=1.5)
+    with pytest.raises(ValueError, match="prompt_weight"):
+        DistillConfig(prompt_weight=2.0)
     with pytest.raises(ValueError, match="steps"):
         parse_config(["--steps", "0"])
     assert parse_config(["--no-use_cache", "--vocab_subset", "0"]).use_cache is False

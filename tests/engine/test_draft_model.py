@@ -90,6 +90,8 @@ def test_loading_refuses_a_draft_made_for_another_target(loaded_target, tmp_path
     other = LoadedModel("other", loaded_target.model, loaded_target.tokenizer, "b" * 64)
     with pytest.raises(DraftMismatchError, match="distilled for target 'tiny'"):
         load_draft(tmp_path, other)
+    with pytest.raises(TypeError, match="LoadedModel"):
+        load_draft(tmp_path, loaded_target.model)
 
 
 def test_loading_refuses_missing_or_broken_checkpoints(loaded_target, tmp_path):
