@@ -2,6 +2,7 @@
 
     python -m engine.profile --model default --out profiles/SmolLM2-135M-Instruct.json
     python -m engine.profile --model ./my-llama --draft draft=./my-draft --budget-s 120
+    python -m engine.profile --model default --num-threads 1 --clock cpu   # on a busy machine
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ProfileArgs:
     repeats: int = field(default=2, metadata={"help": "samples per point where the budget allows (the minimum is kept)"})
     max_model_len: int = field(default=2048, metadata={"help": "context length of the engine being profiled"})
     num_threads: int = field(default=0, metadata={"help": "torch intra-op threads (0 keeps torch's default)"})
+    clock: str = field(default="wall", metadata={"help": "'wall', or 'cpu' (own CPU time, needs --num-threads 1): "
+                                                         "idle-machine latency measured on a busy machine"})
 
     def __post_init__(self) -> None:
         if self.budget_s <= 0 or self.repeats < 1:
@@ -38,6 +41,10 @@ class ProfileArgs:
         for name in ("batches", "tokens"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be non-empty integers >= 1")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"--clock must be wall or cpu, got {self.clock!r}")
+        if self.clock == "cpu" and self.num_threads != 1:
+            raise ValueError("--clock cpu needs --num-threads 1")
         if not self.contexts or min(self.contexts) < 0:
             raise ValueError("contexts must be non-empty integers >= 0")
         for spec in self.draft:
@@ -83,7 +90,7 @@ def main(cfg: ProfileArgs) -> Path:
     # the measurement gets what loading left of the budget, but always a little
     budget = max(cfg.budget_s - load_s - 1.0, 0.25 * cfg.budget_s)
     profile = measure_profile(engine, batches=cfg.batches, tokens=cfg.tokens, contexts=cfg.contexts,
-                              budget_s=budget, repeats=cfg.repeats, model=target.name)
+                              budget_s=budget, repeats=cfg.repeats, model=target.name, clock=cfg.clock)
     profile.meta["load_s"] = round(load_s, 3)
     profile.meta["total_s"] = round(time.perf_counter() - start, 3)
     out = Path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"{target.name}.json"

@@ -79,7 +79,7 @@ def _parameter_count(runner: ModelRunner) -> int:
     return layers + runner.lm_head.numel()
 
 
-def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: float, repeats: int):
+def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: float, repeats: int, timer):
     """Time runner.forward on every grid point; return ({(b, t, c): seconds}, num_estimated)."""
     max_tokens = max(tokens)
     scratch = KVCache(runner.num_layers, runner.num_kv_heads, runner.head_dim, runner.max_len,
@@ -99,9 +99,9 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
         def run(b: int, t: int, c: int) -> float:
             for slot in slots[:b]:
                 scratch.lengths[slot] = c
-            start = time.perf_counter()
+            start = timer()
             runner.forward(slots[:b], [row[:t] for row in feed[:b]], [t] * b)
-            return time.perf_counter() - start
+            return timer() - start
 
         run(1, 1, contexts[0])                                  # warm-up, not recorded
         timed: dict[tuple[int, int, int], float] = {}
@@ -124,7 +124,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
     return {p: timed.get(p) or predict(*p) for p in order}, len(order) - len(timed)
 
 
-def _time_model_free(drafter, vocab_size: int, tokens, contexts, repeats: int) -> dict[tuple[int, int, int], float]:
+def _time_model_free(drafter, vocab_size: int, tokens, contexts, repeats: int, timer) -> dict[tuple[int, int, int], float]:
     """Time propose() of a private copy for one row: the incremental call of a running request."""
     drafter = copy.deepcopy(drafter)
     rng = random.Random(0)
@@ -138,9 +138,9 @@ def _time_model_free(drafter, vocab_size: int, tokens, contexts, repeats: int) -
             samples = []
             for _ in range(max(repeats, 5)):
                 context.append(rng.choice(alphabet))
-                start = time.perf_counter()
+                start = timer()
                 drafter.propose(request_id, context, k)
-                samples.append(time.perf_counter() - start)
+                samples.append(timer() - start)
             del context[c:]
             points[(1, k, c)] = max(min(samples), 1e-7)
     return points
@@ -148,16 +148,25 @@ def _time_model_free(drafter, vocab_size: int, tokens, contexts, repeats: int) -
 
 def measure_profile(engine, levels: list[str] | None = None, batches=(1, 2, 4, 8, 16), tokens=(1, 2, 4, 8, 16),
                     contexts=(64, 512, 1536), budget_s: float = 60.0, repeats: int = 3,
-                    model: str | None = None) -> LatencyProfile:
+                    model: str | None = None, clock: str = "wall") -> LatencyProfile:
     """Time each level of `engine` (default: all model levels and model-free drafters).
 
     Contexts beyond a level's `max_len - max(tokens)` are clipped to it. The budget is shared
     between model levels in proportion to their parameter counts; `repeats` samples are taken
     per point where the budget allows and the smallest is kept (the machine, not its neighbours).
+
+    `clock="wall"` times what a caller waits. On a machine shared with other busy processes that
+    includes their share of the cores; `clock="cpu"` times the process's own CPU time instead,
+    which with one torch thread is close to the wall time the same forward takes on an idle machine.
     """
     start = time.perf_counter()
     if budget_s <= 0 or repeats < 1:
         raise ValueError(f"need budget_s > 0 and repeats >= 1, got {budget_s}, {repeats}")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu" and torch.get_num_threads() != 1:
+        raise ValueError("clock='cpu' needs one torch thread (CPU time of several threads is not latency)")
+    timer = time.perf_counter if clock == "wall" else time.process_time
     batches, tokens = tuple(sorted(set(batches))), tuple(sorted(set(tokens)))
     if not batches or not tokens or not contexts or batches[0] < 1 or tokens[0] < 1 or min(contexts) < 0:
         raise ValueError("batches and tokens must be non-empty and >= 1, contexts non-empty and >= 0")
@@ -176,7 +185,8 @@ def measure_profile(engine, levels: list[str] | None = None, batches=(1, 2, 4, 8
 
     free_contexts = tuple(sorted(set(contexts)))
     for name in [n for n in levels if n in engine.drafters]:
-        points = _time_model_free(engine.drafters[name], target_runner.vocab_size, tokens, free_contexts, repeats)
+        points = _time_model_free(engine.drafters[name], target_runner.vocab_size, tokens, free_contexts, repeats,
+                                  timer)
         grids[name] = grid_of("model_free", (1,), free_contexts, points)
     model_levels = [n for n in levels if n in engine.levels]
     weights = {n: _parameter_count(engine.levels[n].runner) for n in model_levels}
@@ -189,7 +199,7 @@ def measure_profile(engine, levels: list[str] | None = None, batches=(1, 2, 4, 8
         left = budget_s - (time.perf_counter() - start)
         share = weights[name] / sum(weights[n] for n in model_levels[i:])
         deadline = time.perf_counter() + max(left, 0.0) * share
-        points, estimated[name] = _time_model_level(runner, batches, tokens, cs, deadline, repeats)
+        points, estimated[name] = _time_model_level(runner, batches, tokens, cs, deadline, repeats, timer)
         grids[name] = grid_of("model", batches, cs, points)
 
     meta = {
@@ -197,6 +207,7 @@ def measure_profile(engine, levels: list[str] | None = None, batches=(1, 2, 4, 8
         "measure_s": round(time.perf_counter() - start, 3),
         "budget_s": budget_s,
         "repeats": repeats,
+        "clock": clock,
         "statistic": "min over repeats; grid made non-decreasing along every axis",
         "estimated_points": estimated,
         "torch": torch.__version__,

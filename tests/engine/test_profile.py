@@ -166,10 +166,26 @@ def test_command_line_writes_a_profile(tmp_path, target, tokenizer, drafts):
     assert profile.meta["total_s"] >= profile.meta["measure_s"]
 
 
-@pytest.mark.parametrize("argv", [["--draft", "nopath"], ["--budget-s", "0"], ["--batches", "0"]])
+@pytest.mark.parametrize("argv", [["--draft", "nopath"], ["--budget-s", "0"], ["--batches", "0"],
+                                  ["--clock", "cpu"], ["--clock", "sundial", "--num-threads", "1"]])
 def test_command_line_rejects_bad_arguments(argv, capsys):
     from engine.profile.__main__ import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert "error" in capsys.readouterr().err
+
+
+def test_cpu_clock_needs_one_thread(make_engine):
+    import torch
+
+    engine = make_engine()
+    profile = measure_profile(engine, levels=["target", "ngram"], batches=(1, 2), tokens=(1, 2), contexts=(8, 32),
+                              budget_s=10, repeats=1, clock="cpu")
+    assert profile.meta["clock"] == "cpu" and profile.levels["target"].seconds[1][1][1] > 0
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="one torch thread"):
+            measure_profile(engine, levels=["target"], clock="cpu")
+    finally:
+        torch.set_num_threads(1)
