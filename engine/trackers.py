@@ -17,8 +17,9 @@ What an estimate holds:
     accepted_fraction   EMA of num_accepted / num_proposed per step (vLLM's draft acceptance
                         rate), weights max(alpha, 1/i): the mean until the window fills.
     similarity          EMA of 1 - TV(p, q) (weights as accepted_fraction) where the step had
-                        both distributions (sampled rows with a model drafter), None until seen; it predicts acceptance of a pair
-                        before the pair has run (see `priors`).
+                        both distributions (sampled rows whose drafter is a model), None until
+                        seen. For sampling, E[acceptance] = 1 - TV, so a measured similarity is
+                        the natural per-pair prior for a pair that has not run (see `priors`).
     num_observed        steps (rows) with num_proposed > 0 that fed the estimate.
     num_proposed_tokens / num_accepted_tokens: running totals.
 
