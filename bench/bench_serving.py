@@ -3,7 +3,7 @@
 Routers: the learned policy (guarded, cost model as fallback), the cost model alone, the best
 static (chain, K) and no speculation. Workloads: the Azure code trace (time-scaled) and
 Poisson arrivals of Spec-Bench prompts at three rates. Each router has its own server process
-(`python -m serving --router ...`, all loaded at once, measured one at a time); the load
+(`python -m serving --router ...`, all loaded first, measured one at a time); the load
 generator (`serving.loadgen`) replays the same planned requests against each. "Best static" is picked first by an offline calibration: the
 candidate (chain, K) with the highest greedy tokens/s on a few prompts of both workloads.
 Writes bench/results/<name>.json and .md.
@@ -172,15 +172,15 @@ def run_workload(server: ServerProcess, router: str, name: str, cfg: LoadgenConf
 
 
 def run_all(args: BenchServingArgs, static: str, deadline: float) -> list[dict]:
-    """Every router's server loads at once (they idle while another is measured); then each
+    """Every router's server is loaded (they idle while another is measured); then each
     workload runs against every router, the router order rotated per workload so slow drift in
     machine load does not always hit the same router."""
     routers = args.router_list
-    servers = {router: server_for(args, router, static).launch() for router in routers}
+    servers = {router: server_for(args, router, static) for router in routers}
     rows = []
     try:
-        for server in servers.values():
-            server.wait_ready()
+        for server in servers.values():     # one at a time: loading several at once thrashes 2 cores
+            server.start()
         for i, (name, cfg) in enumerate(workloads(args, "http://127.0.0.1:1").items()):
             for router in routers[i % len(routers):] + routers[: i % len(routers)]:
                 if time.monotonic() > deadline:
