@@ -49,9 +49,9 @@ class CalibrateArgs:
     profile: str = field(default="", metadata={"help": "latency profile JSON (default: profiles/<model>.json)"})
     refresh_profile: bool = field(default=False, metadata={"help": "measure the profile even when the file exists"})
     profile_budget_s: float = field(default=90.0, metadata={"help": "seconds for timing profile levels"})
-    profile_source: str = field(default="fitted", metadata={
-        "help": "fitted: model levels' latency fitted on the engine's own calibration steps (robust to a busy "
-                "machine); measured: keep the timed profile and fit a scale and overheads on top"})
+    profile_source: str = field(default="measured", metadata={
+        "help": "measured: keep the timed profile (timing what it lacks) and fit a scale and overheads on top; "
+                "fitted: model levels' latency fitted on the engine's own calibration steps"})
     out: str = field(default="", metadata={"help": "output JSON (default: profiles/acceptance_<model>.json)"})
     fit_prompts: int = field(default=16, metadata={
         "help": "prompts per chain in the fitting sample (spread over the categories; other prompts for each chain)"})
@@ -62,7 +62,10 @@ class CalibrateArgs:
     sim_repeats: int = field(default=8, metadata={"help": "simulated runs averaged per comparison workload"})
     speed_seconds: float = field(default=5.0, metadata={"help": "wall seconds spent measuring the sim's speed"})
     max_batch: int = field(default=16, metadata={"help": "engine max_batch"})
-    num_threads: int = field(default=2, metadata={"help": "torch threads (0 keeps torch's default)"})
+    num_threads: int = field(default=1, metadata={"help": "torch threads (0 keeps torch's default)"})
+    clock: str = field(default="cpu", metadata={
+        "help": "wall, or cpu: this process's CPU time with one thread (idle-machine latency on a busy machine, "
+                "as the shipped profile was measured)"})
     seed: int = field(default=0, metadata={"help": "seed of prompt sampling and workload windows"})
 
     def __post_init__(self) -> None:
@@ -72,6 +75,10 @@ class CalibrateArgs:
                 raise ValueError(f"{name} must be >= 1")
         if not self.fit_ks or min(self.fit_ks) < 1:
             raise ValueError("fit_ks must be integers >= 1")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be wall or cpu, got {self.clock!r}")
+        if self.clock == "cpu" and self.num_threads != 1:
+            raise ValueError("clock cpu needs num_threads 1")
         if self.profile_source not in ("fitted", "measured"):
             raise ValueError(f"profile_source must be fitted or measured, got {self.profile_source!r}")
         if self.profile_budget_s <= 0 or self.speed_seconds <= 0:
@@ -149,7 +156,7 @@ class StepSample:
 
 def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: list[int], max_new_tokens: int,
             max_prompt_tokens: int, acceptance: AcceptanceModel, steps: list[StepSample],
-            rng: np.random.Generator) -> None:
+            rng: np.random.Generator, clock: str = "wall") -> None:
     """Run `prompts` to completion on `chain` (output lengths drawn in [max_new_tokens / 4,
     max_new_tokens] so the batch shrinks gradually); add every row's outcome to `acceptance`
     and every step to `steps`."""
@@ -172,12 +179,14 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
         cached = [{name: level.committed_length(r) for name, level in engine.levels.items()} for r in batch]
         ks_used = [engine._draft_length(r, decision) for r in batch]
         categories = [r.category for r in batch]
+        started = time.process_time()
         engine.step()
+        cpu_s = time.process_time() - started
         record = engine.last_step
         if record.batch_size != len(batch):
             raise RuntimeError("the engine admitted requests between the snapshot and the step")
         forwards = rows_forwards(profile, num_tokens, cached, decision.chain, ks_used, record.results)
-        steps.append(StepSample(forwards, record.batch_size, record.latency_s))
+        steps.append(StepSample(forwards, record.batch_size, cpu_s if clock == "cpu" else record.latency_s))
         for category, k, result in zip(categories, ks_used, record.results):
             if k == 0:
                 continue
@@ -316,10 +325,16 @@ def base_profile(engine, path: Path, cfg: CalibrateArgs, model_name: str):
     if missing:
         engine.generate(["warm up"], SamplingParams(max_tokens=2))     # first forwards allocate; keep them out
         measured = measure_profile(engine, levels=missing, tokens=PROFILE_TOKENS, contexts=PROFILE_CONTEXTS,
-                                   budget_s=cfg.profile_budget_s, model=model_name)
+                                   budget_s=cfg.profile_budget_s, model=model_name, clock=cfg.clock)
         profile = measured if profile is None else profile.merged(measured)
         print(f"profile: timed {', '.join(missing)} in {time.perf_counter() - tick:.0f} s "
               f"({profile.meta.get('estimated_points')} points estimated)")
+        if cfg.profile_source == "measured":
+            profile.save(path)
+            print(f"profile: wrote {path}")
+    else:
+        print(f"profile: {path} ({profile.meta.get('clock', 'wall')} clock, "
+              f"{profile.meta.get('num_threads')} threads, measured {profile.meta.get('measured_at')})")
     placeholder = LevelProfile("model", (1,), (1,), (0,), [[[1.0]]])
     return LatencyProfile(model_name, {**{name: placeholder for name in engine.levels}, **profile.levels},
                           dict(profile.meta))
@@ -342,7 +357,8 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
         drafts["draft"] = load_draft(draft_path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads),
                     drafts=drafts)
-    print(f"loaded {target.name}{' + draft' if drafts else ''} in {time.perf_counter() - started:.1f} s")
+    print(f"loaded {target.name}{' + draft' if drafts else ''} in {time.perf_counter() - started:.1f} s; "
+          f"{cfg.clock} clock, {torch.get_num_threads()} torch threads")
 
     profile_path = resolve_path(cfg.profile) if cfg.profile else REPO_ROOT / "profiles" / f"{target.name}.json"
     base = base_profile(engine, profile_path, cfg, target.name)
@@ -356,9 +372,9 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     prompts = sample_prompts(cfg.fit_prompts * len(chains) + cfg.fit_prompts // 2, rng)
     for i, chain in enumerate(chains):
         collect(engine, base, prompts[i * cfg.fit_prompts:(i + 1) * cfg.fit_prompts], chain, cfg.fit_ks,
-                cfg.max_new_tokens, cfg.max_prompt_tokens, calibration.acceptance, steps, rng)
+                cfg.max_new_tokens, cfg.max_prompt_tokens, calibration.acceptance, steps, rng, cfg.clock)
     collect(engine, base, prompts[len(chains) * cfg.fit_prompts:], ("target",), [0], cfg.max_new_tokens,
-            cfg.max_prompt_tokens, calibration.acceptance, steps, rng)
+            cfg.max_prompt_tokens, calibration.acceptance, steps, rng, cfg.clock)
     if cfg.profile_source == "fitted":
         profile, per_row, error = fit_profile(base, steps)
         profile.save(profile_path)
@@ -386,7 +402,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
                     "min_new_tokens": min(8, cfg.max_new_tokens), "max_prompt_tokens": cfg.max_prompt_tokens}
         actions = list(dict.fromkeys(["plain", *labels]))
         common = dict(workload=workload, actions=actions, max_batch=cfg.max_batch)
-        real_env = SpecRouteEnv(backend="real", engine_factory=lambda: engine, **common)
+        real_env = SpecRouteEnv(backend="real", engine_factory=lambda: engine, real_clock=cfg.clock, **common)
         sim_env = SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), **common)
         schedule = [real_env.action_labels.index(parse_action(label).label) for label in labels]
         real, sim = compare(real_env, sim_env, schedule, cfg.seed, cfg.sim_repeats)

@@ -67,6 +67,8 @@ class EnvConfig:
         draft: the real backend's trained draft checkpoint directory; None for model-free drafters only.
         engine_factory: the real backend calls it to build its Engine instead (tests, tiny models).
         num_threads: torch threads for the real backend (0 keeps torch's default).
+        real_clock: the real backend's clock: "wall", or "cpu" (this process's CPU time, with
+            num_threads=1: idle-machine latency measured on a busy machine).
         max_queue / max_rate / max_latency_s / max_wait_s: upper ends of the observation's ranges.
     """
 
@@ -86,6 +88,7 @@ class EnvConfig:
     draft: str | None = None
     engine_factory: Callable | None = None
     num_threads: int = 0
+    real_clock: str = "wall"
     max_queue: int = 256
     max_rate: float = 100.0
     max_latency_s: float = 30.0
@@ -120,6 +123,8 @@ class EnvConfig:
         if self.workload.max_new_tokens >= self.max_model_len:
             raise EnvConfigError(f"the workload's max_new_tokens ({self.workload.max_new_tokens}) must be "
                                  f"below max_model_len ({self.max_model_len})")
+        if self.real_clock not in ("wall", "cpu"):
+            raise EnvConfigError(f"real_clock must be 'wall' or 'cpu', got {self.real_clock!r}")
         if self.engine_factory is not None and not callable(self.engine_factory):
             raise EnvConfigError("engine_factory must be callable (it returns an Engine)")
 

@@ -1,12 +1,18 @@
 """The real backend: the engine itself on wall-clock time, routed by the environment's action.
 
 Time is `time.monotonic()` shifted by the idle periods the episode skipped (when nothing is
-queued or running nobody waits, so skipping them changes no latency).
+queued or running nobody waits, so skipping them changes no latency). On a machine shared with
+other busy processes, `real_clock="cpu"` uses this process's own CPU time instead (with one
+torch thread, close to the wall time on an idle machine, as `python -m engine.profile --clock
+cpu` measures the shipped profile): step latencies and the first-token and finish times of the
+step's requests are then stamped from that clock.
 """
 
 from __future__ import annotations
 
 import time
+
+import torch
 
 from engine.config import EngineConfig
 from engine.decision import Decision, StaticRouter
@@ -68,7 +74,12 @@ class RealBackend:
                 self.engine.validate_decision(decision)
             except ValueError as exc:
                 raise EnvConfigError(f"action {decision.label}: {exc}") from None
-        self.origin = time.monotonic()
+        self.is_cpu_clock = config.real_clock == "cpu"
+        if self.is_cpu_clock and torch.get_num_threads() != 1:
+            raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "
+                                 "several threads is not latency")
+        self.timer = time.process_time if self.is_cpu_clock else time.monotonic
+        self.origin = self.timer()
 
     @property
     def scheduler(self):
@@ -85,10 +96,10 @@ class RealBackend:
             self.engine.abort(request_id)
         self.engine.trackers.reset()
         forget_drafter_history(self.engine)
-        self.origin = time.monotonic()
+        self.origin = self.timer()
 
     def now(self) -> float:
-        return time.monotonic() - self.origin
+        return self.timer() - self.origin
 
     def skip_to(self, t: float) -> None:
         self.origin -= max(0.0, t - self.now())
@@ -105,9 +116,18 @@ class RealBackend:
         """One engine step; each row's request with the number of tokens it committed."""
         self.engine.router = StaticRouter(decision)
         requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
+        started = self.timer()
         outputs = self.engine.step()
         rows = [(requests[o.request_id], len(o.new_token_ids)) for o in outputs]
-        return rows, self.engine.last_step.latency_s
+        if not self.is_cpu_clock:
+            return rows, self.engine.last_step.latency_s
+        ended = self.timer()
+        for request, num_new in rows:
+            if num_new and len(request.output_token_ids) == num_new:
+                request.first_token_time = ended
+            if request.is_finished:
+                request.finish_time = ended
+        return rows, ended - started
 
     def acceptance(self, pairs: list[str]) -> dict[str, float]:
         trackers = self.engine.trackers

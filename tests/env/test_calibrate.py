@@ -16,7 +16,8 @@ def test_calibrate_fits_the_sim_and_reports_sim_vs_real(tmp_path, capsys):
                       "--profile", str(tmp_path / "profile.json"), "--out", str(tmp_path / "acceptance.json"),
                       "--fit-prompts", "6", "--max-new-tokens", "6", "--max-prompt-tokens", "24",
                       "--compare-requests", "2", "--sim-repeats", "2", "--speed-seconds", "0.3",
-                      "--profile-budget-s", "3", "--fit-ks", "2", "4"])
+                      "--profile-budget-s", "3", "--fit-ks", "2", "4",
+                      "--profile-source", "fitted", "--clock", "wall", "--num-threads", "0"])
     assert isinstance(cfg, CalibrateArgs)
     main(cfg)
     report = capsys.readouterr().out

@@ -116,3 +116,27 @@ def test_reset_option_switches_the_workload(sim_kwargs):
     assert {r.category for r in env._episode.requests.values()} == {"humaneval"}
     with pytest.raises(EnvConfigError, match="unknown workload"):
         env.reset(options={"workload": "nope"})
+
+
+def test_real_backend_cpu_clock_needs_one_thread_and_stamps_its_own_time(tiny_engine_factory):
+    import torch
+    kwargs = dict(backend="real", workload=TINY_WORKLOAD, max_model_len=128, engine_factory=tiny_engine_factory,
+                  real_clock="cpu")
+    threads = torch.get_num_threads()
+    if threads != 1:
+        with pytest.raises(EnvConfigError, match="one torch thread"):
+            SpecRouteEnv(**kwargs)
+    torch.set_num_threads(1)
+    try:
+        env = SpecRouteEnv(**kwargs)
+        env.reset(seed=0)
+        busy, done = 0.0, False
+        while not done:
+            _, _, terminated, truncated, info = env.step(1)
+            busy, done = busy + info["latency_s"], terminated or truncated
+        requests = env._episode.requests.values()
+        assert 0 < busy <= env._episode.time
+        assert all(r.arrival_time <= r.first_token_time <= r.finish_time <= env.backend.origin + env._episode.time
+                   for r in requests)
+    finally:
+        torch.set_num_threads(threads)
