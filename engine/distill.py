@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import random
 import sys
 import time
@@ -24,8 +25,10 @@ from tqdm import tqdm
 from engine.distill_data import (SOURCES, data_dir, frequency_ranked_vocab,
                                  generate_teacher_data, render_prompt, split_held_out, training_prompts)
 from engine.distill_loss import evaluate, sparse_kl
-from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
+from engine.draft_model import STORAGE_DTYPES, DraftManifest, architecture_of, build_draft, save_draft
 from engine.models import cache_dir, load_model
+
+EVAL_RESERVE_S = 45.0       # of --max_minutes, kept for the last evaluations and the save
 
 
 @dataclass
@@ -44,11 +47,11 @@ class DistillConfig:
     held_out: float = field(default=0.1, metadata={"help": "fraction of sequences held out for evaluation"})
     steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch_tokens: int = field(default=1024, metadata={"help": "tokens per batch (sequences packed by length)"})
-    lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
     warmup: int = field(default=30, metadata={"help": "warm-up steps"})
-    prompt_weight: float = field(default=1.0, metadata={"help": "loss weight of prompt positions (reply positions weigh 1)"})
+    prompt_weight: float = field(default=0.3, metadata={"help": "loss weight of prompt positions (reply positions weigh 1)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
+    eval_every: int = field(default=50, metadata={"help": "held-out evaluation every N steps"})
     max_minutes: float = field(default=20.0, metadata={"help": "wall-clock cap of the whole run; training stops early to meet it"})
     storage_dtype: str = field(default="bfloat16", metadata={"help": "dtype of the saved weights (loaded as float32)"})
     num_threads: int = field(default=2, metadata={"help": "torch threads (0 keeps torch's default)"})
@@ -123,11 +126,12 @@ def _batches(sequences: list, batch_tokens: int, rng: random.Random) -> list[lis
     return groups
 
 
-def _lr_at(step: int, cfg: DistillConfig) -> float:
+def _lr_at(step: int, time_fraction: float, cfg: DistillConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% over the steps or the time left, whichever runs out first."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
+    progress = min(1.0, max((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), time_fraction))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(progress * math.pi)))
 
 
 def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline: float, log=print) -> dict:
@@ -143,14 +147,15 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
     running, stopped_early = None, False
     bar = tqdm(range(cfg.steps), desc="distill", unit="step", file=sys.stderr)
     for step in bar:
-        if time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if now > deadline:
             stopped_early = True
             log(f"time cap reached after {step} steps; stopping")
             break
         if not queue:
             queue = _batches(train, cfg.batch_tokens, rng)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = _lr_at(step, (now - start) / max(deadline - start, 1e-9), cfg)
         draft.train()
         loss, _ = sparse_kl(draft, queue.pop(), cfg.prompt_weight, with_stats=False)
         optimizer.zero_grad(set_to_none=True)
@@ -202,7 +207,15 @@ def main(cfg: DistillConfig) -> dict:
     log(f"data: {len(train)} train / {len(held_out)} held-out sequences, {num_tokens} tokens "
         f"({num_reply} target-generated), {data_seconds:.0f}s; draft layers {cfg.layer_list}, "
         f"vocabulary {subset.numel() if subset is not None else vocab}")
-    result = train_draft(draft, train, held_out, cfg, deadline, log)
+    result = train_draft(draft, train, held_out, cfg, deadline - EVAL_RESERVE_S, log)
+    if cfg.storage_dtype != "float32":      # evaluate exactly what is shipped: weights rounded for storage
+        with torch.no_grad():
+            for param in draft.parameters():
+                if param.requires_grad:
+                    param.copy_(param.to(STORAGE_DTYPES[cfg.storage_dtype]).float())
+        result["stored_eval"] = evaluate(draft, held_out)
+        log(f"after rounding to {cfg.storage_dtype}: held-out kl {result['stored_eval']['kl']:.3f}, "
+            f"top-1 reply {result['stored_eval']['top1_reply']:.3f}")
     training = dict(
         sources=list(cfg.source_list), num_sequences=len(sequences), num_train=len(train), num_held_out=len(held_out),
         num_tokens=num_tokens, num_reply_tokens=num_reply, excluded="every Spec-Bench turn (MT-bench's 80 questions are Spec-Bench rows 81-160)",
