@@ -41,6 +41,15 @@ def verdict(diff: dict) -> str:
     return "missed" + (" (significant)" if high < 0 else " (within noise)")
 
 
+def _diff(stat: dict) -> str:
+    return f"{stat['mean']:+.3g} [{stat['ci95'][0]:+.3g}, {stat['ci95'][1]:+.3g}]"
+
+
+def _ratio(table: dict, metric: str) -> str:
+    oracle = table["oracle"][metric]["mean"]
+    return f"{table['learned'][metric]['mean'] / oracle:.1%}" if oracle > 0 else "n/a"
+
+
 def targets(results: dict, ope: dict | None) -> list[list[str]]:
     rows = []
     tables = results["workloads"]
@@ -52,27 +61,30 @@ def targets(results: dict, ope: dict | None) -> list[list[str]]:
             if other is None or other not in table:
                 continue
             diff = paired(table, "learned", other)
-            rows.append([f"learned >= {other} ({workload})", f"{diff['mean']:+.3g} [{diff['ci95'][0]:+.3g}, "
-                         f"{diff['ci95'][1]:+.3g}] tok/s", verdict(diff)])
+            rows.append([f"learned >= {other} ({workload})", _diff(diff), verdict(diff),
+                         _diff(paired(table, "learned", other, "tokens_per_s")),
+                         _diff(paired(table, "learned", other, "mean_reward"))])
     learned_sum = oracle_sum = 0.0
     for workload, table in tables.items():
         if "learned" in table and "oracle" in table:
             learned, oracle = table["learned"]["goodput"]["mean"], table["oracle"]["goodput"]["mean"]
             learned_sum, oracle_sum = learned_sum + learned, oracle_sum + oracle
             ratio = learned / oracle if oracle > 0 else float("nan")
-            rows.append([f"learned >= 90% of oracle ({workload})", f"{ratio:.1%}", "met" if ratio >= 0.9 else "missed"])
+            rows.append([f"learned >= 90% of oracle ({workload})", f"{ratio:.1%}", "met" if ratio >= 0.9 else "missed",
+                         _ratio(table, "tokens_per_s"), _ratio(table, "mean_reward")])
     if oracle_sum > 0:
         ratio = learned_sum / oracle_sum
-        rows.append(["learned >= 90% of oracle (all workloads)", f"{ratio:.1%}", "met" if ratio >= 0.9 else "missed"])
+        rows.append(["learned >= 90% of oracle (all workloads)", f"{ratio:.1%}", "met" if ratio >= 0.9 else "missed",
+                     "", ""])
     if ope:
         worst = max(abs(e["relative_error"]) for t in ope["targets"].values() for e in t["estimators"].values())
         best = {name: min(abs(e["relative_error"]) for e in t["estimators"].values())
                 for name, t in ope["targets"].items()}
         rows.append(["OPE error <= 10% in sim (best estimator per target)",
                      ", ".join(f"{n}: {v:.1%}" for n, v in best.items()),
-                     "met" if max(best.values()) <= 0.1 else "missed"])
+                     "met" if max(best.values()) <= 0.1 else "missed", "", ""])
         rows.append(["OPE error <= 10% in sim (every estimator)", f"worst {worst:.1%}",
-                     "met" if worst <= 0.1 else "missed"])
+                     "met" if worst <= 0.1 else "missed", "", ""])
     return rows
 
 
@@ -148,8 +160,11 @@ def write_report(results: dict, cfg, out_dir: Path) -> Path:
         lines += [f"Learned decision time (numpy forward on one observation, {latency['num_calls']} calls, "
                   f"machine load {results['machine'].get('load_average')}): p50 {latency['p50_us']:.0f} us, "
                   f"p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us.", ""]
-    lines += ["## Targets", "", markdown_table(["target", "value (learned - other, 95% CI)", "verdict"],
-                                               targets(results, ope)), ""]
+    lines += ["## Targets", "",
+              "Comparisons are paired over seeds (learned - other, mean [95% CI]); the verdict is on goodput, "
+              "tokens/s and reward per decision are shown alongside.", "",
+              markdown_table(["target", "goodput (tok/s)", "verdict", "tokens/s", "reward/decision"],
+                             targets(results, ope)), ""]
     for workload, rows in results["workloads"].items():
         lines += [f"## {workload}", ""]
         table = []

@@ -40,13 +40,16 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
     command = [sys.executable, "-m", "train_router", "--timesteps", "256", "--n-envs", "1",
                "--n-steps", "128", "--batch-size", "64", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
                "--profile", profile, "--acceptance", acceptance, "--eval-episodes", "1", "--no-progress-bar",
-               "--warm-start-steps", "128"]
+               "--warm-start-steps", "128", "--validation-requests", "4"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     check_checkpoint(out, "ppo", make_sim_env)
     assert "warm start from cost-model" in done.stdout
     warm = json.loads((out / "manifest.json").read_text())["training"]["warm_start_result"]
     assert warm["num_steps"] == 128 and 0.0 <= warm["imitation_accuracy"] <= 1.0
+    selection = json.loads((out / "manifest.json").read_text())["training"]["selection"]
+    assert selection["best_timesteps"] in [h["timesteps"] for h in selection["history"]]
+    assert len(selection["history"]) >= 2 and selection["reference"] == "cost-model"
     evaluation = json.loads((out / "manifest.json").read_text())["evaluation"]
     assert set(evaluation["workloads"]["poisson-high"]) == {"learned", "cost-model", "no-spec"}
 
@@ -55,7 +58,8 @@ def test_dqn_training_exports_its_q_network(tmp_path, agent_sim_files, make_sim_
     profile, acceptance = agent_sim_files
     cfg = TrainConfig(algo="dqn", timesteps=256, n_envs=1, batch_size=32, out=str(tmp_path / "router"),
                       runs_dir=str(tmp_path / "runs"), profile=profile, acceptance=acceptance, eval_episodes=0,
-                      progress_bar=False, workload="sharegpt")
+                      progress_bar=False, workload="sharegpt",
+                      validation_requests=4)
     out = main(cfg)
     check_checkpoint(out, "dqn", make_sim_env)
     assert json.loads((out / "manifest.json").read_text())["network"]["output"] == "q_values"
