@@ -27,6 +27,7 @@ from env.acceptance_model import AcceptanceModel
 from env.config import REPO_ROOT, parse_action, resolve_path
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
 from env.sim_calibration import PromptLength, SimCalibration
+from env.step_time_fit import StepSample, StepTimeFit, fit_profile, fit_scaled
 
 # a verifier feeds up to K + depth tokens; prefill feeds the prompt (extrapolated linearly past 64,
 # where a forward is compute-bound)
@@ -53,12 +54,13 @@ class CalibrateArgs:
         "help": "measured: keep the timed profile (timing what it lacks) and fit a scale and overheads on top; "
                 "fitted: model levels' latency fitted on the engine's own calibration steps"})
     out: str = field(default="", metadata={"help": "output JSON (default: profiles/acceptance_<model>.json)"})
-    fit_prompts: int = field(default=16, metadata={
+    fit_prompts: int = field(default=24, metadata={
         "help": "prompts per chain in the fitting sample (spread over the categories; other prompts for each chain)"})
     max_new_tokens: int = field(default=32, metadata={"help": "most tokens generated per prompt (fitting and comparison)"})
     max_prompt_tokens: int = field(default=128, metadata={"help": "prompts are cut to their last N tokens"})
     fit_ks: list[int] = field(default_factory=lambda: [2, 4, 8], metadata={"help": "K values cycled while fitting"})
-    compare_requests: int = field(default=6, metadata={"help": "requests per comparison workload"})
+    compare_requests: int = field(default=8, metadata={"help": "requests per comparison workload"})
+    real_repeats: int = field(default=2, metadata={"help": "real runs averaged per comparison workload"})
     sim_repeats: int = field(default=8, metadata={"help": "simulated runs averaged per comparison workload"})
     speed_seconds: float = field(default=5.0, metadata={"help": "wall seconds spent measuring the sim's speed"})
     max_batch: int = field(default=16, metadata={"help": "engine max_batch"})
@@ -69,7 +71,7 @@ class CalibrateArgs:
     seed: int = field(default=0, metadata={"help": "seed of prompt sampling and workload windows"})
 
     def __post_init__(self) -> None:
-        for name in ("fit_prompts", "max_new_tokens", "max_prompt_tokens", "compare_requests",
+        for name in ("fit_prompts", "max_new_tokens", "max_prompt_tokens", "compare_requests", "real_repeats",
                      "sim_repeats", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -83,13 +85,6 @@ class CalibrateArgs:
             raise ValueError(f"profile_source must be fitted or measured, got {self.profile_source!r}")
         if self.profile_budget_s <= 0 or self.speed_seconds <= 0:
             raise ValueError("profile_budget_s and speed_seconds must be > 0")
-
-
-@dataclass
-class SimCalibrationTimes:
-    profile_scale: float
-    step_overhead_s: float
-    row_overhead_s: float
 
 
 # ---- the fitting sample -------------------------------------------------------------------------
@@ -145,15 +140,6 @@ class CyclingRouter:
         return decision
 
 
-@dataclass
-class StepSample:
-    """One real engine step: the forwards it ran (level, batch, tokens, context), rows, seconds."""
-
-    forwards: list[tuple[str, int, int, int]]
-    num_rows: int
-    latency_s: float
-
-
 def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: list[int], max_new_tokens: int,
             max_prompt_tokens: int, acceptance: AcceptanceModel, steps: list[StepSample],
             rng: np.random.Generator, clock: str = "wall") -> None:
@@ -196,68 +182,6 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
                 acceptance.observe_pair(f"{pair.drafter}>{pair.verifier}", category, pair.num_proposed, pair.num_accepted)
 
 
-def _forward_features(batch: int, tokens: int, context: int) -> list[float]:
-    """A forward's cost is multilinear in rows, tokens per row and context (weights read once,
-    compute per token, attention per token and cached position)."""
-    return [1.0, batch, batch * tokens, batch * context / 1024, batch * tokens * context / 1024]
-
-
-def _nnls_relative(design: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """Non-negative least squares of the relative error (a prefill step weighs as much as a decode step)."""
-    from scipy.optimize import nnls
-    coef, _ = nnls(design / measured[:, None], np.ones_like(measured))
-    return coef
-
-
-def relative_error(predicted: np.ndarray, measured: np.ndarray) -> float:
-    return float(np.mean(np.abs(predicted / measured - 1)))
-
-
-def fit_scaled(profile, steps: list[StepSample]) -> tuple[SimCalibrationTimes, float]:
-    """Keep the measured profile: measured ~ scale x profile + per-step + per-row x rows."""
-    predicted = np.array([sum(profile.forward_time(*f) for f in s.forwards) for s in steps])
-    rows = np.array([s.num_rows for s in steps], dtype=float)
-    measured = np.array([s.latency_s for s in steps])
-    coef = _nnls_relative(np.stack([predicted, np.ones_like(rows), rows], axis=1), measured)
-    fit = np.stack([predicted, np.ones_like(rows), rows], axis=1) @ coef
-    return SimCalibrationTimes(float(coef[0]), float(coef[1]), float(coef[2])), relative_error(fit, measured)
-
-
-def fit_profile(base, steps: list[StepSample]):
-    """A profile fitted on the engine's own steps: for every model level, forward time =
-    c . (1, b, b t, b c, b t c) (non-negative), plus a per-row overhead; model-free levels keep
-    their measured times. Under CPU contention this matches what the engine really takes,
-    where timing single forwards does not. Returns (profile, per-row seconds, fit error)."""
-    from engine.profile import LatencyProfile, LevelProfile
-    model_levels = sorted({f[0] for s in steps for f in s.forwards if base.levels[f[0]].kind == "model"})
-    columns = 5 * len(model_levels) + 1
-    design = np.zeros((len(steps), columns))
-    known = np.zeros(len(steps))
-    for i, step in enumerate(steps):
-        for level, batch, tokens, context in step.forwards:
-            if level in model_levels:
-                j = 5 * model_levels.index(level)
-                design[i, j:j + 5] += _forward_features(batch, tokens, context)
-            else:
-                known[i] += base.forward_time(level, batch, tokens, context)
-        design[i, -1] = step.num_rows
-    measured = np.array([s.latency_s for s in steps])
-    coef = _nnls_relative(design, np.maximum(measured - known, 0.1 * measured))
-    batches, tokens, contexts = (1, 2, 4, 8, 16), (1, 2, 3, 5, 9, 17, 64, 256), (0, 512, 2048)
-    placeholder = (1,), (1,), (0,)
-    levels = {name: grid for name, grid in base.levels.items()
-              if (grid.batches, grid.tokens, grid.contexts) != placeholder}       # levels no step ran stay out
-    for n, level in enumerate(model_levels):
-        c = coef[5 * n: 5 * n + 5]
-        grid = [[[max(float(np.dot(c, _forward_features(b, t, x))), 1e-6) for x in contexts] for t in tokens]
-                for b in batches]
-        levels[level] = LevelProfile("model", batches, tokens, contexts, grid)
-    meta = {**base.meta, "source": f"env.calibrate: fitted on {len(steps)} engine steps", "fitted_levels": model_levels}
-    profile = LatencyProfile(base.model, levels, meta)
-    fit = design @ coef + known
-    return profile, float(coef[-1]), relative_error(fit, measured)
-
-
 # ---- sim vs real ----------------------------------------------------------------------------------
 def episode_metrics(env, schedule: list[int]) -> dict:
     """Run one episode with the action schedule (cycled); tokens/s over busy time, mean TPOT."""
@@ -279,24 +203,32 @@ def episode_metrics(env, schedule: list[int]) -> dict:
             "busy_s": busy, "wall_s": wall}
 
 
-def compare(real_env, sim_env, schedule: list[int], seed: int, repeats: int) -> tuple[dict, dict]:
-    """The same window (seed) on both backends; the sim averaged over `repeats` acceptance draws."""
-    real_env.reset(seed=seed)
-    real = episode_metrics(real_env, schedule)
+def compare(real_env, sim_env, schedule: list[int], seed: int, repeats: int,
+            real_repeats: int) -> tuple[dict, dict, dict]:
+    """The same window (seed) on both backends: the real engine's mean over `real_repeats` runs
+    (and their relative spread, max/min - 1: how repeatable the real figure itself is), the sim's
+    over `repeats` acceptance draws."""
+    reals = []
+    for _ in range(real_repeats):
+        real_env.reset(seed=seed)
+        reals.append(episode_metrics(real_env, schedule))
+    real = {key: float(np.mean([r[key] for r in reals])) for key in reals[0]}
+    spread = {key: max(r[key] for r in reals) / min(r[key] for r in reals) - 1 for key in ("tokens_per_s", "tpot_s")}
     sims = []
     for j in range(repeats):
         sim_env.reset(seed=seed)
         sim_env.unwrapped.backend.reseed(10_000 + j)
         sims.append(episode_metrics(sim_env, schedule))
     sim = {key: float(np.mean([s[key] for s in sims])) for key in sims[0]}
-    return real, sim
+    return real, sim, spread
 
 
-def sim_speed(sim_env, seconds: float) -> tuple[float, float]:
-    """(env steps per wall second, simulated busy seconds per wall second) under random actions."""
+def sim_speed(sim_env, seconds: float) -> dict:
+    """Env steps per second and simulated busy seconds per second under random actions, per wall
+    second and per CPU second of this process (what an idle machine would give)."""
     rng = np.random.default_rng(0)
     steps, busy, episode = 0, 0.0, 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     sim_env.reset(seed=episode)
     while time.perf_counter() - start < seconds:
         _, _, terminated, truncated, info = sim_env.step(int(rng.integers(sim_env.action_space.n)))
@@ -305,8 +237,8 @@ def sim_speed(sim_env, seconds: float) -> tuple[float, float]:
         if terminated or truncated:
             episode += 1
             sim_env.reset(seed=episode)
-    wall = time.perf_counter() - start
-    return steps / wall, busy / wall
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"steps_per_s": steps / wall, "speedup": busy / wall, "steps_per_cpu_s": steps / cpu, "cpu_speedup": busy / cpu}
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -378,13 +310,14 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     if cfg.profile_source == "fitted":
         profile, per_row, error = fit_profile(base, steps)
         profile.save(profile_path)
-        times = SimCalibrationTimes(1.0, 0.0, per_row)
+        times = StepTimeFit(1.0, 0.0, per_row)
         how = f"profile fitted on the steps, wrote {profile_path}"
     else:
         times, error = fit_scaled(base, steps)
-        how = f"step = {times.profile_scale:.3f} x measured profile + {times.step_overhead_s * 1e3:.1f} ms"
-    calibration.profile_scale, calibration.step_overhead_s, calibration.row_overhead_s = \
-        times.profile_scale, times.step_overhead_s, times.row_overhead_s
+        how = (f"step = {times.profile_scale:.3f} x measured profile (prefill past {times.prefill_tokens} tokens: "
+               f"{times.prefill_scale:.3f} x) + {times.step_overhead_s * 1e3:.1f} ms")
+    for name, value in dataclasses.asdict(times).items():
+        setattr(calibration, name, value)
     print(f"fit: {len(prompts)} prompts on {len(chains)} chains and plain, {len(steps)} steps in {time.perf_counter() - tick:.0f} s; "
           f"{how} + {times.row_overhead_s * 1e3:.2f} ms/row; mean step-time error {100 * error:.1f}%")
     for pair in calibration.acceptance.pairs:
@@ -405,18 +338,22 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
         real_env = SpecRouteEnv(backend="real", engine_factory=lambda: engine, real_clock=cfg.clock, **common)
         sim_env = SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), **common)
         schedule = [real_env.action_labels.index(parse_action(label).label) for label in labels]
-        real, sim = compare(real_env, sim_env, schedule, cfg.seed, cfg.sim_repeats)
-        ratios.append(real["wall_s"] / max(sim["wall_s"], 1e-9))
+        real, sim, spread = compare(real_env, sim_env, schedule, cfg.seed, cfg.sim_repeats, cfg.real_repeats)
+        ratios.append(real["busy_s"] / max(sim["wall_s"], 1e-9))     # engine time vs simulating it
         for backend, metrics in (("real", real), ("sim", sim)):
             print(f"{name:18s} {backend:8s} {metrics['tokens_per_s']:9.2f} {metrics['tpot_s'] * 1e3:8.1f} "
                   f"{metrics['steps']:6.0f} {metrics['wall_s']:8.2f}")
         print(f"{name:18s} {'error':8s} {100 * (sim['tokens_per_s'] / real['tokens_per_s'] - 1):+8.1f}% "
               f"{100 * (sim['tpot_s'] / real['tpot_s'] - 1):+7.1f}%")
+        if cfg.real_repeats > 1:
+            print(f"{name:18s} {'real±':8s} {100 * spread['tokens_per_s']:8.1f}% {100 * spread['tpot_s']:7.1f}%"
+                  f"   (spread between the {cfg.real_repeats} real runs)")
         sim_env.close()
-    steps_per_s, speedup = sim_speed(SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out)),
-                                     cfg.speed_seconds)
-    print(f"\nsim: {steps_per_s:.0f} env steps/s, {speedup:.0f}x real time under random actions "
-          f"(same episodes as real: {min(ratios):.0f}x to {max(ratios):.0f}x faster)")
+    speed = sim_speed(SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out)), cfg.speed_seconds)
+    print(f"\nsim (sharegpt, random actions): {speed['steps_per_s']:.0f} env steps/s and {speed['speedup']:.0f}x "
+          f"real time per wall second; {speed['steps_per_cpu_s']:.0f} steps/s and {speed['cpu_speedup']:.0f}x per "
+          f"CPU second (idle machine); the comparison episodes ran {min(ratios):.0f}x to {max(ratios):.0f}x "
+          f"faster than on the real engine")
     print(f"calibrate took {time.perf_counter() - started:.0f} s")
     return calibration
 

@@ -6,7 +6,7 @@ per-category acceptance models, builds the same `RowResult`/`PairOutcome`s the e
 `run_step` returns, commits placeholder tokens through the same `Scheduler.commit` (so
 max_tokens and context limits act identically) and feeds the same `StepRecord` to the same
 acceptance trackers. The clock advances by the profile's time of the forwards the engine would
-have run (`engine.cost_model.rows_step_time`: grouped by level and padded as the engine's
+have run (`engine.cost_model.rows_forwards`: grouped by level and padded as the engine's
 ragged batches are, including prefill and the lazy catch-up of levels that sat out), scaled and
 plus the per-step overhead that `env.calibrate` fits.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import EngineConfig
-from engine.cost_model import rows_step_time
+from engine.cost_model import rows_forwards
 from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.engine import Engine, StepRecord
@@ -87,8 +87,14 @@ class SimEngine:
         results = [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width])
                    for i, (r, k) in enumerate(zip(batch, ks))]
         cached = [self.cached[r.request_id] for r in batch]
-        forward_s = rows_step_time(self.profile, [r.num_tokens for r in batch], cached, chain, ks, results)
-        latency = self.calibration.step_time_s(forward_s, len(batch))
+        forward_s = prefill_s = 0.0
+        forward_time, split = self.profile.forward_time, self.calibration.prefill_tokens or 1 << 30
+        for call in rows_forwards(self.profile, [r.num_tokens for r in batch], cached, chain, ks, results):
+            if call[2] > split:
+                prefill_s += forward_time(*call)
+            else:
+                forward_s += forward_time(*call)
+        latency = self.calibration.step_time_s(forward_s, len(batch), prefill_s)
         self.clock += latency
         rows: list[tuple[Request, int]] = []
         num_committed = 0

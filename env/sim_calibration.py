@@ -33,6 +33,8 @@ class SimCalibration:
     acceptance: AcceptanceModel = field(default_factory=AcceptanceModel)
     prompt_lengths: dict[str, PromptLength] = field(default_factory=dict)
     profile_scale: float = 1.0          # measured step time / the profile's forward time
+    prefill_scale: float = 1.0          # the same for forwards feeding more than `prefill_tokens` per row
+    prefill_tokens: int = 0             # the profile's largest timed tokens per row (0: no split)
     step_overhead_s: float = 0.0        # per step, whatever the batch
     row_overhead_s: float = 0.0         # per row of the step
 
@@ -42,12 +44,16 @@ class SimCalibration:
         template = round(length.template_tokens) if prompt.is_chat else 0
         return template + max(1, min(keep, math.ceil(len(prompt.text) / length.chars_per_token)))
 
-    def step_time_s(self, forward_s: float, num_rows: int) -> float:
-        """A step's time from the profile's forward time: scaled, plus the engine's overhead."""
-        return self.profile_scale * forward_s + self.step_overhead_s + self.row_overhead_s * num_rows
+    def step_time_s(self, forward_s: float, num_rows: int, prefill_s: float = 0.0) -> float:
+        """A step's time from the profile's forward times, scaled (forwards past the profile's
+        timed token range, i.e. prefill that it extrapolates, have their own scale), plus the
+        engine's overhead outside the forwards."""
+        return (self.profile_scale * forward_s + self.prefill_scale * prefill_s + self.step_overhead_s
+                + self.row_overhead_s * num_rows)
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "model": self.model, "profile_scale": self.profile_scale,
+                "prefill_scale": self.prefill_scale, "prefill_tokens": self.prefill_tokens,
                 "step_overhead_s": self.step_overhead_s, "row_overhead_s": self.row_overhead_s,
                 "prompt_lengths": {c: vars(p).copy() for c, p in self.prompt_lengths.items()},
                 **self.acceptance.to_json()}
@@ -68,5 +74,7 @@ class SimCalibration:
         return cls(model=data["model"], acceptance=AcceptanceModel.from_json(data),
                    prompt_lengths={c: PromptLength(**p) for c, p in data.get("prompt_lengths", {}).items()},
                    profile_scale=float(data.get("profile_scale", 1.0)),
+                   prefill_scale=float(data.get("prefill_scale", 1.0)),
+                   prefill_tokens=int(data.get("prefill_tokens", 0)),
                    step_overhead_s=float(data.get("step_overhead_s", 0.0)),
                    row_overhead_s=float(data.get("row_overhead_s", 0.0)))

@@ -85,6 +85,7 @@ def test_calibration_round_trips_through_json(tmp_path):
     prompt = Prompt("spec_bench", "1", "qa", "x" * 70)
     assert loaded.prompt_tokens(prompt, keep=1000) == 20 + 20 and loaded.prompt_tokens(prompt, keep=5) == 25
     assert loaded.step_time_s(0.1, 4) == pytest.approx(1.3 * 0.1 + 0.01 + 0.004)
+    assert loaded.step_time_s(0.1, 4, prefill_s=0.5) == pytest.approx(1.3 * 0.1 + 0.5 + 0.01 + 0.004)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a specroute-sim-calibration-v1 file"):
         SimCalibration.load(tmp_path / "bad.json")
