@@ -29,6 +29,7 @@ from engine.draft_model import STORAGE_DTYPES, DraftManifest, architecture_of, b
 from engine.models import cache_dir, load_model
 
 EVAL_RESERVE_S = 45.0       # of --max_minutes, kept for the last evaluations and the save
+GENERATION_BATCH = 32       # prompts the target answers together (and the unit of the teacher cache)
 
 
 @dataclass
@@ -40,12 +41,12 @@ class DistillConfig:
     init_layers: str = field(default="0,1", metadata={"help": "comma-separated target layers the draft layers start from"})
     vocab_subset: int = field(default=16384, metadata={"help": "FR-Spec reduced vocabulary size; 0 = full vocabulary"})
     sources: str = field(default=",".join(SOURCES), metadata={"help": "training prompt sources"})
-    num_prompts: int = field(default=320, metadata={"help": "prompts whose target replies form the data"})
+    num_prompts: int = field(default=576, metadata={"help": "prompts whose target replies form the data"})
     max_prompt_tokens: int = field(default=160, metadata={"help": "user turns are cut to this many tokens"})
     max_new_tokens: int = field(default=64, metadata={"help": "length of the target's greedy replies"})
     top_k: int = field(default=32, metadata={"help": "target probabilities kept per position (sparse KL)"})
     held_out: float = field(default=0.1, metadata={"help": "fraction of sequences held out for evaluation"})
-    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    steps: int = field(default=400, metadata={"help": "optimizer steps"})
     batch_tokens: int = field(default=1024, metadata={"help": "tokens per batch (sequences packed by length)"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
     warmup: int = field(default=30, metadata={"help": "warm-up steps"})
@@ -87,27 +88,44 @@ def parse_config(argv: list[str] | None = None) -> DistillConfig:
     return DistillConfig(**vars(parser.parse_args(argv)))
 
 
-def _teacher_data(cfg: DistillConfig, target, log) -> list:
-    """Target replies + sparse targets, from the cache when the same run made them before."""
-    tokenizer = target.tokenizer
-    key_fields = dict(target=target.sha256, sources=cfg.source_list, num_prompts=cfg.num_prompts, seed=cfg.seed,
-                      max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
-                      excluded="spec_bench", version=2)
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
-    cache_file = cache_dir() / "distill" / f"teacher-{key}.pt"
-    if cfg.use_cache and cache_file.exists():
-        log(f"teacher data: cached {cache_file}")
-        return torch.load(cache_file, weights_only=False)
+def encoded_prompts(cfg: DistillConfig, tokenizer) -> list[tuple[str, list[int]]]:
+    """The run's (source, chat-templated prompt ids): `num_prompts` of the sources, shuffled by seed."""
     prompts = training_prompts(cfg.source_list)
     random.Random(cfg.seed).shuffle(prompts)
-    prompts = prompts[: cfg.num_prompts]
-    encoded = [(p.source, render_prompt(tokenizer, p.text, cfg.max_prompt_tokens)) for p in prompts]
+    return [(p.source, render_prompt(tokenizer, p.text, cfg.max_prompt_tokens)) for p in prompts[: cfg.num_prompts]]
+
+
+def teacher_cache_file(target_sha256: str, chunk: list[tuple[str, list[int]]], cfg: DistillConfig):
+    """Where one generation batch's teacher data is cached: keyed by target, prompts and settings,
+    so a run with more prompts (same seed) reuses the batches an earlier run made."""
+    fields = dict(target=target_sha256, prompts=chunk, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, version=3)
+    key = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
+    return cache_dir() / "distill" / f"teacher-{key}.pt"
+
+
+def _teacher_data(cfg: DistillConfig, target, log) -> list:
+    """Target replies + sparse targets per batch of prompts, each batch from the cache when made before."""
+    tokenizer = target.tokenizer
+    encoded = encoded_prompts(cfg, tokenizer)
     eos = {t for t in (tokenizer.eos_token_id, target.model.config.eos_token_id) if t is not None}
-    sequences = generate_teacher_data(target.model, encoded, cfg.max_new_tokens, cfg.top_k, eos,
-                                      batch_size=32, progress=lambda n: None)
-    if cfg.use_cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(sequences, cache_file)
+    sequences, num_cached = [], 0
+    bar = tqdm(total=len(encoded), desc="teacher data", unit="seq", file=sys.stderr)
+    for start in range(0, len(encoded), GENERATION_BATCH):
+        chunk = encoded[start: start + GENERATION_BATCH]
+        cache_file = teacher_cache_file(target.sha256, chunk, cfg)
+        if cfg.use_cache and cache_file.exists():
+            made = torch.load(cache_file, weights_only=False)
+            num_cached += len(made)
+        else:
+            made = generate_teacher_data(target.model, chunk, cfg.max_new_tokens, cfg.top_k, eos,
+                                         batch_size=GENERATION_BATCH)
+            if cfg.use_cache:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(made, cache_file)
+        sequences.extend(made)
+        bar.update(len(chunk))
+    bar.close()
+    log(f"teacher data: {len(sequences)} sequences, {num_cached} of them cached in {cache_dir() / 'distill'}")
     return sequences
 
 

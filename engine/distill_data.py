@@ -14,12 +14,10 @@ import gzip
 import json
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from engine.runner import ModelRunner
 
@@ -118,8 +116,7 @@ def _top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def generate_teacher_data(model, prompts: list[tuple[str, list[int]]], max_new_tokens: int, top_k: int,
-                          eos_ids: set[int], batch_size: int = 16,
-                          progress: Callable | None = None) -> list[TeacherSequence]:
+                          eos_ids: set[int], batch_size: int = 16) -> list[TeacherSequence]:
     """Greedy replies of `model` to each (source, prompt ids), with the top-k targets of every position.
 
     The prompt's targets come from its prefill, the reply's from the decode steps that produced it,
@@ -132,7 +129,6 @@ def generate_teacher_data(model, prompts: list[tuple[str, list[int]]], max_new_t
     max_len = max(len(p) for _, p in prompts) + max_new_tokens + 1
     runner = ModelRunner(model, max_len)
     sequences: list[TeacherSequence] = []
-    bar = tqdm(total=len(prompts), desc="teacher data", unit="seq", disable=progress is None)
     for start in range(0, len(prompts), batch_size):
         group = prompts[start: start + batch_size]
         slots = [runner.cache.allocate_slot() for _ in group]
@@ -165,10 +161,6 @@ def generate_teacher_data(model, prompts: list[tuple[str, list[int]]], max_new_t
             sequences.append(TeacherSequence(source, torch.tensor(ids[row], dtype=torch.long),
                                              torch.cat(tops_i[row]), torch.cat(tops_p[row]), reply_starts[row]))
             runner.cache.free_slot(slots[row])
-        bar.update(len(group))
-        if progress is not None:
-            progress(len(sequences))
-    bar.close()
     return sequences
 
 
