@@ -164,6 +164,10 @@ class EngineLoop:
             stream.deliver(item)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
+        """Observers first (metrics, router state), so a client that sees its last token also
+        sees that step in /metrics; then each request's stream."""
+        if outputs:
+            self._notify("observe_step", self.engine, outputs)
         for output in outputs:
             if output.finished:
                 self._end(output.request_id, output)
@@ -171,8 +175,6 @@ class EngineLoop:
                 stream = self._streams.get(output.request_id)
                 if stream is not None:
                     stream.deliver(output)
-        if outputs:
-            self._notify("observe_step", self.engine, outputs)
 
     def _notify(self, event: str, *args) -> None:
         for observer in self.observers:

@@ -150,13 +150,13 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
 
     Starlette cancels this generator when the client disconnects; `finally` aborts the requests.
     """
-    events: asyncio.Queue[tuple[Choice, str]] = asyncio.Queue()
+    events: asyncio.Queue[tuple[Choice, str, bool]] = asyncio.Queue()    # (choice, text, is its last event)
 
     async def pump(choice: Choice) -> None:
         while not choice.is_finished:
             delta = await choice.next_delta()
             if delta or choice.is_finished:
-                events.put_nowait((choice, delta))
+                events.put_nowait((choice, delta, choice.is_finished))
 
     tasks = [asyncio.create_task(pump(c)) for c in choices]
     try:
@@ -165,15 +165,15 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
                 yield sse(fmt.chunk(choice.index, None, role=True))
         remaining = len(choices)
         while remaining:
-            choice, delta = await events.get()
-            if choice.is_finished:
+            choice, delta, is_last = await events.get()
+            if is_last:
                 remaining -= 1
                 if choice.finish_reason == "error":
                     if delta:
                         yield sse(fmt.chunk(choice.index, delta))
                     yield sse(error_body(f"generation failed: {choice.error}", "internal_error"))
                     continue
-            yield sse(fmt.chunk(choice.index, delta, choice.finish_reason if choice.is_finished else None))
+            yield sse(fmt.chunk(choice.index, delta, choice.finish_reason if is_last else None))
         if include_usage:
             yield sse(fmt.usage_chunk(choices))
         yield sse("[DONE]")
