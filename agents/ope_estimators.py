@@ -70,7 +70,7 @@ class LoggedSteps:
 
 @dataclass
 class OPEConfig:
-    """gamma: FQE discount; ridge: L2 penalty; fqe_iterations: 0 picks 8 / (1 - gamma);
+    """gamma: FQE discount; ridge: L2 penalty; fqe_iterations: 0 picks 5 / (1 - gamma) (gamma^n < 1%);
     bootstrap: resamples for the intervals; seed: bootstrap RNG seed."""
 
     gamma: float = 0.9
@@ -89,7 +89,7 @@ class OPEConfig:
 
     @property
     def num_fqe_iterations(self) -> int:
-        return self.fqe_iterations or int(np.ceil(8.0 / (1.0 - self.gamma)))
+        return self.fqe_iterations or int(np.ceil(5.0 / (1.0 - self.gamma)))
 
 
 class ActionFeatures:

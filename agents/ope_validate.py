@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class ValidateConfig:
-    targets: tuple[str, ...] = field(default=("learned", "cost-model", "no-spec"), metadata={
+    targets: tuple[str, ...] = field(default=("learned", "cost-model", "static:suffix>target@k4"), metadata={
         "help": "target policies (stateless registry names or checkpoint paths)"})
     behaviour: str = field(default="cost-model", metadata={"help": "base of the exploring logging policy"})
     exploration: str = field(default="epsilon", metadata={"help": "epsilon (epsilon-greedy) or softmax"})
