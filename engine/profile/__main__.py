@@ -73,6 +73,16 @@ def parse_args(argv: list[str] | None = None) -> ProfileArgs:
         raise
 
 
+def load_draft_or_model(path: str, target):
+    """A distilled draft checkpoint (manifest.json, checked against the target) or any model path."""
+    from engine.models import load_model
+
+    if (Path(path) / "manifest.json").exists():
+        from engine.draft_model import load_draft
+        return load_draft(path, target)
+    return load_model(path).model
+
+
 def main(cfg: ProfileArgs) -> Path:
     start = time.perf_counter()
     from engine import Engine, EngineConfig
@@ -83,7 +93,7 @@ def main(cfg: ProfileArgs) -> Path:
     drafts = {}
     for spec in cfg.draft:
         name, _, path = spec.partition("=")
-        drafts[name] = load_model(path).model
+        drafts[name] = load_draft_or_model(path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
                                                                  num_threads=cfg.num_threads), drafts=drafts)
     load_s = time.perf_counter() - start
