@@ -1,0 +1,389 @@
+"""Chains benchmark: no speculation, every static (chain, K) and the cost-model router, in one run.
+
+Two parts on one engine with the embedded model (and the trained draft when
+`--draft`/manifest.json exists; without it only the ngram and suffix chains run):
+
+* batch 1: every Spec-Bench prompt runs every column back to back (order rotated per prompt),
+  greedy; each output is checked against plain decoding's (lossless). Tokens/s per category.
+* under load: for each concurrency N a closed loop on the Engine API keeps N requests in flight
+  until the same M requests (distinct prompts) completed; throughput, mean TPOT and TTFT.
+
+Every column gets its own drafter history and acceptance trackers (`ColumnSwitch`), so no column
+learns from another's run of the same prompt; a column's history carries over between its own
+prompts, as a server's would. The cost model is built as the server builds it
+(`serving.launch.build_fallback`: the shipped profile, levels it lacks measured at start-up).
+Writes <results-dir>/<name>.json and .md.
+
+    .venv/bin/python -m bench.bench_chains                  # 13 categories x 1 prompt, 48 tokens
+    .venv/bin/python -m bench.bench_chains --categories qa,coding --max-new-tokens 8 --ks 2 \
+        --concurrency 1,4 --output-name chains_smoke --results-dir /tmp/chains_smoke
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.chains_report import COST_MODEL, PLAIN, render_markdown, summarise
+from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS, machine_info,
+                          process_peak_rss_mb, sample_prompts, write_results)
+from engine import TARGET, Decision, Engine, EngineConfig, FinishReason, SamplingParams, StaticRouter
+from engine.cost_model import decision_grid
+from serving.cli import parse_dataclass
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{flag} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise ValueError(f"--{flag} needs values > 0, got {text!r}")
+    return values
+
+
+@dataclass
+class ChainsBenchArgs:
+    """Benchmark plain decoding, every static (chain, K) and the cost-model router, batch 1 and under load."""
+
+    model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
+    draft: str = field(default="checkpoints/draft", metadata={
+        "help": "trained draft directory; its chains run when it has a manifest.json"})
+    prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category (batch 1)"})
+    categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
+    max_new_tokens: int = field(default=48, metadata={"help": "new tokens per request (greedy; EOS may stop earlier)"})
+    ks: str = field(default="2,4,8", metadata={"help": "K values of every static chain"})
+    concurrency: str = field(default="1,4,16", metadata={"help": "requests in flight in the load part; '' skips it"})
+    requests_per_slot: int = field(default=2, metadata={
+        "help": "the load part completes max(4, this x concurrency) distinct requests per column"})
+    load_columns: str = field(default="best", metadata={
+        "help": "columns under load: 'best' (plain, cost model, each chain at its best K on the batch-1 mix) "
+                "or 'all'", "choices": ["best", "all"]})
+    profile: str = field(default="", metadata={
+        "help": "latency profile of the cost model (default profiles/<model name>.json, as the server)"})
+    profile_budget_s: float = field(default=30.0, metadata={
+        "help": "seconds to measure levels the profile lacks (the draft), as the server does"})
+    slo_tpot_ms: float = field(default=250.0, metadata={"help": "the cost model's TPOT SLO (the server's default)"})
+    seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
+    max_minutes: float = field(default=0.0, metadata={
+        "help": "time limit: batch 1 starts no prompt after 60% of it, the load part no column after it; 0 = none"})
+    output_name: str = field(default="chains", metadata={"help": "writes <results-dir>/<name>.json and .md"})
+    results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
+
+    def __post_init__(self) -> None:
+        if self.prompts_per_category <= 0 or self.max_new_tokens <= 0 or self.requests_per_slot <= 0:
+            raise ValueError("--prompts-per-category, --max-new-tokens and --requests-per-slot must be > 0")
+        if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_ms <= 0:
+            raise ValueError("--num-threads and --max-minutes must be >= 0; --profile-budget-s, --slo-tpot-ms > 0")
+        _int_list(self.ks, "ks")                # bad lists fail here, not after the model loaded
+        if self.concurrency.strip():
+            _int_list(self.concurrency, "concurrency")
+        if self.load_columns not in ("best", "all"):
+            raise ValueError(f"--load-columns must be 'best' or 'all', got {self.load_columns!r}")
+        unknown = sorted(set(self.category_list) - set(SPEC_BENCH_CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
+        if not self.output_name or "/" in self.output_name:
+            raise ValueError("--output-name must be a plain file stem")
+
+    @property
+    def category_list(self) -> list[str]:
+        return [c.strip() for c in self.categories.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
+
+    @property
+    def k_list(self) -> list[int]:
+        return _int_list(self.ks, "ks")
+
+    @property
+    def concurrency_list(self) -> list[int]:
+        return _int_list(self.concurrency, "concurrency") if self.concurrency.strip() else []
+
+    def num_load_requests(self, concurrency: int) -> int:
+        return max(4, self.requests_per_slot * concurrency)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One configuration: a fixed decision (plain or a static chain at K), or the cost-model router."""
+
+    name: str
+    decision: Decision | None = None          # None: the cost-model router
+
+    @property
+    def is_static(self) -> bool:
+        return self.decision is not None and not self.decision.is_plain
+
+    @property
+    def chain(self) -> str:
+        return ">".join(self.decision.chain) if self.is_static else self.name
+
+
+def chains_for(has_draft: bool) -> list[tuple[str, ...]]:
+    chains = [("ngram", TARGET), ("suffix", TARGET)]
+    return chains + [("draft", TARGET), ("ngram", "draft", TARGET)] if has_draft else chains
+
+
+def grid_columns(has_draft: bool, ks: list[int]) -> list[Column]:
+    """Plain, every (chain, K) of the grid, then the cost model."""
+    return [Column(d.label, d) for d in decision_grid(chains_for(has_draft), ks)] + [Column(COST_MODEL)]
+
+
+class TimedRouter:
+    """Wraps a router: adds up the seconds spent deciding (the routing overhead) and what it chose."""
+
+    def __init__(self, router):
+        self.router = router
+        self.decide_s = 0.0
+        self.choices: Counter[str] = Counter()
+
+    def decide(self, engine):
+        start = time.perf_counter()
+        decision = self.router.decide(engine)
+        self.decide_s += time.perf_counter() - start
+        for d in decision if isinstance(decision, (list, tuple)) else [decision]:
+            self.choices[d.label] += 1
+        return decision
+
+
+class ColumnSwitch:
+    """Per column, its own drafters (suffix history) and acceptance trackers on one shared engine."""
+
+    def __init__(self, engine: Engine, cost_router):
+        self.engine = engine
+        self.cost_router = cost_router
+        self._blank = (copy.deepcopy(engine.drafters), copy.deepcopy(engine.trackers))
+        self._states: dict[str, tuple] = {}
+
+    def activate(self, column: Column) -> TimedRouter:
+        """Install `column`'s state and a fresh timed router on the engine; return the router."""
+        state = self._states.get(column.name)
+        if state is None:
+            state = self._states[column.name] = copy.deepcopy(self._blank)
+        self.engine.drafters, self.engine.trackers = state
+        router = TimedRouter(self.cost_router if column.decision is None else StaticRouter(column.decision))
+        self.engine.router = router
+        return router
+
+    def forget(self) -> None:
+        """Every column starts again from empty history and prior acceptance."""
+        self._states.clear()
+
+
+def run_one(engine: Engine, ids: list[int], max_new_tokens: int) -> tuple[list[int], float, int, float]:
+    """One request to completion alone: (tokens, seconds, steps, seconds inside engine.step)."""
+    start = time.perf_counter()
+    engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))
+    tokens, num_steps, step_s = [], 0, 0.0
+    while engine.has_unfinished:
+        for output in engine.step():
+            if output.finished:
+                if output.finish_reason is FinishReason.ERROR:
+                    raise RuntimeError(f"request failed: {output.error}")
+                tokens = output.output_token_ids
+        num_steps += 1
+        step_s += engine.last_step.latency_s
+    return tokens, time.perf_counter() - start, num_steps, step_s
+
+
+def run_batch1(switch: ColumnSwitch, columns: list[Column], prompts: list[tuple[BenchPrompt, list[int]]],
+               max_new_tokens: int, deadline: float | None) -> list[dict]:
+    """Every column on every prompt, back to back in a rotated order; outputs compared with plain."""
+    records = []
+    for index, (prompt, ids) in enumerate(prompts):
+        if deadline is not None and time.perf_counter() > deadline:
+            print(f"time limit reached after {index} of {len(prompts)} prompts", flush=True)
+            break
+        shift = index % len(columns)
+        runs = {}
+        for column in columns[shift:] + columns[:shift]:
+            router = switch.activate(column)
+            tokens, elapsed, steps, step_s = run_one(switch.engine, ids, max_new_tokens)
+            runs[column.name] = (tokens, elapsed, steps, step_s, router)
+        reference = runs[PLAIN][0]
+        for column in columns:
+            tokens, elapsed, steps, step_s, router = runs[column.name]
+            records.append(dict(config=column.name, question_id=prompt.question_id, category=prompt.category,
+                                num_prompt_tokens=len(ids), num_tokens=len(tokens), elapsed_s=elapsed,
+                                num_steps=steps, step_s=step_s, decide_s=router.decide_s,
+                                choices=dict(router.choices), is_identical_to_plain=tokens == reference))
+            print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {column.name:<24} {len(tokens):>4} tok "
+                  f"{len(tokens) / elapsed:6.2f} tok/s {'' if tokens == reference else 'DIFFERS FROM PLAIN'}",
+                  flush=True)
+    return records
+
+
+def run_load(switch: ColumnSwitch, column: Column, requests: list[list[int]], concurrency: int,
+             max_new_tokens: int) -> tuple[dict, list[list[int]]]:
+    """Closed loop: keep `concurrency` requests in flight until every one of `requests` completed.
+    Returns the figures and each request's output tokens (in request order)."""
+    engine = switch.engine
+    switch.forget()
+    router = switch.activate(column)
+    pending = deque(enumerate(requests))
+    in_flight: dict[str, int] = {}
+    submitted, first_token, finished = {}, {}, {}
+    outputs: list[list[int]] = [[] for _ in requests]
+    num_steps, step_s, batch_rows = 0, 0.0, 0
+    start = time.perf_counter()
+    while pending or in_flight:
+        while pending and len(in_flight) < concurrency:
+            index, ids = pending.popleft()
+            in_flight[engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))] = index
+            submitted[index] = time.perf_counter()
+        step_outputs = engine.step()
+        now = time.perf_counter()
+        num_steps += 1
+        step_s += engine.last_step.latency_s
+        batch_rows += engine.last_step.batch_size
+        for output in step_outputs:
+            index = in_flight[output.request_id]
+            if output.new_token_ids and index not in first_token:
+                first_token[index] = now
+            if output.finished:
+                if output.finish_reason is FinishReason.ERROR:
+                    raise RuntimeError(f"request failed: {output.error}")
+                finished[index] = now
+                outputs[index] = output.output_token_ids
+                del in_flight[output.request_id]
+    elapsed = time.perf_counter() - start
+    tpots = [(finished[i] - first_token[i]) / (len(out) - 1) for i, out in enumerate(outputs) if len(out) > 1]
+    ttfts = [first_token[i] - submitted[i] for i in first_token]
+    num_tokens = sum(len(out) for out in outputs)
+    return dict(config=column.name, concurrency=concurrency, num_requests=len(requests), num_tokens=num_tokens,
+                elapsed_s=elapsed, tokens_per_s=num_tokens / elapsed,
+                mean_tpot_ms=1000 * sum(tpots) / len(tpots) if tpots else None,
+                mean_ttft_ms=1000 * sum(ttfts) / len(ttfts) if ttfts else None,
+                num_steps=num_steps, mean_batch=batch_rows / num_steps if num_steps else 0.0,
+                step_s=step_s, decide_s=router.decide_s, choices=dict(router.choices)), outputs
+
+
+def load_column_set(columns: list[Column], records: list[dict], which: str) -> list[Column]:
+    """'all', or plain + the cost model + each chain at its fastest K on the batch-1 mix."""
+    if which == "all" or not records:
+        return columns
+    speed = {}
+    for column in columns:
+        runs = [r for r in records if r["config"] == column.name]
+        seconds = sum(r["elapsed_s"] for r in runs)
+        speed[column.name] = sum(r["num_tokens"] for r in runs) / seconds if seconds else 0.0
+    best: dict[str, Column] = {}
+    for column in columns:
+        if column.is_static and (column.chain not in best or speed[column.name] > speed[best[column.chain].name]):
+            best[column.chain] = column
+    chosen = {PLAIN, COST_MODEL} | {c.name for c in best.values()}
+    return [c for c in columns if c.name in chosen]
+
+
+def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],
+               load_prompts: list[list[int]], cfg: ChainsBenchArgs, has_draft: bool, began: float) -> dict:
+    """The benchmark on a built engine (tests call it with tiny models): batch 1, then under load."""
+    columns = grid_columns(has_draft, cfg.k_list)
+    switch = ColumnSwitch(engine, cost_router)
+    for column in columns:                  # warm-up: first calls allocate caches and pick kernels
+        switch.activate(column)
+        run_one(engine, prompts[0][1], 4)
+    switch.forget()
+    limit = 60 * cfg.max_minutes if cfg.max_minutes else None
+    print(f"batch 1: {len(prompts)} prompts x {len(columns)} columns: {', '.join(c.name for c in columns)}",
+          flush=True)
+    records = run_batch1(switch, columns, prompts, cfg.max_new_tokens, began + 0.6 * limit if limit else None)
+
+    load_cols = load_column_set(columns, records, cfg.load_columns)
+    load_rows, rss = [], {}
+    peak = PeakRSS()
+    for concurrency in cfg.concurrency_list:
+        requests = load_prompts[:cfg.num_load_requests(concurrency)]
+        if concurrency == max(cfg.concurrency_list):
+            peak.reset()
+        plain_outputs = None
+        for column in load_cols:
+            if limit and time.perf_counter() - began > limit:
+                print(f"time limit reached: load column {column.name} at concurrency {concurrency} skipped", flush=True)
+                continue
+            row, outputs = run_load(switch, column, requests, concurrency, cfg.max_new_tokens)
+            plain_outputs = outputs if column.name == PLAIN else plain_outputs
+            row["num_identical_to_plain"] = (sum(a == b for a, b in zip(outputs, plain_outputs))
+                                             if plain_outputs is not None else None)
+            load_rows.append(row)
+            print(f"[load c={concurrency:<2} {len(requests)} req] {column.name:<24} {row['tokens_per_s']:7.2f} tok/s "
+                  f"TPOT {row['mean_tpot_ms'] or 0:7.1f} ms  batch {row['mean_batch']:.1f}", flush=True)
+        if concurrency == max(cfg.concurrency_list):
+            rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed)
+    return dict(has_draft=has_draft, columns=[c.name for c in columns], load_columns=[c.name for c in load_cols],
+                chains={c.name: c.chain for c in columns if c.is_static},
+                num_prompts_planned=len(prompts), rss_at_max_concurrency=rss,
+                process_peak_rss_mb=process_peak_rss_mb(), batch1_runs=records, load_runs=load_rows,
+                **summarise(records, load_rows, columns, rss))
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
+    """The server's cost model: its action list, profile and SLO (serving.launch.build_fallback)."""
+    from serving.config import ServerConfig
+    from serving.launch import build_fallback, default_actions
+
+    server = ServerConfig(profile=cfg.profile, profile_budget_s=cfg.profile_budget_s, slo_tpot_ms=cfg.slo_tpot_ms)
+    return build_fallback(engine, server, default_actions(engine), model_name)
+
+
+def main(cfg: ChainsBenchArgs) -> dict:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from engine.models import load_model
+
+    hf_logging.set_verbosity_error()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    began = time.perf_counter()
+    machine_start = machine_info()
+    loaded = load_model(cfg.model)
+    draft_path = Path(cfg.draft) if Path(cfg.draft).is_absolute() else REPO_ROOT / cfg.draft
+    drafts = {}
+    if (draft_path / "manifest.json").exists():
+        from engine.draft_model import load_draft
+        drafts["draft"] = load_draft(draft_path, loaded)
+    else:
+        print(f"no trained draft at {draft_path} (no manifest.json): only the ngram and suffix chains run",
+              flush=True)
+    prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
+    encoded = [(p, encode(loaded.tokenizer, p.text)) for p in prompts]
+    num_load = max((cfg.num_load_requests(c) for c in cfg.concurrency_list), default=0)
+    per_category = -(-num_load // len(cfg.category_list))
+    load_prompts = [encode(loaded.tokenizer, p.text) for p in
+                    sample_prompts(per_category, cfg.category_list, cfg.seed + 1)[:num_load]] if num_load else []
+    max_batch = max(cfg.concurrency_list, default=1)
+    longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
+    max_len = max(2048, longest + cfg.max_new_tokens + 16)
+    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=max_batch, max_model_len=max_len,
+                                                                 max_num_tokens=max_len * max_batch), drafts=drafts)
+    cost_router = build_cost_router(engine, cfg, loaded.name)
+    print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
+          f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "
+          f"{cfg.concurrency_list} over {num_load} distinct prompts", flush=True)
+    results = run_chains(engine, cost_router, encoded, load_prompts, cfg, bool(drafts), began)
+    data = {"command": " ".join(["python -m bench.bench_chains", *sys.argv[1:]]),
+            "args": vars(cfg),
+            "model": loaded.name, "model_sha256": loaded.sha256, "draft": str(draft_path) if drafts else None,
+            "cost_model_decisions": [d.label for d in cost_router.cost_model.decisions],
+            "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
+            **results}
+    json_path, md_path = write_results(cfg.output_name, data, render_markdown(data),
+                                       Path(cfg.results_dir) if cfg.results_dir else None)
+    print(md_path.read_text(), flush=True)
+    print(f"wrote {json_path} and {md_path}", flush=True)
+    return data
+
+
+if __name__ == "__main__":
+    main(parse_dataclass(ChainsBenchArgs))

@@ -1,0 +1,65 @@
+"""bench/bench_chains.py's core on the tiny target and drafts: lossless columns, the result structure."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.bench_chains import (ChainsBenchArgs, build_cost_router, grid_columns, load_column_set,
+                                run_chains)
+from bench.chains_report import render_markdown
+from bench.common import BenchPrompt
+
+
+def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer, tmp_path):
+    cfg = ChainsBenchArgs(categories="qa,coding", max_new_tokens=6, ks="2", concurrency="1,2",
+                          profile=str(tmp_path / "absent.json"), profile_budget_s=1.0, load_columns="all")
+    engine = make_engine(max_batch=2)
+    cost_router = build_cost_router(engine, cfg, "tiny")
+    texts = {"qa": "what is a cat? a cat is a cat.", "coding": "def f(x): return x + x + x"}
+    prompts = [(BenchPrompt(i, c, t), tokenizer.encode(t, add_special_tokens=False))
+               for i, (c, t) in enumerate(texts.items())]
+    load_prompts = [tokenizer.encode(t, add_special_tokens=False) for t in ["abc abc abc", "hello hello", *texts.values()]]
+
+    data = run_chains(engine, cost_router, prompts, load_prompts, cfg, has_draft=True, began=time.perf_counter())
+
+    assert data["columns"] == ["plain", "ngram>target@k2", "suffix>target@k2", "draft>target@k2",
+                               "ngram>draft>target@k2", "cost-model"]
+    assert len(data["batch1_runs"]) == 2 * 6
+    assert all(run["is_identical_to_plain"] for run in data["batch1_runs"])
+    assert data["targets"]["lossless_batch1"]["is_met"] is True
+    assert set(data["categories"]) == {"qa", "coding"}
+    assert data["mixed"]["best_static"] in data["chains"]
+    assert set(data["mixed"]["best_k_per_chain"]) == {"ngram>target", "suffix>target", "draft>target",
+                                                      "ngram>draft>target"}
+    assert data["mixed"]["three_level_x_best_two_level"] > 0
+    assert [block["concurrency"] for block in data["load"]] == [1, 2]
+    for block in data["load"]:
+        assert {r["config"] for r in block["rows"]} == set(data["columns"])
+        assert all(r["num_tokens"] > 0 and r["num_requests"] == 4 for r in block["rows"])
+    assert sum(data["cost_model_choices"].values()) > 0
+    assert data["decision_overhead"]["all"] is not None
+    assert data["rss_at_max_concurrency"]["concurrency"] == 2
+    markdown = render_markdown({**data, "model": "tiny", "command": "test", "args": vars(cfg), "wall_s": 1.0,
+                                "machine_start": {}, "machine_end": {}})
+    assert "3-level / best 2-level" in markdown and "lossless_batch1: 12/12 -> **met**" in markdown
+
+
+def test_load_columns_best_keeps_plain_cost_model_and_each_chains_fastest_k():
+    columns = grid_columns(False, [2, 4])
+    speeds = {"plain": 10, "ngram>target@k2": 12, "ngram>target@k4": 15, "suffix>target@k2": 11,
+              "suffix>target@k4": 9, "cost-model": 14}
+    records = [dict(config=name, num_tokens=speed, elapsed_s=1.0) for name, speed in speeds.items()]
+    chosen = [c.name for c in load_column_set(columns, records, "best")]
+    assert chosen == ["plain", "ngram>target@k4", "suffix>target@k2", "cost-model"]
+    assert load_column_set(columns, records, "all") == columns
+
+
+def test_args_reject_bad_values():
+    with pytest.raises(ValueError, match="ks"):
+        ChainsBenchArgs(ks="2,x")
+    with pytest.raises(ValueError, match="concurrency"):
+        ChainsBenchArgs(concurrency="0")
+    with pytest.raises(ValueError, match="unknown categories"):
+        ChainsBenchArgs(categories="poetry")
