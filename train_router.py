@@ -305,5 +305,5 @@ def main(cfg: TrainConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from agents.arguments import parse_dataclass
+    from engine.dataclass_args import parse_dataclass
     main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))

@@ -197,5 +197,5 @@ def main(cfg: EvaluateConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from agents.arguments import parse_dataclass
+    from engine.dataclass_args import parse_dataclass
     main(parse_dataclass(EvaluateConfig, description="Evaluate every router on every workload in the simulator."))

@@ -27,7 +27,7 @@ import torch
 from bench.common import REPO_ROOT, SPEC_BENCH_CATEGORIES, machine_info, sample_prompts, write_results
 from bench.draft_report import render_markdown, summarise
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
-from serving.cli import parse_dataclass
+from engine.dataclass_args import parse_dataclass
 
 
 @dataclass

@@ -25,7 +25,7 @@ from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS
                           process_peak_rss_mb, sample_prompts, write_results)
 from bench.engine_report import aggregate, merge_results, render_markdown
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
-from serving.cli import parse_dataclass
+from engine.dataclass_args import parse_dataclass
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pathlib import Path
 
 
 from bench.common import RESULTS_DIR, machine_info, markdown_table, write_results
+from engine.dataclass_args import parse_dataclass
 from env.config import DEFAULT_ACTIONS, parse_action
-from serving.cli import parse_dataclass
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 

@@ -12,10 +12,10 @@ import dataclasses
 import json
 import sys
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
 from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.sampling import SamplingParams
@@ -221,31 +221,12 @@ def list_chains() -> None:
 
 
 # ---- command line ---------------------------------------------------------------------------
-def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--flag` per dataclass field, help from its metadata; bools get --x/--no-x."""
-    hints = typing.get_type_hints(cls)
-    for spec in dataclasses.fields(cls):
-        kind = hints[spec.name]
-        inner = [a for a in typing.get_args(kind) if a is not type(None)]
-        if typing.get_origin(kind) is not list and inner:
-            kind = inner[0]
-        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
-        kwargs: dict = {"dest": spec.name, "default": default, "help": spec.metadata.get("help", "")}
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is list:
-            kwargs.update(action="extend", nargs="+", type=typing.get_args(kind)[0])
-        else:
-            kwargs["type"] = kind
-        parser.add_argument("--" + spec.name.replace("_", "-"), **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.strip().splitlines()[0])
+    parser = DataclassArgumentParser(prog=PROG, description=__doc__.strip().splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     generate_parser = commands.add_parser("generate", help=GenerateArgs.__doc__.strip().splitlines()[0],
                                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_fields(generate_parser, GenerateArgs)
+    add_dataclass_arguments(generate_parser, GenerateArgs)
     commands.add_parser("chains", help="list the levels a chain may use")
     return parser
 

@@ -9,7 +9,6 @@ Held-out KL and top-1 agreement are printed as it goes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from engine.dataclass_args import parse_dataclass
 from engine.distill_data import (SOURCES, data_dir, frequency_ranked_vocab,
                                  generate_teacher_data, render_prompt, split_held_out, training_prompts)
 from engine.distill_loss import evaluate, sparse_kl
@@ -77,15 +77,7 @@ class DistillConfig:
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
-    parser = argparse.ArgumentParser(prog="python -m engine.distill", description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(DistillConfig):
-        if f.type in ("bool", bool):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
-                                help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"])
-    return DistillConfig(**vars(parser.parse_args(argv)))
+    return parse_dataclass(DistillConfig, argv, __doc__.split("\n")[0], prog="python -m engine.distill")
 
 
 def encoded_prompts(cfg: DistillConfig, tokenizer) -> list[tuple[str, list[int]]]:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.dataclass_args import parse_dataclass
 from env.acceptance_model import AcceptanceModel
 from env.config import REPO_ROOT, parse_action, resolve_path
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
@@ -359,23 +359,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
 
 
 def parse_args(argv: list[str] | None = None) -> CalibrateArgs:
-    parser = argparse.ArgumentParser(description=CalibrateArgs.__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(CalibrateArgs):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
-        elif isinstance(default, list):
-            parser.add_argument(flag, type=int, nargs="+", default=default, help=f.metadata["help"])
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=f.metadata["help"])
-    namespace = parser.parse_args(argv)
-    try:
-        return CalibrateArgs(**vars(namespace))
-    except ValueError as error:
-        parser.error(str(error))
-        raise
+    return parse_dataclass(CalibrateArgs, argv, CalibrateArgs.__doc__)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 
-from serving.cli import parse_dataclass
+from engine.dataclass_args import parse_dataclass
 from serving.config import ServerConfig
 
 

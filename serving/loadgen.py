@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from engine.dataclass_args import parse_dataclass
 from env.prompt_sources import Prompt
 from env.workloads import WorkloadSpec, build_window
-from serving.cli import parse_dataclass
 from serving.loadgen_report import format_table, summarize
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.dataclass_args import parse_dataclass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,23 +54,7 @@ class ProfileArgs:
 
 
 def parse_args(argv: list[str] | None = None) -> ProfileArgs:
-    parser = argparse.ArgumentParser(description=ProfileArgs.__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(ProfileArgs):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if f.name == "draft":
-            parser.add_argument(flag, action="append", default=[], help=f.metadata["help"])
-        elif isinstance(default, list):
-            parser.add_argument(flag, type=int, nargs="+", default=default, help=f.metadata["help"])
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=f.metadata["help"])
-    namespace = parser.parse_args(argv)
-    try:
-        return ProfileArgs(**vars(namespace))
-    except ValueError as error:
-        parser.error(str(error))
-        raise
+    return parse_dataclass(ProfileArgs, argv, ProfileArgs.__doc__)
 
 
 def load_draft_or_model(path: str, target):

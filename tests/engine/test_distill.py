@@ -101,15 +101,16 @@ def test_prompt_weight_zero_trains_on_reply_positions_only(tokenizer):
     assert stats["num_reply"] == 6 and stats["num"] == len(sequences[0].token_ids) - 1
 
 
-def test_config_rejects_bad_values():
+def test_config_rejects_bad_values(capsys):
     with pytest.raises(ValueError, match="init_layers"):
         DistillConfig(init_layers="0,x")
     with pytest.raises(ValueError, match="held_out"):
         DistillConfig(held_out=1.5)
     with pytest.raises(ValueError, match="prompt_weight"):
         DistillConfig(prompt_weight=2.0)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(SystemExit) as exit_info:        # a usage error on the command line, not a traceback
         parse_config(["--steps", "0"])
+    assert exit_info.value.code == 2 and "steps must be > 0" in capsys.readouterr().err
     assert parse_config(["--no-use_cache", "--vocab_subset", "0"]).use_cache is False
 
 
