@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import REPO_ROOT, SPEC_BENCH_CATEGORIES, machine_info, sample_prompts, write_results
+from bench.common import (REPO_ROOT, check_spec_bench_args, machine_info, parse_categories, sample_prompts,
+                          write_results)
 from bench.draft_report import render_markdown, summarise
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
@@ -49,8 +50,7 @@ class DraftBenchArgs:
     results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
 
     def __post_init__(self) -> None:
-        if self.prompts_per_category <= 0 or self.max_new_tokens <= 0:
-            raise ValueError("--prompts-per-category and --max-new-tokens must be > 0")
+        check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
         if self.num_threads < 0 or self.max_minutes < 0:
             raise ValueError("--num-threads and --max-minutes must be >= 0")
         for name in ("draft_ks", "ngram_ks"):
@@ -60,15 +60,10 @@ class DraftBenchArgs:
                 raise ValueError(f"--{name.replace('_', '-')} must be comma-separated integers") from None
             if not ks or min(ks) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} needs K values > 0")
-        unknown = sorted(set(self.category_list) - set(SPEC_BENCH_CATEGORIES))
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
-        if not self.output_name or "/" in self.output_name:
-            raise ValueError("--output-name must be a plain file stem")
 
     @property
     def category_list(self) -> list[str]:
-        return [c.strip() for c in self.categories.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
+        return parse_categories(self.categories)
 
 
 @dataclass(frozen=True)

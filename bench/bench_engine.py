@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS, machine_info,
+from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, machine_info, parse_categories,
                           process_peak_rss_mb, sample_prompts, write_results)
 from bench.engine_report import aggregate, merge_results, render_markdown
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
@@ -53,19 +53,13 @@ class BenchArgs:
                 "instead of running; for runs over disjoint prompts with the same settings"})
 
     def __post_init__(self) -> None:
-        if self.prompts_per_category <= 0 or self.max_new_tokens <= 0:
-            raise ValueError("--prompts-per-category and --max-new-tokens must be > 0")
+        check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
         if self.ngram_max_match <= 0 or min(self.num_threads, self.max_minutes, self.first_prompt) < 0:
             raise ValueError("--ngram-max-match must be > 0; --num-threads, --max-minutes, --first-prompt >= 0")
-        unknown = sorted(set(self.category_list) - set(SPEC_BENCH_CATEGORIES))
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
-        if not self.output_name or "/" in self.output_name:
-            raise ValueError("--output-name must be a plain file stem")
 
     @property
     def category_list(self) -> list[str]:
-        return [c.strip() for c in self.categories.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
+        return parse_categories(self.categories)
 
 
 @dataclass(frozen=True)

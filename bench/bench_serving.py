@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-from bench.common import RESULTS_DIR, machine_info, markdown_table, write_results
+from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, write_results
 from engine.dataclass_args import parse_dataclass
 from env.config import DEFAULT_ACTIONS, parse_action
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
@@ -67,8 +67,7 @@ class BenchServingArgs:
             parse_action(self.static)
         if any(r <= 0 for r in self.rate_list) or self.duration_s <= 0 or self.max_minutes <= 0:
             raise ValueError("rates, duration and max_minutes must be > 0")
-        if not self.output_name or "/" in self.output_name:
-            raise ValueError("--output-name must be a plain file stem")
+        check_output_name(self.output_name)
 
     @property
     def router_list(self) -> list[str]:

@@ -65,6 +65,28 @@ def sample_prompts(per_category: int, categories: list[str] | None = None, seed:
     return [picked[c][i] for i in range(per_category) for c in categories]
 
 
+# ---- arguments ------------------------------------------------------------------------------
+def parse_categories(text: str) -> list[str]:
+    """Comma-separated Spec-Bench categories in the order given; empty means all 13."""
+    return [c.strip() for c in text.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
+
+
+def check_spec_bench_args(prompts_per_category: int, max_new_tokens: int, categories: str, output_name: str) -> None:
+    """The checks every Spec-Bench benchmark's arguments share: a ValueError naming the flag."""
+    if prompts_per_category <= 0 or max_new_tokens <= 0:
+        raise ValueError("--prompts-per-category and --max-new-tokens must be > 0")
+    unknown = sorted(set(parse_categories(categories)) - set(SPEC_BENCH_CATEGORIES))
+    if unknown:
+        raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
+    check_output_name(output_name)
+
+
+def check_output_name(name: str) -> None:
+    """Result files are <results dir>/<name>.json and .md: the name must be a plain file stem."""
+    if not name or "/" in name:
+        raise ValueError("--output-name must be a plain file stem")
+
+
 # ---- memory ---------------------------------------------------------------------------------
 class PeakRSS:
     """Peak resident memory of this process over a window.

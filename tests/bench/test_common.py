@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bench.common import SPEC_BENCH_CATEGORIES, PeakRSS, markdown_table, sample_prompts, write_results
+from bench.common import (SPEC_BENCH_CATEGORIES, PeakRSS, check_spec_bench_args, markdown_table, parse_categories,
+                          sample_prompts, write_results)
 
 
 def test_sample_prompts_covers_all_13_categories_round_robin():
@@ -39,3 +40,14 @@ def test_write_results_round_trips(tmp_path):
     assert json.loads(json_path.read_text()) == {"value": 1}
     assert md_path.read_text().splitlines() == ["| config | tokens/s | acceptance |", "|---|---:|---:|",
                                                 "| a | 12.3 | n/a |", "| b | 1234 | 0.5 |"]
+
+
+def test_shared_benchmark_arguments_are_checked_alike():
+    assert parse_categories("") == list(SPEC_BENCH_CATEGORIES)
+    assert parse_categories(" qa, writing ,") == ["qa", "writing"]
+    check_spec_bench_args(1, 16, "qa,writing", "smoke")
+    for args, message in (((0, 16, "", "x"), "--prompts-per-category"), ((1, 0, "", "x"), "--max-new-tokens"),
+                          ((1, 16, "qa,poetry", "x"), "unknown categories \\['poetry'\\]"),
+                          ((1, 16, "", "a/b"), "--output-name"), ((1, 16, "", ""), "--output-name")):
+        with pytest.raises(ValueError, match=message):
+            check_spec_bench_args(*args)

@@ -63,7 +63,8 @@ def test_underscore_spellings_work_like_dashed_ones():
 
 
 def test_positional_fields():
-    assert parse_dataclass(Positional, ["logs.jsonl", "--seed", "4"], positional=("logs",)) == Positional("logs.jsonl", 4)
+    cfg = parse_dataclass(Positional, ["logs.jsonl", "--seed", "4"], positional=("logs",))
+    assert cfg == Positional("logs.jsonl", 4)
 
 
 @pytest.mark.parametrize("argv, message", [
