@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chains_report import COST_MODEL, PLAIN, render_markdown, summarise
-from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS, machine_info,
+from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS, load_spec_bench, machine_info,
                           process_peak_rss_mb, sample_prompts, write_results)
 from engine import TARGET, Decision, Engine, EngineConfig, FinishReason, SamplingParams, StaticRouter
 from engine.cost_model import decision_grid
@@ -60,6 +60,9 @@ class ChainsBenchArgs:
     concurrency: str = field(default="1,4,16", metadata={"help": "requests in flight in the load part; '' skips it"})
     requests_per_slot: int = field(default=2, metadata={
         "help": "the load part completes max(4, this x concurrency) distinct requests per column"})
+    max_load_prompt_tokens: int = field(default=512, metadata={
+        "help": "the load part leaves out longer prompts (0 = none): the engine pads a batched prefill to its "
+                "longest row, so admitting one long prompt costs a batch-wide forward whatever the router does"})
     load_columns: str = field(default="best", metadata={
         "help": "columns under load: 'best' (plain, cost model, each chain at its best K on the batch-1 mix) "
                 "or 'all'", "choices": ["best", "all"]})
@@ -78,6 +81,8 @@ class ChainsBenchArgs:
     def __post_init__(self) -> None:
         if self.prompts_per_category <= 0 or self.max_new_tokens <= 0 or self.requests_per_slot <= 0:
             raise ValueError("--prompts-per-category, --max-new-tokens and --requests-per-slot must be > 0")
+        if self.max_load_prompt_tokens < 0:
+            raise ValueError("--max-load-prompt-tokens must be >= 0")
         if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_ms <= 0:
             raise ValueError("--num-threads and --max-minutes must be >= 0; --profile-budget-s, --slo-tpot-ms > 0")
         _int_list(self.ks, "ks")                # bad lists fail here, not after the model loaded
@@ -282,6 +287,9 @@ def load_column_set(columns: list[Column], records: list[dict], which: str) -> l
 def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],
                load_prompts: list[list[int]], cfg: ChainsBenchArgs, has_draft: bool, began: float) -> dict:
     """The benchmark on a built engine (tests call it with tiny models): batch 1, then under load."""
+    import psutil
+
+    rss_before_mb = psutil.Process().memory_info().rss / 2**20    # model(s) loaded, engine built, no request yet
     columns = grid_columns(has_draft, cfg.k_list)
     switch = ColumnSwitch(engine, cost_router)
     for column in columns:                  # warm-up: first calls allocate caches and pick kernels
@@ -313,10 +321,11 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
             print(f"[load c={concurrency:<2} {len(requests)} req] {column.name:<24} {row['tokens_per_s']:7.2f} tok/s "
                   f"TPOT {row['mean_tpot_ms'] or 0:7.1f} ms  batch {row['mean_batch']:.1f}", flush=True)
         if concurrency == max(cfg.concurrency_list):
-            rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed)
+            rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed,
+                       max_prompt_tokens=max(len(ids) for ids in requests))
     return dict(has_draft=has_draft, columns=[c.name for c in columns], load_columns=[c.name for c in load_cols],
                 chains={c.name: c.chain for c in columns if c.is_static},
-                num_prompts_planned=len(prompts), rss_at_max_concurrency=rss,
+                num_prompts_planned=len(prompts), rss_before_runs_mb=rss_before_mb, rss_at_max_concurrency=rss,
                 process_peak_rss_mb=process_peak_rss_mb(), batch1_runs=records, load_runs=load_rows,
                 **summarise(records, load_rows, columns, rss))
 
@@ -325,6 +334,23 @@ def encode(tokenizer, text: str) -> list[int]:
     encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                             tokenize=True)
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def select_load_prompts(cfg: ChainsBenchArgs, tokenizer) -> list[list[int]]:
+    """The distinct requests of the load part: as many as the highest concurrency needs, round-robin
+    over the categories (seed + 1: not the batch-1 sample), none longer than --max-load-prompt-tokens."""
+    num_load = max((cfg.num_load_requests(c) for c in cfg.concurrency_list), default=0)
+    if not num_load:
+        return []
+    sizes = Counter(p.category for p in load_spec_bench())
+    per_category = min(min(sizes[c] for c in cfg.category_list), -(-2 * num_load // len(cfg.category_list)))
+    encoded = [encode(tokenizer, p.text) for p in sample_prompts(per_category, cfg.category_list, cfg.seed + 1)]
+    kept = [ids for ids in encoded if not cfg.max_load_prompt_tokens or len(ids) <= cfg.max_load_prompt_tokens]
+    if len(kept) < num_load:
+        raise ValueError(f"the load part needs {num_load} distinct prompts of at most {cfg.max_load_prompt_tokens} "
+                         f"tokens; categories {cfg.category_list} have {len(kept)}: add categories, lower "
+                         "--requests-per-slot or raise --max-load-prompt-tokens")
+    return kept[:num_load]
 
 
 def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
@@ -358,10 +384,7 @@ def main(cfg: ChainsBenchArgs) -> dict:
               flush=True)
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [(p, encode(loaded.tokenizer, p.text)) for p in prompts]
-    num_load = max((cfg.num_load_requests(c) for c in cfg.concurrency_list), default=0)
-    per_category = -(-num_load // len(cfg.category_list))
-    load_prompts = [encode(loaded.tokenizer, p.text) for p in
-                    sample_prompts(per_category, cfg.category_list, cfg.seed + 1)[:num_load]] if num_load else []
+    load_prompts = select_load_prompts(cfg, loaded.tokenizer)
     max_batch = max(cfg.concurrency_list, default=1)
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
     max_len = max(2048, longest + cfg.max_new_tokens + 16)
@@ -370,7 +393,7 @@ def main(cfg: ChainsBenchArgs) -> dict:
     cost_router = build_cost_router(engine, cfg, loaded.name)
     print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
           f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "
-          f"{cfg.concurrency_list} over {num_load} distinct prompts", flush=True)
+          f"{cfg.concurrency_list} over {len(load_prompts)} distinct prompts", flush=True)
     results = run_chains(engine, cost_router, encoded, load_prompts, cfg, bool(drafts), began)
     data = {"command": " ".join(["python -m bench.bench_chains", *sys.argv[1:]]),
             "args": vars(cfg),

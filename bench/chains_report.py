@@ -164,7 +164,9 @@ def render_markdown(data: dict) -> str:
                                    "n/a" if r["num_identical_to_plain"] is None
                                    else f"{r['num_identical_to_plain']}/{r['num_requests']}"]
                                   for block in data["load"] for r in block["rows"]]), "",
-                  "Columns under load: " + ", ".join(data["load_columns"]) + ". Outputs under load may differ from "
+                  "Columns under load: " + ", ".join(data["load_columns"]) + ". Requests: distinct Spec-Bench "
+                  f"prompts of at most {data['args'].get('max_load_prompt_tokens') or 'any number of'} tokens (the "
+                  "engine pads a batched prefill to its longest row). Outputs under load may differ from "
                   "plain's where batching changes float rounding (greedy ties); batch 1 is the losslessness check.", ""]
     overhead, lossless, rss = data["decision_overhead"], data["lossless"], data["rss_at_max_concurrency"]
     lines += ["## Overheads, memory, losslessness", "",
@@ -174,7 +176,9 @@ def render_markdown(data: dict) -> str:
               f"{_choice_text(data['cost_model_load_choices'])}.",
               f"- Peak RSS at concurrency {rss.get('concurrency', 'n/a')} (model"
               f"{' + draft' if data['has_draft'] else ''}, {'window of that part' if rss.get('is_windowed') else 'process'}):"
-              f" {rss.get('peak_rss_mb', 0):.0f} MiB; process peak {data['process_peak_rss_mb']:.0f} MiB.",
+              f" {rss.get('peak_rss_mb', 0):.0f} MiB with prompts up to {rss.get('max_prompt_tokens', 'n/a')} tokens; "
+              f"{data['rss_before_runs_mb']:.0f} MiB resident before the first request; "
+              f"process peak (loading included) {data['process_peak_rss_mb']:.0f} MiB.",
               f"- Lossless at batch 1: {lossless['batch1_identical']}/{lossless['batch1_runs']} runs identical to plain; "
               f"under load {lossless['load_identical']}/{lossless['load_requests']} requests.", "",
               "## Targets (issue 4 item 7)", ""]
