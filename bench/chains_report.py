@@ -185,7 +185,7 @@ def render_markdown(data: dict) -> str:
     for name, target in data["targets"].items():
         verdict = {True: "met", False: "NOT met", None: "not measured"}[target["is_met"]]
         value = target["value"]
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         extra = {k: v for k, v in target.items() if k not in ("value", "is_met")}
         lines.append(f"- {name}: {shown} -> **{verdict}**{' ' + str(extra) if extra else ''}")
     return "\n".join(lines)
