@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chains_report import COST_MODEL, PLAIN, render_markdown, summarise
-from bench.common import (REPO_ROOT, SPEC_BENCH_CATEGORIES, BenchPrompt, PeakRSS, load_spec_bench, machine_info,
-                          process_peak_rss_mb, sample_prompts, write_results)
+from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
+                          parse_categories, process_peak_rss_mb, sample_prompts, write_results)
 from engine import TARGET, Decision, Engine, EngineConfig, FinishReason, SamplingParams, StaticRouter
 from engine.cost_model import decision_grid
-from serving.cli import parse_dataclass
+from engine.dataclass_args import parse_dataclass
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -74,13 +74,14 @@ class ChainsBenchArgs:
     seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     max_minutes: float = field(default=0.0, metadata={
-        "help": "time limit: batch 1 starts no prompt after 60% of it, the load part no column after it; 0 = none"})
+        "help": "time limit: batch 1 starts no prompt after 0.6 of it, the load part no column after all of it; 0 = none"})
     output_name: str = field(default="chains", metadata={"help": "writes <results-dir>/<name>.json and .md"})
     results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
 
     def __post_init__(self) -> None:
-        if self.prompts_per_category <= 0 or self.max_new_tokens <= 0 or self.requests_per_slot <= 0:
-            raise ValueError("--prompts-per-category, --max-new-tokens and --requests-per-slot must be > 0")
+        check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
+        if self.requests_per_slot <= 0:
+            raise ValueError("--requests-per-slot must be > 0")
         if self.max_load_prompt_tokens < 0:
             raise ValueError("--max-load-prompt-tokens must be >= 0")
         if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_ms <= 0:
@@ -90,15 +91,10 @@ class ChainsBenchArgs:
             _int_list(self.concurrency, "concurrency")
         if self.load_columns not in ("best", "all"):
             raise ValueError(f"--load-columns must be 'best' or 'all', got {self.load_columns!r}")
-        unknown = sorted(set(self.category_list) - set(SPEC_BENCH_CATEGORIES))
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
-        if not self.output_name or "/" in self.output_name:
-            raise ValueError("--output-name must be a plain file stem")
 
     @property
     def category_list(self) -> list[str]:
-        return [c.strip() for c in self.categories.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
+        return parse_categories(self.categories)
 
     @property
     def k_list(self) -> list[int]:
