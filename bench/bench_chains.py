@@ -21,18 +21,17 @@ Writes <results-dir>/<name>.json and .md.
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.chains_report import COST_MODEL, PLAIN, render_markdown, summarise
+from bench.chains_report import PLAIN, render_markdown, summarise
+from bench.chains_runs import ColumnSwitch, grid_columns, load_column_set, run_batch1, run_load, run_one
 from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
                           parse_categories, process_peak_rss_mb, sample_prompts, write_results)
-from engine import TARGET, Decision, Engine, EngineConfig, FinishReason, SamplingParams, StaticRouter
-from engine.cost_model import decision_grid
+from engine import Engine, EngineConfig
 from engine.dataclass_args import parse_dataclass
 
 
@@ -106,178 +105,6 @@ class ChainsBenchArgs:
 
     def num_load_requests(self, concurrency: int) -> int:
         return max(4, self.requests_per_slot * concurrency)
-
-
-@dataclass(frozen=True)
-class Column:
-    """One configuration: a fixed decision (plain or a static chain at K), or the cost-model router."""
-
-    name: str
-    decision: Decision | None = None          # None: the cost-model router
-
-    @property
-    def is_static(self) -> bool:
-        return self.decision is not None and not self.decision.is_plain
-
-    @property
-    def chain(self) -> str:
-        return ">".join(self.decision.chain) if self.is_static else self.name
-
-
-def chains_for(has_draft: bool) -> list[tuple[str, ...]]:
-    chains = [("ngram", TARGET), ("suffix", TARGET)]
-    return chains + [("draft", TARGET), ("ngram", "draft", TARGET)] if has_draft else chains
-
-
-def grid_columns(has_draft: bool, ks: list[int]) -> list[Column]:
-    """Plain, every (chain, K) of the grid, then the cost model."""
-    return [Column(d.label, d) for d in decision_grid(chains_for(has_draft), ks)] + [Column(COST_MODEL)]
-
-
-class TimedRouter:
-    """Wraps a router: adds up the seconds spent deciding (the routing overhead) and what it chose."""
-
-    def __init__(self, router):
-        self.router = router
-        self.decide_s = 0.0
-        self.choices: Counter[str] = Counter()
-
-    def decide(self, engine):
-        start = time.perf_counter()
-        decision = self.router.decide(engine)
-        self.decide_s += time.perf_counter() - start
-        for d in decision if isinstance(decision, (list, tuple)) else [decision]:
-            self.choices[d.label] += 1
-        return decision
-
-
-class ColumnSwitch:
-    """Per column, its own drafters (suffix history) and acceptance trackers on one shared engine."""
-
-    def __init__(self, engine: Engine, cost_router):
-        self.engine = engine
-        self.cost_router = cost_router
-        self._blank = (copy.deepcopy(engine.drafters), copy.deepcopy(engine.trackers))
-        self._states: dict[str, tuple] = {}
-
-    def activate(self, column: Column) -> TimedRouter:
-        """Install `column`'s state and a fresh timed router on the engine; return the router."""
-        state = self._states.get(column.name)
-        if state is None:
-            state = self._states[column.name] = copy.deepcopy(self._blank)
-        self.engine.drafters, self.engine.trackers = state
-        router = TimedRouter(self.cost_router if column.decision is None else StaticRouter(column.decision))
-        self.engine.router = router
-        return router
-
-    def forget(self) -> None:
-        """Every column starts again from empty history and prior acceptance."""
-        self._states.clear()
-
-
-def run_one(engine: Engine, ids: list[int], max_new_tokens: int) -> tuple[list[int], float, int, float]:
-    """One request to completion alone: (tokens, seconds, steps, seconds inside engine.step)."""
-    start = time.perf_counter()
-    engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))
-    tokens, num_steps, step_s = [], 0, 0.0
-    while engine.has_unfinished:
-        for output in engine.step():
-            if output.finished:
-                if output.finish_reason is FinishReason.ERROR:
-                    raise RuntimeError(f"request failed: {output.error}")
-                tokens = output.output_token_ids
-        num_steps += 1
-        step_s += engine.last_step.latency_s
-    return tokens, time.perf_counter() - start, num_steps, step_s
-
-
-def run_batch1(switch: ColumnSwitch, columns: list[Column], prompts: list[tuple[BenchPrompt, list[int]]],
-               max_new_tokens: int, deadline: float | None) -> list[dict]:
-    """Every column on every prompt, back to back in a rotated order; outputs compared with plain."""
-    records = []
-    for index, (prompt, ids) in enumerate(prompts):
-        if deadline is not None and time.perf_counter() > deadline:
-            print(f"time limit reached after {index} of {len(prompts)} prompts", flush=True)
-            break
-        shift = index % len(columns)
-        runs = {}
-        for column in columns[shift:] + columns[:shift]:
-            router = switch.activate(column)
-            tokens, elapsed, steps, step_s = run_one(switch.engine, ids, max_new_tokens)
-            runs[column.name] = (tokens, elapsed, steps, step_s, router)
-        reference = runs[PLAIN][0]
-        for column in columns:
-            tokens, elapsed, steps, step_s, router = runs[column.name]
-            records.append(dict(config=column.name, question_id=prompt.question_id, category=prompt.category,
-                                num_prompt_tokens=len(ids), num_tokens=len(tokens), elapsed_s=elapsed,
-                                num_steps=steps, step_s=step_s, decide_s=router.decide_s,
-                                choices=dict(router.choices), is_identical_to_plain=tokens == reference))
-            print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {column.name:<24} {len(tokens):>4} tok "
-                  f"{len(tokens) / elapsed:6.2f} tok/s {'' if tokens == reference else 'DIFFERS FROM PLAIN'}",
-                  flush=True)
-    return records
-
-
-def run_load(switch: ColumnSwitch, column: Column, requests: list[list[int]], concurrency: int,
-             max_new_tokens: int) -> tuple[dict, list[list[int]]]:
-    """Closed loop: keep `concurrency` requests in flight until every one of `requests` completed.
-    Returns the figures and each request's output tokens (in request order)."""
-    engine = switch.engine
-    switch.forget()
-    router = switch.activate(column)
-    pending = deque(enumerate(requests))
-    in_flight: dict[str, int] = {}
-    submitted, first_token, finished = {}, {}, {}
-    outputs: list[list[int]] = [[] for _ in requests]
-    num_steps, step_s, batch_rows = 0, 0.0, 0
-    start = time.perf_counter()
-    while pending or in_flight:
-        while pending and len(in_flight) < concurrency:
-            index, ids = pending.popleft()
-            in_flight[engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))] = index
-            submitted[index] = time.perf_counter()
-        step_outputs = engine.step()
-        now = time.perf_counter()
-        num_steps += 1
-        step_s += engine.last_step.latency_s
-        batch_rows += engine.last_step.batch_size
-        for output in step_outputs:
-            index = in_flight[output.request_id]
-            if output.new_token_ids and index not in first_token:
-                first_token[index] = now
-            if output.finished:
-                if output.finish_reason is FinishReason.ERROR:
-                    raise RuntimeError(f"request failed: {output.error}")
-                finished[index] = now
-                outputs[index] = output.output_token_ids
-                del in_flight[output.request_id]
-    elapsed = time.perf_counter() - start
-    tpots = [(finished[i] - first_token[i]) / (len(out) - 1) for i, out in enumerate(outputs) if len(out) > 1]
-    ttfts = [first_token[i] - submitted[i] for i in first_token]
-    num_tokens = sum(len(out) for out in outputs)
-    return dict(config=column.name, concurrency=concurrency, num_requests=len(requests), num_tokens=num_tokens,
-                elapsed_s=elapsed, tokens_per_s=num_tokens / elapsed,
-                mean_tpot_ms=1000 * sum(tpots) / len(tpots) if tpots else None,
-                mean_ttft_ms=1000 * sum(ttfts) / len(ttfts) if ttfts else None,
-                num_steps=num_steps, mean_batch=batch_rows / num_steps if num_steps else 0.0,
-                step_s=step_s, decide_s=router.decide_s, choices=dict(router.choices)), outputs
-
-
-def load_column_set(columns: list[Column], records: list[dict], which: str) -> list[Column]:
-    """'all', or plain + the cost model + each chain at its fastest K on the batch-1 mix."""
-    if which == "all" or not records:
-        return columns
-    speed = {}
-    for column in columns:
-        runs = [r for r in records if r["config"] == column.name]
-        seconds = sum(r["elapsed_s"] for r in runs)
-        speed[column.name] = sum(r["num_tokens"] for r in runs) / seconds if seconds else 0.0
-    best: dict[str, Column] = {}
-    for column in columns:
-        if column.is_static and (column.chain not in best or speed[column.name] > speed[best[column.chain].name]):
-            best[column.chain] = column
-    chosen = {PLAIN, COST_MODEL} | {c.name for c in best.values()}
-    return [c for c in columns if c.name in chosen]
 
 
 def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],
