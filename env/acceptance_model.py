@@ -139,6 +139,17 @@ class AcceptanceModel:
             self._curves[key] = curve
         return self._curves[key]
 
+    def per_token_acceptance(self) -> dict[str, float]:
+        """Pooled P(accept a proposed token | the ones before it were), per fitted pair: the
+        trackers' estimate, so it seeds their priors (a router then starts from measured
+        acceptance instead of a guess it may never test)."""
+        rates = {}
+        for pair in self.pairs:
+            if self.has_pair(pair):
+                pooled = self._pooled(pair)
+                rates[pair] = sum(pooled.accepts) / sum(pooled.trials)
+        return rates
+
     def mean_acceptance(self, pair: str, category: str = POOLED) -> float:
         """Token-level acceptance rate (accepted / proposed tokens), for reports."""
         counts = self._pooled(pair) if category == POOLED else self.pairs[pair][category]

@@ -22,6 +22,7 @@ from engine.sampling import SamplingParams
 from engine.sequence import Request
 from env.config import EnvConfig, EnvConfigError, resolve_path
 from env.prompt_sources import Prompt
+from env.sim_calibration import SimCalibration
 from env.workloads import WorkloadRequest
 
 DRAFT_NAME = "draft"
@@ -74,6 +75,10 @@ class RealBackend:
                 self.engine.validate_decision(decision)
             except ValueError as exc:
                 raise EnvConfigError(f"action {decision.label}: {exc}") from None
+        acceptance_path = resolve_path(config.acceptance)
+        if config.engine_factory is None and acceptance_path.exists():
+            # trackers start from the fitted acceptance, as the simulator's and the server's do
+            self.engine.trackers.priors.update(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
         self.is_cpu_clock = config.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "

@@ -40,7 +40,8 @@ class SimEngine:
         self.profile = profile
         self.calibration = calibration
         self.scheduler = Scheduler(config, set(), None)
-        self.trackers = AcceptanceTrackers()
+        # seeded with the fitted acceptance, as the server's trackers are (serving.launch)
+        self.trackers = AcceptanceTrackers(priors=calibration.acceptance.per_token_acceptance())
         self.rng = np.random.default_rng(seed)
         self.clock = 0.0
         self.last_step = StepRecord()

@@ -18,6 +18,7 @@ from engine.cost_model import CostModel, CostModelRouter, decision_grid
 from engine.profile import LatencyProfile, ProfileError, measure_profile
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
 from env.load_stats import LoadStats
+from env.sim_calibration import SimCalibration
 from env.observation import observation_spec
 from serving.app import ServingState
 from serving.config import ServerConfig
@@ -101,6 +102,19 @@ def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> Laten
         return engine.profile
 
 
+def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
+    """Start the trackers from the acceptance `python -m env.calibrate` measured (the simulator
+    starts from it too): with a flat guess the cost model may rule out a chain it never tries."""
+    path = resolve_path(f"profiles/acceptance_{model_name}.json")
+    if not path.exists():
+        return
+    try:
+        engine.trackers.priors.update(SimCalibration.load(path).acceptance.per_token_acceptance())
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("acceptance models %s are unusable (%s): trackers start from %.2f", path, exc,
+                       engine.trackers.prior)
+
+
 def build_fallback(engine: Engine, config: ServerConfig, actions: list[Decision], model_name: str) -> CostModelRouter:
     """The cost model, used whenever the learned policy is unavailable or untrusted."""
     cost_model = CostModel(load_profile(engine, config, model_name), fallback_decisions(engine, actions),
@@ -112,6 +126,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
                      profile_name: str | None = None) -> ServingState:
     """Wrap `engine` with the guarded router (fallback: the cost model unless one is given), the
     observers and the engine loop. `profile_name` names the default profile file."""
+    seed_acceptance_priors(engine, profile_name or model_name)
     metrics = ServingMetrics(model_name)
     learned, error = load_policy(engine, config) if config.router == "learned" else (None, None)
     actions = learned.decisions() if learned is not None else default_actions(engine)

@@ -89,3 +89,13 @@ def test_calibration_round_trips_through_json(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a specroute-sim-calibration-v1 file"):
         SimCalibration.load(tmp_path / "bad.json")
+
+
+def test_per_token_acceptance_is_the_trackers_estimate_pooled_over_categories():
+    model = AcceptanceModel()
+    model.observe_pair("draft>target", "qa", 4, 4)        # 4 accepted, no rejection
+    model.observe_pair("draft>target", "coding", 4, 1)    # 1 accepted, then a rejection
+    model.observe_pair("ngram>target", "qa", 2, 0)
+    rates = model.per_token_acceptance()
+    assert rates["draft>target"] == pytest.approx(5 / 6)   # accepted / (accepted + rejections)
+    assert rates["ngram>target"] == 0.0

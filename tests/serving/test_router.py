@@ -135,3 +135,24 @@ def test_fixed_router_modes_route_every_step_with_that_decision(make_engine, mod
 def test_an_unknown_router_mode_is_refused():
     with pytest.raises(ValueError, match="plain"):
         ServerConfig(router="warp>target@4x")
+
+
+def test_trackers_start_from_the_calibrated_acceptance(make_engine):
+    from env.sim_calibration import SimCalibration
+    from serving.launch import seed_acceptance_priors
+
+    engine = make_engine(("ngram", "target"), 2)
+    seed_acceptance_priors(engine, "SmolLM2-135M-Instruct")
+    from env.config import resolve_path
+
+    fitted = SimCalibration.load(resolve_path("profiles/acceptance_SmolLM2-135M-Instruct.json")).acceptance.per_token_acceptance()
+    assert fitted and engine.trackers.priors == fitted
+    assert engine.trackers.acceptance("ngram>target") == pytest.approx(fitted["ngram>target"])
+
+
+def test_a_model_without_calibration_keeps_the_flat_prior(make_engine):
+    from serving.launch import seed_acceptance_priors
+
+    engine = make_engine(("ngram", "target"), 2)
+    seed_acceptance_priors(engine, "no-such-model")
+    assert engine.trackers.priors == {} and engine.trackers.acceptance("ngram>target") == engine.trackers.prior
