@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chains_report import PLAIN, render_markdown, summarise
+from bench.bench_models import encode_chat, load_target_and_draft
 from bench.chains_runs import ColumnSwitch, grid_columns, load_column_set, run_batch1, run_load, run_one
-from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
+from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
                           parse_categories, process_peak_rss_mb, sample_prompts, write_results)
 from engine import Engine, EngineConfig
 from engine.dataclass_args import parse_dataclass
@@ -153,12 +154,6 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
                 **summarise(records, load_rows, columns, rss))
 
 
-def encode(tokenizer, text: str) -> list[int]:
-    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                            tokenize=True)
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
-
-
 def select_load_prompts(cfg: ChainsBenchArgs, tokenizer) -> list[list[int]]:
     """The distinct requests of the load part: as many as the highest concurrency needs, round-robin
     over the categories (seed + 1: not the batch-1 sample), none longer than --max-load-prompt-tokens."""
@@ -167,7 +162,7 @@ def select_load_prompts(cfg: ChainsBenchArgs, tokenizer) -> list[list[int]]:
         return []
     sizes = Counter(p.category for p in load_spec_bench())
     per_category = min(min(sizes[c] for c in cfg.category_list), -(-2 * num_load // len(cfg.category_list)))
-    encoded = [encode(tokenizer, p.text) for p in sample_prompts(per_category, cfg.category_list, cfg.seed + 1)]
+    encoded = [encode_chat(tokenizer, p.text) for p in sample_prompts(per_category, cfg.category_list, cfg.seed + 1)]
     kept = [ids for ids in encoded if not cfg.max_load_prompt_tokens or len(ids) <= cfg.max_load_prompt_tokens]
     if len(kept) < num_load:
         raise ValueError(f"the load part needs {num_load} distinct prompts of at most {cfg.max_load_prompt_tokens} "
@@ -179,9 +174,10 @@ def select_load_prompts(cfg: ChainsBenchArgs, tokenizer) -> list[list[int]]:
 def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
     """The server's cost model: its action list, profile and SLO (serving.launch.build_fallback)."""
     from serving.config import ServerConfig
-    from serving.launch import build_fallback, default_actions
+    from serving.launch import build_fallback, default_actions, seed_acceptance_priors
 
     server = ServerConfig(profile=cfg.profile, profile_budget_s=cfg.profile_budget_s, slo_tpot_ms=cfg.slo_tpot_ms)
+    seed_acceptance_priors(engine, model_name)          # as the server's trackers start
     return build_fallback(engine, server, default_actions(engine), model_name)
 
 
@@ -189,24 +185,14 @@ def main(cfg: ChainsBenchArgs) -> dict:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from engine.models import load_model
-
     hf_logging.set_verbosity_error()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     began = time.perf_counter()
     machine_start = machine_info()
-    loaded = load_model(cfg.model)
-    draft_path = Path(cfg.draft) if Path(cfg.draft).is_absolute() else REPO_ROOT / cfg.draft
-    drafts = {}
-    if (draft_path / "manifest.json").exists():
-        from engine.draft_model import load_draft
-        drafts["draft"] = load_draft(draft_path, loaded)
-    else:
-        print(f"no trained draft at {draft_path} (no manifest.json): only the ngram and suffix chains run",
-              flush=True)
+    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=False)
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
-    encoded = [(p, encode(loaded.tokenizer, p.text)) for p in prompts]
+    encoded = [(p, encode_chat(loaded.tokenizer, p.text)) for p in prompts]
     load_prompts = select_load_prompts(cfg, loaded.tokenizer)
     max_batch = max(cfg.concurrency_list, default=1)
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (REPO_ROOT, check_spec_bench_args, machine_info, parse_categories, sample_prompts,
+from bench.common import (check_spec_bench_args, machine_info, parse_categories, sample_prompts,
                           write_results)
+from bench.bench_models import encode_chat, load_target_and_draft
 from bench.draft_report import render_markdown, summarise
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
@@ -181,29 +182,22 @@ def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 
     return rows
 
 
-def encode(tokenizer, text: str) -> list[int]:
-    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
-
-
 def main(cfg: DraftBenchArgs) -> dict:
     from transformers.utils import logging as hf_logging
 
-    from engine.draft_model import load_draft, read_manifest
-    from engine.models import load_model
+    from engine.draft_model import read_manifest
 
     hf_logging.set_verbosity_error()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     began = time.perf_counter()
     machine_start = machine_info()
-    loaded = load_model(cfg.model)
-    draft_path = Path(cfg.draft) if Path(cfg.draft).is_absolute() else REPO_ROOT / cfg.draft
-    draft = load_draft(draft_path, loaded)
+    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=True)
+    draft = drafts["draft"]
     manifest = read_manifest(draft_path)
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
-    encoded = [encode(tokenizer, p.text) for p in prompts]
+    encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
     engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len), drafts={"draft": draft})
     eos = model.generation_config.eos_token_id
@@ -219,7 +213,7 @@ def main(cfg: DraftBenchArgs) -> dict:
             return tokens, elapsed, {}
         return run_engine(engine, ids, column, max_new)
 
-    warm = encode(tokenizer, "Say hello three times.")
+    warm = encode_chat(tokenizer, "Say hello three times.")
     for column in cols:
         run(column, warm, 8)
 

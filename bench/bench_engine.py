@@ -17,10 +17,10 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from bench.bench_models import encode_chat
 from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, machine_info, parse_categories,
                           process_peak_rss_mb, sample_prompts, write_results)
 from bench.engine_report import aggregate, merge_results, render_markdown
@@ -202,12 +202,6 @@ def explain_mismatch(model, tokenizer, ids: list[int], reference: list[int], oth
     return info
 
 
-def encode(tokenizer, prompt: BenchPrompt) -> list[int]:
-    encoded = tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
-                                            add_generation_prompt=True, tokenize=True)
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
-
-
 def run_prompt(prompt: BenchPrompt, ids: list[int], order: list[BenchConfig], run, model, tokenizer,
                label: str) -> list[RunRecord]:
     """Every config on one prompt, back to back; then compare each output with HF greedy."""
@@ -258,7 +252,7 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)[cfg.first_prompt:]
     if not prompts:
         raise ValueError(f"--first-prompt {cfg.first_prompt} skips every sampled prompt")
-    encoded = [encode(tokenizer, p) for p in prompts]
+    encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
     # suffix history off: every prompt is replayed once per config, so remembered outputs would leak answers
     engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len, ngram_max_match=cfg.ngram_max_match,
@@ -277,7 +271,7 @@ def run_benchmark(cfg: BenchArgs) -> dict:
             return run_hf(model, counter, ids, config, max_new, cfg.ngram_max_match)
         return run_ours(engine, ids, config, max_new)
 
-    warm_ids = encode(tokenizer, BenchPrompt(0, "warmup", "Say hello and repeat: hello hello hello."))
+    warm_ids = encode_chat(tokenizer, "Say hello and repeat: hello hello hello.")
     for config in configs:                     # warm-up: first calls allocate caches and pick kernels
         run(config, warm_ids, 8)
 

@@ -1,0 +1,31 @@
+"""Loading the embedded model (and its trained draft) and encoding prompts, as every benchmark does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.common import REPO_ROOT
+
+
+def encode_chat(tokenizer, text: str) -> list[int]:
+    """One user turn rendered with the model's chat template, ready for generation."""
+    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def load_target_and_draft(model: str, draft: str, required: bool):
+    """(LoadedModel, {"draft": model} or {}, resolved draft path). A draft directory without a
+    manifest is an error when `required`, else the benchmark runs without it (and says so)."""
+    from engine.models import load_model
+
+    loaded = load_model(model)
+    draft_path = Path(draft) if Path(draft).is_absolute() else REPO_ROOT / draft
+    if not (draft_path / "manifest.json").exists():
+        if required:
+            raise FileNotFoundError(f"no trained draft at {draft_path} (no manifest.json); "
+                                    "train one with `python -m engine.distill`")
+        print(f"no trained draft at {draft_path} (no manifest.json): only the ngram and suffix chains run", flush=True)
+        return loaded, {}, draft_path
+    from engine.draft_model import load_draft
+    return loaded, {"draft": load_draft(draft_path, loaded)}, draft_path
