@@ -83,11 +83,8 @@ class TrainConfig:
 
     @property
     def env_kwargs(self) -> dict:
-        kwargs = {"backend": "sim"}
-        if self.profile:
-            kwargs["profile"] = self.profile
-        if self.acceptance:
-            kwargs["acceptance"] = self.acceptance
+        from agents.scenarios import sim_env_kwargs
+        kwargs = sim_env_kwargs(self.profile, self.acceptance)
         if self.workload != "mix":
             from agents.scenarios import NUM_REQUESTS
             kwargs["workload"] = {"name": self.workload, "num_requests": NUM_REQUESTS}

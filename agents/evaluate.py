@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
-from agents.scenarios import LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads, load_sweep
+from agents.scenarios import LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads, load_sweep, sim_env_kwargs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward")
@@ -54,12 +54,7 @@ class EvaluateConfig:
 
     @property
     def env_kwargs(self) -> dict:
-        kwargs = {"backend": "sim"}
-        if self.profile:
-            kwargs["profile"] = self.profile
-        if self.acceptance:
-            kwargs["acceptance"] = self.acceptance
-        return kwargs
+        return sim_env_kwargs(self.profile, self.acceptance)
 
 
 # ---- statistics -----------------------------------------------------------------------------

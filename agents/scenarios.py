@@ -25,6 +25,17 @@ LOAD_SWEEP = (0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0, 1.25)
 SPEC_BENCH, SHAREGPT, AZURE = "spec_bench", "sharegpt", "azure_code"
 
 
+def sim_env_kwargs(profile: str | None = None, acceptance: str | None = None) -> dict:
+    """SpecRoute-v0 keyword arguments of the simulator, with the env's profile and acceptance
+    files unless others are named (training and evaluation must agree on them)."""
+    kwargs = {"backend": "sim"}
+    if profile:
+        kwargs["profile"] = profile
+    if acceptance:
+        kwargs["acceptance"] = acceptance
+    return kwargs
+
+
 def _spec(name: str, num_requests: int, **fields) -> WorkloadSpec:
     return resolve_workload({"name": name, "num_requests": num_requests, **fields})
 
