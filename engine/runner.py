@@ -28,6 +28,25 @@ class LayerWeights:
     post_norm: torch.Tensor    # [hidden]
 
 
+def _k_major(weight: torch.Tensor) -> torch.Tensor:
+    """The same [out, in] matrix stored input-major (a transposed view of a contiguous [in, out]).
+
+    F.linear then multiplies by a contiguous [in, out] operand: on CPU that is 1.5-2x faster for
+    the few-row products of decoding and verification (measured with torch 2.13, one thread:
+    1 row 22 -> 14 ms, 3 rows 41 -> 26 ms per 60 matrices of 1536 x 576), equal for long prefills.
+    """
+    return weight if weight.dim() != 2 or weight.stride(0) == 1 else weight.t().contiguous().t()
+
+
+@torch.no_grad()
+def _k_major_in_place(param: torch.Tensor) -> torch.Tensor:
+    """Re-lay a model parameter K-major in place (same values; the model and any tied weight
+    see it too), so the runner shares it instead of holding a second copy."""
+    if param.dim() == 2 and param.stride(0) != 1:
+        param.data = _k_major(param.data)
+    return param.detach()
+
+
 class ModelRunner:
     """Runs one causal LM over slots of its own KVCache.
 
@@ -51,12 +70,12 @@ class ModelRunner:
         inner = model.model
         self.embed = inner.embed_tokens.weight.detach()
         self.final_norm = inner.norm.weight.detach()
-        self.lm_head = model.lm_head.weight.detach()
+        self.lm_head = _k_major_in_place(model.lm_head.weight)
         # a draft head over a reduced vocabulary (engine/draft_model.py VocabSubsetHead): score
         # only those rows, return -inf for the rest so callers still see the full vocabulary
         self.vocab_subset = getattr(model.lm_head, "vocab_subset", None)
         if self.vocab_subset is not None:
-            self.lm_head = self.lm_head[self.vocab_subset]
+            self.lm_head = _k_major(self.lm_head[self.vocab_subset])
         self.layers = [self._layer_weights(layer) for layer in inner.layers]
         rotary = inner.rotary_emb
         positions = torch.arange(self.max_len, dtype=torch.float32)
@@ -73,11 +92,11 @@ class ModelRunner:
         if attn.q_proj.bias is not None:
             bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).detach()
         return LayerWeights(
-            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
+            qkv=_k_major(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach()),
             qkv_bias=bias,
-            o=attn.o_proj.weight.detach(),
-            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
-            down=mlp.down_proj.weight.detach(),
+            o=_k_major_in_place(attn.o_proj.weight),
+            gate_up=_k_major(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach()),
+            down=_k_major_in_place(mlp.down_proj.weight),
             input_norm=layer.input_layernorm.weight.detach(),
             post_norm=layer.post_attention_layernorm.weight.detach(),
         )

@@ -123,3 +123,16 @@ def test_feeding_past_the_context_is_refused():
     runner.forward([slot], [list(range(10))], [1])
     with pytest.raises(ValueError, match="exceeds the context length 16"):
         runner.forward([slot], [list(range(7))], [1])
+
+
+def test_building_a_runner_keeps_the_model_s_own_outputs():
+    """The runner re-lays shared weights input-major in place: same values, so the transformers
+    model (HF generate in the benchmarks, the tied embedding) computes what it did before."""
+    model = build_tiny_llama(seed=5, num_heads=4, num_kv_heads=2)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.inference_mode():
+        before = model(ids).logits
+        ModelRunner(model, max_len=64)
+        after = model(ids).logits
+    assert model.lm_head.weight.stride(0) == 1            # re-laid, not copied
+    assert torch.allclose(before, after, atol=1e-6)
