@@ -349,7 +349,9 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
             print(f"{name:18s} {'real±':8s} {100 * spread['tokens_per_s']:8.1f}% {100 * spread['tpot_s']:7.1f}%"
                   f"   (spread between the {cfg.real_repeats} real runs)")
         sim_env.close()
-    speed = sim_speed(SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out)), cfg.speed_seconds)
+    speed_actions = ["plain", *(f"{'>'.join(chain)}@{k}" for chain in chains for k in cfg.fit_ks)]
+    speed = sim_speed(SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), actions=speed_actions),
+                      cfg.speed_seconds)
     print(f"\nsim (sharegpt, random actions): {speed['steps_per_s']:.0f} env steps/s and {speed['speedup']:.0f}x "
           f"real time per wall second; {speed['steps_per_cpu_s']:.0f} steps/s and {speed['cpu_speedup']:.0f}x per "
           f"CPU second (idle machine); the comparison episodes ran {min(ratios):.0f}x to {max(ratios):.0f}x "

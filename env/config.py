@@ -15,7 +15,10 @@ from env.workloads import WorkloadSpec, resolve_workload
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("sim", "real")
 DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8",
-                   "suffix>target@2", "suffix>target@4", "suffix>target@8")
+                   "suffix>target@2", "suffix>target@4", "suffix>target@8",
+                   "draft>target@2", "draft>target@4", "draft>target@8",
+                   "ngram>draft>target@4", "ngram>draft>target@8")
+DEFAULT_DRAFT = "checkpoints/draft"
 
 
 class EnvConfigError(gymnasium.error.Error, ValueError):
@@ -64,7 +67,8 @@ class EnvConfig:
         profile: latency profile JSON (sim), relative to the repository root unless absolute.
         acceptance: fitted acceptance models JSON (sim), written by `python -m env.calibrate`.
         model: the real backend's target: "default" (embedded SmolLM2) or a local path.
-        draft: the real backend's trained draft checkpoint directory; None for model-free drafters only.
+        draft: the real backend's trained draft checkpoint directory (loaded when it has a manifest);
+            None for model-free drafters only.
         engine_factory: the real backend calls it to build its Engine instead (tests, tiny models).
         num_threads: torch threads for the real backend (0 keeps torch's default).
         real_clock: the real backend's clock: "wall", or "cpu" (this process's CPU time, with
@@ -85,7 +89,7 @@ class EnvConfig:
     profile: str = "profiles/SmolLM2-135M-Instruct.json"
     acceptance: str = "profiles/acceptance_SmolLM2-135M-Instruct.json"
     model: str = "default"
-    draft: str | None = None
+    draft: str | None = DEFAULT_DRAFT
     engine_factory: Callable | None = None
     num_threads: int = 0
     real_clock: str = "wall"

@@ -38,7 +38,7 @@ def build_engine(config: EnvConfig) -> Engine:
     from engine.models import load_model
     loaded = load_model(config.model)
     drafts = {}
-    if config.draft is not None:
+    if config.draft is not None and (resolve_path(config.draft) / "manifest.json").exists():
         from engine.draft_model import load_draft
         drafts[DRAFT_NAME] = load_draft(resolve_path(config.draft), loaded)
     engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,

@@ -27,6 +27,7 @@ def test_calibrate_fits_the_sim_and_reports_sim_vs_real(tmp_path, capsys):
     calibration = SimCalibration.load(tmp_path / "acceptance.json")
     assert calibration.acceptance.has_pair("ngram>target") and calibration.acceptance.has_pair("suffix>target")
     assert {"qa", "humaneval", "azure_code"} <= set(calibration.prompt_lengths)
-    env = SpecRouteEnv(backend="sim", profile=str(tmp_path / "profile.json"), acceptance=str(tmp_path / "acceptance.json"))
+    env = SpecRouteEnv(backend="sim", profile=str(tmp_path / "profile.json"), acceptance=str(tmp_path / "acceptance.json"),
+                       actions=["plain", "ngram>target@4", "suffix>target@4"])        # no draft was calibrated
     env.reset(seed=0)
     assert env.step(1)[4]["num_committed"] >= 1

@@ -111,6 +111,7 @@ def test_clone_state_needs_the_sim(tiny_real_env):
 @pytest.fixture
 def tiny_real_env(target, tokenizer):
     return SpecRouteEnv(backend="real", max_model_len=128, workload={"num_requests": 2, "max_new_tokens": 4},
+                        actions=["plain", "ngram>target@2"],
                         engine_factory=lambda: Engine(target, tokenizer, EngineConfig(max_model_len=128,
                                                                                       max_num_tokens=4096)))
 
