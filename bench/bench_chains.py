@@ -25,13 +25,12 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench.chains_report import PLAIN, render_markdown, summarise
 from bench.bench_models import encode_chat, load_target_and_draft
 from bench.chains_runs import ColumnSwitch, grid_columns, load_column_set, run_batch1, run_load, run_one
 from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
-                          parse_categories, process_peak_rss_mb, sample_prompts, write_results)
+                          parse_categories, process_peak_rss_mb, publish_results, sample_prompts)
 from engine import Engine, EngineConfig
 from engine.dataclass_args import parse_dataclass
 
@@ -210,10 +209,7 @@ def main(cfg: ChainsBenchArgs) -> dict:
             "cost_model_decisions": [d.label for d in cost_router.cost_model.decisions],
             "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
             **results}
-    json_path, md_path = write_results(cfg.output_name, data, render_markdown(data),
-                                       Path(cfg.results_dir) if cfg.results_dir else None)
-    print(md_path.read_text(), flush=True)
-    print(f"wrote {json_path} and {md_path}", flush=True)
+    publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)
     return data
 
 

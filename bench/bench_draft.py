@@ -20,12 +20,10 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from bench.common import (check_spec_bench_args, machine_info, parse_categories, sample_prompts,
-                          write_results)
+from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.bench_models import encode_chat, load_target_and_draft
 from bench.draft_report import render_markdown, summarise
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
@@ -252,10 +250,7 @@ def main(cfg: DraftBenchArgs) -> dict:
         "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
         **summarise(records, prompt_rows, cols), "cost_table": sizes, "prompts": prompt_rows, "runs": records,
     }
-    json_path, md_path = write_results(cfg.output_name, data, render_markdown(data),
-                                       Path(cfg.results_dir) if cfg.results_dir else None)
-    print(md_path.read_text(), flush=True)
-    print(f"wrote {json_path} and {md_path}", flush=True)
+    publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)
     return data
 
 

@@ -171,3 +171,11 @@ def write_results(name: str, data: dict, markdown: str, directory: Path | None =
     json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     md_path.write_text(markdown.rstrip() + "\n", encoding="utf-8")
     return json_path, md_path
+
+
+def publish_results(name: str, data: dict, markdown: str, results_dir: str = "") -> tuple[Path, Path]:
+    """Write the result files (`results_dir` or bench/results) and print the table and their paths."""
+    json_path, md_path = write_results(name, data, markdown, Path(results_dir) if results_dir else None)
+    print(md_path.read_text(), flush=True)
+    print(f"wrote {json_path} and {md_path}", flush=True)
+    return json_path, md_path
