@@ -26,7 +26,7 @@ from agents.ope import run_ope
 from agents.ope_estimators import OPEConfig
 from agents.policy_registry import DEFAULT_CHECKPOINT, make_policy
 from agents.rollout import run_episode
-from agents.scenarios import WORKLOAD_NAMES, evaluation_workloads
+from agents.scenarios import WORKLOAD_NAMES, evaluation_workloads, sim_env_kwargs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,7 @@ class ValidateConfig:
 
     @property
     def env_kwargs(self) -> dict:
-        return {"backend": "sim", **({"profile": self.profile} if self.profile else {}),
-                **({"acceptance": self.acceptance} if self.acceptance else {})}
+        return sim_env_kwargs(self.profile, self.acceptance)
 
 
 def behaviour_policy(cfg: ValidateConfig, environment):
