@@ -183,4 +183,5 @@ def load_column_set(columns: list[Column], records: list[dict], which: str) -> l
         if column.is_static and (column.chain not in best or speed[column.name] > speed[best[column.chain].name]):
             best[column.chain] = column
     chosen = {PLAIN, COST_MODEL} | {c.name for c in best.values()}
-    return [c for c in columns if c.name in chosen]
+    # plain and the cost model first: a --max-minutes cut then drops a static column, not the router
+    return sorted((c for c in columns if c.name in chosen), key=lambda c: (c.name != PLAIN, c.name != COST_MODEL))

@@ -52,7 +52,7 @@ def test_load_columns_best_keeps_plain_cost_model_and_each_chains_fastest_k():
               "suffix>target@k4": 9, "cost-model": 14}
     records = [dict(config=name, num_tokens=speed, elapsed_s=1.0) for name, speed in speeds.items()]
     chosen = [c.name for c in load_column_set(columns, records, "best")]
-    assert chosen == ["plain", "ngram>target@k4", "suffix>target@k2", "cost-model"]
+    assert chosen == ["plain", "cost-model", "ngram>target@k4", "suffix>target@k2"]
     assert load_column_set(columns, records, "all") == columns
 
 
