@@ -181,15 +181,10 @@ def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
 
 
 def main(cfg: ChainsBenchArgs) -> dict:
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     began = time.perf_counter()
     machine_start = machine_info()
-    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=False)
+    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=False,
+                                                       num_threads=cfg.num_threads)
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [(p, encode_chat(loaded.tokenizer, p.text)) for p in prompts]
     load_prompts = select_load_prompts(cfg, loaded.tokenizer)

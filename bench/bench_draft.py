@@ -181,16 +181,12 @@ def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 
 
 
 def main(cfg: DraftBenchArgs) -> dict:
-    from transformers.utils import logging as hf_logging
-
     from engine.draft_model import read_manifest
 
-    hf_logging.set_verbosity_error()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     began = time.perf_counter()
     machine_start = machine_info()
-    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=True)
+    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=True,
+                                                       num_threads=cfg.num_threads)
     draft = drafts["draft"]
     manifest = read_manifest(draft_path)
     model, tokenizer = loaded.model, loaded.tokenizer

@@ -14,10 +14,18 @@ def encode_chat(tokenizer, text: str) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
-def load_target_and_draft(model: str, draft: str, required: bool):
-    """(LoadedModel, {"draft": model} or {}, resolved draft path). A draft directory without a
-    manifest is an error when `required`, else the benchmark runs without it (and says so)."""
+def load_target_and_draft(model: str, draft: str, required: bool, num_threads: int = 0):
+    """(LoadedModel, {"draft": model} or {}, resolved draft path), with torch's threads set first
+    (0 keeps its default) and transformers' logging quiet. A draft directory without a manifest
+    is an error when `required`, else the benchmark runs without it (and says so)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
     from engine.models import load_model
+
+    hf_logging.set_verbosity_error()
+    if num_threads:
+        torch.set_num_threads(num_threads)
 
     loaded = load_model(model)
     draft_path = Path(draft) if Path(draft).is_absolute() else REPO_ROOT / draft
