@@ -22,7 +22,7 @@ import torch
 
 from bench.bench_models import encode_chat
 from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, machine_info, parse_categories,
-                          process_peak_rss_mb, sample_prompts, write_results)
+                          process_peak_rss_mb, publish_results, sample_prompts)
 from bench.engine_report import aggregate, merge_results, render_markdown
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
@@ -312,9 +312,7 @@ def main(cfg: BenchArgs) -> dict:
         data["command"] += " && " + " ".join(["python -m bench.bench_engine", *sys.argv[1:]])
     else:
         data = run_benchmark(cfg)
-    json_path, md_path = write_results(cfg.output_name, data, render_markdown(data))
-    print(md_path.read_text(), flush=True)
-    print(f"wrote {json_path} and {md_path}", flush=True)
+    publish_results(cfg.output_name, data, render_markdown(data))
     return data
 
 

@@ -21,6 +21,7 @@ def load_target_and_draft(model: str, draft: str, required: bool, num_threads: i
     import torch
     from transformers.utils import logging as hf_logging
 
+    from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
 
     hf_logging.set_verbosity_error()
@@ -29,11 +30,10 @@ def load_target_and_draft(model: str, draft: str, required: bool, num_threads: i
 
     loaded = load_model(model)
     draft_path = Path(draft) if Path(draft).is_absolute() else REPO_ROOT / draft
-    if not (draft_path / "manifest.json").exists():
+    if not is_draft_checkpoint(draft_path):
         if required:
             raise FileNotFoundError(f"no trained draft at {draft_path} (no manifest.json); "
                                     "train one with `python -m engine.distill`")
         print(f"no trained draft at {draft_path} (no manifest.json): only the ngram and suffix chains run", flush=True)
         return loaded, {}, draft_path
-    from engine.draft_model import load_draft
     return loaded, {"draft": load_draft(draft_path, loaded)}, draft_path

@@ -20,12 +20,11 @@ import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 
-from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, write_results
+from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, publish_results
 from engine.dataclass_args import parse_dataclass
-from env.config import DEFAULT_ACTIONS, parse_action
+from env.config import parse_action
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 
@@ -91,20 +90,15 @@ def workloads(args: BenchServingArgs, url: str) -> dict[str, LoadgenConfig]:
 
 def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
     """The candidate (chain, K) with the most greedy tokens/s offline on both workloads' prompts."""
+    from bench.bench_models import load_target_and_draft
     from engine import Engine, EngineConfig, SamplingParams, StaticRouter
-    from engine.models import load_model
     from env.real_backend import encode_prompt
+    from serving.launch import default_actions
 
-    loaded = load_model(args.model)
-    drafts = {}
-    if args.draft and Path(args.draft).exists():
-        from engine.draft_model import load_draft
-        drafts["draft"] = load_draft(args.draft, loaded)
+    loaded, drafts, _ = load_target_and_draft(args.model, args.draft, required=False)
     engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, num_threads=args.num_threads),
                     drafts=drafts)
-    candidates = [parse_action(a) for a in DEFAULT_ACTIONS if a != "plain"]
-    if drafts:
-        candidates += [parse_action(a) for a in ("draft>target@2", "draft>target@4", "ngram>draft>target@4")]
+    candidates = [d for d in default_actions(engine) if not d.is_plain]     # the server's actions, each once
     prompts = []
     for cfg in workloads(args, "http://127.0.0.1:1").values():
         prompts += [p.prompt for p in plan_requests(cfg)[: args.calibration_prompts]]
@@ -227,8 +221,7 @@ def main(args: BenchServingArgs) -> dict:
     data = {"args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
             "machine": machine_info(), "wall_s": time.monotonic() - start}
     markdown = render_markdown(args, rows, static)
-    write_results(args.output_name, data, markdown)
-    print(markdown)
+    publish_results(args.output_name, data, markdown)
     return data
 
 

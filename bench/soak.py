@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import httpx
 import psutil
 
-from bench.common import RESULTS_DIR, machine_info, markdown_table, write_results
+from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
 from engine.dataclass_args import parse_dataclass
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
@@ -111,8 +111,7 @@ def main(args: SoakArgs) -> dict:
         f"RSS {baseline:.0f} -> {final:.0f} MiB after warm-up ({100 * growth:+.2f} %), peak "
         f"{data['rss_mib']['peak']:.0f} MiB; TPOT p50 {report['tpot_ms']['p50'] or 0:.0f} ms, "
         f"TTFT p99 {report['ttft_ms']['p99'] or 0:.0f} ms."])
-    write_results(args.output_name, data, markdown)
-    print(markdown)
+    publish_results(args.output_name, data, markdown)
     return data
 
 

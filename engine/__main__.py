@@ -143,14 +143,10 @@ class GenerationReport:
 def load_draft(path: str, target):
     """A draft level from a distilled draft checkpoint (a directory with the draft manifest,
     checked against `target`, a LoadedModel) or from any local causal LM sharing the tokenizer."""
-    from engine.draft_model import MANIFEST_FILE
-    from engine.draft_model import load_draft as load_distilled
-    from engine.models import ModelLoadError, load_model
-    location = Path(path).expanduser()
+    from engine.draft_model import load_draft_level
+    from engine.models import ModelLoadError
     try:
-        if (location / MANIFEST_FILE).exists():
-            return load_distilled(location, target)
-        return load_model(str(location)).model
+        return load_draft_level(Path(path).expanduser(), target)
     except ModelLoadError as error:
         raise BadInput(f"draft {path}: {error}") from None
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedModel
 
-from engine.models import LoadedModel, ModelLoadError
+from engine.models import LoadedModel, ModelLoadError, load_model
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "draft.safetensors"
@@ -223,3 +223,16 @@ def load_draft(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
         for name, tensor in own.items():
             tensor.copy_(tensors[name].to(torch.float32))
     return draft.eval()
+
+
+def is_draft_checkpoint(path: str | Path) -> bool:
+    """A directory `save_draft` wrote: it holds the draft manifest."""
+    return (Path(path) / MANIFEST_FILE).exists()
+
+
+def load_draft_level(path: str | Path, target: LoadedModel) -> PreTrainedModel:
+    """A model level for `Engine(drafts=...)`: a distilled checkpoint (checked against `target`)
+    or any local causal LM that shares the target's tokenizer."""
+    if is_draft_checkpoint(path):
+        return load_draft(path, target)
+    return load_model(str(path)).model

@@ -276,6 +276,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     started = time.perf_counter()
     import torch
     from engine import Engine, EngineConfig
+    from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
     from env.specroute_env import SpecRouteEnv
 
@@ -284,8 +285,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     target = load_model(cfg.model)
     drafts = {}
     draft_path = resolve_path(cfg.draft)
-    if (draft_path / "manifest.json").exists():
-        from engine.draft_model import load_draft
+    if is_draft_checkpoint(draft_path):
         drafts["draft"] = load_draft(draft_path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads),
                     drafts=drafts)

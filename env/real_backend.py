@@ -35,11 +35,11 @@ def build_engine(config: EnvConfig) -> Engine:
         if not isinstance(engine, Engine):
             raise EnvConfigError(f"engine_factory returned {type(engine).__name__}, not an Engine")
         return engine
+    from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
     loaded = load_model(config.model)
     drafts = {}
-    if config.draft is not None and (resolve_path(config.draft) / "manifest.json").exists():
-        from engine.draft_model import load_draft
+    if config.draft is not None and is_draft_checkpoint(resolve_path(config.draft)):
         drafts[DRAFT_NAME] = load_draft(resolve_path(config.draft), loaded)
     engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
                                  max_model_len=config.max_model_len, num_threads=config.num_threads)

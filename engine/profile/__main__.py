@@ -57,19 +57,10 @@ def parse_args(argv: list[str] | None = None) -> ProfileArgs:
     return parse_dataclass(ProfileArgs, argv, ProfileArgs.__doc__)
 
 
-def load_draft_or_model(path: str, target):
-    """A distilled draft checkpoint (manifest.json, checked against the target) or any model path."""
-    from engine.models import load_model
-
-    if (Path(path) / "manifest.json").exists():
-        from engine.draft_model import load_draft
-        return load_draft(path, target)
-    return load_model(path).model
-
-
 def main(cfg: ProfileArgs) -> Path:
     start = time.perf_counter()
     from engine import Engine, EngineConfig
+    from engine.draft_model import load_draft_level
     from engine.models import load_model
     from engine.profile import measure_profile
 
@@ -77,7 +68,7 @@ def main(cfg: ProfileArgs) -> Path:
     drafts = {}
     for spec in cfg.draft:
         name, _, path = spec.partition("=")
-        drafts[name] = load_draft_or_model(path, target)
+        drafts[name] = load_draft_level(path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
                                                                  num_threads=cfg.num_threads), drafts=drafts)
     load_s = time.perf_counter() - start
