@@ -15,6 +15,9 @@ class EngineConfig:
         suffix_max_match: longest suffix the suffix drafter matches.
         suffix_max_history: finished outputs the suffix drafter remembers.
         num_threads: torch intra-op threads (0 keeps torch's default).
+        shadow_draft_length: tokens per shadow proposal of the model-free drafters a row does not
+            run, scored against its committed tokens so the trackers learn every request's
+            n-gram/suffix acceptance for free (engine/shadow_drafts.py); 0 turns it off.
     """
 
     max_batch: int = 16
@@ -25,10 +28,13 @@ class EngineConfig:
     suffix_max_match: int = 6
     suffix_max_history: int = 256
     num_threads: int = 0
+    shadow_draft_length: int = 8
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_num_tokens", "max_model_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.shadow_draft_length < 0:
+            raise ValueError(f"shadow_draft_length must be >= 0, got {self.shadow_draft_length}")
         if self.max_num_tokens < self.max_model_len:
             raise ValueError("max_num_tokens must be at least max_model_len")

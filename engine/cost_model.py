@@ -23,6 +23,17 @@ decision whose time per token (step time / expected tokens) meets the TPOT SLO, 
 does, the one with the lowest time per token. (At a fixed batch both orderings agree; the SLO
 decides whether `best` reports `meets_slo`, and matters to callers that compare batches.)
 
+Margin. Speculation is chosen over plain decoding only when it is predicted to cut the time per
+token by more than `min_gain` (default 10%): the profile and the acceptance estimates are each
+off by 5-9% (env.calibrate), so a smaller predicted gain is as likely a loss, and the loss is
+paid on every step (bench_chains at concurrency 4 lost 12% choosing n-gram on a predicted tie).
+
+Rows. `CostModelRouter` scores a decision by the mean of every running row's expected tokens,
+each from that request's own acceptance where the trackers have one (shadow proposals give
+every request one for the model-free pairs), so one request that suffix drafting suits is seen
+as such instead of being averaged into the pool; E[tokens] is convex in acceptance, so the
+mean of the rows is not the tokens of the mean acceptance.
+
 Acceptance comes as the trackers' snapshot ({"pairs": {"a>b": {"acceptance": ...}}, "prior": p})
 or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior, else
 `prior_acceptance`.
@@ -30,7 +41,8 @@ or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.decision import TARGET, Decision
@@ -90,10 +102,12 @@ class CostModel:
         prior_acceptance: acceptance of a pair the acceptance mapping does not mention.
         context_bucket: `evaluate` / `best` round the context to a multiple of this many tokens,
             so consecutive steps reuse cached step times (latency barely moves within 16 tokens).
+        min_gain: `best` keeps plain decoding unless a decision's predicted time per token is
+            lower by more than this fraction (see Margin above); 0 picks the plain argmax.
     """
 
     def __init__(self, profile: LatencyProfile, decisions: Iterable[Decision], slo_tpot_s: float | None = None,
-                 prior_acceptance: float = 0.5, context_bucket: int = 16):
+                 prior_acceptance: float = 0.5, context_bucket: int = 16, min_gain: float = 0.1):
         self.profile = profile
         self.decisions = list(dict.fromkeys(decisions))
         if not self.decisions:
@@ -104,6 +118,9 @@ class CostModel:
             raise ValueError(f"prior_acceptance must be in [0, 1], got {prior_acceptance}")
         if context_bucket < 1:
             raise ValueError(f"context_bucket must be >= 1, got {context_bucket}")
+        if not 0 <= min_gain < 1:
+            raise ValueError(f"min_gain must be in [0, 1), got {min_gain}")
+        self.min_gain = min_gain
         self.context_bucket = context_bucket
         missing = sorted({name for d in self.decisions for name in (d.chain if not d.is_plain else (TARGET,))
                           if name not in profile.levels})
@@ -117,6 +134,7 @@ class CostModel:
                        (tuple(pair_key(low, high) for low, high in zip(d.chain, d.chain[1:])), d.k)
                        for d in self.decisions]
         self._times: dict[tuple, float] = {}
+        self._plain = next((i for i, d in enumerate(self.decisions) if d.is_plain), None)
 
     def expected_tokens(self, decision: Decision, acceptance: Mapping) -> float:
         """Expected committed tokens per row in one step of `decision` (1 for plain decoding)."""
@@ -170,13 +188,27 @@ class CostModel:
         """Committed tokens per second across the batch."""
         return batch * self.expected_tokens(decision, acceptance) / self.step_time(decision, batch, context)
 
-    def _scores(self, batch: int, context: float, acceptance: Mapping) -> tuple[list[float], list[float], int]:
+    def _scores(self, batch: int, context: float, acceptance: Mapping,
+                request_ids: Sequence[str] | None = None) -> tuple[list[float], list[float], int]:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         rates, prior = acceptance_rates(acceptance)
         prior = self.prior_acceptance if prior is None else prior
         context = int(round(context / self.context_bucket)) * self.context_bucket
-        tokens = [self._expected_tokens(pairs, k, rates, prior) for pairs, k in self._plans]
+        own = acceptance.get("requests", {}) if request_ids and "pairs" in acceptance else {}
+        # rows with the same own estimates (most often none) are scored once
+        groups = Counter(tuple(sorted((key, float(value["acceptance"])) for key, value in own.get(rid, {}).items()))
+                         for rid in request_ids or ())
+        if len(groups) <= 1:
+            merged = {**rates, **dict(next(iter(groups), ()))}
+            tokens = [self._expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
+        else:
+            tokens = [0.0] * len(self._plans)
+            for key, count in groups.items():
+                merged = {**rates, **dict(key)}
+                for i, (pairs, k) in enumerate(self._plans):
+                    tokens[i] += count * self._expected_tokens(pairs, k, merged, prior)
+            tokens = [total / len(request_ids) for total in tokens]
         return tokens, self._step_times(batch, context), context
 
     def _estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
@@ -189,25 +221,33 @@ class CostModel:
         tokens, times, _ = self._scores(batch, context, acceptance)
         return [self._estimate(i, batch, n, t) for i, (n, t) in enumerate(zip(tokens, times))]
 
-    def best_estimate(self, batch: int, context: float, acceptance: Mapping) -> Estimate:
-        tokens, times, _ = self._scores(batch, context, acceptance)
+    def best_estimate(self, batch: int, context: float, acceptance: Mapping,
+                      request_ids: Sequence[str] | None = None) -> Estimate:
+        """See `best`; `request_ids` (the running rows) score each row with its own acceptance
+        from the snapshot's "requests" where it has one."""
+        tokens, times, _ = self._scores(batch, context, acceptance, request_ids)
         per_token = [t / n for n, t in zip(tokens, times)]
         slo = self.slo_tpot_s
-        meeting = [i for i, p in enumerate(per_token) if slo is None or p <= slo]
+        candidates = [i for i, p in enumerate(per_token) if slo is None or p <= slo] or range(len(per_token))
         # highest goodput = lowest time per token at a fixed batch; the first of equals (simplest) wins
-        best = min(meeting or range(len(per_token)), key=per_token.__getitem__)
+        best = min(candidates, key=per_token.__getitem__)
+        plain = self._plain
+        if plain is not None and plain in candidates and per_token[best] > per_token[plain] * (1 - self.min_gain):
+            best = plain
         return self._estimate(best, batch, tokens[best], times[best])
 
-    def best(self, batch: int, context: float, acceptance: Mapping) -> Decision:
-        """The decision with the highest goodput that meets the TPOT SLO (else the fastest per token)."""
-        return self.best_estimate(batch, context, acceptance).decision
+    def best(self, batch: int, context: float, acceptance: Mapping,
+             request_ids: Sequence[str] | None = None) -> Decision:
+        """The decision with the highest goodput that meets the TPOT SLO (else the fastest per
+        token), plain decoding unless that is faster by more than `min_gain`."""
+        return self.best_estimate(batch, context, acceptance, request_ids).decision
 
 
 class CostModelRouter:
     """Engine router: each step, the cost model's best decision for the running batch.
 
-    Reads `engine.scheduler.running` (batch size, mean context in tokens) and
-    `engine.trackers.snapshot()`; remembers the last Estimate for metrics.
+    Reads `engine.scheduler.running` (batch size, mean context in tokens, the rows' request ids)
+    and `engine.trackers.snapshot()`; remembers the last Estimate for metrics.
     """
 
     def __init__(self, cost_model: CostModel):
@@ -219,7 +259,8 @@ class CostModelRouter:
         if not running:
             return Decision()
         context = sum(r.num_tokens for r in running) / len(running)
-        self.last_estimate = self.cost_model.best_estimate(len(running), context, engine.trackers.snapshot())
+        self.last_estimate = self.cost_model.best_estimate(len(running), context, engine.trackers.snapshot(),
+                                                           [r.request_id for r in running])
         return self.last_estimate.decision
 
 

@@ -20,6 +20,7 @@ from engine.levels import ModelLevel
 from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.sequence import FinishReason, Request, RequestOutput
+from engine.shadow_drafts import ShadowDrafts
 from engine.spec_step import RowResult, run_step
 from engine.trackers import AcceptanceTrackers
 
@@ -56,6 +57,7 @@ class Engine:
             NgramDrafter.name: NgramDrafter(self.config.ngram_max_match, self.config.ngram_min_match),
             SuffixDrafter.name: SuffixDrafter(self.config.suffix_max_match, max_history=self.config.suffix_max_history),
         }
+        self.shadow = ShadowDrafts(self.drafters, self.config.shadow_draft_length)
         eos = set()
         for source in (getattr(target.generation_config, "eos_token_id", None), target.config.eos_token_id,
                        getattr(tokenizer, "eos_token_id", None)):
@@ -141,6 +143,7 @@ class Engine:
             level.release(request)
         for drafter in self.drafters.values():
             drafter.finish(request.request_id, request.output_token_ids)
+        self.shadow.forget(request.request_id)
         self.scheduler.pop_finished(request)
 
     @property
@@ -209,10 +212,11 @@ class Engine:
         results = run_step(batch, decisions, self.levels, self.drafters, ks)
         now = time.monotonic()
         num_committed = 0
-        for request, result in zip(batch, results):
+        for request, decision, k, result in zip(batch, decisions, ks, results):
             appended = self.scheduler.commit(request, result.tokens, now)
             num_committed += len(appended)
             request.stats.observe_step(result.num_proposed, min(result.num_accepted, len(appended)))
+            result.shadow_pairs = self.shadow.observe(request, decision.chain if k > 0 else ())
             for level in self.levels.values():
                 level.sync(request)
             outputs.append(self._output(request, appended))

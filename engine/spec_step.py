@@ -39,6 +39,9 @@ class PairOutcome:
 class RowResult:
     tokens: list[int]                       # the target's output: accepted + 1
     pairs: list[PairOutcome] = field(default_factory=list)
+    # model-free drafters the row did not run, scored against its committed tokens
+    # (engine/shadow_drafts.py); the trackers read them, the step's own counts do not
+    shadow_pairs: list[PairOutcome] = field(default_factory=list)
 
     @property
     def num_proposed(self) -> int:

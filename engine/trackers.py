@@ -137,12 +137,13 @@ class AcceptanceTrackers:
         return estimate.acceptance if estimate is not None else self.prior_of(key)
 
     def observe_step(self, record) -> None:
-        """Consume an engine StepRecord: `record.results[i].pairs` belong to `record.request_ids[i]`."""
+        """Consume an engine StepRecord: `record.results[i].pairs` (and the shadow proposals'
+        `shadow_pairs`, engine/shadow_drafts.py) belong to `record.request_ids[i]`."""
         if not record.results:
             return
         self.num_steps += 1
         for request_id, result in zip(record.request_ids, record.results):
-            for pair in result.pairs:
+            for pair in (*result.pairs, *result.shadow_pairs):
                 if pair.num_proposed <= 0:
                     continue
                 key = pair_key(pair.drafter, pair.verifier)

@@ -5,7 +5,9 @@ many tokens the first level proposes and how many each verifier accepts from the
 per-category acceptance models, builds the same `RowResult`/`PairOutcome`s the engine's
 `run_step` returns, commits placeholder tokens through the same `Scheduler.commit` (so
 max_tokens and context limits act identically) and feeds the same `StepRecord` to the same
-acceptance trackers. The clock advances by the profile's time of the forwards the engine would
+acceptance trackers, including the shadow proposals of the model-free drafters a row did not
+run (engine/shadow_drafts.py; here drawn from the same models, and reported once as many tokens
+are committed as the engine needs to settle them). The clock advances by the profile's time of the forwards the engine would
 have run (`engine.cost_model.rows_forwards`: grouped by level and padded as the engine's
 ragged batches are, including prefill and the lazy catch-up of levels that sat out), scaled and
 plus the per-step overhead that `env.calibrate` fits.
@@ -46,6 +48,8 @@ class SimEngine:
         self.clock = 0.0
         self.last_step = StepRecord()
         self.cached: dict[str, dict[str, int]] = {}      # request id -> model level -> tokens in its cache
+        # (request id, drafter) -> [tokens still to commit before it settles, proposed, accepted]
+        self.shadow: dict[tuple[str, str], list[int]] = {}
 
     @property
     def has_unfinished(self) -> bool:
@@ -73,6 +77,38 @@ class SimEngine:
             pairs.append(PairOutcome(chain[i], chain[i + 1], num, accepted))
             num = accepted + 1
         return RowResult([SIM_TOKEN_ID] * num, pairs)
+
+    def _shadow_pairs(self, request: Request, chain: tuple[str, ...], appended: int) -> list[PairOutcome]:
+        """engine/shadow_drafts.py on the acceptance models: a proposal of `shadow_draft_length`
+        tokens starts after each step whose chain (`()` for plain) did not run the drafter; it
+        settles when the accepted prefix plus the first rejected token are committed."""
+        length = self.config.shadow_draft_length
+        model = self.calibration.acceptance
+        outcomes: list[PairOutcome] = []
+        for name in MODEL_FREE_DRAFTERS:
+            pair = f"{name}>{TARGET}"
+            key = (request.request_id, name)
+            if not length or name in chain or not model.has_pair(pair):
+                self.shadow.pop(key, None)
+                continue
+            pending = self.shadow.get(key)
+            if pending is not None:
+                pending[0] -= appended
+                if pending[0] > 0 and not request.is_finished:
+                    continue
+                del self.shadow[key]
+                needed, proposed, accepted = pending
+                if needed > 0:                      # the request ended first: what it saw matched
+                    proposed = accepted = min(accepted + 1, proposed) - needed
+                if proposed > 0:
+                    outcomes.append(PairOutcome(name, TARGET, proposed, accepted))
+            if not request.is_finished:
+                u = self.rng.random(3)
+                proposed = model.sample_proposed(name, request.category, length, u[0], u[1])
+                if proposed:
+                    accepted = model.sample_accepted(pair, request.category, proposed, u[2])
+                    self.shadow[key] = [min(accepted + 1, proposed), proposed, accepted]
+        return outcomes
 
     def step(self, decision: Decision) -> list[tuple[Request, int]]:
         """One step; returns each row's request with the number of tokens it committed."""
@@ -103,6 +139,7 @@ class SimEngine:
             appended = len(self.scheduler.commit(request, result.tokens, self.clock))
             num_committed += appended
             request.stats.observe_step(result.num_proposed, min(result.num_accepted, appended))
+            result.shadow_pairs = self._shadow_pairs(request, chain if k > 0 else (), appended)
             sync_cached(levels, request.num_tokens, appended, chain, k, result)
             rows.append((request, appended))
         self.last_step = StepRecord([decision] * len(batch), results, [r.request_id for r in batch],

@@ -94,7 +94,7 @@ def test_bad_settings_are_refused(kwargs, message):
 
 
 def test_engine_snapshot_has_the_pairs_that_ran(make_engine):
-    engine = make_engine(("ngram", "draft", "target"), 3)
+    engine = make_engine(("ngram", "draft", "target"), 3, shadow_draft_length=0)
     engine.add_request("hello world hello world", SamplingParams(max_tokens=12), request_id="greedy")
     engine.add_request("abc abc abc", SamplingParams(max_tokens=30, temperature=1.0, seed=0), request_id="sampled")
     engine.step()

@@ -143,3 +143,21 @@ def test_sim_cache_bookkeeping_matches_the_engine_after_every_step(target, token
                 assert predicted[request.request_id] == actual
         steps += 1
     assert all(len(r.output_token_ids) == 24 for r in requests.values())
+
+
+def test_plain_decoding_still_measures_the_model_free_pairs_through_shadow_proposals(sim_kwargs):
+    env = SpecRouteEnv(**sim_kwargs)
+    plain = next(i for i, d in enumerate(env.decisions) if d.is_plain)
+    observed = {}
+
+    def plain_policy(step):
+        pairs = env.backend.engine.trackers.pairs
+        observed.update({key: (pairs[key].num_observed, pairs[key].acceptance) for key in pairs})
+        return plain
+
+    run_episode(env, seed=2, policy=plain_policy)
+    assert set(observed) == {"ngram>target", "suffix>target"}       # only the model-free drafters
+    # sharegpt's fitted per-token rates (tests/env/conftest.py PAIR_RATES), learned while running plain
+    for key, rate in (("ngram>target", 0.5), ("suffix>target", 0.4)):
+        num_observed, acceptance = observed[key]
+        assert num_observed >= 5 and acceptance == pytest.approx(rate, abs=0.15)

@@ -1,0 +1,92 @@
+"""Shadow drafting: the acceptance of model-free drafters a row did not run, measured for free.
+
+A router learns a pair's acceptance only from the steps that run it, so one that starts out
+choosing plain decoding never finds out that suffix drafting would pay on *this* request (a
+summary, a translation, a code edit: 1.7x in bench/results/chains.md) while the pooled prior
+says it does not. A model-free drafter proposes in microseconds with no forward pass, and the
+target's committed tokens are exactly what verification would have compared it against: a
+greedy verifier accepts the longest prefix of the proposal that the committed tokens repeat,
+and a sampling verifier accepts a deterministic proposal x with probability p(x), which is the
+probability that the committed token is x. So every row keeps one pending proposal per
+drafter, made from its committed tokens whenever its chain did not use that drafter, and
+scores it, as `PairOutcome(drafter, "target", K, accepted)`, once the committed tokens cover
+it or contradict it. The trackers then hold per-request acceptance for every model-free pair
+whatever the router chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from engine.decision import TARGET
+from engine.drafters.base import ModelFreeDrafter
+from engine.sequence import Request
+from engine.spec_step import PairOutcome
+
+
+@dataclass
+class PendingProposal:
+    start: int              # position in the request's tokens where the proposal begins
+    tokens: list[int]
+
+
+def score_proposal(pending: PendingProposal, tokens: list[int], is_final: bool) -> int | None:
+    """Tokens of the proposal a verifier would have accepted, or None while the committed tokens
+    neither cover nor contradict it yet (a finished request scores what it has)."""
+    seen = tokens[pending.start: pending.start + len(pending.tokens)]
+    matched = 0
+    while matched < len(seen) and seen[matched] == pending.tokens[matched]:
+        matched += 1
+    if matched < len(seen) or len(seen) == len(pending.tokens) or is_final:
+        return matched
+    return None
+
+
+class ShadowDrafts:
+    """Args:
+        drafters: the engine's model-free drafters, by name.
+        length: tokens per shadow proposal (the router's longest K is the useful choice);
+            0 turns shadow drafting off.
+    """
+
+    def __init__(self, drafters: Mapping[str, ModelFreeDrafter], length: int):
+        if length < 0:
+            raise ValueError(f"shadow draft length must be >= 0, got {length}")
+        self.drafters = dict(drafters)
+        self.length = length
+        self.pending: dict[tuple[str, str], PendingProposal] = {}
+
+    def observe(self, request: Request, chain: Iterable[str]) -> list[PairOutcome]:
+        """After the row's commit: score the drafters' pending proposals that are settled and
+        start new ones for the drafters the row's chain (`()` for plain) did not run."""
+        if not self.length:
+            return []
+        used = set(chain)
+        tokens = request.all_token_ids
+        outcomes: list[PairOutcome] = []
+        for name, drafter in self.drafters.items():
+            key = (request.request_id, name)
+            if name in used:                    # the real step measured it
+                self.pending.pop(key, None)
+                continue
+            pending = self.pending.get(key)
+            if pending is not None:
+                accepted = score_proposal(pending, tokens, request.is_finished)
+                if accepted is None:
+                    continue
+                del self.pending[key]
+                seen = len(tokens) - pending.start
+                # a verifier sees the whole proposal; only a request that ended first truncates it
+                proposed = len(pending.tokens) if accepted < seen else min(len(pending.tokens), seen)
+                if proposed > 0:
+                    outcomes.append(PairOutcome(name, TARGET, proposed, accepted))
+            if not request.is_finished:
+                proposal = drafter.propose(request.request_id, tokens, self.length)
+                if proposal:
+                    self.pending[key] = PendingProposal(len(tokens), proposal)
+        return outcomes
+
+    def forget(self, request_id: str) -> None:
+        for name in self.drafters:
+            self.pending.pop((request_id, name), None)
