@@ -57,7 +57,7 @@ class Engine:
             NgramDrafter.name: NgramDrafter(self.config.ngram_max_match, self.config.ngram_min_match),
             SuffixDrafter.name: SuffixDrafter(self.config.suffix_max_match, max_history=self.config.suffix_max_history),
         }
-        self.shadow = ShadowDrafts(self.drafters, self.config.shadow_draft_length)
+        self.shadow = ShadowDrafts(self.config.shadow_draft_length)
         eos = set()
         for source in (getattr(target.generation_config, "eos_token_id", None), target.config.eos_token_id,
                        getattr(tokenizer, "eos_token_id", None)):
@@ -216,7 +216,7 @@ class Engine:
             appended = self.scheduler.commit(request, result.tokens, now)
             num_committed += len(appended)
             request.stats.observe_step(result.num_proposed, min(result.num_accepted, len(appended)))
-            result.shadow_pairs = self.shadow.observe(request, decision.chain if k > 0 else ())
+            result.shadow_pairs = self.shadow.observe(request, decision.chain if k > 0 else (), self.drafters)
             for level in self.levels.values():
                 level.sync(request)
             outputs.append(self._output(request, appended))

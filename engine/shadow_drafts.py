@@ -45,37 +45,39 @@ def score_proposal(pending: PendingProposal, tokens: list[int], is_final: bool) 
 
 class ShadowDrafts:
     """Args:
-        drafters: the engine's model-free drafters, by name.
         length: tokens per shadow proposal (the router's longest K is the useful choice);
             0 turns shadow drafting off.
+
+    The drafters come with every call (the engine's current ones: benchmarks swap them per
+    configuration, and the suffix drafter's history must be the one the real steps use).
     """
 
-    def __init__(self, drafters: Mapping[str, ModelFreeDrafter], length: int):
+    def __init__(self, length: int):
         if length < 0:
             raise ValueError(f"shadow draft length must be >= 0, got {length}")
-        self.drafters = dict(drafters)
         self.length = length
-        self.pending: dict[tuple[str, str], PendingProposal] = {}
+        self.pending: dict[str, dict[str, PendingProposal]] = {}     # request id -> drafter -> proposal
 
-    def observe(self, request: Request, chain: Iterable[str]) -> list[PairOutcome]:
+    def observe(self, request: Request, chain: Iterable[str],
+                drafters: Mapping[str, ModelFreeDrafter]) -> list[PairOutcome]:
         """After the row's commit: score the drafters' pending proposals that are settled and
         start new ones for the drafters the row's chain (`()` for plain) did not run."""
         if not self.length:
             return []
         used = set(chain)
         tokens = request.all_token_ids
+        mine = self.pending.setdefault(request.request_id, {})
         outcomes: list[PairOutcome] = []
-        for name, drafter in self.drafters.items():
-            key = (request.request_id, name)
+        for name, drafter in drafters.items():
             if name in used:                    # the real step measured it
-                self.pending.pop(key, None)
+                mine.pop(name, None)
                 continue
-            pending = self.pending.get(key)
+            pending = mine.get(name)
             if pending is not None:
                 accepted = score_proposal(pending, tokens, request.is_finished)
                 if accepted is None:
                     continue
-                del self.pending[key]
+                del mine[name]
                 seen = len(tokens) - pending.start
                 # a verifier sees the whole proposal; only a request that ended first truncates it
                 proposed = len(pending.tokens) if accepted < seen else min(len(pending.tokens), seen)
@@ -84,9 +86,10 @@ class ShadowDrafts:
             if not request.is_finished:
                 proposal = drafter.propose(request.request_id, tokens, self.length)
                 if proposal:
-                    self.pending[key] = PendingProposal(len(tokens), proposal)
+                    mine[name] = PendingProposal(len(tokens), proposal)
+        if not mine:
+            del self.pending[request.request_id]
         return outcomes
 
     def forget(self, request_id: str) -> None:
-        for name in self.drafters:
-            self.pending.pop((request_id, name), None)
+        self.pending.pop(request_id, None)

@@ -46,26 +46,27 @@ def _request(tokens):
 
 def test_outcomes_count_proposed_and_accepted_and_skip_the_drafter_the_row_ran():
     drafter = FixedDrafter([7, 8, 9, 10])
-    shadow = ShadowDrafts({"fixed": drafter}, length=4)
+    shadow = ShadowDrafts(length=4)
+    drafters = {"fixed": drafter}
     request = _request([3])
-    assert shadow.observe(request, ()) == []                   # proposal starts after position 3
+    assert shadow.observe(request, (), drafters) == []                   # proposal starts after position 3
     request.output_token_ids.extend([7, 8])
-    assert shadow.observe(request, ()) == []                   # 2 of 4 seen, all matching
+    assert shadow.observe(request, (), drafters) == []                   # 2 of 4 seen, all matching
     request.output_token_ids.extend([5])
-    (outcome,) = shadow.observe(request, ())
+    (outcome,) = shadow.observe(request, (), drafters)
     assert (outcome.drafter, outcome.verifier, outcome.num_proposed, outcome.num_accepted) == ("fixed", "target", 4, 2)
     calls = drafter.calls
-    assert shadow.observe(request, ("fixed", "target")) == []   # the real step measures it
+    assert shadow.observe(request, ("fixed", "target"), drafters) == []   # the real step measures it
     assert drafter.calls == calls and not shadow.pending
     request.status, request.finish_reason = RequestStatus.FINISHED, FinishReason.LENGTH
-    assert shadow.observe(request, ()) == [] and not shadow.pending
+    assert shadow.observe(request, (), drafters) == [] and not shadow.pending
 
 
 def test_length_zero_turns_it_off_and_negative_is_refused():
     drafter = FixedDrafter([1])
-    assert ShadowDrafts({"fixed": drafter}, length=0).observe(_request([3]), ()) == [] and drafter.calls == 0
+    assert ShadowDrafts(length=0).observe(_request([3]), (), {"fixed": drafter}) == [] and drafter.calls == 0
     with pytest.raises(ValueError, match="shadow draft length"):
-        ShadowDrafts({"fixed": drafter}, length=-1)
+        ShadowDrafts(length=-1)
 
 
 def test_plain_decoding_learns_each_request_s_model_free_acceptance_and_outputs_do_not_change(make_engine):
