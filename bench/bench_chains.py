@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from bench.chains_report import PLAIN, render_markdown, summarise
 from bench.bench_models import encode_chat, load_target_and_draft
 from bench.chains_runs import ColumnSwitch, grid_columns, load_column_set, run_batch1, run_load, run_one
+from bench.chains_analysis import three_level_plane
 from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
                           parse_categories, process_peak_rss_mb, publish_results, sample_prompts)
 from engine import Engine, EngineConfig
@@ -113,6 +114,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
     import psutil
 
     rss_before_mb = psutil.Process().memory_info().rss / 2**20    # model(s) loaded, engine built, no request yet
+    priors = dict(engine.trackers.priors)                  # the calibrated acceptance the trackers start from
     columns = grid_columns(has_draft, cfg.k_list)
     switch = ColumnSwitch(engine, cost_router)
     for column in columns:                  # warm-up: first calls allocate caches and pick kernels
@@ -146,7 +148,10 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
         if concurrency == max(cfg.concurrency_list):
             rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed,
                        max_prompt_tokens=max(len(ids) for ids in requests))
+    context = sum(len(ids) for _, ids in prompts) / max(len(prompts), 1) + cfg.max_new_tokens / 2
+    plane = three_level_plane(cost_router.cost_model, priors, context) if has_draft else None
     return dict(has_draft=has_draft, columns=[c.name for c in columns], load_columns=[c.name for c in load_cols],
+                three_level_plane=plane,
                 chains={c.name: c.chain for c in columns if c.is_static},
                 num_prompts_planned=len(prompts), rss_before_runs_mb=rss_before_mb, rss_at_max_concurrency=rss,
                 process_peak_rss_mb=process_peak_rss_mb(), batch1_runs=records, load_runs=load_rows,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from bench.chains_analysis import render_plane
 from bench.common import markdown_table
 
 PLAIN = "plain"              # column names bench_chains gives plain decoding and the cost-model router
@@ -155,6 +156,8 @@ def render_markdown(data: dict) -> str:
               markdown_table(["category", *chains, "3-level / best 2-level"],
                              [[name, *[_best_k_cell(row, chain) for chain in chains],
                                _fmt_x(row["three_level_x_best_two_level"])] for name, row in rows_of]), ""]
+    if data.get("three_level_plane"):
+        lines += render_plane(data["three_level_plane"])
     if data["load"]:
         lines += ["## Under load (closed loop, same distinct requests for every column)", "",
                   markdown_table(["concurrency", "column", "requests", "tok/s", "x plain", "mean TPOT ms",

@@ -44,6 +44,10 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
     markdown = render_markdown({**data, "model": "tiny", "command": "test", "args": vars(cfg), "wall_s": 1.0,
                                 "machine_start": {}, "machine_end": {}})
     assert "3-level / best 2-level" in markdown and "lossless_batch1: 12/12 -> **met**" in markdown
+    plane = data["three_level_plane"]                       # the cost model's 3-level vs 2-level map
+    assert len(plane["ratio"]) == len(plane["rows"]) and all(len(r) == len(plane["columns"]) for r in plane["ratio"])
+    assert all(label.startswith("ngram>draft>target") for row in plane["best_three"] for label in row)
+    assert "best 3-level goodput / best 2-level goodput" in markdown
 
 
 def test_load_columns_best_keeps_plain_cost_model_and_each_chains_fastest_k():
@@ -63,3 +67,22 @@ def test_args_reject_bad_values():
         ChainsBenchArgs(concurrency="0")
     with pytest.raises(ValueError, match="unknown categories"):
         ChainsBenchArgs(categories="poetry")
+
+
+def test_the_three_level_plane_rises_with_the_draft_s_acceptances():
+    from bench.chains_analysis import three_level_plane
+    from engine.cost_model import CostModel, decision_grid
+    from engine.profile import LatencyProfile, LevelProfile
+
+    def level(fn, kind="model"):
+        batches, tokens, contexts = ((1,) if kind == "model_free" else (1, 4)), (1, 2, 4, 8, 16), (0, 2048)
+        return LevelProfile(kind, batches, tokens, contexts, [[[fn(t) for _ in contexts] for t in tokens] for _ in batches])
+
+    profile = LatencyProfile("synthetic", {"target": level(lambda t: 0.05 + 0.01 * t), "draft": level(lambda t: 0.02),
+                                           "ngram": level(lambda t: 1e-5, "model_free")})
+    model = CostModel(profile, decision_grid([("ngram", "target"), ("draft", "target"), ("ngram", "draft", "target")]))
+    plane = three_level_plane(model, {"ngram>target": 0.2, "draft>target": 0.15, "ngram>draft": 0.04}, context=200)
+    assert plane["rows"][0] == 0.15 and plane["columns"][0] == 0.04
+    ratio = plane["ratio"]
+    assert ratio[0][0] < 1 < ratio[-1][-1]                   # loses at the measured point, wins when both are high
+    assert ratio[-1][-1] > ratio[-1][1]                      # a better n-gram filter helps the 3-level chain
