@@ -3,6 +3,12 @@
 Invariant: after `sync`, a request's slot holds a prefix of its committed tokens that stops
 short of the last one (which the next forward feeds). Levels that sat out earlier steps simply
 have a shorter prefix; their next forward feeds the missing tokens first (lazy catch-up).
+
+A forward pads every row to the longest feed, so a new prompt joining decoding rows would make
+all of them compute (and hold activations for) the prompt's length. Long pending feeds are
+therefore caught up first, in forwards of their own that hold at most `token_budget` padded
+positions (a row longer than that is prefilled in slices), and the step's forward then feeds
+each row its last committed token plus its extras.
 """
 
 from __future__ import annotations
@@ -15,9 +21,22 @@ from engine.sequence import Request
 
 
 class ModelLevel:
-    def __init__(self, name: str, runner: ModelRunner):
+    """Args:
+        catch_up_threshold: a row with more pending tokens than this is caught up on its own
+            when the batch also has rows with at most this many (decoding rows).
+        token_budget: most padded positions (rows x longest feed) of one forward; rows are
+            caught up, longest first, until the step's forward fits, and catch-up forwards are
+            grouped (and a longer row sliced) to fit too. A lone row within it runs as one forward.
+    """
+
+    def __init__(self, name: str, runner: ModelRunner, catch_up_threshold: int = 32, token_budget: int = 2048):
+        if catch_up_threshold < 1 or token_budget < 1:
+            raise ValueError(f"catch_up_threshold and token_budget must be >= 1, "
+                             f"got {catch_up_threshold} and {token_budget}")
         self.name = name
         self.runner = runner
+        self.catch_up_threshold = catch_up_threshold
+        self.token_budget = token_budget
         self.cached_tokens: dict[int, list[int]] = {}      # slot -> tokens its cache holds
         self.verified: dict[int, int] = {}                 # slot -> prefix known to be committed
 
@@ -53,10 +72,55 @@ class ModelLevel:
     def forward(self, requests: list[Request], extras: list[list[int]], num_logits: list[int]) -> torch.Tensor:
         """Feed each row's pending tokens plus `extras[i]`; [batch, max(num_logits), vocab] logits."""
         slots = [self.slot_of(r) for r in requests]
-        feeds = [self._pending(r) + list(extra) for r, extra in zip(requests, extras)]
+        pending = [self._pending(r) for r in requests]
+        for i in self._catch_up(slots, pending, extras):
+            pending[i] = pending[i][-1:]           # the rest is in the cache now
+        feeds = [p + list(extra) for p, extra in zip(pending, extras)]
+        return self._feed(slots, feeds, num_logits)
+
+    def _feed(self, slots: list[int], feeds: list[list[int]], num_logits: list[int]) -> torch.Tensor:
         for slot, feed in zip(slots, feeds):
             self.cached_tokens[slot].extend(feed)
         return self.runner.forward(slots, feeds, num_logits)
+
+    def _rows_to_catch_up(self, pending: list[list[int]], extras: list[list[int]]) -> list[int]:
+        """Rows whose pending tokens go first (see the class doc)."""
+        batch = len(pending)
+        sizes = [len(p) + len(e) for p, e in zip(pending, extras)]
+        chosen: set[int] = set()
+        if any(len(p) <= self.catch_up_threshold for p in pending):
+            chosen = {i for i, p in enumerate(pending) if len(p) > self.catch_up_threshold}
+
+        def width() -> int:
+            return max(1 + len(extras[i]) if i in chosen else sizes[i] for i in range(batch))
+
+        for i in sorted(range(batch), key=lambda i: -sizes[i]):
+            if batch * width() <= self.token_budget:
+                break
+            if len(pending[i]) <= 1:               # nothing to move out of the widest row
+                break
+            chosen.add(i)
+        return sorted(chosen)
+
+    def _catch_up(self, slots: list[int], pending: list[list[int]], extras: list[list[int]]) -> list[int]:
+        """Feed all but the last pending token of the rows `_rows_to_catch_up` picks, in forwards
+        of at most `token_budget` padded positions (one logit each, discarded); return the rows."""
+        rows = self._rows_to_catch_up(pending, extras)
+        budget = self.token_budget
+        feeds = {i: pending[i][:-1] for i in rows}
+        for i in rows:
+            while len(feeds[i]) > budget:          # a row longer than the budget: chunked prefill
+                self._feed([slots[i]], [feeds[i][:budget]], [1])
+                feeds[i] = feeds[i][budget:]
+        group: list[int] = []
+        for i in sorted(rows, key=lambda i: -len(feeds[i])):      # a group's first row sets its width
+            if group and (len(group) + 1) * len(feeds[group[0]]) > budget:
+                self._feed([slots[j] for j in group], [feeds[j] for j in group], [1] * len(group))
+                group = []
+            group.append(i)
+        if group:
+            self._feed([slots[j] for j in group], [feeds[j] for j in group], [1] * len(group))
+        return rows
 
     def verify_logits(self, requests: list[Request], proposals: list[list[int]]) -> torch.Tensor:
         """Logits at the last committed token and at each proposed token: [batch, m_max + 1, vocab]."""
@@ -76,10 +140,7 @@ class ModelLevel:
                 first = False
             else:
                 slots = [self.slot_of(r) for r in rows]
-                feeds = [[proposals[i][-1]] for i in active]
-                for slot, feed in zip(slots, feeds):
-                    self.cached_tokens[slot].extend(feed)
-                logits = self.runner.forward(slots, feeds, [1] * len(rows))[:, 0]
+                logits = self._feed(slots, [[proposals[i][-1]] for i in active], [1] * len(rows))[:, 0]
             tokens = logits.argmax(dim=-1)                                        # [rows]
             sampled = [row for row, i in enumerate(active) if not requests[i].params.is_greedy]
             if sampled:

@@ -75,7 +75,7 @@ def _monotone(grid: np.ndarray) -> np.ndarray:
 
 
 def _parameter_count(runner: ModelRunner) -> int:
-    layers = sum(w.qkv.numel() + w.o.numel() + w.gate_up.numel() + w.down.numel() for w in runner.layers)
+    layers = sum(m.numel() for w in runner.layers for m in w.matrices)
     return layers + runner.lm_head.numel()
 
 

@@ -102,3 +102,19 @@ def assert_same_outputs(got: list[RequestOutput], want: list[RequestOutput], lab
         assert a.output_token_ids == b.output_token_ids, f"{label} row {i}: tokens differ"
         assert a.finish_reason == b.finish_reason, f"{label} row {i}: {a.finish_reason} != {b.finish_reason}"
         assert a.text == b.text, f"{label} row {i}: text {a.text!r} != {b.text!r}"
+
+
+def with_catch_up(engine: Engine, threshold: int, budget: int) -> Engine:
+    """`engine` with every model level's catch-up threshold and token budget replaced (before any
+    request), so that tiny prompts exercise catch-up and chunked prefill."""
+    from engine.levels import ModelLevel
+
+    for name, level in list(engine.levels.items()):
+        engine.levels[name] = ModelLevel(name, level.runner, catch_up_threshold=threshold, token_budget=budget)
+    return engine
+
+
+def make_long_prompts(n: int, seed: int = 0) -> list[str]:
+    """`n` prompts of 60..150 characters (tokens, for the character tokenizer)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(PHRASES) for _ in range(40))[: rng.randint(60, 150)] for _ in range(n)]

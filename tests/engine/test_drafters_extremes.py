@@ -37,16 +37,17 @@ class ContrarianDrafter(ModelFreeDrafter):
 
 
 def count_forwards(engine, level: str) -> list[int]:
-    """Wrap a level's runner so that each forward is counted (the batch size is recorded)."""
-    runner = engine.levels[level].runner
+    """Wrap a level so that each of its step forwards is counted (the batch size is recorded);
+    the catch-up forwards of long prompts (engine/levels.py) are not step forwards."""
+    model_level = engine.levels[level]
     calls: list[int] = []
-    original = runner.forward
+    original = model_level.forward
 
-    def counted(slots, tokens, num_logits):
-        calls.append(len(slots))
-        return original(slots, tokens, num_logits)
+    def counted(requests, extras, num_logits):
+        calls.append(len(requests))
+        return original(requests, extras, num_logits)
 
-    runner.forward = counted
+    model_level.forward = counted
     return calls
 
 

@@ -1,7 +1,7 @@
 """Rollback invariant: whatever happened to a cache, it holds what a fresh prefill would.
 
 1. Runner level: random interleavings of extend, rollback, rows joining and leaving (slots freed
-   and reused, the cache growing) leave every slot equal to a fresh prefill of its tokens.
+   and reused, the cache growing and shrinking) leave every slot equal to a fresh prefill of its tokens.
 2. Engine level: a router that switches chain and K at random, per row and per step, with rows
    joining and being aborted; after every step each level's cache for every running request
    holds exactly a prefix of the committed tokens, and the outputs equal plain decoding.
@@ -17,7 +17,8 @@ import torch
 from engine import Decision, SamplingParams
 from engine.kv_cache import KVCache
 from engine.runner import ModelRunner
-from tests.engine.builders import make_dummy_engine, make_prompts, plain_decode, single_thread  # noqa: F401
+from tests.engine.builders import (make_dummy_engine, make_long_prompts, make_prompts, plain_decode,  # noqa: F401
+                                   single_thread, with_catch_up)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -50,10 +51,11 @@ def test_random_extend_rollback_join_leave(seed, target):
     rng = random.Random(seed)
     runner = ModelRunner(target, max_len=96)
     runner.cache = KVCache(runner.num_layers, runner.num_kv_heads, runner.head_dim, 96,
-                           initial_slots=1, initial_len=8)                        # force growth
+                           initial_slots=1, initial_len=8, block_len=16)          # force growth
     fresh = FreshPrefill(target)
     held: dict[int, list[int]] = {}                                               # slot -> tokens
     counts = {"join": 0, "leave": 0, "extend": 0, "rollback": 0}
+    capacities = [runner.cache.capacity]
 
     def check(slot: int) -> None:
         token = rng.randrange(VOCAB)
@@ -88,12 +90,15 @@ def test_random_extend_rollback_join_leave(seed, target):
             runner.cache.rollback(slot, keep)
             del held[slot][keep:]
         counts[op] += 1
+        if runner.cache.capacity != capacities[-1]:
+            capacities.append(runner.cache.capacity)
         if held:
             check(rng.choice(sorted(held)))
     for slot in held:
         check(slot)
     assert all(n > 10 for n in counts.values()), counts
-    assert runner.cache.num_slots > 1 and runner.cache.capacity > 8
+    assert runner.cache.num_slots > 1 and max(capacities) > 8
+    assert any(a > b for a, b in zip(capacities, capacities[1:])), f"never shrank: {capacities}"
 
 
 def test_rollback_beyond_the_held_length_is_refused(target):
@@ -174,3 +179,24 @@ def test_random_chain_and_k_every_step_keeps_caches_exact(seed, target, tokenize
         name: level.cache.num_slots for name, level in engine.levels.items()}
     assert all(free_before[name] <= level.cache.num_free_slots for name, level in engine.levels.items())
     assert num_steps > 15 and num_checked > 100 and router.num_calls == num_steps
+
+
+def test_caught_up_and_chunked_rows_keep_every_cache_exact(target, tokenizer, drafts):
+    """Long prompts join decoding rows under random chains and K while every level catches up in
+    budget-sized slices: each level's cache still equals a fresh prefill of committed tokens."""
+    prompts = [p for pair in zip(make_prompts(5, seed=9), make_long_prompts(5, seed=9)) for p in pair]
+    greedy = SamplingParams(max_tokens=16)
+    router = RandomRouter(7)
+    engine = with_catch_up(make_dummy_engine(target, tokenizer, drafts, router=router, max_batch=5), 4, 24)
+    fresh = {name: FreshPrefill(model) for name, model in {"target": target, **drafts}.items()}
+    rng = random.Random(5)
+    ids, final, pending, num_checked = [], {}, list(prompts), 0
+    while engine.has_unfinished or pending:
+        for _ in range(rng.randint(0, 2)):
+            if pending:
+                ids.append(engine.add_request(pending.pop(0), greedy))
+        final.update({o.request_id: o for o in engine.step() if o.finished})
+        num_checked += assert_caches_hold_committed_prefixes(engine, fresh)
+    want = plain_decode(target, tokenizer, prompts, greedy)
+    assert [final[i].output_token_ids for i in ids] == [w.output_token_ids for w in want]
+    assert num_checked > 60

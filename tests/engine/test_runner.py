@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from engine.runner import ModelRunner
 from engine.tiny_models import build_tiny_llama
@@ -125,10 +125,11 @@ def test_feeding_past_the_context_is_refused():
         runner.forward([slot], [list(range(7))], [1])
 
 
-def test_building_a_runner_keeps_the_model_s_own_outputs():
-    """The runner re-lays shared weights input-major in place: same values, so the transformers
-    model (HF generate in the benchmarks, the tied embedding) computes what it did before."""
-    model = build_tiny_llama(seed=5, num_heads=4, num_kv_heads=2)
+@pytest.mark.parametrize("name", ["llama-gqa", "qwen2-bias"])
+def test_building_a_runner_keeps_the_model_s_own_outputs(name):
+    """The runner re-lays the model's weights input-major in place: same values, so the
+    transformers model (HF generate in the benchmarks, the tied embedding) computes what it did."""
+    model = MODELS[name]()
     ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
     with torch.inference_mode():
         before = model(ids).logits
@@ -136,3 +137,48 @@ def test_building_a_runner_keeps_the_model_s_own_outputs():
         after = model(ids).logits
     assert model.lm_head.weight.stride(0) == 1            # re-laid, not copied
     assert torch.allclose(before, after, atol=1e-6)
+
+
+def storage_of(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "qwen2-bias"])
+def test_the_model_and_its_runners_hold_one_copy_of_each_weight(name, tmp_path):
+    """Every matrix lives once: the runners use the model's own parameters (re-laid in place),
+    and the model can still be saved and reloaded."""
+    model = MODELS[name]()
+    runner = ModelRunner(model, max_len=64)
+    second = ModelRunner(model, max_len=64)
+    for layer, ours, theirs in zip(model.model.layers, runner.layers, second.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        params = [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight,
+                  mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
+        assert [storage_of(p) for p in params] == [storage_of(m) for m in ours.matrices] \
+            == [storage_of(m) for m in theirs.matrices]
+        assert len({storage_of(p) for p in params}) == len(params)
+        if attn.q_proj.bias is not None:
+            assert storage_of(ours.k_bias) == storage_of(attn.k_proj.bias)
+    slots = [runner.cache.allocate_slot(), second.cache.allocate_slot()]
+    row = [3, 1, 4, 1, 5, 9, 2, 6]
+    logits = runner.forward(slots[:1], [row], [8])
+    assert torch.equal(logits, second.forward(slots[1:], [row], [8]))
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    assert (reference_logits(reloaded, row) - logits[0]).abs().max() < TOLERANCE
+
+
+def test_a_tied_embedding_is_the_head_s_storage():
+    """SmolLM2 ties its embedding and LM head: the runner must not keep the pre-re-lay copy."""
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=True, initializer_range=0.2)
+    torch.manual_seed(4)
+    model = LlamaForCausalLM(config).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    row = [7, 3, 9, 12, 40, 2]
+    reference = reference_logits(model, row)
+    runner = ModelRunner(model, max_len=64)
+    assert storage_of(runner.embed) == storage_of(runner.lm_head) == storage_of(model.lm_head.weight)
+    slot = runner.cache.allocate_slot()
+    assert (runner.forward([slot], [row], [len(row)])[0] - reference).abs().max() < TOLERANCE
