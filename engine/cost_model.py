@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.decision import TARGET, Decision
+from engine.levels import plan_catch_up
 from engine.profile import LatencyProfile, ProfileError
 from engine.trackers import pair_key
 
@@ -283,15 +284,16 @@ def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[d
     `profile.forward_time` (the simulator's clock), where `CostModel.step_time` is the
     expectation before the step.
 
-    Same per-level terms as `step_time`, but per row and as `run_step` and the runner really
+    Same per-level terms as `step_time`, but per row and as `run_step` and the levels really
     run them: forwards grouped by level (plain rows join the target's group), each group padded
     to its widest feed and longest context, and a level feeds what its cache lacks first
-    (prefill of a new request, lazy catch-up of a level that sat out).
+    (prefill of a new request, lazy catch-up of a level that sat out), long pending feeds in
+    forwards of their own as `engine.levels.plan_catch_up` plans them.
     `num_tokens[i]`: row i's committed tokens before the step; `cached[i]`: level -> tokens its
     cache holds for the row; `ks[i]`: the row's K after capping (0 = plain); `results[i]`: its
     RowResult (`pairs[j].num_proposed` is what level j + 1 was fed).
     """
-    groups: dict[str, list[tuple[int, int]]] = {}       # level -> [(tokens fed, context end)] per row
+    groups: dict[str, list[tuple[int, int, int]]] = {}  # level -> [(pending, extra, cached)] per row
     drafting: list[tuple[int, int]] = []                # model first level: (committed tokens, k)
     model_free: list[int] = []                          # model-free first level: k per row
     first_is_model = profile.levels[chain[0]].kind == "model" if len(chain) > 1 else False
@@ -299,18 +301,27 @@ def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[d
         if k > 0:
             if first_is_model:
                 drafting.append((total, k))
-                groups.setdefault(chain[0] + "#catch-up", []).append((total - have_by_level.get(chain[0], 0), total))
+                have = have_by_level.get(chain[0], 0)
+                groups.setdefault(chain[0] + "#draft", []).append((total - have, 0, have))
             else:
                 model_free.append(k)
             for pair, level in zip(result.pairs, chain[1:]):
                 have = have_by_level.get(level, 0)
-                groups.setdefault(level, []).append((total - have + pair.num_proposed, total + pair.num_proposed))
+                groups.setdefault(level, []).append((total - have, pair.num_proposed, have))
         else:
-            groups.setdefault(TARGET, []).append((total - have_by_level.get(TARGET, 0), total))
+            have = have_by_level.get(TARGET, 0)
+            groups.setdefault(TARGET, []).append((total - have, 0, have))
     forwards = []
     for name, rows in groups.items():
-        fed = max(f for f, _ in rows)
-        forwards.append((name.partition("#")[0], len(rows), fed, max(e for _, e in rows) - fed))
+        level = name.partition("#")[0]
+        plan = plan_catch_up([p for p, _, _ in rows], [e for _, e, _ in rows])
+        for forward in plan.forwards:
+            forwards.append((level, len(forward), max(n for _, _, n in forward),
+                             max(rows[i][2] + start for i, start, _ in forward)))
+        caught = set(plan.rows)
+        fed = [(1 if i in caught else p) + e for i, (p, e, _) in enumerate(rows)]
+        ends = [have + p + e for p, e, have in rows]
+        forwards.append((level, len(rows), max(fed), max(ends) - max(fed)))
     if model_free:
         forwards.append((chain[0], len(model_free), max(model_free), max(num_tokens)))
     for j in range(1, max((k for _, k in drafting), default=0)):     # then one token per row until each has k

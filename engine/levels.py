@@ -13,11 +13,65 @@ each row its last committed token plus its extras.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from engine.runner import ModelRunner
 from engine.sampling import probs_for_rows, sample_from
 from engine.sequence import Request
+
+
+CATCH_UP_THRESHOLD = 32
+TOKEN_BUDGET = 2048
+
+
+@dataclass(frozen=True)
+class CatchUpPlan:
+    """Rows whose pending tokens (all but the last) are fed before the step's forward, and those
+    forwards: each a list of (row, start in its pending tokens, number of tokens)."""
+
+    rows: list[int]
+    forwards: list[list[tuple[int, int, int]]]
+
+
+def plan_catch_up(pending: list[int], extras: list[int], threshold: int = CATCH_UP_THRESHOLD,
+                  budget: int = TOKEN_BUDGET) -> CatchUpPlan:
+    """Which rows to catch up first and in which forwards, from each row's pending and extra
+    token counts (see the module doc); the engine runs it and the simulator charges it."""
+    batch = len(pending)
+    sizes = [p + e for p, e in zip(pending, extras)]
+    chosen: set[int] = set()
+    if any(p <= threshold for p in pending):
+        chosen = {i for i, p in enumerate(pending) if p > threshold}
+
+    def width() -> int:
+        return max(1 + extras[i] if i in chosen else sizes[i] for i in range(batch))
+
+    for i in sorted(range(batch), key=lambda i: -sizes[i]):
+        if batch * width() <= budget:
+            break
+        if pending[i] <= 1:                        # nothing to move out of the widest row
+            break
+        chosen.add(i)
+    rows = sorted(chosen)
+    forwards: list[list[tuple[int, int, int]]] = []
+    left = {i: (0, pending[i] - 1) for i in rows}  # (start, tokens) still to feed
+    for i in rows:
+        start, n = left[i]
+        while n > budget:                          # a row longer than the budget: chunked prefill
+            forwards.append([(i, start, budget)])
+            start, n = start + budget, n - budget
+        left[i] = (start, n)
+    group: list[tuple[int, int, int]] = []
+    for i in sorted(rows, key=lambda i: -left[i][1]):      # a group's first row sets its width
+        if group and (len(group) + 1) * group[0][2] > budget:
+            forwards.append(group)
+            group = []
+        group.append((i, *left[i]))
+    if group:
+        forwards.append(group)
+    return CatchUpPlan(rows, [f for f in forwards if any(n for _, _, n in f)])
 
 
 class ModelLevel:
@@ -29,7 +83,8 @@ class ModelLevel:
             grouped (and a longer row sliced) to fit too. A lone row within it runs as one forward.
     """
 
-    def __init__(self, name: str, runner: ModelRunner, catch_up_threshold: int = 32, token_budget: int = 2048):
+    def __init__(self, name: str, runner: ModelRunner, catch_up_threshold: int = CATCH_UP_THRESHOLD,
+                 token_budget: int = TOKEN_BUDGET):
         if catch_up_threshold < 1 or token_budget < 1:
             raise ValueError(f"catch_up_threshold and token_budget must be >= 1, "
                              f"got {catch_up_threshold} and {token_budget}")
@@ -83,44 +138,14 @@ class ModelLevel:
             self.cached_tokens[slot].extend(feed)
         return self.runner.forward(slots, feeds, num_logits)
 
-    def _rows_to_catch_up(self, pending: list[list[int]], extras: list[list[int]]) -> list[int]:
-        """Rows whose pending tokens go first (see the class doc)."""
-        batch = len(pending)
-        sizes = [len(p) + len(e) for p, e in zip(pending, extras)]
-        chosen: set[int] = set()
-        if any(len(p) <= self.catch_up_threshold for p in pending):
-            chosen = {i for i, p in enumerate(pending) if len(p) > self.catch_up_threshold}
-
-        def width() -> int:
-            return max(1 + len(extras[i]) if i in chosen else sizes[i] for i in range(batch))
-
-        for i in sorted(range(batch), key=lambda i: -sizes[i]):
-            if batch * width() <= self.token_budget:
-                break
-            if len(pending[i]) <= 1:               # nothing to move out of the widest row
-                break
-            chosen.add(i)
-        return sorted(chosen)
-
     def _catch_up(self, slots: list[int], pending: list[list[int]], extras: list[list[int]]) -> list[int]:
-        """Feed all but the last pending token of the rows `_rows_to_catch_up` picks, in forwards
-        of at most `token_budget` padded positions (one logit each, discarded); return the rows."""
-        rows = self._rows_to_catch_up(pending, extras)
-        budget = self.token_budget
-        feeds = {i: pending[i][:-1] for i in rows}
-        for i in rows:
-            while len(feeds[i]) > budget:          # a row longer than the budget: chunked prefill
-                self._feed([slots[i]], [feeds[i][:budget]], [1])
-                feeds[i] = feeds[i][budget:]
-        group: list[int] = []
-        for i in sorted(rows, key=lambda i: -len(feeds[i])):      # a group's first row sets its width
-            if group and (len(group) + 1) * len(feeds[group[0]]) > budget:
-                self._feed([slots[j] for j in group], [feeds[j] for j in group], [1] * len(group))
-                group = []
-            group.append(i)
-        if group:
-            self._feed([slots[j] for j in group], [feeds[j] for j in group], [1] * len(group))
-        return rows
+        """Run `plan_catch_up`'s forwards (one logit each, discarded); return the rows caught up."""
+        plan = plan_catch_up([len(p) for p in pending], [len(e) for e in extras],
+                             self.catch_up_threshold, self.token_budget)
+        for forward in plan.forwards:
+            self._feed([slots[i] for i, _, _ in forward], [pending[i][start:start + n] for i, start, n in forward],
+                       [1] * len(forward))
+        return plan.rows
 
     def verify_logits(self, requests: list[Request], proposals: list[list[int]]) -> torch.Tensor:
         """Logits at the last committed token and at each proposed token: [batch, m_max + 1, vocab]."""

@@ -161,3 +161,37 @@ def test_plain_decoding_still_measures_the_model_free_pairs_through_shadow_propo
     for key, rate in (("ngram>target", 0.5), ("suffix>target", 0.4)):
         num_observed, acceptance = observed[key]
         assert num_observed >= 5 and acceptance == pytest.approx(rate, abs=0.15)
+
+
+def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_decoding_rows(
+        target, tokenizer, monkeypatch):
+    """rows_forwards (the simulator's clock) and the engine's catch-up planning agree call by call."""
+    from engine.cost_model import rows_forwards
+    from tests.env.conftest import make_profile
+
+    engine = Engine(target, tokenizer, EngineConfig(max_model_len=256, max_num_tokens=8192),
+                    router=StaticRouter(Decision(("ngram", "target"), 3)))
+    runner = engine.levels["target"].runner
+    calls = []
+    real_forward = runner.forward
+
+    def recording(slots, tokens, num_logits):
+        calls.append(("target", len(slots), max(len(t) for t in tokens), max(runner.cache.lengths[s] for s in slots)))
+        return real_forward(slots, tokens, num_logits)
+
+    monkeypatch.setattr(runner, "forward", recording)
+    for prompt in ("one two one two", "abc abd abe"):
+        engine.add_request(prompt, SamplingParams(max_tokens=40, ignore_eos=True))
+    for _ in range(3):
+        engine.step()
+    engine.add_request("the cat sat on the mat and the dog sat on the log " * 3, SamplingParams(max_tokens=4))
+    batch = engine.scheduler.admit()
+    before = [r.num_tokens for r in batch]
+    cached = [{"target": engine.levels["target"].committed_length(r)} for r in batch]
+    ks = [engine._draft_length(r, Decision(("ngram", "target"), 3)) for r in batch]
+    calls.clear()
+    engine.step()
+    charged = rows_forwards(make_profile(), before, cached, ("ngram", "target"), ks, engine.last_step.results)
+    charged = [call for call in charged if call[0] == "target"]
+    assert len(calls) == 2 and calls[0][1] == 1                 # the new prompt's catch-up, then the step
+    assert charged == calls
