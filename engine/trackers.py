@@ -24,7 +24,8 @@ What an estimate holds:
     num_proposed_tokens / num_accepted_tokens: running totals.
 
 Per-request estimates start from the global acceptance of the pair at the request's first
-observation and use `request_alpha`. The engine forgets a request's estimates when it finishes
+observation, worth `request_prior_weight` trials (16: one lucky shadow proposal of 8 tokens must
+not make a request look like a summary), and use `request_alpha`. The engine forgets a request's estimates when it finishes
 or is aborted.
 
 `snapshot()` is the one dict read by the cost model, the environment's observation and the
@@ -98,11 +99,13 @@ class AcceptanceTrackers:
         request_alpha: the same for per-request estimates (they see fewer observations).
         prior: acceptance assumed for a pair that has not run yet.
         prior_weight: how many trials (proposed tokens) the prior is worth.
+        request_prior_weight: the same for the global estimate a request's own one starts from.
         priors: per-pair priors ("draft>target" -> a), e.g. from a measured similarity.
     """
 
     def __init__(self, alpha: float = 0.05, request_alpha: float = 0.2, prior: float = 0.5,
-                 prior_weight: float = 1.0, priors: dict[str, float] | None = None):
+                 prior_weight: float = 1.0, priors: dict[str, float] | None = None,
+                 request_prior_weight: float = 16.0):
         for name, value in (("alpha", alpha), ("request_alpha", request_alpha)):
             if not 0 < value <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -110,14 +113,16 @@ class AcceptanceTrackers:
         for key, value in [("prior", prior), *priors.items()]:
             if not 0 <= value <= 1:
                 raise ValueError(f"prior acceptance of {key} must be in [0, 1], got {value}")
-        if prior_weight <= 0:
-            raise ValueError(f"prior_weight must be > 0, got {prior_weight}")
+        if prior_weight <= 0 or request_prior_weight <= 0:
+            raise ValueError(f"prior_weight and request_prior_weight must be > 0, "
+                             f"got {prior_weight} and {request_prior_weight}")
         if any(">" not in key for key in priors):
             raise ValueError("priors are keyed 'drafter>verifier'")
         self.alpha = alpha
         self.request_alpha = request_alpha
         self.prior = prior
         self.prior_weight = prior_weight
+        self.request_prior_weight = request_prior_weight
         self.priors = priors
         self.reset()
 
@@ -152,7 +157,7 @@ class AcceptanceTrackers:
                     estimate = self.pairs[key] = PairEstimate.from_prior(self.prior_of(key), self.prior_weight)
                 own = self.requests.setdefault(request_id, {})
                 if key not in own:
-                    own[key] = PairEstimate.from_prior(estimate.acceptance, self.prior_weight)
+                    own[key] = PairEstimate.from_prior(estimate.acceptance, self.request_prior_weight)
                 estimate.observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.alpha)
                 own[key].observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.request_alpha)
 

@@ -123,3 +123,15 @@ def test_abort_forgets_the_request(make_engine):
     assert "x" in engine.trackers.snapshot()["requests"]
     engine.abort("x")
     assert engine.trackers.snapshot()["requests"] == {}
+
+
+def test_one_lucky_observation_does_not_make_a_request_look_like_a_summary():
+    """A request's own estimate starts from the pool worth request_prior_weight trials."""
+    trackers = AcceptanceTrackers(priors={"suffix>target": 0.25})
+    trackers.observe_step(make_record({"a": [("suffix", "target", 8, 4, None)]}))
+    assert trackers.acceptance("suffix>target", "a") == pytest.approx((0.25 * 16 + 4) / (16 + 5))
+    for _ in range(3):                       # consistent evidence does move it
+        trackers.observe_step(make_record({"a": [("suffix", "target", 8, 8, None)]}))
+    assert trackers.acceptance("suffix>target", "a") > 0.6
+    with pytest.raises(ValueError, match="request_prior_weight"):
+        AcceptanceTrackers(request_prior_weight=0)
