@@ -197,19 +197,15 @@ class CostModel:
         prior = self.prior_acceptance if prior is None else prior
         context = int(round(context / self.context_bucket)) * self.context_bucket
         own = acceptance.get("requests", {}) if request_ids and "pairs" in acceptance else {}
-        # rows with the same own estimates (most often none) are scored once
+        # the mean over rows; rows with the same own estimates (most often none) are scored once
         groups = Counter(tuple(sorted((key, float(value["acceptance"])) for key, value in own.get(rid, {}).items()))
-                         for rid in request_ids or ())
-        if len(groups) <= 1:
-            merged = {**rates, **dict(next(iter(groups), ()))}
-            tokens = [self._expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
-        else:
-            tokens = [0.0] * len(self._plans)
-            for key, count in groups.items():
-                merged = {**rates, **dict(key)}
-                for i, (pairs, k) in enumerate(self._plans):
-                    tokens[i] += count * self._expected_tokens(pairs, k, merged, prior)
-            tokens = [total / len(request_ids) for total in tokens]
+                         for rid in request_ids or ()) or Counter({(): 1})
+        num_rows = sum(groups.values())
+        tokens = [0.0] * len(self._plans)
+        for key, count in groups.items():
+            merged, weight = {**rates, **dict(key)}, count / num_rows
+            for i, (pairs, k) in enumerate(self._plans):
+                tokens[i] += weight * self._expected_tokens(pairs, k, merged, prior)
         return tokens, self._step_times(batch, context), context
 
     def _estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:

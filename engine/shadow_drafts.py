@@ -2,7 +2,7 @@
 
 A router learns a pair's acceptance only from the steps that run it, so one that starts out
 choosing plain decoding never finds out that suffix drafting would pay on *this* request (a
-summary, a translation, a code edit: 1.7x in bench/results/chains.md) while the pooled prior
+summary, a translation, a code edit: ~2x in bench/results/chains.md) while the pooled prior
 says it does not. A model-free drafter proposes in microseconds with no forward pass, and the
 target's committed tokens are exactly what verification would have compared it against: a
 greedy verifier accepts the longest prefix of the proposal that the committed tokens repeat,

@@ -25,8 +25,8 @@ What an estimate holds:
 
 Per-request estimates start from the global acceptance of the pair at the request's first
 observation, worth `request_prior_weight` trials (16: one lucky shadow proposal of 8 tokens must
-not make a request look like a summary), and use `request_alpha`. The engine forgets a request's estimates when it finishes
-or is aborted.
+not make a request look like a summary), and use `request_alpha`. The engine forgets a
+request's estimates when it finishes or is aborted.
 
 `snapshot()` is the one dict read by the cost model, the environment's observation and the
 metrics:

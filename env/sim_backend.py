@@ -7,10 +7,10 @@ per-category acceptance models, builds the same `RowResult`/`PairOutcome`s the e
 max_tokens and context limits act identically) and feeds the same `StepRecord` to the same
 acceptance trackers, including the shadow proposals of the model-free drafters a row did not
 run (engine/shadow_drafts.py; here drawn from the same models, and reported once as many tokens
-are committed as the engine needs to settle them). The clock advances by the profile's time of the forwards the engine would
-have run (`engine.cost_model.rows_forwards`: grouped by level and padded as the engine's
-ragged batches are, including prefill and the lazy catch-up of levels that sat out), scaled and
-plus the per-step overhead that `env.calibrate` fits.
+are committed as the engine needs to settle them). The clock advances by the profile's time of
+the forwards the engine would have run (`engine.cost_model.rows_forwards`: grouped by level and
+padded as the engine's ragged batches are, including prefill and the lazy catch-up of levels
+that sat out), scaled and plus the per-step overhead that `env.calibrate` fits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Request
 from engine.spec_step import PairOutcome, RowResult
-from engine.trackers import AcceptanceTrackers
+from engine.trackers import AcceptanceTrackers, pair_key
 from env.config import EnvConfig, EnvConfigError, resolve_path
 from env.sim_calibration import SimCalibration
 from env.workloads import WorkloadRequest
@@ -86,7 +86,7 @@ class SimEngine:
         model = self.calibration.acceptance
         outcomes: list[PairOutcome] = []
         for name in MODEL_FREE_DRAFTERS:
-            pair = f"{name}>{TARGET}"
+            pair = pair_key(name, TARGET)
             key = (request.request_id, name)
             if not length or name in chain or not model.has_pair(pair):
                 self.shadow.pop(key, None)
