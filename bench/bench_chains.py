@@ -61,8 +61,8 @@ class ChainsBenchArgs:
     requests_per_slot: int = field(default=2, metadata={
         "help": "the load part completes max(4, this x concurrency) distinct requests per column"})
     max_load_prompt_tokens: int = field(default=512, metadata={
-        "help": "the load part leaves out longer prompts (0 = none): the engine pads a batched prefill to its "
-                "longest row, so admitting one long prompt costs a batch-wide forward whatever the router does"})
+        "help": "the load part leaves out longer prompts (0 = none): a long prompt's prefill dominates the "
+                "steps it joins whatever the router does, and bounds the KV the batch-16 RSS figure holds"})
     load_columns: str = field(default="best", metadata={
         "help": "columns under load: 'best' (plain, cost model, each chain at its best K on the batch-1 mix) "
                 "or 'all'", "choices": ["best", "all"]})

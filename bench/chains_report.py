@@ -168,8 +168,7 @@ def render_markdown(data: dict) -> str:
                                    else f"{r['num_identical_to_plain']}/{r['num_requests']}"]
                                   for block in data["load"] for r in block["rows"]]), "",
                   "Columns under load: " + ", ".join(data["load_columns"]) + ". Requests: distinct Spec-Bench "
-                  f"prompts of at most {data['args'].get('max_load_prompt_tokens') or 'any number of'} tokens (the "
-                  "engine pads a batched prefill to its longest row). Outputs under load may differ from "
+                  f"prompts of at most {data['args'].get('max_load_prompt_tokens') or 'any number of'} tokens. Outputs under load may differ from "
                   "plain's where batching changes float rounding (greedy ties); batch 1 is the losslessness check.", ""]
     overhead, lossless, rss = data["decision_overhead"], data["lossless"], data["rss_at_max_concurrency"]
     lines += ["## Overheads, memory, losslessness", "",
