@@ -10,8 +10,10 @@ and a sampling verifier accepts a deterministic proposal x with probability p(x)
 probability that the committed token is x. So every row keeps one pending proposal per
 drafter, made from its committed tokens whenever its chain did not use that drafter, and
 scores it, as `PairOutcome(drafter, "target", K, accepted)`, once the committed tokens cover
-it or contradict it. The trackers then hold per-request acceptance for every model-free pair
-whatever the router chose.
+it or contradict it. A drafter that finds nothing to propose is scored at once, as an empty
+proposal (`PairOutcome(drafter, "target", 0, 0)`: the trackers count it as a rejection, which is
+what it is worth to a verifier). The trackers then hold per-request acceptance for every
+model-free pair whatever the router chose.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class ShadowDrafts:
                 proposal = drafter.propose(request.request_id, tokens, self.length)
                 if proposal:
                     mine[name] = PendingProposal(len(tokens), proposal)
+                else:
+                    outcomes.append(PairOutcome(name, TARGET, 0, 0))
         if not mine:
             del self.pending[request.request_id]
         return outcomes

@@ -14,13 +14,21 @@ What an estimate holds:
                         S <- (1 - w_i) S + w_i n, T <- (1 - w_i) T + w_i (n + [n < m]), a = S / T.
                         Early on this is the pooled ratio (prior_weight * prior + sum n) /
                         (prior_weight + sum trials); later an EMA over about 1/alpha observations.
-    accepted_fraction   EMA of num_accepted / num_proposed per step (vLLM's draft acceptance
-                        rate), weights max(alpha, 1/i): the mean until the window fills.
+                        A model-free drafter asked for K tokens may find nothing to propose
+                        (no n-gram match: about half the steps on Spec-Bench); the verifier
+                        then commits one token of its own, as after a rejection of the first
+                        token, so an empty proposal counts as 0 successes in 1 trial. Leaving
+                        it out made n-gram look 25% better than it was at K = 2, and the cost
+                        model chose it at concurrency 4 on steps where no row had a proposal.
+    accepted_fraction   EMA of num_accepted / num_proposed per step with a proposal (vLLM's
+                        draft acceptance rate), weights max(alpha, 1/i): the mean until the
+                        window fills.
     similarity          EMA of 1 - TV(p, q) (weights as accepted_fraction) where the step had
                         both distributions (sampled rows whose drafter is a model), None until
                         seen. For sampling, E[acceptance] = 1 - TV, so a measured similarity is
                         the natural per-pair prior for a pair that has not run (see `priors`).
-    num_observed        steps (rows) with num_proposed > 0 that fed the estimate.
+    num_observed        steps (rows) that fed the estimate, empty proposals included.
+    num_empty           of those, the ones whose drafter proposed nothing.
     num_proposed_tokens / num_accepted_tokens: running totals.
 
 Per-request estimates start from the global acceptance of the pair at the request's first
@@ -55,6 +63,7 @@ class PairEstimate:
     accepted_fraction: float | None = None
     similarity: float | None = None
     num_observed: int = 0
+    num_empty: int = 0
     num_similarity: int = 0
     num_proposed_tokens: int = 0
     num_accepted_tokens: int = 0
@@ -68,16 +77,21 @@ class PairEstimate:
         return self.successes / self.trials
 
     def observe(self, num_proposed: int, num_accepted: int, similarity: float | None, alpha: float) -> None:
-        """One row of one step with num_proposed > 0; `alpha` is the EMA weight's floor."""
+        """One row of one step (num_proposed 0: the drafter found nothing to propose); `alpha`
+        is the EMA weight's floor."""
         num_accepted = min(num_accepted, num_proposed)
         self.num_observed += 1
         self.num_proposed_tokens += num_proposed
         self.num_accepted_tokens += num_accepted
+        rejected = num_accepted < num_proposed or num_proposed == 0
         w = max(alpha, 1.0 / (self.num_observed + 1))
         self.successes += w * (num_accepted - self.successes)
-        self.trials += w * (num_accepted + (num_accepted < num_proposed) - self.trials)
+        self.trials += w * (num_accepted + rejected - self.trials)
+        if num_proposed == 0:
+            self.num_empty += 1
+            return
         fraction = num_accepted / num_proposed
-        w = max(alpha, 1.0 / self.num_observed)
+        w = max(alpha, 1.0 / (self.num_observed - self.num_empty))
         self.accepted_fraction = fraction if self.accepted_fraction is None else \
             self.accepted_fraction + w * (fraction - self.accepted_fraction)
         if similarity is not None:
@@ -88,7 +102,7 @@ class PairEstimate:
 
     def to_dict(self) -> dict:
         return {"acceptance": self.acceptance, "accepted_fraction": self.accepted_fraction,
-                "similarity": self.similarity, "num_observed": self.num_observed,
+                "similarity": self.similarity, "num_observed": self.num_observed, "num_empty": self.num_empty,
                 "num_proposed_tokens": self.num_proposed_tokens, "num_accepted_tokens": self.num_accepted_tokens}
 
 
@@ -149,8 +163,6 @@ class AcceptanceTrackers:
         self.num_steps += 1
         for request_id, result in zip(record.request_ids, record.results):
             for pair in (*result.pairs, *result.shadow_pairs):
-                if pair.num_proposed <= 0:
-                    continue
                 key = pair_key(pair.drafter, pair.verifier)
                 estimate = self.pairs.get(key)
                 if estimate is None:
@@ -166,7 +178,7 @@ class AcceptanceTrackers:
 
     def snapshot(self) -> dict:
         pairs = {key: {"acceptance": value, "accepted_fraction": None, "similarity": None, "num_observed": 0,
-                       "num_proposed_tokens": 0, "num_accepted_tokens": 0}
+                       "num_empty": 0, "num_proposed_tokens": 0, "num_accepted_tokens": 0}
                  for key, value in self.priors.items()}
         pairs.update({key: estimate.to_dict() for key, estimate in self.pairs.items()})
         requests = {rid: {key: estimate.to_dict() for key, estimate in own.items()}

@@ -142,12 +142,16 @@ class AcceptanceModel:
     def per_token_acceptance(self) -> dict[str, float]:
         """Pooled P(accept a proposed token | the ones before it were), per fitted pair: the
         trackers' estimate, so it seeds their priors (a router then starts from measured
-        acceptance instead of a guess it may never test)."""
+        acceptance instead of a guess it may never test). As in the trackers, an empty proposal
+        of a model-free first level is one rejected trial: the pair's non-empty observations
+        come with the drafter's pooled share of empty ones."""
         rates = {}
         for pair in self.pairs:
             if self.has_pair(pair):
                 pooled = self._pooled(pair)
-                rates[pair] = sum(pooled.accepts) / sum(pooled.trials)
+                p_nonempty, _ = self.proposal_rates(pair.partition(">")[0], POOLED)
+                empty = pooled.num_observed * (1.0 - p_nonempty) / p_nonempty
+                rates[pair] = sum(pooled.accepts) / (sum(pooled.trials) + empty)
         return rates
 
     def mean_acceptance(self, pair: str, category: str = POOLED) -> float:

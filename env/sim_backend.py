@@ -108,6 +108,8 @@ class SimEngine:
                 if proposed:
                     accepted = model.sample_accepted(pair, request.category, proposed, u[2])
                     self.shadow[key] = [min(accepted + 1, proposed), proposed, accepted]
+                else:
+                    outcomes.append(PairOutcome(name, TARGET, 0, 0))
         return outcomes
 
     def step(self, decision: Decision) -> list[tuple[Request, int]]:

@@ -62,6 +62,13 @@ def test_outcomes_count_proposed_and_accepted_and_skip_the_drafter_the_row_ran()
     assert shadow.observe(request, (), drafters) == [] and not shadow.pending
 
 
+def test_a_drafter_with_nothing_to_propose_is_scored_at_once_as_an_empty_proposal():
+    shadow = ShadowDrafts(length=4)
+    (outcome,) = shadow.observe(_request([3]), (), {"fixed": FixedDrafter([])})
+    assert (outcome.drafter, outcome.num_proposed, outcome.num_accepted) == ("fixed", 0, 0)
+    assert not shadow.pending
+
+
 def test_length_zero_turns_it_off_and_negative_is_refused():
     drafter = FixedDrafter([1])
     assert ShadowDrafts(length=0).observe(_request([3]), (), {"fixed": drafter}) == [] and drafter.calls == 0

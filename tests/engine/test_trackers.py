@@ -56,6 +56,18 @@ def test_per_token_acceptance_does_not_depend_on_k():
     assert estimates == pytest.approx([0.8, 0.8], abs=5e-3)
 
 
+def test_an_empty_proposal_counts_as_a_rejected_token_but_not_in_the_accepted_fraction():
+    """No n-gram match commits one token, as a first-token rejection does: the cost model must
+    not see n-gram at its acceptance over the steps that had a proposal."""
+    trackers = AcceptanceTrackers(alpha=1e-4, prior=0.5, prior_weight=1.0)
+    trackers.observe_step(make_record({"r": [("ngram", "target", 2, 2, None)]}))      # 2 in 2 trials
+    trackers.observe_step(make_record({"r": [("ngram", "target", 0, 0, None)]}))      # 0 in 1 trial
+    assert trackers.acceptance("ngram>target") == pytest.approx((0.5 + 2) / (1 + 2 + 1))
+    pair = trackers.snapshot()["pairs"]["ngram>target"]
+    assert (pair["num_observed"], pair["num_empty"], pair["accepted_fraction"]) == (2, 1, 1.0)
+    assert trackers.snapshot()["requests"]["r"]["ngram>target"]["num_empty"] == 1
+
+
 def test_similarity_ema_skips_rows_without_it_and_priors_cover_untried_pairs():
     trackers = AcceptanceTrackers(alpha=0.5, prior=0.3, priors={"draft>target": 0.9})
     trackers.observe_step(make_record({"a": [("draft", "target", 2, 1, 0.8)], "b": [("draft", "target", 2, 2, None)]}))
@@ -66,7 +78,8 @@ def test_similarity_ema_skips_rows_without_it_and_priors_cover_untried_pairs():
     assert trackers.acceptance("ngram>target") == 0.3
     fresh = AcceptanceTrackers(priors={"draft>target": 0.9}).snapshot()["pairs"]
     assert fresh == {"draft>target": {"acceptance": 0.9, "accepted_fraction": None, "similarity": None,
-                                      "num_observed": 0, "num_proposed_tokens": 0, "num_accepted_tokens": 0}}
+                                      "num_observed": 0, "num_empty": 0, "num_proposed_tokens": 0,
+                                      "num_accepted_tokens": 0}}
 
 
 def test_requests_start_from_the_global_estimate_and_are_forgotten():
@@ -76,9 +89,10 @@ def test_requests_start_from_the_global_estimate_and_are_forgotten():
     assert trackers.acceptance("ngram>target", "a") == 1.0
     assert trackers.acceptance("ngram>target", "b") == 0.0
     assert trackers.acceptance("ngram>target") == 0.0
-    # zero-length proposals say nothing about acceptance
+    # an empty proposal is a rejection of the first token (request_alpha 1: the last one counts)
     trackers.observe_step(make_record({"a": [("ngram", "target", 0, 0, None)]}))
-    assert trackers.snapshot()["pairs"]["ngram>target"]["num_observed"] == 2
+    assert trackers.acceptance("ngram>target", "a") == 0.0
+    assert trackers.snapshot()["pairs"]["ngram>target"]["num_empty"] == 1
     trackers.forget_request("a")
     assert set(trackers.snapshot()["requests"]) == {"b"}
     trackers.reset()

@@ -99,3 +99,16 @@ def test_per_token_acceptance_is_the_trackers_estimate_pooled_over_categories():
     rates = model.per_token_acceptance()
     assert rates["draft>target"] == pytest.approx(5 / 6)   # accepted / (accepted + rejections)
     assert rates["ngram>target"] == 0.0
+
+
+def test_per_token_acceptance_counts_a_model_free_drafter_s_empty_proposals_as_rejections():
+    model = AcceptanceModel()
+    for _ in range(99):                                   # n-gram proposes on 1 step in 3
+        model.observe_proposal("ngram", "qa", 2, 2)
+        model.observe_proposal("ngram", "qa", 2, 0)
+        model.observe_proposal("ngram", "qa", 2, 0)
+        model.observe_pair("ngram>target", "qa", 2, 2)   # and is then always accepted
+    p_nonempty, _ = model.proposal_rates("ngram", "*")
+    assert p_nonempty == pytest.approx(1 / 3, abs=0.01)
+    empty = 99 * (1 - p_nonempty) / p_nonempty
+    assert model.per_token_acceptance()["ngram>target"] == pytest.approx(198 / (198 + empty))
