@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 from bench.chains_report import PLAIN, render_markdown, summarise
 from bench.bench_models import encode_chat, load_target_and_draft
-from bench.chains_runs import ColumnSwitch, grid_columns, load_column_set, run_batch1, run_load, run_one
+from bench.chains_runs import (REPEATED, ColumnSwitch, grid_columns, load_column_set, median_run, run_batch1, run_load,
+                               run_one)
 from bench.chains_analysis import three_level_plane
 from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
                           parse_categories, process_peak_rss_mb, publish_results, sample_prompts)
@@ -72,6 +73,9 @@ class ChainsBenchArgs:
         "help": "seconds to measure levels the profile lacks (the draft), as the server does"})
     slo_tpot_ms: float = field(default=250.0, metadata={"help": "the cost model's TPOT SLO (the server's default)"})
     seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
+    repeats: int = field(default=3, metadata={
+        "help": "runs of plain and the cost model (batch 1: per prompt; under load: per concurrency), "
+                "interleaved; their figures are the median run (one run varies by +-15%% on a shared CPU)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     max_minutes: float = field(default=0.0, metadata={
         "help": "time limit: batch 1 starts no prompt after 0.6 of it, the load part no column after all of it; 0 = none"})
@@ -80,6 +84,8 @@ class ChainsBenchArgs:
 
     def __post_init__(self) -> None:
         check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
+        if self.repeats <= 0:
+            raise ValueError("--repeats must be > 0")
         if self.requests_per_slot <= 0:
             raise ValueError("--requests-per-slot must be > 0")
         if self.max_load_prompt_tokens < 0:
@@ -124,7 +130,8 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
     limit = 60 * cfg.max_minutes if cfg.max_minutes else None
     print(f"batch 1: {len(prompts)} prompts x {len(columns)} columns: {', '.join(c.name for c in columns)}",
           flush=True)
-    records = run_batch1(switch, columns, prompts, cfg.max_new_tokens, began + 0.6 * limit if limit else None)
+    records = run_batch1(switch, columns, prompts, cfg.max_new_tokens, began + 0.6 * limit if limit else None,
+                         cfg.repeats)
 
     load_cols = load_column_set(columns, records, cfg.load_columns)
     load_rows, rss = [], {}
@@ -134,17 +141,24 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
         if concurrency == max(cfg.concurrency_list):
             peak.reset()
         plain_outputs = None
-        for column in load_cols:
+        repeated = [c for c in load_cols if c.name in REPEATED]
+        order = load_cols + [c for r in range(1, cfg.repeats) for c in repeated[::(-1) ** r]]
+        runs: dict[str, list[dict]] = {}
+        for column in order:
             if limit and time.perf_counter() - began > limit:
                 print(f"time limit reached: load column {column.name} at concurrency {concurrency} skipped", flush=True)
                 continue
             row, outputs = run_load(switch, column, requests, concurrency, cfg.max_new_tokens)
-            plain_outputs = outputs if column.name == PLAIN else plain_outputs
+            plain_outputs = outputs if column.name == PLAIN and plain_outputs is None else plain_outputs
             row["num_identical_to_plain"] = (sum(a == b for a, b in zip(outputs, plain_outputs))
                                              if plain_outputs is not None else None)
-            load_rows.append(row)
+            runs.setdefault(column.name, []).append(row)
             print(f"[load c={concurrency:<2} {len(requests)} req] {column.name:<24} {row['tokens_per_s']:7.2f} tok/s "
                   f"TPOT {row['mean_tpot_ms'] or 0:7.1f} ms  batch {row['mean_batch']:.1f}", flush=True)
+        for column in load_cols:
+            if column.name in runs:
+                row, times = median_run(runs[column.name], lambda r: r["elapsed_s"] / r["num_tokens"])
+                load_rows.append({**row, "tokens_per_s_runs": [r["tokens_per_s"] for r in runs[column.name]]})
         if concurrency == max(cfg.concurrency_list):
             rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed,
                        max_prompt_tokens=max(len(ids) for ids in requests))

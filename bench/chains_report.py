@@ -141,7 +141,10 @@ def render_markdown(data: dict) -> str:
              f"{data['machine_start'].get('cpu_count')} CPUs, torch threads {data['machine_start'].get('torch_threads')}, "
              f"load average {data['machine_start'].get('load_average')} -> {data['machine_end'].get('load_average')}; "
              f"greedy, {data['args']['max_new_tokens']} new tokens; wall {data['wall_s'] / 60:.1f} min. "
-             "Speeds are total tokens / total seconds (per category and on the mix).", ""]
+             "Speeds are total tokens / total seconds (per category and on the mix)."
+             + (f" Plain and the cost model: the median of {data['args']['repeats']} interleaved runs (batch 1: per "
+                "prompt, each from the same state; under load: per concurrency); every other column runs once."
+                if data["args"].get("repeats", 1) > 1 else ""), ""]
     if not data["has_draft"]:
         lines += ["**No trained draft**: only the ngram and suffix chains ran (no 3-level chain).", ""]
     rows_of = [*data["categories"].items(), *([("**mix**", data["mixed"])] if data["mixed"] else [])]
@@ -160,9 +163,10 @@ def render_markdown(data: dict) -> str:
         lines += render_plane(data["three_level_plane"])
     if data["load"]:
         lines += ["## Under load (closed loop, same distinct requests for every column)", "",
-                  markdown_table(["concurrency", "column", "requests", "tok/s", "x plain", "mean TPOT ms",
+                  markdown_table(["concurrency", "column", "requests", "tok/s", "runs tok/s", "x plain", "mean TPOT ms",
                                   "mean TTFT ms", "mean batch", "same as plain"],
                                  [[block["concurrency"], r["config"], r["num_requests"], r["tokens_per_s"],
+                                   " / ".join(f"{v:.3g}" for v in r.get("tokens_per_s_runs", [])),
                                    _fmt_x(r["x_plain"]), r["mean_tpot_ms"], r["mean_ttft_ms"], r["mean_batch"],
                                    "n/a" if r["num_identical_to_plain"] is None
                                    else f"{r['num_identical_to_plain']}/{r['num_requests']}"]

@@ -76,6 +76,15 @@ class ColumnSwitch:
         self.engine.router = router
         return router
 
+    def saved(self, column: Column) -> tuple:
+        """A copy of `column`'s state, to run it again from the same point (a repeat)."""
+        return copy.deepcopy(self._states[column.name])
+
+    def restore(self, column: Column, state: tuple) -> TimedRouter:
+        """Activate `column` from a copy of `state` (see `saved`)."""
+        self._states[column.name] = copy.deepcopy(state)
+        return self.activate(column)
+
     def forget(self) -> None:
         """Every column starts again from empty history and prior acceptance."""
         self._states.clear()
@@ -97,30 +106,52 @@ def run_one(engine: Engine, ids: list[int], max_new_tokens: int) -> tuple[list[i
     return tokens, time.perf_counter() - start, num_steps, step_s
 
 
+REPEATED = (PLAIN, COST_MODEL)
+
+
+def median_run(runs: list, seconds) -> tuple[object, list[float]]:
+    """The run of median `seconds(run)` (the lower middle of an even count) and every run's seconds."""
+    times = [seconds(run) for run in runs]
+    order = sorted(range(len(runs)), key=times.__getitem__)
+    return runs[order[(len(runs) - 1) // 2]], times
+
+
 def run_batch1(switch: ColumnSwitch, columns: list[Column], prompts: list[tuple[BenchPrompt, list[int]]],
-               max_new_tokens: int, deadline: float | None) -> list[dict]:
-    """Every column on every prompt, back to back in a rotated order; outputs compared with plain."""
+               max_new_tokens: int, deadline: float | None, repeats: int = 1) -> list[dict]:
+    """Every column on every prompt, back to back in a rotated order; outputs compared with plain.
+
+    Plain and the cost model, the ratio the targets read, run `repeats` times, each repeat from
+    the column's state before the prompt (a repeat must not find the prompt in the suffix
+    drafter's history or the trackers), alternating which goes first; their record is the
+    median run. One run of the same forwards varies by +-15% on this machine (bench/results/chains.md)."""
     records = []
     for index, (prompt, ids) in enumerate(prompts):
         if deadline is not None and time.perf_counter() > deadline:
             print(f"time limit reached after {index} of {len(prompts)} prompts", flush=True)
             break
         shift = index % len(columns)
-        runs = {}
+        runs: dict[str, list] = {}
+        before: dict[str, tuple] = {}
         for column in columns[shift:] + columns[:shift]:
             router = switch.activate(column)
-            tokens, elapsed, steps, step_s = run_one(switch.engine, ids, max_new_tokens)
-            runs[column.name] = (tokens, elapsed, steps, step_s, router)
-        reference = runs[PLAIN][0]
+            if column.name in REPEATED:
+                before[column.name] = switch.saved(column)
+            runs[column.name] = [(*run_one(switch.engine, ids, max_new_tokens), router)]
+        for repeat in range(1, repeats):
+            for column in (c for c in columns[::(-1) ** repeat] if c.name in REPEATED):
+                router = switch.restore(column, before[column.name])
+                runs[column.name].append((*run_one(switch.engine, ids, max_new_tokens), router))
+        reference = runs[PLAIN][0][0]
         for column in columns:
-            tokens, elapsed, steps, step_s, router = runs[column.name]
+            (tokens, elapsed, steps, step_s, router), times = median_run(runs[column.name], lambda run: run[1])
+            identical = all(run[0] == reference for run in runs[column.name])
             records.append(dict(config=column.name, question_id=prompt.question_id, category=prompt.category,
                                 num_prompt_tokens=len(ids), num_tokens=len(tokens), elapsed_s=elapsed,
-                                num_steps=steps, step_s=step_s, decide_s=router.decide_s,
-                                choices=dict(router.choices), is_identical_to_plain=tokens == reference))
+                                elapsed_runs_s=times, num_steps=steps, step_s=step_s, decide_s=router.decide_s,
+                                choices=dict(router.choices), is_identical_to_plain=identical))
             print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {column.name:<24} {len(tokens):>4} tok "
-                  f"{len(tokens) / elapsed:6.2f} tok/s {'' if tokens == reference else 'DIFFERS FROM PLAIN'}",
-                  flush=True)
+                  f"{len(tokens) / elapsed:6.2f} tok/s{' (median of ' + str(len(times)) + ')' if len(times) > 1 else ''} "
+                  f"{'' if identical else 'DIFFERS FROM PLAIN'}", flush=True)
     return records
 
 

@@ -14,7 +14,7 @@ from bench.common import BenchPrompt
 
 def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer, tmp_path):
     cfg = ChainsBenchArgs(categories="qa,coding", max_new_tokens=6, ks="2", concurrency="1,2",
-                          profile=str(tmp_path / "absent.json"), profile_budget_s=1.0, load_columns="all")
+                          profile=str(tmp_path / "absent.json"), profile_budget_s=1.0, load_columns="all", repeats=2)
     engine = make_engine(max_batch=2)
     cost_router = build_cost_router(engine, cfg, "tiny")
     texts = {"qa": "what is a cat? a cat is a cat.", "coding": "def f(x): return x + x + x"}
@@ -28,6 +28,9 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
                                "ngram>draft>target@k2", "cost-model"]
     assert len(data["batch1_runs"]) == 2 * 6
     assert all(run["is_identical_to_plain"] for run in data["batch1_runs"])
+    repeats = {run["config"]: len(run["elapsed_runs_s"]) for run in data["batch1_runs"]}
+    assert repeats == {"plain": 2, "cost-model": 2, **{c: 1 for c in data["chains"]}}
+    assert all(run["elapsed_s"] in run["elapsed_runs_s"] for run in data["batch1_runs"])
     assert data["targets"]["lossless_batch1"]["is_met"] is True
     assert set(data["categories"]) == {"qa", "coding"}
     assert data["mixed"]["best_static"] in data["chains"]
@@ -38,6 +41,7 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
     for block in data["load"]:
         assert {r["config"] for r in block["rows"]} == set(data["columns"])
         assert all(r["num_tokens"] > 0 and r["num_requests"] == 4 for r in block["rows"])
+        assert {r["config"]: len(r["tokens_per_s_runs"]) for r in block["rows"]}["cost-model"] == 2
     assert sum(data["cost_model_choices"].values()) > 0
     assert data["decision_overhead"]["all"] is not None
     assert data["rss_at_max_concurrency"]["concurrency"] == 2
@@ -48,6 +52,28 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
     assert len(plane["ratio"]) == len(plane["rows"]) and all(len(r) == len(plane["columns"]) for r in plane["ratio"])
     assert all(label.startswith("ngram>draft>target") for row in plane["best_three"] for label in row)
     assert "best 3-level goodput / best 2-level goodput" in markdown
+
+
+def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, tokenizer):
+    """Else the repeat finds the prompt's output in the suffix history and the trackers."""
+    from bench.chains_runs import ColumnSwitch, run_one
+
+    engine = make_engine(max_batch=1)
+    column = next(c for c in grid_columns(False, [2]) if c.name == "suffix>target@k2")
+    switch = ColumnSwitch(engine, cost_router=None)
+    switch.activate(column)
+    before = switch.saved(column)
+    run_one(engine, tokenizer.encode("abc abc abc abc", add_special_tokens=False), 6)
+    assert engine.trackers.num_steps > 0
+    switch.restore(column, before)
+    assert engine.trackers.num_steps == 0 and engine.drafters["suffix"] is not before[0]["suffix"]
+
+
+def test_median_run_is_the_middle_time_and_the_lower_middle_of_an_even_count():
+    from bench.chains_runs import median_run
+
+    assert median_run(["a", "b", "c"], {"a": 3.0, "b": 1.0, "c": 2.0}.get) == ("c", [3.0, 1.0, 2.0])
+    assert median_run(["a", "b"], {"a": 3.0, "b": 1.0}.get)[0] == "b"
 
 
 def test_load_columns_best_keeps_plain_cost_model_and_each_chains_fastest_k():
@@ -63,6 +89,8 @@ def test_load_columns_best_keeps_plain_cost_model_and_each_chains_fastest_k():
 def test_args_reject_bad_values():
     with pytest.raises(ValueError, match="ks"):
         ChainsBenchArgs(ks="2,x")
+    with pytest.raises(ValueError, match="repeats"):
+        ChainsBenchArgs(repeats=0)
     with pytest.raises(ValueError, match="concurrency"):
         ChainsBenchArgs(concurrency="0")
     with pytest.raises(ValueError, match="unknown categories"):
