@@ -48,6 +48,8 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
     markdown = render_markdown({**data, "model": "tiny", "command": "test", "args": vars(cfg), "wall_s": 1.0,
                                 "machine_start": {}, "machine_end": {}})
     assert "3-level / best 2-level" in markdown and "lossless_batch1: 12/12 -> **met**" in markdown
+    assert all(row["plain_run_spread"] >= 0 and 0 <= row["cost_plain_share"] <= 1 for row in data["categories"].values())
+    assert "plain run spread" in markdown
     plane = data["three_level_plane"]                       # the cost model's 3-level vs 2-level map
     assert len(plane["ratio"]) == len(plane["rows"]) and all(len(r) == len(plane["columns"]) for r in plane["ratio"])
     assert all(label.startswith("ngram>draft>target") for row in plane["best_three"] for label in row)
@@ -67,6 +69,14 @@ def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, 
     assert engine.trackers.num_steps > 0
     switch.restore(column, before)
     assert engine.trackers.num_steps == 0 and engine.drafters["suffix"] is not before[0]["suffix"]
+
+
+def test_plain_run_spread_compares_the_repeats_of_every_prompt_together():
+    from bench.chains_report import _run_spread
+
+    runs = [dict(num_tokens=10, elapsed_runs_s=[1.0, 2.0]), dict(num_tokens=10, elapsed_runs_s=[1.0, 1.0])]
+    assert _run_spread(runs) == pytest.approx(20 / 2.0 / (20 / 3.0) - 1)
+    assert _run_spread([dict(num_tokens=10, elapsed_runs_s=[1.0])]) is None
 
 
 def test_median_run_is_the_middle_time_and_the_lower_middle_of_an_even_count():
