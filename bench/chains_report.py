@@ -157,7 +157,7 @@ def render_markdown(data: dict) -> str:
     chains = list(dict.fromkeys(data["chains"].values()))
     lines = [f"# Chains benchmark: {data['model']}{' + trained draft' if data['has_draft'] else ''}", "",
              f"`{data['command']}`  ",
-             f"{data['machine_start'].get('cpu_count')} CPUs, torch threads {data['machine_start'].get('torch_threads')}, "
+             f"{data['machine_start'].get('cpu_count')} CPUs, torch threads {data['machine_end'].get('torch_threads')}, "
              f"load average {data['machine_start'].get('load_average')} -> {data['machine_end'].get('load_average')}; "
              f"greedy, {data['args']['max_new_tokens']} new tokens; wall {data['wall_s'] / 60:.1f} min. "
              "Speeds are total tokens / total seconds (per category and on the mix)."

@@ -100,7 +100,7 @@ def render_markdown(data: dict) -> str:
              f"({training.get('train_seconds')} s training, {training.get('data_seconds')} s data).", "",
              f"Greedy, {data['args']['max_new_tokens']} new tokens, {len(data['prompts'])} prompts, "
              f"chat template; machine load {data['machine_start'].get('load_average')} at start, "
-             f"torch threads {data['machine_start'].get('torch_threads')}; wall {data['wall_s']:.0f} s.", "",
+             f"torch threads {data['machine_end'].get('torch_threads')}; wall {data['wall_s']:.0f} s.", "",
              "## Targets", "",
              markdown_table(["quantity", "measured", "target", "met"], [
                  ["teacher-forced top-1 agreement (draft vs target greedy output)", _fmt(targets["top1_agreement"], 3),
