@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 from bench.chains_report import PLAIN, render_markdown, summarise
 from bench.bench_models import encode_chat, load_target_and_draft
-from bench.chains_runs import (REPEATED, ColumnSwitch, grid_columns, load_column_set, median_run, run_batch1, run_load,
-                               run_one)
+from bench.chains_runs import (ColumnSwitch, grid_columns, load_column_set, median_run, repeat_passes, run_batch1,
+                               run_load, run_one)
 from bench.chains_analysis import three_level_plane
 from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
                           parse_categories, process_peak_rss_mb, publish_results, sample_prompts)
@@ -141,10 +141,8 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
         if concurrency == max(cfg.concurrency_list):
             peak.reset()
         plain_outputs = None
-        repeated = [c for c in load_cols if c.name in REPEATED]
-        order = load_cols + [c for r in range(1, cfg.repeats) for c in repeated[::(-1) ** r]]
         runs: dict[str, list[dict]] = {}
-        for column in order:
+        for column in load_cols + repeat_passes(load_cols, cfg.repeats):
             if limit and time.perf_counter() - began > limit:
                 print(f"time limit reached: load column {column.name} at concurrency {concurrency} skipped", flush=True)
                 continue
@@ -157,7 +155,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
                   f"TPOT {row['mean_tpot_ms'] or 0:7.1f} ms  batch {row['mean_batch']:.1f}", flush=True)
         for column in load_cols:
             if column.name in runs:
-                row, times = median_run(runs[column.name], lambda r: r["elapsed_s"] / r["num_tokens"])
+                row, _ = median_run(runs[column.name], lambda r: r["elapsed_s"] / r["num_tokens"])
                 load_rows.append({**row, "tokens_per_s_runs": [r["tokens_per_s"] for r in runs[column.name]]})
         if concurrency == max(cfg.concurrency_list):
             rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed,

@@ -109,6 +109,13 @@ def run_one(engine: Engine, ids: list[int], max_new_tokens: int) -> tuple[list[i
 REPEATED = (PLAIN, COST_MODEL)
 
 
+def repeat_passes(columns: list[Column], repeats: int) -> list[Column]:
+    """The runs after a first pass over `columns`: plain and the cost model `repeats - 1` more
+    times each, alternating which goes first, so a slow spell of the machine hits both alike."""
+    repeated = [c for c in columns if c.name in REPEATED]
+    return [c for r in range(1, repeats) for c in repeated[::(-1) ** r]]
+
+
 def median_run(runs: list, seconds) -> tuple[object, list[float]]:
     """The run of median `seconds(run)` (the lower middle of an even count) and every run's seconds."""
     times = [seconds(run) for run in runs]
@@ -137,10 +144,9 @@ def run_batch1(switch: ColumnSwitch, columns: list[Column], prompts: list[tuple[
             if column.name in REPEATED:
                 before[column.name] = switch.saved(column)
             runs[column.name] = [(*run_one(switch.engine, ids, max_new_tokens), router)]
-        for repeat in range(1, repeats):
-            for column in (c for c in columns[::(-1) ** repeat] if c.name in REPEATED):
-                router = switch.restore(column, before[column.name])
-                runs[column.name].append((*run_one(switch.engine, ids, max_new_tokens), router))
+        for column in repeat_passes(columns, repeats):
+            router = switch.restore(column, before[column.name])
+            runs[column.name].append((*run_one(switch.engine, ids, max_new_tokens), router))
         reference = runs[PLAIN][0][0]
         for column in columns:
             (tokens, elapsed, steps, step_s, router), times = median_run(runs[column.name], lambda run: run[1])
