@@ -15,7 +15,11 @@ from serving.engine_loop import EngineLoop
 from serving.errors import BodySizeLimit, error_response, install_error_handlers
 from serving.generation import generate, prepare_prompt
 from serving.metrics import CONTENT_TYPE, ServingMetrics
+from serving.openapi import install_openapi
 from serving.protocol import ChatCompletionRequest, CompletionRequest, RequestError
+from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
+from serving.spec_metrics import PerRequestSpecMetrics
+from serving.wait_estimate import WaitEstimator
 
 
 @dataclass
@@ -29,6 +33,9 @@ class ServingState:
     model_name: str
     metrics: ServingMetrics
     router: object | None = None
+    sampling_defaults: SamplingDefaults = OPENAI_DEFAULTS
+    spec_metrics: PerRequestSpecMetrics | None = None      # None: --per-request-spec-metrics none
+    wait_estimator: WaitEstimator | None = None
     is_draining: bool = False
     started_at: float = field(default_factory=time.time)
 
@@ -43,7 +50,7 @@ class ServingState:
 
 def _check_model(state: ServingState, model: str | None) -> None:
     if model is not None and model != state.model_name:
-        raise RequestError(f"The model `{model}` does not exist. Available: {state.model_name}",
+        raise RequestError(f"The model `{model}` does not exist. Available: {state.model_name}",   # printable()d
                            param="model", status_code=404, code="model_not_found")
 
 
@@ -67,17 +74,20 @@ def create_app(state: ServingState) -> FastAPI:
                   description="OpenAI-compatible server with multi-level speculative decoding and a learned router.")
     app.state.serving = state
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         _check_model(state, body.model)
+        body.check_supported()
         prompts = [prepare_prompt(state, prompt, body) for prompt in body.prompts()]
         return await generate(state, request, body, prompts, "completion")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(state, body.model)
+        body.check_supported()
         prompts = [prepare_prompt(state, body.template_messages(), body)]
         return await generate(state, request, body, prompts, "chat")
 
@@ -85,7 +95,7 @@ def create_app(state: ServingState) -> FastAPI:
     async def models():
         return {"object": "list", "data": [{
             "id": state.model_name, "object": "model", "created": int(state.started_at), "owned_by": "specroute",
-            "max_model_len": state.config.max_model_len}]}
+            "max_model_len": state.config.max_model_len, "sampling_defaults": state.sampling_defaults.to_json()}]}
 
     @app.get("/health")
     async def health():
@@ -96,7 +106,7 @@ def create_app(state: ServingState) -> FastAPI:
     @app.get("/ready")
     async def ready():
         body = {"model": state.model_name, "router": state.router_status(),
-                "num_in_flight": state.engine_loop.num_in_flight}
+                "num_in_flight": state.engine_loop.num_in_flight, "sampling_defaults": state.sampling_defaults.to_json()}
         if state.is_draining:
             return JSONResponse({"status": "draining", **body}, status_code=503)
         if not state.engine_loop.is_alive:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from engine import FinishReason, RequestOutput
+from engine.sequence import SpecStats
 from serving.detokenizer import IncrementalDetokenizer
 from serving.engine_loop import RequestStream, StreamEnd
 
@@ -26,7 +27,8 @@ class Choice:
         self.num_output_tokens = 0
         self.finish_reason: str | None = None
         self.error: str | None = None
-        self.num_drafts = self.num_draft_tokens = self.num_accepted_tokens = 0
+        self.stats = SpecStats()
+        self.spec_decode: dict | None = None      # per-request speculation metrics, when the server reports them
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
         self.finish_time: float | None = None
@@ -61,9 +63,7 @@ class Choice:
                 self.gaps_s.append(now - self.last_token_time)
             self.last_token_time = now
         self.num_output_tokens = len(output.output_token_ids)
-        stats = output.stats
-        self.num_drafts, self.num_draft_tokens = stats.num_drafts, stats.num_draft_tokens
-        self.num_accepted_tokens = stats.num_accepted_tokens
+        self.stats = output.stats
         delta = self.detokenizer.push(output.output_token_ids, output.finished, output.text)
         self.text += delta
         if output.finished:
@@ -84,7 +84,7 @@ def usage_of(choices: list[Choice]) -> dict:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "num_drafts": sum(c.num_drafts for c in choices),
-        "num_draft_tokens": sum(c.num_draft_tokens for c in choices),
-        "num_accepted_tokens": sum(c.num_accepted_tokens for c in choices),
+        "num_drafts": sum(c.stats.num_drafts for c in choices),
+        "num_draft_tokens": sum(c.stats.num_draft_tokens for c in choices),
+        "num_accepted_tokens": sum(c.stats.num_accepted_tokens for c in choices),
     }

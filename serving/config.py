@@ -47,8 +47,18 @@ class ServerConfig:
     decision_log: str = field(default="logs/decisions.jsonl", metadata=_help(
         "JSONL file of routing decisions (obs, action, propensity, reward, next obs, policy version) "
         "for `python -m agents.ope` ('' disables it)"))
+    decision_log_max_mb: float = field(default=64.0, metadata=_help(
+        "size (MB) at which the decision log is rotated to <file>.1 (3 rotated files are kept)"))
+    generation_config: str = field(default="auto", metadata=_help(
+        "sampling defaults for fields a request omits: 'auto' (the model directory's generation_config.json, "
+        "else the built-in default for the embedded model: temperature 0.2, top_p 0.9), 'openai' (1.0 / 1.0), "
+        "or a path to a generation_config.json"))
+    per_request_spec_metrics: str = field(default="none", metadata=_help(
+        "speculation metrics in each choice's `spec_decode`: none | summary (acceptance length and rate, chain, K) "
+        "| detailed (also the accepted-length histogram and acceptance by draft position)",
+        choices=["none", "summary", "detailed"]))
     drain_timeout_s: float = field(default=60.0, metadata=_help(
-        "on SIGTERM, how long in-flight requests may run before they are cut off"))
+        "on SIGTERM, how long in-flight requests may run before they are cut off (/ready says 'draining' meanwhile)"))
     num_threads: int = field(default=0, metadata=_help("torch threads for the engine (0: torch's default)"))
     log_level: str = field(default="info", metadata=_help(
         "log level", choices=["critical", "error", "warning", "info", "debug"]))
@@ -61,12 +71,16 @@ class ServerConfig:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s", "profile_budget_s"):
+        for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s", "profile_budget_s",
+                     "decision_log_max_mb"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
+        if self.per_request_spec_metrics not in ("none", "summary", "detailed"):
+            raise ValueError(f"per_request_spec_metrics must be none, summary or detailed, "
+                             f"got {self.per_request_spec_metrics!r}")
         if not self.model:
             raise ValueError("model must be 'default' or a path")
         if self.router not in ("learned", "cost_model"):

@@ -85,7 +85,6 @@ class EngineLoop:
         self._consecutive_failures = 0
         self.num_steps = 0
         self.num_failed_steps = 0
-        self.recent_e2e_s: collections.deque[float] = collections.deque(maxlen=64)
 
     # ---- asyncio side ---------------------------------------------------------------------
     def start(self) -> None:
@@ -113,10 +112,18 @@ class EngineLoop:
         self._wake.set()
         return stream
 
-    def abort(self, request_id: str) -> None:
-        """Stop a request and free its KV at every level (a no-op when it already ended)."""
-        self._commands.append(("abort", request_id))
+    def abort(self, request_id: str, reason: str | None = None) -> None:
+        """Stop a request and free its KV at every level (a no-op when it already ended). With a
+        `reason`, its stream ends with FinishReason.ABORT (someone is still reading it)."""
+        self._commands.append(("abort", request_id, reason))
         self._wake.set()
+
+    def abort_all(self) -> None:
+        """Abort every request in flight (the drain's deadline): each ends with finish reason 'abort'."""
+        with self._lock:
+            request_ids = list(self._streams)
+        for request_id in request_ids:
+            self.abort(request_id, "the server's drain timed out")
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Abort whatever is still in flight and end the thread (after the step it is in)."""
@@ -155,7 +162,7 @@ class EngineLoop:
                 if self.engine.abort(command[1]):
                     logger.debug("aborted %s", command[1])
                     self._notify("observe_removed", command[1])
-                self._end(command[1], None)
+                self._end(command[1], StreamEnd(FinishReason.ABORT, command[2]) if command[2] else None)
 
     def _end(self, request_id: str, item: StreamEnd | RequestOutput | None) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.protocol import RequestError
+from serving.protocol import EXPECTED_FORMS, RequestError
 
 logger = logging.getLogger("serving")
 
@@ -26,9 +26,19 @@ _TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "inva
           503: "service_unavailable"}
 
 
+MAX_ECHO_CHARS = 200
+
+
+def printable(text: str) -> str:
+    """`text` made safe to put in a JSON body: lone surrogates escaped, length capped."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "..."
+
+
 def error_body(message: str, error_type: str = "invalid_request_error", param: str | None = None,
                code: str | int | None = None) -> dict:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return {"error": {"message": printable(message), "type": error_type,
+                      "param": None if param is None else printable(param), "code": code}}
 
 
 def error_response(status_code: int, message: str, param: str | None = None, code: str | None = None,
@@ -37,23 +47,54 @@ def error_response(status_code: int, message: str, param: str | None = None, cod
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+_TYPE_ERRORS = ("_type", "is_instance_of", "literal_error", "union_tag_invalid", "model_attributes_type")
+
+
 def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
-    """One readable sentence and the offending field from FastAPI's list of errors."""
+    """One readable sentence and the offending field from pydantic's list of errors.
+
+    A union field reports one error per member; those are collapsed into the field's
+    `EXPECTED_FORMS` sentence, or the most specific member error (a bound, not a type).
+    """
     errors = exc.errors()
     if not errors:
         return "invalid request", None
     first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
         return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
-    if first.get("type") == "missing" and not loc:
+    if first.get("type") == "missing" and not _param_of(first):
         return "request body is missing", None
-    # a union reports one error per member; its location carries the member's type tag
-    param = ".".join(p for p in loc if not _is_type_tag(p)) or None
-    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    param = _param_of(first)
+    same_field = [e for e in errors if _field_of(e) == _field_of(first)]
+    if len(same_field) > 1:                  # a union's members, or several items of one list
+        specific = [e for e in same_field if not e.get("type", "").endswith(_TYPE_ERRORS)]
+        leaf = (param or "").rsplit(".", 1)[-1]
+        if not specific and leaf in EXPECTED_FORMS:
+            return f"{param}: {EXPECTED_FORMS[leaf]}", param
+        first = (specific or same_field)[0]
+        param = _param_of(first)
+    message = f"{param}: {_message_of(first)}" if param else _message_of(first)
+    others = {_field_of(e) for e in errors} - {_field_of(first)}
+    if others:
+        message += f" (and {len(others)} more invalid field{'s' if len(others) > 1 else ''})"
     return message, param
+
+
+def _param_of(error: dict) -> str | None:
+    """The field path without pydantic's union member tags: ('body', 'prompt', 'str') -> 'prompt'."""
+    parts = [str(p) for p in error.get("loc", ()) if p != "body" and not _is_type_tag(str(p))]
+    return ".".join(parts) or None
+
+
+def _field_of(error: dict) -> str | None:
+    loc = [p for p in error.get("loc", ()) if p != "body"]
+    return str(loc[0]) if loc else None
+
+
+def _message_of(error: dict) -> str:
+    """pydantic's message, without 'Value error, ' and never the offending input itself."""
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
 
 
 def _is_type_tag(part: str) -> bool:

@@ -1,7 +1,7 @@
 """Running one HTTP request's prompts through the engine loop: admission, streaming, disconnects.
 
 Admission is bounded: the server holds at most `max_batch + max_queue` engine requests; one
-more gets 429 with a Retry-After estimated from recent request latency. A client that goes
+more gets 429 with a Retry-After from the queue's expected wait (`serving/wait_estimate.py`). A client that goes
 away (streaming or not) has every one of its engine requests aborted at once, which frees
 their KV at every level.
 """
@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import Request
+from jinja2 import TemplateError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from engine import SamplingParams
@@ -37,11 +38,17 @@ class PreparedPrompt:
 
 def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
     """Tokenise and check that prompt + max_tokens fit the context (400 otherwise)."""
+    is_chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
     try:
         ids = state.engine.encode_prompt(prompt)
-    except Exception as exc:            # a tokenizer or chat template refusing the input
-        raise RequestError(f"invalid prompt: {exc}", param="messages" if isinstance(prompt, list) and prompt
-                           and isinstance(prompt[0], dict) else "prompt") from exc
+    except TemplateError as exc:        # the chat template's own refusal (e.g. roles must alternate) is for the user
+        raise RequestError(f"the chat template refused the messages: {exc}", param="messages") from exc
+    except ValueError as exc:           # the engine's own checks: empty, ids out of range, too long
+        raise RequestError(f"invalid prompt: {exc}", param="messages" if is_chat else "prompt") from exc
+    except Exception as exc:            # a tokenizer refusing the input: its message is about its internals
+        logger.debug("tokenizer refused a prompt: %r", exc)
+        raise RequestError("the tokenizer could not encode this " + ("conversation" if is_chat else "prompt"),
+                           param="messages" if is_chat else "prompt") from exc
     limit = state.config.max_model_len
     requested = body.requested_max_tokens()
     if requested is None:
@@ -55,12 +62,14 @@ def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
     return PreparedPrompt(ids, requested)
 
 
-def _retry_after_s(state) -> int:
-    """Seconds until a slot is likely free: queue depth x recent latency / batch width."""
-    recent = list(state.engine_loop.recent_e2e_s)
-    mean_e2e = sum(recent) / len(recent) if recent else 1.0
-    depth = max(state.engine_loop.num_in_flight - state.config.max_batch, 1)
-    return int(min(60, max(1, math.ceil(mean_e2e * depth / state.config.max_batch))))
+MAX_RETRY_AFTER_S = 60
+
+
+def retry_after_s(state, num_requests: int) -> int:
+    """Whole seconds until `num_requests` places are expected to free (1 to MAX_RETRY_AFTER_S)."""
+    needed = state.engine_loop.num_in_flight + num_requests - state.config.max_in_flight
+    estimate = state.wait_estimator.expected_wait_s(max(needed, 1)) if state.wait_estimator else None
+    return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(estimate if estimate is not None else 1.0))))
 
 
 def admit(state, num_requests: int) -> None:
@@ -76,7 +85,7 @@ def admit(state, num_requests: int) -> None:
         state.metrics.observe_rejection("queue_full")
         raise RequestError("the server is overloaded: the request queue is full; retry later",
                            status_code=429, error_type="rate_limit_error", code="queue_full",
-                           headers={"Retry-After": str(_retry_after_s(state))})
+                           headers={"Retry-After": str(retry_after_s(state, num_requests))})
 
 
 async def generate(state, http_request: Request, body: SamplingFields, prompts: list[PreparedPrompt],
@@ -84,7 +93,8 @@ async def generate(state, http_request: Request, body: SamplingFields, prompts: 
     arrival = time.monotonic()
     params: list[tuple[int, SamplingParams]] = []
     for p_index, prompt in enumerate(prompts):
-        params += [(p_index, body.sampling_params(prompt.max_tokens, choice)) for choice in range(body.n)]
+        params += [(p_index, body.sampling_params(prompt.max_tokens, choice, state.sampling_defaults))
+                   for choice in range(body.n)]
     admit(state, len(params))
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     response_id = f"{prefix}-{uuid.uuid4().hex}"
@@ -99,6 +109,11 @@ async def generate(state, http_request: Request, body: SamplingFields, prompts: 
     return await _complete(state, http_request, choices, fmt)
 
 
+def _report_spec(state, choice: Choice) -> None:
+    if state.spec_metrics is not None and choice.finish_reason in ("stop", "length"):
+        choice.spec_decode = state.spec_metrics.report(choice.request_id, choice.stats)
+
+
 def _finish(state, choices: list[Choice]) -> None:
     """Abort what is unfinished (client gone) and record every choice's latencies."""
     now = time.monotonic()
@@ -109,8 +124,6 @@ def _finish(state, choices: list[Choice]) -> None:
         ttft = None if choice.first_token_time is None else choice.first_token_time - choice.arrival
         e2e = (choice.finish_time or now) - choice.arrival
         state.metrics.observe_request(choice.finish_reason, choice.num_prompt_tokens, ttft, e2e, choice.gaps_s)
-        if choice.finish_reason in ("stop", "length"):
-            state.engine_loop.recent_e2e_s.append(e2e)
 
 
 async def _wait_for_disconnect(http_request: Request) -> None:
@@ -125,6 +138,7 @@ async def _complete(state, http_request: Request, choices: list[Choice], fmt: Re
         async def run(choice: Choice) -> None:
             while not choice.is_finished:
                 await choice.next_delta()
+            _report_spec(state, choice)
         await asyncio.gather(*(run(c) for c in choices))
 
     work = asyncio.create_task(run_all())
@@ -155,6 +169,8 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
     async def pump(choice: Choice) -> None:
         while not choice.is_finished:
             delta = await choice.next_delta()
+            if choice.is_finished:
+                _report_spec(state, choice)
             if delta or choice.is_finished:
                 events.put_nowait((choice, delta, choice.is_finished))
 
@@ -173,7 +189,8 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
                         yield sse(fmt.chunk(choice.index, delta))
                     yield sse(error_body(f"generation failed: {choice.error}", "internal_error"))
                     continue
-            yield sse(fmt.chunk(choice.index, delta, choice.finish_reason if is_last else None))
+            yield sse(fmt.chunk(choice.index, delta, choice.finish_reason if is_last else None,
+                                spec_decode=choice.spec_decode if is_last else None))
         if include_usage:
             yield sse(fmt.usage_chunk(choices))
         yield sse("[DONE]")

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
-from agents.decision_log import DecisionLogWriter
 from agents.learned_policy import LearnedPolicy
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, CostModelRouter, decision_grid
@@ -22,10 +21,14 @@ from env.sim_calibration import SimCalibration
 from env.observation import observation_spec
 from serving.app import ServingState
 from serving.config import ServerConfig
+from serving.decision_log import BackgroundDecisionLog
 from serving.engine_loop import EngineLoop
 from serving.metrics import ServingMetrics
 from serving.observation import ServingObserver
 from serving.router import GuardedRouter
+from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults, resolve_sampling_defaults
+from serving.spec_metrics import PerRequestSpecMetrics
+from serving.wait_estimate import WaitEstimator
 
 logger = logging.getLogger("serving")
 
@@ -123,7 +126,8 @@ def build_fallback(engine: Engine, config: ServerConfig, actions: list[Decision]
 
 
 def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fallback=None,
-                     profile_name: str | None = None) -> ServingState:
+                     profile_name: str | None = None,
+                     sampling_defaults: SamplingDefaults = OPENAI_DEFAULTS) -> ServingState:
     """Wrap `engine` with the guarded router (fallback: the cost model unless one is given), the
     observers and the engine loop. `profile_name` names the default profile file."""
     seed_acceptance_priors(engine, profile_name or model_name)
@@ -131,7 +135,8 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
     learned, error = load_policy(engine, config) if config.router == "learned" else (None, None)
     actions = learned.decisions() if learned is not None else default_actions(engine)
     observer = build_observer(config, actions)
-    decision_log = DecisionLogWriter(config.decision_log) if config.decision_log else None
+    decision_log = (BackgroundDecisionLog(config.decision_log, max_bytes=int(config.decision_log_max_mb * 2 ** 20))
+                    if config.decision_log else None)
     if fallback is None and config.router in ("learned", "cost_model"):
         fallback = build_fallback(engine, config, actions, profile_name or model_name)
     elif fallback is None:
@@ -143,10 +148,15 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
                            max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
                            decision_log=decision_log, policy_path=config.policy, mode=config.router)
     engine.router = router
-    loop = EngineLoop(engine, observers=[metrics, observer])
+    wait_estimator = WaitEstimator(config.max_batch)
+    spec_metrics = (None if config.per_request_spec_metrics == "none"
+                    else PerRequestSpecMetrics(config.per_request_spec_metrics, max_requests=4 * config.max_in_flight))
+    observers = [metrics, observer, wait_estimator] + ([spec_metrics] if spec_metrics else [])
+    loop = EngineLoop(engine, observers=observers)
     if learned is not None:
         logger.info("router: learned policy %s (%d actions)", router.policy_version, len(actions))
-    return ServingState(engine, loop, config, model_name, metrics, router)
+    return ServingState(engine, loop, config, model_name, metrics, router, sampling_defaults=sampling_defaults,
+                        spec_metrics=spec_metrics, wait_estimator=wait_estimator)
 
 
 def build_state(config: ServerConfig) -> ServingState:
@@ -171,4 +181,8 @@ def build_state(config: ServerConfig) -> ServingState:
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
                                  num_threads=config.num_threads)
     engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
-    return state_for_engine(engine, config, config.served_model_name or loaded.name, profile_name=loaded.name)
+    defaults = resolve_sampling_defaults(config.generation_config, config.model, loaded.name)
+    logger.info("sampling defaults (%s): temperature %g, top_p %g, top_k %d", defaults.source, defaults.temperature,
+                defaults.top_p, defaults.top_k)
+    return state_for_engine(engine, config, config.served_model_name or loaded.name, profile_name=loaded.name,
+                            sampling_defaults=defaults)

@@ -1,23 +1,55 @@
 """OpenAI request bodies as strict pydantic models, and the SamplingParams they ask for.
 
-Strict means what a client sends is what it gets: `"0.5"` is not a number, `1.0` is not an
-integer, `true` is not 1, and NaN/inf are refused (Python's json accepts `NaN`; we do not).
-Fields OpenAI defines that the engine cannot honour are refused with a 400 naming the field,
-rather than silently ignored; unknown extra fields are ignored, as OpenAI's servers do.
+Strict means what a client sends is what it gets: `"0.5"` is not a number, `true` is not 1,
+and NaN/inf are refused (Python's json accepts `NaN`; we do not). A whole-number float such
+as `4.0` counts as an integer, as JSON Schema counts it. Strings must be valid Unicode (a lone
+UTF-16 surrogate such as `"\\ud800"` is refused by name, before a tokenizer sees it).
+
+Every field is honoured or refused: fields OpenAI (or vLLM) defines that the engine cannot
+honour are refused with a 400 naming the field when set to anything but their neutral value
+(`REFUSED_*` below, also listed in the OpenAPI document as `x-refused-fields`); fields nobody
+defines are ignored, as vLLM does. Sampling fields a request leaves out take the model's
+defaults (`serving/sampling_defaults.py`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine import SamplingParams
+from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
 
 MAX_N = 16
 GREEDY_BELOW = 1e-5          # temperatures this small are greedy (as vLLM does): dividing by them overflows
 MAX_STOP = 16
 MIN_SEED, MAX_SEED = -(2 ** 63), 2 ** 64 - 1    # the range torch.Generator.manual_seed accepts
+
+# Field -> the values that mean "off" (None always does). Anything else gets a 400 naming it.
+REFUSED_COMMON: dict[str, tuple] = {
+    "logit_bias": ({},), "best_of": (1,), "min_tokens": (0,), "repetition_penalty": (1, 1.0), "min_p": (0, 0.0),
+    "use_beam_search": (False,), "length_penalty": (1, 1.0), "stop_token_ids": ([],), "bad_words": ([],),
+    "include_stop_str_in_output": (False,), "skip_special_tokens": (True,), "spaces_between_special_tokens": (True,),
+    "prompt_logprobs": (), "truncate_prompt_tokens": (), "allowed_token_ids": (), "logits_processors": (),
+    "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (), "structured_outputs": (),
+    "priority": (0,), "store": (False,), "metadata": ({},), "service_tier": ("auto", "default"),
+}
+REFUSED_CHAT: dict[str, tuple] = {
+    **REFUSED_COMMON, "tool_choice": ("none",), "parallel_tool_calls": (), "functions": ([],),
+    "function_call": ("none",), "audio": (), "modalities": (["text"],), "prediction": (), "web_search_options": (),
+    "reasoning_effort": (), "add_generation_prompt": (True,), "continue_final_message": (False,),
+    "chat_template": (), "chat_template_kwargs": ({},), "documents": (), "echo": (False,),
+}
+REFUSED_MESSAGE: dict[str, tuple] = {"tool_calls": ([],), "tool_call_id": (), "function_call": (), "audio": (),
+                                     "refusal": ()}
+
+# What a union field expects, said plainly (pydantic reports one error per member instead).
+EXPECTED_FORMS = {
+    "prompt": "must be a string, a list of strings, a list of token ids (integers >= 0) or a list of such lists",
+    "stop": f"must be a string or a list of at most {MAX_STOP} strings",
+    "content": "must be a string or a non-empty list of {'type': 'text', 'text': ...} parts",
+}
 
 
 class RequestError(ValueError):
@@ -35,6 +67,38 @@ class RequestError(ValueError):
         self.headers = headers
 
 
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}; "
+                         "strings must be valid Unicode") from None
+    return text
+
+
+def _whole_number(value):
+    """4.0 -> 4 (JSON Schema's integers include whole-number floats); anything else unchanged."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+WholeInt = Annotated[int, BeforeValidator(_whole_number)]
+TokenIds = Annotated[list[Annotated[WholeInt, Field(ge=0)]], Field(min_length=1)]
+
+
+def _is_neutral(value: Any, neutral: tuple) -> bool:
+    return value is None or any(type(value) is type(n) and value == n for n in neutral)
+
+
+def refuse_set_fields(extra: dict[str, Any] | None, refused: dict[str, tuple], prefix: str = "") -> None:
+    """400 naming the first refused field that is set to a non-neutral value."""
+    for name, value in (extra or {}).items():
+        if name in refused and not _is_neutral(value, refused[name]):
+            raise RequestError(f"{prefix}{name} is not supported by this server", param=f"{prefix}{name}")
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
 
@@ -43,43 +107,56 @@ class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
-
-
 class SamplingFields(StrictModel):
     """The sampling fields shared by both endpoints (vLLM's extensions top_k and ignore_eos included)."""
 
-    model: str | None = Field(default=None, description="model id from /v1/models (default: the served model)")
-    max_tokens: int | None = Field(default=None, ge=1, description="most tokens to generate")
-    temperature: float = Field(default=1.0, ge=0.0, description="0 is greedy")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=-1, description="vLLM extension; 0 or -1 disable it")
-    n: int = Field(default=1, ge=1, le=MAX_N, description="choices per prompt")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-refused-fields": sorted(REFUSED_COMMON)})
+    REFUSED: ClassVar[dict[str, tuple]] = REFUSED_COMMON
+
+    model: Text | None = Field(default=None, description="model id from /v1/models (default: the served model)")
+    max_tokens: WholeInt | None = Field(default=None, ge=1, description="most tokens to generate")
+    temperature: float | None = Field(default=None, ge=0.0,
+                                      description="0 is greedy; default: the model's (see /v1/models)")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="default: the model's (see /v1/models)")
+    top_k: WholeInt | None = Field(default=None, ge=-1, description="vLLM extension; 0 or -1 disable it; "
+                                                                    "default: the model's")
+    n: WholeInt = Field(default=1, ge=1, le=MAX_N, description="choices per prompt")
     stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
+    stream_options: StreamOptions | None = Field(default=None, description="only with stream: true")
+    stop: Text | Annotated[list[Text], Field(max_length=MAX_STOP)] | None = None
+    seed: WholeInt | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
     ignore_eos: bool = Field(default=False, description="vLLM extension: keep going past EOS")
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    user: str | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, description="only 0 is supported")
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, description="only 0 is supported")
+    user: Text | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
-    def sampling_params(self, max_tokens: int, choice: int = 0) -> SamplingParams:
-        """The engine's parameters for one choice (seeded choices get distinct seeds)."""
+    def check_supported(self) -> None:
+        """400 naming the first field that is set but cannot be honoured."""
+        refuse_set_fields(self.model_extra, self.REFUSED)
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name) != 0:
                 raise RequestError(f"{name} is not supported by this server; send 0", param=name)
+        if self.stream_options is not None and not self.stream:
+            raise RequestError("stream_options is only allowed when stream is true", param="stream_options")
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if any(not s for s in stop):
             raise RequestError("stop strings must be non-empty", param="stop")
+
+    def sampling_params(self, max_tokens: int, choice: int = 0,
+                        defaults: SamplingDefaults = OPENAI_DEFAULTS) -> SamplingParams:
+        """The engine's parameters for one choice (seeded choices get distinct seeds); fields the
+        request leaves out take `defaults`."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         seed = None if self.seed is None else (self.seed + choice) % (MAX_SEED + 1)
+        temperature = defaults.temperature if self.temperature is None else self.temperature
+        top_p = defaults.top_p if self.top_p is None else self.top_p
+        top_k = defaults.top_k if self.top_k is None else self.top_k
         try:
-            temperature = 0.0 if self.temperature < GREEDY_BELOW else self.temperature
-            return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=self.top_p,
-                                  top_k=max(self.top_k, 0), stop=stop, seed=seed, ignore_eos=self.ignore_eos)
+            return SamplingParams(max_tokens=max_tokens, temperature=0.0 if temperature < GREEDY_BELOW else temperature,
+                                  top_p=top_p, top_k=max(top_k, 0), stop=stop, seed=seed, ignore_eos=self.ignore_eos)
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
 
@@ -91,19 +168,22 @@ class SamplingFields(StrictModel):
 class CompletionRequest(SamplingFields):
     """POST /v1/completions."""
 
-    prompt: str | TokenIds | Annotated[list[str], Field(min_length=1)] | Annotated[list[TokenIds], Field(min_length=1)]
-    echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    suffix: str | None = None
+    prompt: Text | TokenIds | Annotated[list[Text], Field(min_length=1)] | Annotated[list[TokenIds], Field(min_length=1)]
+    echo: bool = Field(default=False, description="only false is supported")
+    logprobs: WholeInt | None = Field(default=None, ge=0, le=5, description="not supported: send null")
+    suffix: Text | None = Field(default=None, description="not supported: send null or ''")
 
-    def prompts(self) -> list[str | list[int]]:
-        """Each prompt as text or token ids (OpenAI accepts one or a list of either)."""
+    def check_supported(self) -> None:
+        super().check_supported()
         if self.echo:
             raise RequestError("echo is not supported by this server", param="echo")
-        if self.logprobs:
+        if self.logprobs is not None:
             raise RequestError("logprobs are not supported by this server", param="logprobs")
         if self.suffix:
             raise RequestError("suffix is not supported by this server", param="suffix")
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt as text or token ids (OpenAI accepts one or a list of either)."""
         if isinstance(self.prompt, str):
             return [self.prompt]
         if self.prompt and isinstance(self.prompt[0], int):
@@ -113,19 +193,29 @@ class CompletionRequest(SamplingFields):
 
 class TextPart(StrictModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(StrictModel):
+    """One message; tool-calling fields (`REFUSED_MESSAGE`) are refused by name, as is `name`
+    (the chat template cannot render it)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-refused-fields": sorted(REFUSED_MESSAGE)})
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | Annotated[list[TextPart], Field(min_length=1)] | None = None
-    name: str | None = None
+    content: Text | Annotated[list[TextPart], Field(min_length=1)] | None = None
+    name: Text | None = Field(default=None, description="not supported: send null")
 
     @model_validator(mode="after")
     def _content_required(self) -> "ChatMessage":
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
         return self
+
+    def check_supported(self, prefix: str) -> None:
+        refuse_set_fields(self.model_extra, REFUSED_MESSAGE, prefix)
+        if self.name is not None:
+            raise RequestError(f"{prefix}name is not supported by this server", param=f"{prefix}name")
 
     def as_template_message(self) -> dict:
         """The {role, content} dict a chat template renders (text parts joined)."""
@@ -139,21 +229,30 @@ class ChatMessage(StrictModel):
 class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
+    model_config = ConfigDict(json_schema_extra={"x-refused-fields": sorted(REFUSED_CHAT)})
+    REFUSED: ClassVar[dict[str, tuple]] = REFUSED_CHAT
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    tools: list[dict] | None = None
-    response_format: dict | None = None
+    max_completion_tokens: WholeInt | None = Field(default=None, ge=1)
+    logprobs: bool = Field(default=False, description="only false is supported")
+    top_logprobs: WholeInt | None = Field(default=None, ge=0, le=20, description="not supported: send null")
+    tools: list[dict] | None = Field(default=None, description="not supported: send null or []")
+    response_format: dict | None = Field(default=None, description="only {'type': 'text'} is supported")
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
-    def template_messages(self) -> list[dict]:
-        if self.logprobs or self.top_logprobs:
-            raise RequestError("logprobs are not supported by this server", param="logprobs")
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.logprobs or self.top_logprobs is not None:
+            name = "logprobs" if self.logprobs else "top_logprobs"
+            raise RequestError(f"{name} is not supported by this server", param=name)
         if self.tools:
             raise RequestError("tools are not supported by this server", param="tools")
-        if self.response_format and self.response_format.get("type", "text") != "text":
+        if self.response_format is not None and self.response_format.get("type", "text") != "text":
             raise RequestError("only response_format {'type': 'text'} is supported", param="response_format")
+        for index, message in enumerate(self.messages):
+            message.check_supported(f"messages.{index}.")
+
+    def template_messages(self) -> list[dict]:
         return [m.as_template_message() for m in self.messages]

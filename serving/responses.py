@@ -36,24 +36,30 @@ class ResponseFormat:
         rows = []
         for c in sorted(choices, key=lambda c: c.index):
             if self.is_chat:
-                rows.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
-                             "logprobs": None, "finish_reason": c.finish_reason})
+                row = {"index": c.index, "message": {"role": "assistant", "content": c.text},
+                       "logprobs": None, "finish_reason": c.finish_reason}
             else:
-                rows.append({"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+                row = {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+            if c.spec_decode is not None:
+                row["spec_decode"] = c.spec_decode
+            rows.append(row)
         body = self._envelope("chat.completion" if self.is_chat else "text_completion", rows)
         body["usage"] = usage_of(choices)
         return body
 
-    def chunk(self, index: int, text: str | None, finish_reason: str | None = None, role: bool = False) -> dict:
-        """One streamed chunk for one choice."""
+    def chunk(self, index: int, text: str | None, finish_reason: str | None = None, role: bool = False,
+              spec_decode: dict | None = None) -> dict:
+        """One streamed chunk for one choice (its last one carries `spec_decode` when reported)."""
         if self.is_chat:
             delta: dict = {"role": "assistant", "content": ""} if role else {}
             if text:
                 delta["content"] = text
             row = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return self._envelope("chat.completion.chunk", [row])
-        return self._envelope("text_completion", [{"index": index, "text": text or "", "logprobs": None,
-                                                    "finish_reason": finish_reason}])
+        else:
+            row = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        if spec_decode is not None:
+            row["spec_decode"] = spec_decode
+        return self._envelope("chat.completion.chunk" if self.is_chat else "text_completion", [row])
 
     def usage_chunk(self, choices: list[Choice]) -> dict:
         """The last chunk when the client asked for stream_options.include_usage."""

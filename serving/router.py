@@ -20,7 +20,7 @@ import uuid
 
 import numpy as np
 
-from agents.decision_log import DecisionLogRow, DecisionLogWriter
+from agents.decision_log import DecisionLogRow
 from engine import Decision, Engine
 
 logger = logging.getLogger("serving")
@@ -49,13 +49,13 @@ class GuardedRouter:
         range_margin: how far (x the training range's width) a feature may stray before the
             observation counts as out of range.
         metrics: `ServingMetrics` (decisions and fallbacks by source and cause), optional.
-        decision_log: a `DecisionLogWriter`, optional.
+        decision_log: anything with `write(row)` and `close()` (a `BackgroundDecisionLog` in serving), optional.
         mode: the server's --router setting (learned, cost_model or a fixed chain), for `status()`.
     """
 
     def __init__(self, fallback, learned=None, *, load_error: Exception | None = None, observer=None,
                  actions: list[Decision] | None = None, max_decision_s: float = 0.005, range_margin: float = 0.0,
-                 metrics=None, decision_log: DecisionLogWriter | None = None, policy_path: str = "",
+                 metrics=None, decision_log=None, policy_path: str = "",
                  mode: str = "learned"):
         if (learned is not None or decision_log is not None) and observer is None:
             raise ValueError("a learned policy or a decision log needs an observer")

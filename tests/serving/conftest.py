@@ -49,11 +49,19 @@ def client(make_state):
 @contextlib.contextmanager
 def live_server(state: ServingState):
     """The app behind real uvicorn on a free loopback port, in a thread; yields the base URL."""
+    with live_server_handle(state) as (url, _server, _thread):
+        yield url
+
+
+@contextlib.contextmanager
+def live_server_handle(state: ServingState):
+    """As `live_server`, yielding (url, the uvicorn server, its thread) to signal and watch it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = build_server(state, "127.0.0.1", port, drain_timeout_s=5, log_level="warning")
+    server = build_server(state, "127.0.0.1", port, drain_timeout_s=min(state.config.drain_timeout_s, 5),
+                          log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -62,7 +70,7 @@ def live_server(state: ServingState):
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server, thread
     finally:
         server.should_exit = True
         thread.join(15)

@@ -1,5 +1,6 @@
 """`python -m serving` as a user runs it: a bad checkpoint starts on the fallback with one WARNING,
-and SIGTERM drains the in-flight request before the process exits with status 0."""
+and SIGTERM drains the in-flight request (with /ready answering 503 'draining' meanwhile) before
+the process exits with status 0."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_bad_checkpoint_warns_once_and_sigterm_drains(tmp_path, target, tokenize
         assert httpx.get(f"{server.url}/ready").json()["router"]["source"] == "fallback"
         body = {"prompt": "the cat sat on the mat", "max_tokens": 480, "temperature": 0, "ignore_eos": True,
                 "stream": True, "stream_options": {"include_usage": True}}
-        events, after_signal, refused = [], 0, False
+        events, after_signal, draining = [], 0, False
         with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as response:
             for line in response.iter_lines():
                 if not line:
@@ -38,14 +39,12 @@ def test_bad_checkpoint_warns_once_and_sigterm_drains(tmp_path, target, tokenize
                     signalled = time.monotonic()
                 elif len(events) > 2:
                     after_signal += 1
-                    if not refused and time.monotonic() - signalled > 0.3:
-                        try:
-                            httpx.get(f"{server.url}/health", timeout=1)
-                        except httpx.TransportError:
-                            refused = True          # no new connections while draining
+                    if not draining and time.monotonic() - signalled > 0.3:
+                        ready = httpx.get(f"{server.url}/ready", timeout=5)     # the listener stays open
+                        draining = ready.status_code == 503 and ready.json()["status"] == "draining"
         assert events[-1] == "data: [DONE]"
         assert json.loads(events[-2][len("data: "):])["usage"]["completion_tokens"] == 480
-        assert after_signal > 10 and refused
+        assert after_signal > 10 and draining
         assert server.process.wait(timeout=60) == 0
     output = server.log_path.read_text()
     warnings = [line for line in output.splitlines() if "WARNING" in line]

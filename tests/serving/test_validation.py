@@ -35,7 +35,8 @@ def test_malformed_json_is_400(client, body):
 def test_wrong_types_and_values_are_400_naming_the_field(client, field, value):
     body = {"prompt": "hello", "max_tokens": 4, field: value}
     error = assert_openai_error(client.post(COMPLETIONS, json=body), 400)
-    assert error["param"] == field
+    assert error["param"].split(".")[0] == field       # 'prompt.0' for the first bad token id
+    assert "more error" not in error["message"] and "function-" not in error["message"]
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
@@ -103,3 +104,80 @@ def test_unsupported_features_are_refused_not_ignored(client, field, value):
 def test_unknown_route_and_method_keep_the_error_shape(client):
     assert_openai_error(client.get("/v1/nothing"), 404)
     assert_openai_error(client.get(COMPLETIONS), 405)
+
+
+SURROGATE = "\\ud800"       # a JSON escape Python's json decodes to a lone surrogate
+
+
+@pytest.mark.parametrize("path, body, param", [
+    (CHAT, f'{{"model": "{SURROGATE}", "messages": [{{"role": "user", "content": "hi"}}], "max_tokens": 4}}', "model"),
+    (COMPLETIONS, f'{{"prompt": "a{SURROGATE}b", "max_tokens": 4}}', "prompt"),
+    (COMPLETIONS, f'{{"prompt": ["ok", "{SURROGATE}"], "max_tokens": 4}}', "prompt.1"),
+    (COMPLETIONS, f'{{"prompt": "hi", "stop": ["{SURROGATE}"], "max_tokens": 4}}', "stop.0"),
+    (COMPLETIONS, f'{{"prompt": "hi", "user": "{SURROGATE}", "max_tokens": 4}}', "user"),
+    (CHAT, f'{{"messages": [{{"role": "user", "content": "{SURROGATE}"}}], "max_tokens": 4}}', "messages.0.content"),
+    (CHAT, f'{{"messages": [{{"role": "user", "content": [{{"type": "text", "text": "{SURROGATE}"}}]}}]}}',
+     "messages.0.content.0.text")])
+def test_lone_surrogates_are_a_400_naming_the_field_never_a_500(client, path, body, param):
+    error = assert_openai_error(post_raw(client, path, body), 400, param)
+    assert "surrogate" in error["message"] and "TextEncodeInput" not in error["message"]
+
+
+def test_token_id_prompt_errors_say_what_is_expected(client):
+    error = assert_openai_error(client.post(COMPLETIONS, json={"prompt": [-1], "max_tokens": 2}), 400, "prompt.0")
+    assert error["message"] == "prompt.0: Input should be greater than or equal to 0"
+    error = assert_openai_error(client.post(COMPLETIONS, json={"prompt": 5}), 400, "prompt")
+    assert "a list of token ids" in error["message"] and "more error" not in error["message"]
+
+
+def test_tokenizer_failures_do_not_echo_its_internals(client):
+    engine = client.app.state.serving.engine
+
+    def refuse(prompt):
+        raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+
+    engine.encode_prompt = refuse
+    error = assert_openai_error(client.post(COMPLETIONS, json={"prompt": "hi"}), 400, "prompt")
+    assert error["message"] == "the tokenizer could not encode this prompt"
+
+
+@pytest.mark.parametrize("field, value", [("max_tokens", 4.0), ("n", 1.0), ("seed", 7.0), ("top_k", 5.0)])
+def test_whole_number_floats_are_integers(client, field, value):
+    body = {"prompt": "hello", "max_tokens": 4, "temperature": 0, field: value}
+    response = client.post(COMPLETIONS, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] <= 4
+
+
+@pytest.mark.parametrize("path, extra, param", [
+    (COMPLETIONS, {"logit_bias": {"50": 100}}, "logit_bias"),
+    (COMPLETIONS, {"logprobs": 0}, "logprobs"),
+    (COMPLETIONS, {"stream_options": {"include_usage": True}}, "stream_options"),
+    (COMPLETIONS, {"best_of": 3}, "best_of"),
+    (COMPLETIONS, {"min_tokens": 5}, "min_tokens"),
+    (COMPLETIONS, {"repetition_penalty": 1.2}, "repetition_penalty"),
+    (CHAT, {"tool_choice": "auto"}, "tool_choice"),
+    (CHAT, {"logit_bias": {"50": 100}}, "logit_bias"),
+    (CHAT, {"top_logprobs": 0}, "top_logprobs"),
+    (CHAT, {"response_format": {"type": "json_object"}}, "response_format"),
+    (CHAT, {"messages": [{"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]}]},
+     "messages.1.tool_calls"),
+    (CHAT, {"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, "messages.0.name"),
+])
+def test_unsupported_fields_are_refused_by_name(client, path, extra, param):
+    base = {"prompt": "hi"} if path == COMPLETIONS else {"messages": [{"role": "user", "content": "hi"}]}
+    error = assert_openai_error(client.post(path, json={**base, "max_tokens": 2, **extra}), 400, param)
+    assert param.rsplit(".", 1)[-1] in error["message"]
+
+
+@pytest.mark.parametrize("path, extra", [
+    (COMPLETIONS, {"logit_bias": {}, "best_of": 1, "echo": False, "logprobs": None, "some_vendor_field": 3}),
+    (CHAT, {"tool_choice": "none", "tools": [], "logprobs": False, "stream": True,
+            "stream_options": {"include_usage": True}}),
+    (CHAT, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "tool_calls": []},
+                         {"role": "user", "content": "and?"}]}),
+])
+def test_neutral_values_of_unsupported_fields_are_accepted(client, path, extra):
+    base = {"prompt": "hi"} if path == COMPLETIONS else {"messages": [{"role": "user", "content": "hi"}]}
+    assert client.post(path, json={**base, "max_tokens": 2, **extra}).status_code == 200
