@@ -1,0 +1,352 @@
+"""Reliability: the real server on loopback against everything a careless or hostile client sends.
+
+Starts `python -m serving` (a tiny random model by default, so it runs in a minute or two on a
+laptop) and runs, in order: a hypothesis fuzz of the two generation routes built from the
+server's own `/openapi.json`, every response checked against that document; a hand-written list
+of bad inputs (malformed JSON, wrong content type, NaN/Infinity, lone surrogates in every string
+field, out-of-range numbers, an oversize body, unknown fields, unsupported fields); overload,
+with each 429's Retry-After compared with the time a place really took to free; streaming and
+non-streaming disconnects, then the in-flight count and free KV slots; concurrent identical
+greedy requests; and SIGTERM, watching `/ready` say `draining` while a stream finishes.
+Writes bench/results/<name>.json (a `summary` object) and .md. It is a script, not a CI test.
+
+    .venv/bin/python -m bench.reliability                       # tiny model, 1000 fuzz cases
+    .venv/bin/python -m bench.reliability --model default       # the embedded SmolLM2
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+from hypothesis import HealthCheck, given, seed, settings
+
+from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
+from engine.dataclass_args import parse_dataclass
+from serving.server_process import ServerProcess
+from tests.serving.schema_strategies import request_bodies, response_errors
+
+COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
+PROMPT = "the cat sat on the mat. the cat sat on the"
+SURROGATE = "\\ud800"      # as JSON text: decodes to a lone surrogate
+
+
+@dataclass
+class ReliabilityArgs:
+    """Fuzz, bad inputs, overload, disconnects, determinism and drain against the real server."""
+
+    model: str = field(default="tiny", metadata={"help": "'tiny' (a random Llama built here), 'default' "
+                                                         "(the embedded SmolLM2) or a local HF directory"})
+    fuzz_cases: int = field(default=1000, metadata={"help": "hypothesis cases, split over the two routes"})
+    max_batch: int = field(default=2, metadata={"help": "server --max-batch"})
+    max_queue: int = field(default=2, metadata={"help": "server --max-queue"})
+    tiny_hidden_size: int = field(default=384, metadata={"help": "hidden size of the 'tiny' model (slow enough "
+                                                                 "that a full server stays full for seconds)"})
+    tiny_layers: int = field(default=6, metadata={"help": "layers of the 'tiny' model"})
+    overload_tokens: int = field(default=600, metadata={"help": "max_tokens of the requests that fill the server "
+                                                                "(and of the stream cut by SIGTERM)"})
+    overload_rounds: int = field(default=2, metadata={"help": "times the server is filled and probed"})
+    num_threads: int = field(default=1, metadata={"help": "server torch threads (1 on a shared machine)"})
+    seed: int = field(default=0, metadata={"help": "hypothesis seed"})
+    output_name: str = field(default="reliability", metadata={"help": "bench/results/<name>.json and .md"})
+
+    def __post_init__(self) -> None:
+        if self.fuzz_cases < 2 or self.max_batch < 1 or self.max_queue < 1 or self.overload_rounds < 1:
+            raise ValueError("fuzz_cases >= 2, max_batch, max_queue and overload_rounds >= 1")
+
+
+@dataclass
+class Tally:
+    """What the checks found; `notes` keeps the first few examples of each problem."""
+
+    cases: int = 0
+    responses_5xx: int = 0
+    schema_violations: int = 0
+    ignored_fields_accepted: int = 0
+    lost_requests: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < 40:
+            self.notes.append(text[:300])
+
+    def check(self, document: dict, path: str, method: str, response: httpx.Response, label: str) -> None:
+        self.cases += 1
+        if response.status_code >= 500:
+            self.responses_5xx += 1
+            self.note(f"5xx {label}: {response.status_code} {response.text[:120]}")
+        errors = response_errors(document, path, method, response)
+        if errors:
+            self.schema_violations += 1
+            self.note(f"schema {label}: {errors[0]}")
+
+    def send(self, client: httpx.Client, document: dict, path: str, label: str, **kwargs) -> httpx.Response | None:
+        try:
+            response = client.post(path, **kwargs)
+        except httpx.HTTPError as exc:
+            self.cases += 1
+            self.lost_requests += 1
+            self.note(f"lost {label}: {exc!r}")
+            return None
+        self.check(document, path, "post", response, label)
+        return response
+
+
+def tiny_model_dir(directory: Path, args: ReliabilityArgs) -> Path:
+    from engine.tiny_models import build_char_tokenizer, build_tiny_llama
+    build_tiny_llama(hidden_size=args.tiny_hidden_size, num_layers=args.tiny_layers, num_heads=4, num_kv_heads=2,
+                     max_position=1024).save_pretrained(directory)
+    build_char_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def run_fuzz(client: httpx.Client, document: dict, tally: Tally, args: ReliabilityArgs) -> None:
+    for path in (COMPLETIONS, CHAT):
+        @seed(args.seed)
+        @settings(max_examples=args.fuzz_cases // 2, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(body=request_bodies(document, path))
+        def case(body):
+            tally.send(client, document, path, f"fuzz {path} {json.dumps(body)[:120]}",
+                       content=json.dumps(body), headers={"content-type": "application/json"})
+        case()
+
+
+def bad_inputs() -> list[tuple[str, str, bytes | str, dict, str]]:
+    """(label, path, raw body, headers, expectation) with expectation '400', '413', '200' or 'refused'."""
+    json_type = {"content-type": "application/json"}
+    cases = [("malformed JSON", COMPLETIONS, '{"prompt": "x",', json_type, "400"),
+             ("empty body", COMPLETIONS, "", json_type, "400"),
+             ("wrong content type", COMPLETIONS, "prompt=hi", {"content-type": "application/x-www-form-urlencoded"}, "400"),
+             ("not an object", CHAT, '["hi"]', json_type, "400"),
+             ("invalid UTF-8", COMPLETIONS, b'{"prompt": "\xff\xfe"}', json_type, "400"),
+             ("oversize body", COMPLETIONS, '{"prompt": "' + "a" * (1 << 20) + '"}', json_type, "413")]
+    for literal in ("NaN", "Infinity", "-Infinity", "1e999"):
+        for name in ("temperature", "top_p", "max_tokens", "seed"):
+            cases.append((f"{name}={literal}", COMPLETIONS, f'{{"prompt": "hi", "{name}": {literal}}}', json_type, "400"))
+    chat_fields = {"model": f'"{SURROGATE}"', "user": f'"{SURROGATE}"', "stop": f'["{SURROGATE}"]',
+                   "messages": f'[{{"role": "user", "content": "{SURROGATE}"}}]'}
+    for name, value in chat_fields.items():
+        body = {"messages": '[{"role": "user", "content": "hi"}]', "max_tokens": "2", name: value}
+        cases.append((f"surrogate in {name}", CHAT, "{" + ", ".join(f'"{k}": {v}' for k, v in body.items()) + "}",
+                      json_type, "400"))
+    cases += [("surrogate in prompt", COMPLETIONS, f'{{"prompt": "a{SURROGATE}"}}', json_type, "400"),
+              ("surrogate in text part", CHAT, f'{{"messages": [{{"role": "user", "content": [{{"type": "text", '
+                                               f'"text": "{SURROGATE}"}}]}}]}}', json_type, "400"),
+              ("surrogate in suffix", COMPLETIONS, f'{{"prompt": "a", "suffix": "{SURROGATE}"}}', json_type, "400")]
+    for name, value in [("max_tokens", 0), ("max_tokens", 10 ** 30), ("n", 17), ("temperature", -1), ("top_p", 1.5),
+                        ("seed", 2 ** 70), ("top_k", -2), ("presence_penalty", 3), ("prompt", [10 ** 9]),
+                        ("prompt", [-1]), ("prompt", [])]:
+        cases.append((f"{name}={value!r:.20}", COMPLETIONS, json.dumps({"prompt": "hi", name: value}), json_type, "400"))
+    cases.append(("unknown field", COMPLETIONS, json.dumps({"prompt": "hi", "max_tokens": 2, "x_unknown": 1}),
+                  json_type, "200"))
+    unsupported = [(COMPLETIONS, {"logit_bias": {"5": 10}}), (COMPLETIONS, {"logprobs": 0}), (COMPLETIONS, {"echo": True}),
+                   (COMPLETIONS, {"stream_options": {"include_usage": True}}), (COMPLETIONS, {"best_of": 2}),
+                   (COMPLETIONS, {"suffix": "end"}), (COMPLETIONS, {"min_tokens": 3}),
+                   (COMPLETIONS, {"frequency_penalty": 0.5}), (CHAT, {"tool_choice": "auto"}),
+                   (CHAT, {"tools": [{"type": "function", "function": {"name": "f"}}]}), (CHAT, {"top_logprobs": 2}),
+                   (CHAT, {"logprobs": True}), (CHAT, {"response_format": {"type": "json_object"}}),
+                   (CHAT, {"parallel_tool_calls": True}), (CHAT, {"functions": [{"name": "f"}]}),
+                   (CHAT, {"messages": [{"role": "user", "content": "hi"},
+                                        {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]}),
+                   (CHAT, {"messages": [{"role": "user", "content": "hi", "name": "ann"}]})]
+    for path, extra in unsupported:
+        base = {"prompt": "hi"} if path == COMPLETIONS else {"messages": [{"role": "user", "content": "hi"}]}
+        label = "unsupported " + ",".join(extra) + (f" {json.dumps(extra)[:40]}" if "messages" in extra else "")
+        cases.append((label, path, json.dumps({**base, "max_tokens": 2, **extra}), json_type, "refused"))
+    return cases
+
+
+def run_bad_inputs(client: httpx.Client, document: dict, tally: Tally) -> int:
+    wrong = 0
+    for label, path, body, headers, expected in bad_inputs():
+        response = tally.send(client, document, path, label, content=body, headers=headers)
+        if response is None:
+            continue
+        if expected == "refused":
+            if response.status_code != 400:
+                tally.ignored_fields_accepted += 1
+                tally.note(f"accepted {label}: {response.status_code}")
+            continue
+        if str(response.status_code) != expected:
+            wrong += 1
+            tally.note(f"unexpected status {label}: {response.status_code} (expected {expected})")
+    return wrong
+
+
+def ready(url: str) -> dict:
+    return httpx.get(f"{url}/ready", timeout=10).json()
+
+
+def wait_for(condition, timeout_s: float, poll_s: float = 0.05) -> float | None:
+    """Seconds until `condition()` holds, or None on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(poll_s)
+    return None
+
+
+def run_overload(url: str, document: dict, tally: Tally, args: ReliabilityArgs) -> list[dict]:
+    """Fill every place with long requests, probe with one more, time how long a place took to free."""
+    capacity = args.max_batch + args.max_queue
+    body = {"prompt": PROMPT, "max_tokens": args.overload_tokens, "temperature": 0, "ignore_eos": True}
+    rounds = []
+    with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(capacity) as pool:
+        for _ in range(args.overload_rounds):
+            held = [pool.submit(tally.send, client, document, COMPLETIONS, "overload held", json=body)
+                    for _ in range(capacity)]
+            wait_for(lambda: ready(url)["num_in_flight"] >= capacity, 30)
+            time.sleep(0.5)                          # let the running batch get going
+            probe = tally.send(client, document, COMPLETIONS, "overload probe", json={"prompt": "hi", "max_tokens": 2})
+            refused_at = time.monotonic()
+            if probe is None or probe.status_code != 429:
+                tally.note(f"overload probe got {None if probe is None else probe.status_code}, not 429")
+                [f.result() for f in held]
+                continue
+            freed = wait_for(lambda: ready(url)["num_in_flight"] < capacity, 600)
+            waited = (freed if freed is not None else time.monotonic() - refused_at)
+            retry_after = int(probe.headers["Retry-After"])
+            responses = [f.result() for f in held]
+            complete = sum(r is not None and r.status_code == 200
+                           and r.json()["usage"]["completion_tokens"] == args.overload_tokens for r in responses)
+            tally.lost_requests += capacity - complete
+            rounds.append({"retry_after_s": retry_after, "waited_s": waited, "ratio": retry_after / max(waited, 1e-3),
+                           "held_complete": complete})
+    return rounds
+
+
+def kv_free_slots(url: str) -> dict[str, float]:
+    free = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("specroute:kv_cache_free_slots{"):
+            labels, value = line.rsplit(" ", 1)
+            free[labels] = float(value)
+    return free
+
+
+def run_disconnects(url: str) -> dict:
+    wait_for(lambda: ready(url)["num_in_flight"] == 0, 60)
+    baseline = kv_free_slots(url)
+    body = {"prompt": PROMPT, "max_tokens": 300, "temperature": 0, "ignore_eos": True}
+    for _ in range(3):
+        with httpx.stream("POST", f"{url}{COMPLETIONS}", json={**body, "stream": True}, timeout=60) as response:
+            for index, _line in enumerate(response.iter_lines()):
+                if index >= 4:
+                    break
+        port = int(url.rsplit(":", 1)[1])
+        payload = json.dumps(body).encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            wait_for(lambda: ready(url)["num_in_flight"] > 0, 10)
+    idle = wait_for(lambda: ready(url)["num_in_flight"] == 0, 30)
+    after = kv_free_slots(url)
+    leaked = int(sum(baseline[k] - after.get(k, 0) for k in baseline))
+    return {"num_in_flight_after": ready(url)["num_in_flight"], "idle_after_s": idle, "kv_slots_leaked": leaked}
+
+
+def run_determinism(url: str, capacity: int) -> bool:
+    """As many identical greedy requests at once as the server holds: one text, the one a lone request gets."""
+    body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0, "ignore_eos": True}
+    with httpx.Client(base_url=url, timeout=120) as client, ThreadPoolExecutor(capacity) as pool:
+        texts = list(pool.map(lambda _: client.post(COMPLETIONS, json=body).json()["choices"][0]["text"],
+                              range(capacity)))
+        alone = client.post(COMPLETIONS, json=body).json()["choices"][0]["text"]
+    return len(set(texts)) == 1 and texts[0] == alone
+
+
+def run_drain(server: ServerProcess, args: ReliabilityArgs) -> dict:
+    """SIGTERM mid-stream: /ready must say 'draining' (503), the stream must finish, the exit be 0."""
+    body = {"prompt": PROMPT, "max_tokens": args.overload_tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    seen_draining, lines, probes = [], [], []
+
+    def probe() -> None:
+        time.sleep(0.1)
+        try:
+            response = httpx.get(f"{server.url}/ready", timeout=5)
+            seen_draining.append(response.status_code == 503 and response.json()["status"] == "draining")
+            probes.append(f"{response.status_code} {response.text[:80]}")
+        except httpx.HTTPError as exc:
+            seen_draining.append(False)
+            probes.append(repr(exc))
+
+    with httpx.stream("POST", f"{server.url}{COMPLETIONS}", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            lines.append(line)
+            if len(lines) == 3:             # one SIGTERM (a second one means "stop now")
+                server.process.send_signal(signal.SIGTERM)
+                threading.Thread(target=probe).start()
+    finished = (bool(lines) and lines[-1] == "data: [DONE]"
+                and f'"completion_tokens": {args.overload_tokens}' in lines[-2])
+    exit_code = server.process.wait(timeout=120)
+    return {"ready_said_draining": bool(seen_draining and seen_draining[0]), "ready_probe": probes,
+            "stream_finished": finished,
+            "exit_code": exit_code, "drain_ok": bool(seen_draining and seen_draining[0]) and finished and exit_code == 0}
+
+
+def main(args: ReliabilityArgs) -> dict:
+    started = time.monotonic()
+    tally = Tally()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(tiny_model_dir(Path(tmp) / "tiny", args)) if args.model == "tiny" else args.model
+        server = ServerProcess(["--model", model, "--policy", "", "--draft", "", "--router", "ngram>target@4",
+                                "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+                                "--num-threads", str(args.num_threads), "--profile-budget-s", "1",
+                                "--default-max-tokens", "16", "--decision-log", "", "--log-level", "warning",
+                                "--per-request-spec-metrics", "summary", "--drain-timeout-s", "60"],
+                               RESULTS_DIR / "logs" / f"{args.output_name}.log", ready_timeout_s=600)
+        server.start()
+        try:
+            document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+            with httpx.Client(base_url=server.url, timeout=120) as client:
+                run_fuzz(client, document, tally, args)
+                wrong_status = run_bad_inputs(client, document, tally)
+            overload = run_overload(server.url, document, tally, args)
+            disconnects = run_disconnects(server.url)
+            greedy_identical = run_determinism(server.url, args.max_batch + args.max_queue)
+            drain = run_drain(server, args)
+        finally:
+            server.stop(timeout_s=30)
+    summary = {"cases": tally.cases, "responses_5xx": tally.responses_5xx, "schema_violations": tally.schema_violations,
+               "ignored_fields_accepted": tally.ignored_fields_accepted,
+               "retry_after_over_wait": max((r["ratio"] for r in overload), default=None),
+               "retry_after_over_wait_min": min((r["ratio"] for r in overload), default=None),
+               "lost_requests": tally.lost_requests, "kv_slots_leaked": disconnects["kv_slots_leaked"],
+               "drain_ok": drain["drain_ok"], "bad_inputs_wrong_status": wrong_status,
+               "greedy_identical": greedy_identical}
+    data = {"args": asdict(args), "summary": summary, "overload": overload, "disconnects": disconnects, "drain": drain,
+            "notes": tally.notes, "elapsed_s": time.monotonic() - started, "machine": machine_info()}
+    targets = {"responses_5xx": summary["responses_5xx"] == 0, "schema_violations": summary["schema_violations"] == 0,
+               "ignored_fields_accepted": summary["ignored_fields_accepted"] == 0,
+               "retry_after_over_wait": summary["retry_after_over_wait"] is not None
+               and 0.5 <= summary["retry_after_over_wait_min"] and summary["retry_after_over_wait"] <= 2,
+               "lost_requests": summary["lost_requests"] == 0, "kv_slots_leaked": summary["kv_slots_leaked"] == 0,
+               "drain_ok": summary["drain_ok"]}
+    data["passed"] = all(targets.values())
+    rows = [[name, summary[name], "pass" if ok else "FAIL"] for name, ok in targets.items()]
+    markdown = "\n\n".join([markdown_table(["check", "value", "target met"], rows),
+                            f"{summary['cases']} cases against `python -m serving --model {args.model}` "
+                            f"({args.fuzz_cases} fuzzed from /openapi.json, {len(bad_inputs())} hand-written bad "
+                            f"inputs, {args.overload_rounds} overload rounds); greedy determinism: "
+                            f"{'identical' if greedy_identical else 'DIFFERENT'}; {data['elapsed_s']:.0f} s. "
+                            "Rerun: `.venv/bin/python -m bench.reliability`."])
+    publish_results(args.output_name, data, markdown)
+    return data
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main(parse_dataclass(ReliabilityArgs, description=__doc__.split("\n")[0]))["passed"] else 1)
