@@ -17,6 +17,7 @@ from engine.config import EngineConfig
 from engine.decision import TARGET, Decision, StaticRouter
 from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter, NgramDrafter, SuffixDrafter
 from engine.levels import ModelLevel
+from engine.precision import prepare_model, resolve_precision
 from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.sequence import FinishReason, Request, RequestOutput
@@ -45,14 +46,21 @@ class Engine:
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         self.tokenizer = tokenizer
-        self.levels: dict[str, ModelLevel] = {TARGET: ModelLevel(TARGET, ModelRunner(target, self.config.max_model_len))}
+        cfg = self.config
+        self.precision = resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
+
+        def runner(model: PreTrainedModel) -> ModelRunner:
+            prepare_model(model, self.precision)
+            return ModelRunner(model, cfg.max_model_len, self.precision.kernel, self.precision.weights)
+
+        self.levels: dict[str, ModelLevel] = {TARGET: ModelLevel(TARGET, runner(target))}
         for name, model in (drafts or {}).items():
             if name in self.levels or name in MODEL_FREE_DRAFTERS:
                 raise ValueError(f"draft name {name!r} is reserved")
             if model.config.vocab_size != target.config.vocab_size:
                 raise ValueError(f"draft {name!r} has vocabulary {model.config.vocab_size}, "
                                  f"the target {target.config.vocab_size}: they must share a tokenizer")
-            self.levels[name] = ModelLevel(name, ModelRunner(model, self.config.max_model_len))
+            self.levels[name] = ModelLevel(name, runner(model))
         self.drafters: dict[str, ModelFreeDrafter] = {
             NgramDrafter.name: NgramDrafter(self.config.ngram_max_match, self.config.ngram_min_match),
             SuffixDrafter.name: SuffixDrafter(self.config.suffix_max_match, max_history=self.config.suffix_max_history),

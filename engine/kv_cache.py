@@ -26,7 +26,7 @@ class KVCache:
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_len: int,
                  dtype: torch.dtype = torch.float32, initial_slots: int = 1, initial_len: int = 256,
-                 block_len: int = 64, growth: float = 0.25):
+                 block_len: int = 64, growth: float = 0.25, device: torch.device | str = "cpu"):
         if block_len < 1 or growth < 0:
             raise ValueError(f"block_len must be >= 1 and growth >= 0, got {block_len} and {growth}")
         self.num_layers = num_layers
@@ -34,6 +34,7 @@ class KVCache:
         self.head_dim = head_dim
         self.max_len = max_len
         self.dtype = dtype
+        self.device = torch.device(device)
         self.block_len = block_len
         self.growth = growth
         self.min_capacity = min(initial_len, max_len)
@@ -69,7 +70,7 @@ class KVCache:
             for tensors in (self.keys, self.values):
                 for index, old in enumerate(tensors):
                     # zeros, not empty: masked positions are still multiplied by 0 in attention
-                    new = torch.zeros(shape, dtype=self.dtype)
+                    new = torch.zeros(shape, dtype=self.dtype, device=self.device)
                     if keep:
                         new[:keep_slots, :, :keep] = old[:keep_slots, :, :keep]
                     tensors[index] = new
@@ -78,8 +79,8 @@ class KVCache:
                     # larger layer does not fit in it): a one-layer transient, not a second cache
                     return_freed_memory()
         else:
-            self.keys = [torch.zeros(shape, dtype=self.dtype) for _ in range(self.num_layers)]
-            self.values = [torch.zeros(shape, dtype=self.dtype) for _ in range(self.num_layers)]
+            self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
+            self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
         grown = num_slots - len(self.lengths)
         self.free_slots.extend(range(len(self.lengths), num_slots))
         self.is_free.extend([True] * grown)

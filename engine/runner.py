@@ -14,65 +14,57 @@ from transformers import PreTrainedModel
 
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
+from engine.linear_kernels import Linear, k_major, k_major_in_place, make_linear
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 
 
 @dataclass
 class LayerWeights:
-    """One decoder layer's parameters, shared with the model (never copied)."""
+    """One decoder layer: its products (sharing the model's weights where the kernel's layout
+    allows) and its norm weights."""
 
-    q: torch.Tensor            # [nh * d, hidden]
-    k: torch.Tensor            # [kvh * d, hidden]
-    v: torch.Tensor            # [kvh * d, hidden]
-    q_bias: torch.Tensor | None
-    k_bias: torch.Tensor | None
-    v_bias: torch.Tensor | None
-    o: torch.Tensor            # [hidden, nh * d]
-    gate: torch.Tensor         # [inter, hidden]
-    up: torch.Tensor           # [inter, hidden]
-    down: torch.Tensor         # [hidden, inter]
+    q: Linear                  # hidden -> nh * d
+    k: Linear                  # hidden -> kvh * d
+    v: Linear                  # hidden -> kvh * d
+    o: Linear                  # nh * d -> hidden
+    gate: Linear               # hidden -> inter
+    up: Linear                 # hidden -> inter
+    down: Linear               # inter -> hidden
     input_norm: torch.Tensor   # [hidden]
     post_norm: torch.Tensor    # [hidden]
 
     @property
-    def matrices(self) -> tuple[torch.Tensor, ...]:
+    def products(self) -> tuple[Linear, ...]:
         return self.q, self.k, self.v, self.o, self.gate, self.up, self.down
 
 
-def _k_major(weight: torch.Tensor) -> torch.Tensor:
-    """The same [out, in] matrix stored input-major (a transposed view of a contiguous [in, out]).
-
-    F.linear then multiplies by a contiguous [in, out] operand: on CPU that is 1.5-2x faster for
-    the few-row products of decoding and verification (measured with torch 2.13, one thread:
-    1 row 22 -> 14 ms, 3 rows 41 -> 26 ms per 60 matrices of 1536 x 576), equal for long prefills.
-    """
-    return weight if weight.dim() != 2 or weight.stride(0) == 1 else weight.t().contiguous().t()
-
-
-@torch.no_grad()
-def _k_major_in_place(param: torch.Tensor) -> torch.Tensor:
-    """Re-lay a model parameter K-major in place (same values; the model and any tied weight
-    see it too), so the runner shares it instead of holding a second copy."""
-    if param.dim() == 2 and param.stride(0) != 1:
-        param.data = _k_major(param.data)
-    return param.detach()
-
-
 class ModelRunner:
-    """Runs one causal LM over slots of its own KVCache.
+    """Runs one causal LM over slots of its own KVCache, in the model's dtype and on its device.
 
     `forward(slots, tokens, num_logits)` appends `tokens[i]` to slot `slots[i]` (starting at
-    that slot's length) and returns the logits of the last `num_logits[i]` fed positions of
+    that slot's length) and returns the fp32 logits of the last `num_logits[i]` fed positions of
     each row, left-aligned in a `[batch, max(num_logits), vocab]` tensor.
+
+    Precision follows transformers: norms and rotary angles are computed in fp32 and cast back,
+    attention accumulates in fp32 inside SDPA, the KV cache holds the model dtype. Every forward
+    passes an explicit mask to the same attention kernel, so a decode step and a verification
+    forward take the same code path.
+
+    Args:
+        kernel: `dense` or `prepacked` (engine/linear_kernels.py).
+        weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
     """
 
-    def __init__(self, model: PreTrainedModel, max_len: int | None = None):
+    def __init__(self, model: PreTrainedModel, max_len: int | None = None, kernel: str = "dense",
+                 weights: str = "dense"):
         config = model.config
         if config.model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"unsupported architecture {config.model_type!r}; "
                              f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
         self.config = config
+        self.kernel = kernel
+        self.weights = weights
         self.vocab_size = config.vocab_size
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -80,48 +72,53 @@ class ModelRunner:
         self.eps = config.rms_norm_eps
         self.max_len = max_len or config.max_position_embeddings
         inner = model.model
+        self.dtype = inner.embed_tokens.weight.dtype
+        self.device = inner.embed_tokens.weight.device
         self.final_norm = inner.norm.weight.detach()
-        self.lm_head = _k_major_in_place(model.lm_head.weight)
+        self.vocab_subset = getattr(model.lm_head, "vocab_subset", None)
+        head = model.lm_head.weight
+        if kernel == "dense" and weights == "dense":
+            head = k_major_in_place(head)
         # after the re-lay: a tied embedding is that same parameter, and reading it first would
         # keep its old storage alive (a second copy of the vocabulary matrix). F.embedding
         # gathers rows of the input-major view at the same speed for a decode or a prefill.
         self.embed = inner.embed_tokens.weight.detach()
         # a draft head over a reduced vocabulary (engine/draft_model.py VocabSubsetHead): score
         # only those rows, return -inf for the rest so callers still see the full vocabulary
-        self.vocab_subset = getattr(model.lm_head, "vocab_subset", None)
         if self.vocab_subset is not None:
-            self.lm_head = _k_major(self.lm_head[self.vocab_subset])
+            self.vocab_subset = self.vocab_subset.to(self.device)
+            head = k_major(head.detach()[self.vocab_subset])
+        # the LM head stays dense-format under int8/int4: it is shared with the embedding
+        self.lm_head = make_linear(head.detach(), None, kernel)
         self.layers = [self._layer_weights(layer) for layer in inner.layers]
         rotary = inner.rotary_emb
-        positions = torch.arange(self.max_len, dtype=torch.float32)
-        freqs = torch.outer(positions, rotary.inv_freq.float())
+        positions = torch.arange(self.max_len, dtype=torch.float32, device=self.device)
+        freqs = torch.outer(positions, rotary.inv_freq.float().to(self.device))
         angles = torch.cat([freqs, freqs], dim=-1)
         scale = float(getattr(rotary, "attention_scaling", 1.0))
-        self.cos, self.sin = angles.cos() * scale, angles.sin() * scale   # [max_len, d]
-        self.cache = KVCache(len(self.layers), self.num_kv_heads, self.head_dim, self.max_len)
+        self.cos = (angles.cos() * scale).to(self.dtype)                              # [max_len, d]
+        self.sin = (angles.sin() * scale).to(self.dtype)
+        self.cache = KVCache(len(self.layers), self.num_kv_heads, self.head_dim, self.max_len,
+                             dtype=self.dtype, device=self.device)
         return_freed_memory()           # the weights' old layouts
 
-    @staticmethod
-    def _layer_weights(layer) -> LayerWeights:
-        """The layer's own parameters, re-laid K-major in place. Not fused: a fused q/k/v or
-        gate/up matrix would be a second copy of them (or leave the model's parameters as
-        strided views into one storage, which transformers' save_pretrained cannot write), and
-        separate products cost the same (torch 2.13, one thread, SmolLM2 shapes, 30 layers:
-        1 row 8.0 -> 8.6 ms, 16 rows 73 -> 63 ms, 1500 rows 2.87 -> 2.74 s)."""
+    def _layer_weights(self, layer) -> LayerWeights:
+        """The layer's products. Dense kernels share the model's parameters, re-laid K-major in
+        place. Not fused: a fused q/k/v or gate/up matrix would be a second copy of them (or
+        leave the model's parameters as strided views into one storage, which transformers'
+        save_pretrained cannot write), and separate products cost the same (torch 2.13, one
+        thread, SmolLM2 shapes, 30 layers: 1 row 8.0 -> 8.6 ms, 16 rows 73 -> 63 ms)."""
         attn, mlp = layer.self_attn, layer.mlp
+        shares = self.kernel == "dense" and self.weights == "dense"
 
-        def bias(proj) -> torch.Tensor | None:
-            return None if proj.bias is None else proj.bias.detach()
+        def linear(proj) -> Linear:
+            weight = k_major_in_place(proj.weight) if shares else proj.weight.detach()
+            bias = None if proj.bias is None else proj.bias.detach()
+            return make_linear(weight, bias, self.kernel, self.weights)
 
         return LayerWeights(
-            q=_k_major_in_place(attn.q_proj.weight),
-            k=_k_major_in_place(attn.k_proj.weight),
-            v=_k_major_in_place(attn.v_proj.weight),
-            q_bias=bias(attn.q_proj), k_bias=bias(attn.k_proj), v_bias=bias(attn.v_proj),
-            o=_k_major_in_place(attn.o_proj.weight),
-            gate=_k_major_in_place(mlp.gate_proj.weight),
-            up=_k_major_in_place(mlp.up_proj.weight),
-            down=_k_major_in_place(mlp.down_proj.weight),
+            q=linear(attn.q_proj), k=linear(attn.k_proj), v=linear(attn.v_proj), o=linear(attn.o_proj),
+            gate=linear(mlp.gate_proj), up=linear(mlp.up_proj), down=linear(mlp.down_proj),
             input_norm=layer.input_layernorm.weight.detach(),
             post_norm=layer.post_attention_layernorm.weight.detach(),
         )
@@ -131,8 +128,9 @@ class ModelRunner:
         return len(self.layers)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return x * torch.rsqrt(variance + self.eps) * weight
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
 
     @staticmethod
     def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -152,34 +150,40 @@ class ModelRunner:
         cache.ensure_capacity(max(ends))
         width = max(counts)
         span = max(ends)
-        offsets = torch.arange(width)
-        start_t = torch.as_tensor(starts)
-        count_t = torch.as_tensor(counts)
-        positions = (start_t[:, None] + offsets[None, :]).clamp(max=self.max_len - 1)   # [b, t]
-        valid = offsets[None, :] < count_t[:, None]                                    # [b, t]
-        padded = torch.zeros(batch, width, dtype=torch.long)                              # [b, t]
-        padded[valid] = torch.as_tensor([t for toks in tokens for t in toks], dtype=torch.long)
-        slot_t = torch.as_tensor(slots)
-        write_slots = slot_t[:, None].expand(batch, width)[valid]                          # [n_valid]
-        write_pos = positions[valid]                                                       # [n_valid]
+        device = self.device
+        # index tensors, built once per step on the host and moved in one copy each
+        padded_host = [toks + [0] * (width - len(toks)) for toks in tokens]
+        padded = torch.tensor(padded_host, dtype=torch.long).to(device, non_blocking=True)     # [b, t]
+        start_t = torch.tensor(starts).to(device, non_blocking=True)
+        offsets = torch.arange(width, device=device)
+        positions = (start_t[:, None] + offsets[None, :]).clamp(max=self.max_len - 1)            # [b, t]
+        # rows write their real tokens only: flat (slot, position) pairs, a ragged batch's
+        # padding left out by one index computed here instead of a boolean mask per layer
+        ragged = min(counts) != width
+        flat_rows = [i * width + j for i, n in enumerate(counts) for j in range(n)] if ragged else None
+        flat_index = None if flat_rows is None else torch.tensor(flat_rows).to(device, non_blocking=True)
+        write_slots = torch.tensor([s for s, n in zip(slots, counts) for _ in range(n)]).to(device, non_blocking=True)
+        write_pos = torch.tensor([p for s, n in zip(starts, counts) for p in range(s, s + n)]).to(device, non_blocking=True)
         contiguous = slots == list(range(slots[0], slots[0] + batch))
-        key_pos = torch.arange(span)
-        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                # [b, 1, t, span]
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]             # [b, 1, t, d]
+        slot_t = None if contiguous else torch.tensor(slots).to(device, non_blocking=True)
+        key_pos = torch.arange(span, device=device)
+        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                      # [b, 1, t, span]
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]                   # [b, 1, t, d]
 
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        x = F.embedding(padded, self.embed)                                               # [b, t, hidden]
+        x = F.embedding(padded, self.embed)                                                     # [b, t, hidden]
         for index, layer in enumerate(self.layers):
             h = self._rms_norm(x, layer.input_norm)
-            q = F.linear(h, layer.q, layer.q_bias)
-            k = F.linear(h, layer.k, layer.k_bias)
-            v = F.linear(h, layer.v, layer.v_bias)
-            q = self._rotate(q.view(batch, width, nh, d).transpose(1, 2), cos, sin)      # [b, nh, t, d]
-            k = self._rotate(k.view(batch, width, kvh, d).transpose(1, 2), cos, sin)     # [b, kvh, t, d]
-            v = v.view(batch, width, kvh, d).transpose(1, 2)
+            q = self._rotate(layer.q(h).view(batch, width, nh, d).transpose(1, 2), cos, sin)   # [b, nh, t, d]
+            k = self._rotate(layer.k(h).view(batch, width, kvh, d).transpose(1, 2), cos, sin)  # [b, kvh, t, d]
+            v = layer.v(h).view(batch, width, kvh, d)                                         # [b, t, kvh, d]
+            new_k = k.transpose(1, 2).reshape(batch * width, kvh, d)                          # [b * t, kvh, d]
+            new_v = v.reshape(batch * width, kvh, d)
+            if flat_index is not None:
+                new_k, new_v = new_k.index_select(0, flat_index), new_v.index_select(0, flat_index)
             cache_k, cache_v = cache.keys[index], cache.values[index]
-            cache_k[write_slots, :, write_pos] = k.transpose(1, 2)[valid]
-            cache_v[write_slots, :, write_pos] = v.transpose(1, 2)[valid]
+            cache_k[write_slots, :, write_pos] = new_k
+            cache_v[write_slots, :, write_pos] = new_v
             if contiguous:
                 keys = cache_k[slots[0]: slots[0] + batch, :, :span]
                 values = cache_v[slots[0]: slots[0] + batch, :, :span]
@@ -187,18 +191,18 @@ class ModelRunner:
                 keys = cache_k[:, :, :span].index_select(0, slot_t)      # gather the span only
                 values = cache_v[:, :, :span].index_select(0, slot_t)
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=kvh != nh)
-            x = x + F.linear(attn.transpose(1, 2).reshape(batch, width, nh * d), layer.o)
+            x = x + layer.o(attn.transpose(1, 2).reshape(batch, width, nh * d))
             h = self._rms_norm(x, layer.post_norm)
-            x = x + F.linear(F.silu(F.linear(h, layer.gate)) * F.linear(h, layer.up), layer.down)
+            x = x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
         for slot, end in zip(slots, ends):
             cache.lengths[slot] = end
 
         wanted = max(num_logits)
-        first = count_t - torch.as_tensor(num_logits)                                     # [b]
-        pick = torch.minimum(torch.arange(wanted)[None, :] + first[:, None], count_t[:, None] - 1)  # [b, wanted]
+        picks = [[min(n - m + j, n - 1) for j in range(wanted)] for n, m in zip(counts, num_logits)]
+        pick = torch.tensor(picks).to(device, non_blocking=True)                                # [b, wanted]
         hidden = x.gather(1, pick[:, :, None].expand(batch, wanted, x.shape[-1]))
-        logits = F.linear(self._rms_norm(hidden, self.final_norm), self.lm_head)          # [b, wanted, vocab]
+        logits = self.lm_head(self._rms_norm(hidden, self.final_norm)).float()                 # [b, wanted, vocab]
         if self.vocab_subset is None:
             return logits
         full = logits.new_full((batch, wanted, self.vocab_size), float("-inf"))
-        return full.index_copy_(-1, self.vocab_subset, logits)                           # [b, wanted, vocab]
+        return full.index_copy_(-1, self.vocab_subset, logits)                                 # [b, wanted, vocab]

@@ -75,8 +75,8 @@ def _monotone(grid: np.ndarray) -> np.ndarray:
 
 
 def _parameter_count(runner: ModelRunner) -> int:
-    layers = sum(m.numel() for w in runner.layers for m in w.matrices)
-    return layers + runner.lm_head.numel()
+    layers = sum(m.numel for w in runner.layers for m in w.products)
+    return layers + runner.lm_head.numel
 
 
 def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: float, repeats: int, timer):

@@ -154,11 +154,11 @@ def test_the_model_and_its_runners_hold_one_copy_of_each_weight(name, tmp_path):
         attn, mlp = layer.self_attn, layer.mlp
         params = [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight,
                   mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
-        assert [storage_of(p) for p in params] == [storage_of(m) for m in ours.matrices] \
-            == [storage_of(m) for m in theirs.matrices]
+        assert [storage_of(p) for p in params] == [storage_of(m.weight) for m in ours.products] \
+            == [storage_of(m.weight) for m in theirs.products]
         assert len({storage_of(p) for p in params}) == len(params)
         if attn.q_proj.bias is not None:
-            assert storage_of(ours.k_bias) == storage_of(attn.k_proj.bias)
+            assert storage_of(ours.k.bias) == storage_of(attn.k_proj.bias)
     slots = [runner.cache.allocate_slot(), second.cache.allocate_slot()]
     row = [3, 1, 4, 1, 5, 9, 2, 6]
     logits = runner.forward(slots[:1], [row], [8])
@@ -179,6 +179,6 @@ def test_a_tied_embedding_is_the_head_s_storage():
     row = [7, 3, 9, 12, 40, 2]
     reference = reference_logits(model, row)
     runner = ModelRunner(model, max_len=64)
-    assert storage_of(runner.embed) == storage_of(runner.lm_head) == storage_of(model.lm_head.weight)
+    assert storage_of(runner.embed) == storage_of(runner.lm_head.weight) == storage_of(model.lm_head.weight)
     slot = runner.cache.allocate_slot()
     assert (runner.forward([slot], [row], [len(row)])[0] - reference).abs().max() < TOLERANCE
