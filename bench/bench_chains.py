@@ -33,6 +33,7 @@ from bench.chains_runs import (ColumnSwitch, grid_columns, load_column_set, medi
 from bench.chains_analysis import three_level_plane
 from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
                           parse_categories, process_peak_rss_mb, publish_results, sample_prompts)
+from engine.precision import PrecisionArgs
 from engine import Engine, EngineConfig
 from engine.dataclass_args import parse_dataclass
 
@@ -48,7 +49,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 @dataclass
-class ChainsBenchArgs:
+class ChainsBenchArgs(PrecisionArgs):
     """Benchmark plain decoding, every static (chain, K) and the cost-model router, batch 1 and under load."""
 
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
@@ -209,7 +210,8 @@ def main(cfg: ChainsBenchArgs) -> dict:
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
     max_len = max(2048, longest + cfg.max_new_tokens + 16)
     engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=max_batch, max_model_len=max_len,
-                                                                 max_num_tokens=max_len * max_batch), drafts=drafts)
+                                                                 max_num_tokens=max_len * max_batch,
+                                                                 **cfg.precision_kwargs()), drafts=drafts)
     cost_router = build_cost_router(engine, cfg, loaded.name)
     print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
           f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "

@@ -26,12 +26,13 @@ import torch
 from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.bench_models import encode_chat, load_target_and_draft
 from bench.draft_report import render_markdown, summarise
+from engine.precision import PrecisionArgs
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
 
 
 @dataclass
-class DraftBenchArgs:
+class DraftBenchArgs(PrecisionArgs):
     """Benchmark the distilled draft in [draft, target] and [ngram, draft, target] chains."""
 
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
@@ -193,7 +194,8 @@ def main(cfg: DraftBenchArgs) -> dict:
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
-    engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len), drafts={"draft": draft})
+    engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len, **cfg.precision_kwargs()),
+                    drafts={"draft": draft})
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     cols = columns(cfg)

@@ -24,12 +24,13 @@ from bench.bench_models import encode_chat
 from bench.common import (REPO_ROOT, BenchPrompt, PeakRSS, check_spec_bench_args, machine_info, parse_categories,
                           process_peak_rss_mb, publish_results, sample_prompts)
 from bench.engine_report import aggregate, merge_results, render_markdown
+from engine.precision import PrecisionArgs
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
 
 
 @dataclass
-class BenchArgs:
+class BenchArgs(PrecisionArgs):
     """Benchmark HF generate vs our engine (plain and speculative), greedy, on Spec-Bench prompts."""
 
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 
 from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, publish_results
+from engine.precision import PrecisionArgs
 from engine.dataclass_args import parse_dataclass
 from env.config import parse_action
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
@@ -33,7 +34,7 @@ logger = logging.getLogger("bench")
 
 
 @dataclass
-class BenchServingArgs:
+class BenchServingArgs(PrecisionArgs):
     """Learned router vs cost model vs best static vs no speculation, behind the real server."""
 
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
@@ -96,7 +97,7 @@ def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
     from serving.launch import default_actions
 
     loaded, drafts, _ = load_target_and_draft(args.model, args.draft, required=False)
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, num_threads=args.num_threads),
+    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, num_threads=args.num_threads, **args.precision_kwargs()),
                     drafts=drafts)
     candidates = [d for d in default_actions(engine) if not d.is_plain]     # the server's actions, each once
     prompts = []
@@ -144,6 +145,7 @@ def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProces
                    "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
                    "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
                    "--num-threads", str(args.num_threads), "--log-level", "warning",
+                   *(arg for key, value in args.precision_kwargs().items() for arg in (f"--{key}", value)),
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
     return ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log", ready_timeout_s=900)
 

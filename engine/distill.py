@@ -9,6 +9,7 @@ Held-out KL and top-1 agreement are printed as it goes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from engine.precision import Precision, PrecisionArgs, prepare_model, resolve_precision
 from engine.dataclass_args import parse_dataclass
 from engine.distill_data import (SOURCES, data_dir, frequency_ranked_vocab,
                                  generate_teacher_data, render_prompt, split_held_out, training_prompts)
@@ -33,7 +35,7 @@ GENERATION_BATCH = 32       # prompts the target answers together (and the unit 
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(PrecisionArgs):
     """Settings of a distillation run (every field is a command-line flag)."""
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2), an HF dir or a .gguf"})
@@ -90,14 +92,25 @@ def encoded_prompts(cfg: DistillConfig, tokenizer) -> list[tuple[str, list[int]]
 def teacher_cache_file(target_sha256: str, chunk: list[tuple[str, list[int]]], cfg: DistillConfig):
     """Where one generation batch's teacher data is cached: keyed by target, prompts and settings,
     so a run with more prompts (same seed) reuses the batches an earlier run made."""
-    fields = dict(target=target_sha256, prompts=chunk, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, version=3)
+    fields = dict(target=target_sha256, prompts=chunk, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, version=3,
+                  teacher=teacher_precision(cfg).name)
     key = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
     return cache_dir() / "distill" / f"teacher-{key}.pt"
+
+
+def teacher_precision(cfg: DistillConfig) -> Precision:
+    """The teacher's forward path (--dtype, --kernel, ...); the draft always trains in fp32."""
+    return resolve_precision(**cfg.precision_kwargs())
 
 
 def _teacher_data(cfg: DistillConfig, target, log) -> list:
     """Target replies + sparse targets per batch of prompts, each batch from the cache when made before."""
     tokenizer = target.tokenizer
+    precision = teacher_precision(cfg)
+    teacher = target.model
+    if precision.dtype != torch.float32 or precision.device.type != "cpu":
+        # a copy: the draft shares the fp32 target's embedding and head and trains against them
+        teacher = prepare_model(copy.deepcopy(target.model), precision)
     encoded = encoded_prompts(cfg, tokenizer)
     eos = {t for t in (tokenizer.eos_token_id, target.model.config.eos_token_id) if t is not None}
     sequences, num_cached = [], 0
@@ -109,8 +122,8 @@ def _teacher_data(cfg: DistillConfig, target, log) -> list:
             made = torch.load(cache_file, weights_only=False)
             num_cached += len(made)
         else:
-            made = generate_teacher_data(target.model, chunk, cfg.max_new_tokens, cfg.top_k, eos,
-                                         batch_size=GENERATION_BATCH)
+            made = generate_teacher_data(teacher, chunk, cfg.max_new_tokens, cfg.top_k, eos,
+                                         batch_size=GENERATION_BATCH, kernel=precision.kernel)
             if cfg.use_cache:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(made, cache_file)

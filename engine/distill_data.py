@@ -116,7 +116,7 @@ def _top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def generate_teacher_data(model, prompts: list[tuple[str, list[int]]], max_new_tokens: int, top_k: int,
-                          eos_ids: set[int], batch_size: int = 16) -> list[TeacherSequence]:
+                          eos_ids: set[int], batch_size: int = 16, kernel: str = "dense") -> list[TeacherSequence]:
     """Greedy replies of `model` to each (source, prompt ids), with the top-k targets of every position.
 
     The prompt's targets come from its prefill, the reply's from the decode steps that produced it,
@@ -127,7 +127,7 @@ def generate_teacher_data(model, prompts: list[tuple[str, list[int]]], max_new_t
     vocab = model.config.vocab_size
     k = min(top_k, vocab)
     max_len = max(len(p) for _, p in prompts) + max_new_tokens + 1
-    runner = ModelRunner(model, max_len)
+    runner = ModelRunner(model, max_len, kernel=kernel)
     sequences: list[TeacherSequence] = []
     for start in range(0, len(prompts), batch_size):
         group = prompts[start: start + batch_size]

@@ -19,7 +19,7 @@ bf16 is a documented opt-in whose identity rate bench_engine reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
@@ -82,3 +82,20 @@ def prepare_model(model: PreTrainedModel, precision: Precision) -> PreTrainedMod
     if next(model.parameters()).dtype != precision.dtype or next(model.parameters()).device != precision.device:
         model.to(device=precision.device, dtype=precision.dtype)
     return model.eval()
+
+
+@dataclass
+class PrecisionArgs:
+    """The forward-path options every command that builds an engine takes (`--dtype` ...)."""
+
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (float32 on CPU: exact greedy identity), float32 or bfloat16 (faster opt-in; "
+                "greedy output may drift from plain decoding)"})
+    kernel: str = field(default="auto", metadata={"help": "matrix kernel: auto, dense or prepacked (oneDNN)"})
+    weights: str = field(default="dense", metadata={
+        "help": "dense, or int8 / int4 weight-only quantization (changes the model: a different target)"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda"})
+
+    def precision_kwargs(self) -> dict[str, str]:
+        """The EngineConfig fields these options set."""
+        return {"dtype": self.dtype, "kernel": self.kernel, "weights": self.weights, "device": self.device}

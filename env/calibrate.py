@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.precision import PrecisionArgs
 from engine.dataclass_args import parse_dataclass
 from env.acceptance_model import AcceptanceModel
 from env.config import REPO_ROOT, parse_action, resolve_path
@@ -42,7 +43,7 @@ COMPARISON_WORKLOADS = (
 
 
 @dataclass
-class CalibrateArgs:
+class CalibrateArgs(PrecisionArgs):
     """Fit the simulator (acceptance models, prompt lengths, step overhead) on the real engine."""
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local path"})
@@ -287,7 +288,8 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     draft_path = resolve_path(cfg.draft)
     if is_draft_checkpoint(draft_path):
         drafts["draft"] = load_draft(draft_path, target)
-    engine = Engine(target.model, target.tokenizer, EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads),
+    engine = Engine(target.model, target.tokenizer, EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads,
+                                                                 **cfg.precision_kwargs()),
                     drafts=drafts)
     print(f"loaded {target.name}{' + draft' if drafts else ''} in {time.perf_counter() - started:.1f} s; "
           f"{cfg.clock} clock, {torch.get_num_threads()} torch threads")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gymnasium
 
+from engine.precision import PrecisionArgs
 from engine.decision import Decision
 from env.workloads import WorkloadSpec, resolve_workload
 
@@ -55,7 +56,7 @@ def _positive(name: str, value, integer: bool = False) -> None:
 
 
 @dataclass
-class EnvConfig:
+class EnvConfig(PrecisionArgs):
     """Args:
         backend: "sim" (virtual clock, fitted latency and acceptance) or "real" (the engine, wall clock).
         workload: a preset name (env.WORKLOADS), a dict of WorkloadSpec fields, or a WorkloadSpec.

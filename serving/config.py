@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engine.precision import PrecisionArgs
+
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
 
 
 @dataclass
-class ServerConfig:
+class ServerConfig(PrecisionArgs):
     """Settings of the OpenAI-compatible server; every field is a `--flag` of `python -m serving`."""
 
     model: str = field(default="default", metadata=_help(

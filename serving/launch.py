@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
 from agents.learned_policy import LearnedPolicy
+from engine.precision import PrecisionArgs
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, CostModelRouter, decision_grid
 from engine.profile import LatencyProfile, ProfileError, measure_profile
@@ -179,7 +180,7 @@ def build_state(config: ServerConfig) -> ServingState:
         logger.info("draft: loaded %s", config.draft)
     engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
-                                 num_threads=config.num_threads)
+                                 num_threads=config.num_threads, **config.precision_kwargs())
     engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
     defaults = resolve_sampling_defaults(config.generation_config, config.model, loaded.name)
     logger.info("sampling defaults (%s): temperature %g, top_p %g, top_k %d", defaults.source, defaults.temperature,

@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.precision import PrecisionArgs
 from engine.dataclass_args import parse_dataclass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class ProfileArgs:
+class ProfileArgs(PrecisionArgs):
     """Measure forward latency per level (target, drafts, model-free drafters) into a profile."""
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local HF dir / .gguf"})
@@ -70,7 +71,8 @@ def main(cfg: ProfileArgs) -> Path:
         name, _, path = spec.partition("=")
         drafts[name] = load_draft_level(path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
-                                                                 num_threads=cfg.num_threads), drafts=drafts)
+                                                                 num_threads=cfg.num_threads,
+                                                                 **cfg.precision_kwargs()), drafts=drafts)
     load_s = time.perf_counter() - start
     # the measurement gets what loading left of the budget, but always a little
     budget = max(cfg.budget_s - load_s - 1.0, 0.25 * cfg.budget_s)
