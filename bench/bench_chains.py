@@ -26,16 +26,33 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.chains_report import PLAIN, render_markdown, summarise
 from bench.bench_models import encode_chat, load_target_and_draft
-from bench.chains_runs import (ColumnSwitch, grid_columns, load_column_set, median_run, repeat_passes, run_batch1,
-                               run_load, run_one)
 from bench.chains_analysis import three_level_plane
-from bench.common import (BenchPrompt, PeakRSS, check_spec_bench_args, load_spec_bench, machine_info,
-                          parse_categories, process_peak_rss_mb, publish_results, sample_prompts)
-from engine.precision import PrecisionArgs
+from bench.chains_report import PLAIN, render_markdown, summarise
+from bench.chains_runs import (
+    ColumnSwitch,
+    grid_columns,
+    load_column_set,
+    median_run,
+    repeat_passes,
+    run_batch1,
+    run_load,
+    run_one,
+)
+from bench.common import (
+    BenchPrompt,
+    PeakRSS,
+    check_spec_bench_args,
+    load_spec_bench,
+    machine_info,
+    parse_categories,
+    process_peak_rss_mb,
+    publish_results,
+    sample_prompts,
+)
 from engine import Engine, EngineConfig
 from engine.dataclass_args import parse_dataclass
+from engine.precision import PrecisionArgs
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -211,7 +228,7 @@ def main(cfg: ChainsBenchArgs) -> dict:
     max_len = max(2048, longest + cfg.max_new_tokens + 16)
     engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=max_batch, max_model_len=max_len,
                                                                  max_num_tokens=max_len * max_batch,
-                                                                 **cfg.precision_kwargs()), drafts=drafts)
+                                                                 **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
     cost_router = build_cost_router(engine, cfg, loaded.name)
     print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
           f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "

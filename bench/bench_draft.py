@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.bench_models import encode_chat, load_target_and_draft
+from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.draft_report import render_markdown, summarise
-from engine.precision import PrecisionArgs
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
+from engine.precision import PrecisionArgs
 
 
 @dataclass

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.precision import PrecisionArgs
 from engine.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
 from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
+from engine.precision import PrecisionArgs
 from engine.sampling import SamplingParams
 
 PROG = "python -m engine"
@@ -171,7 +171,7 @@ def generate(cfg: GenerateArgs) -> GenerationReport:
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
     drafts = {name: load_draft(path, loaded) for name, path in cfg.draft_paths.items()}
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(num_threads=cfg.num_threads, **cfg.precision_kwargs()), drafts=drafts,
+    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(num_threads=cfg.num_threads, **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts,
                     router=StaticRouter(cfg.decision))
     engine.validate_decision(cfg.decision)
     has_template = bool(getattr(loaded.tokenizer, "chat_template", None))

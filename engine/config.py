@@ -23,6 +23,11 @@ class EngineConfig:
             tokens costs ~1.1x a decode step instead of 1.7x).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
         device: `auto` (cuda when available), `cpu` or `cuda`.
+        release_model_weights: on the prepacked and quantized paths, free the model's own copy of
+            each decoder matrix once its kernel holds it (one copy in memory, -540 MB for SmolLM2
+            in fp32). The model's layers are then shells that runners over this model can still
+            use but a copy of the model cannot: set it where the engine owns its model (the
+            server and the commands do).
         shadow_draft_length: tokens per shadow proposal of the model-free drafters a row does not
             run, scored against its committed tokens so the trackers learn every request's
             n-gram/suffix acceptance for free (engine/shadow_drafts.py); 0 turns it off.
@@ -41,6 +46,7 @@ class EngineConfig:
     kernel: str = "auto"
     weights: str = "dense"
     device: str = "auto"
+    release_model_weights: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_num_tokens", "max_model_len"):

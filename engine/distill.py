@@ -22,13 +22,20 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from engine.precision import Precision, PrecisionArgs, prepare_model, resolve_precision
 from engine.dataclass_args import parse_dataclass
-from engine.distill_data import (SOURCES, data_dir, frequency_ranked_vocab,
-                                 generate_teacher_data, render_prompt, split_held_out, training_prompts)
+from engine.distill_data import (
+    SOURCES,
+    data_dir,
+    frequency_ranked_vocab,
+    generate_teacher_data,
+    render_prompt,
+    split_held_out,
+    training_prompts,
+)
 from engine.distill_loss import evaluate, sparse_kl
 from engine.draft_model import STORAGE_DTYPES, DraftManifest, architecture_of, build_draft, save_draft
 from engine.models import cache_dir, load_model
+from engine.precision import Precision, PrecisionArgs, prepare_model, resolve_precision
 
 EVAL_RESERVE_S = 45.0       # of --max_minutes, kept for the last evaluations and the save
 GENERATION_BATCH = 32       # prompts the target answers together (and the unit of the teacher cache)
@@ -100,7 +107,7 @@ def teacher_cache_file(target_sha256: str, chunk: list[tuple[str, list[int]]], c
 
 def teacher_precision(cfg: DistillConfig) -> Precision:
     """The teacher's forward path (--dtype, --kernel, ...); the draft always trains in fp32."""
-    return resolve_precision(**cfg.precision_kwargs())
+    return resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
 
 
 def _teacher_data(cfg: DistillConfig, target, log) -> list:

@@ -39,6 +39,9 @@ class StepRecord:
 
 
 class Engine:
+    """Casts its models to the resolved precision in place; with `release_model_weights` each
+    decoder matrix then lives only in its kernel's layout."""
+
     def __init__(self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
                  config: EngineConfig | None = None, drafts: dict[str, PreTrainedModel] | None = None,
                  router=None):
@@ -51,7 +54,8 @@ class Engine:
 
         def runner(model: PreTrainedModel) -> ModelRunner:
             prepare_model(model, self.precision)
-            return ModelRunner(model, cfg.max_model_len, self.precision.kernel, self.precision.weights)
+            return ModelRunner(model, cfg.max_model_len, self.precision.kernel, self.precision.weights,
+                               release_weights=cfg.release_model_weights)
 
         self.levels: dict[str, ModelLevel] = {TARGET: ModelLevel(TARGET, runner(target))}
         for name, model in (drafts or {}).items():

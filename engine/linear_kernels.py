@@ -96,6 +96,10 @@ class PrepackedLinear(Linear):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
+    def dense_weight(self) -> torch.Tensor:
+        """The [out, in] weight back in plain layout, bit for bit."""
+        return self.packed.to_dense()
+
 
 class Int8Linear(Linear):
     """Per-output-channel symmetric int8 weights, activations in the model dtype."""

@@ -96,6 +96,8 @@ class PrecisionArgs:
         "help": "dense, or int8 / int4 weight-only quantization (changes the model: a different target)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda"})
 
-    def precision_kwargs(self) -> dict[str, str]:
-        """The EngineConfig fields these options set."""
-        return {"dtype": self.dtype, "kernel": self.kernel, "weights": self.weights, "device": self.device}
+    def precision_kwargs(self, release_model_weights: bool = False) -> dict:
+        """The EngineConfig fields these options set. A command whose engine owns the model it
+        loaded passes `release_model_weights=True` (EngineConfig documents what that means)."""
+        return {"dtype": self.dtype, "kernel": self.kernel, "weights": self.weights, "device": self.device,
+                "release_model_weights": release_model_weights}

@@ -6,6 +6,7 @@ that every row of a batch has its own position and length and rollback is a leng
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -14,9 +15,15 @@ from transformers import PreTrainedModel
 
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
-from engine.linear_kernels import Linear, k_major, k_major_in_place, make_linear
+from engine.linear_kernels import Linear, PrepackedLinear, k_major, k_major_in_place, make_linear
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+# A model's matrix is laid out for a kernel once, and every runner over that model shares the
+# product (one copy in memory; a weight released to a prepacked layout still serves the next
+# runner). Keyed weakly by the nn.Linear, so a model's products go with it and a deep copy of
+# the model (a draft's initial layers) starts with none.
+_PRODUCTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -54,10 +61,13 @@ class ModelRunner:
     Args:
         kernel: `dense` or `prepacked` (engine/linear_kernels.py).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
+        release_weights: where a kernel holds its own layout of a decoder matrix, free the model's
+            copy (one copy of each weight in memory). The model's decoder layers are then empty
+            shells: only for a runner that owns its model (the Engine's).
     """
 
     def __init__(self, model: PreTrainedModel, max_len: int | None = None, kernel: str = "dense",
-                 weights: str = "dense"):
+                 weights: str = "dense", release_weights: bool = False):
         config = model.config
         if config.model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"unsupported architecture {config.model_type!r}; "
@@ -65,6 +75,7 @@ class ModelRunner:
         self.config = config
         self.kernel = kernel
         self.weights = weights
+        self.release_weights = release_weights
         self.vocab_size = config.vocab_size
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -77,7 +88,11 @@ class ModelRunner:
         self.final_norm = inner.norm.weight.detach()
         self.vocab_subset = getattr(model.lm_head, "vocab_subset", None)
         head = model.lm_head.weight
-        if kernel == "dense" and weights == "dense":
+        # the head keeps the model's storage (a tied head is the embedding, which F.embedding
+        # reads); prepacked, it is a second copy of the vocabulary matrix (113 MB in fp32 for
+        # SmolLM2) that keeps 9-token verification at 1.1x a decode step instead of 1.5x
+        head_kernel = kernel
+        if head_kernel == "dense":
             head = k_major_in_place(head)
         # after the re-lay: a tied embedding is that same parameter, and reading it first would
         # keep its old storage alive (a second copy of the vocabulary matrix). F.embedding
@@ -89,7 +104,7 @@ class ModelRunner:
             self.vocab_subset = self.vocab_subset.to(self.device)
             head = k_major(head.detach()[self.vocab_subset])
         # the LM head stays dense-format under int8/int4: it is shared with the embedding
-        self.lm_head = make_linear(head.detach(), None, kernel)
+        self.lm_head = make_linear(head.detach(), None, head_kernel)
         self.layers = [self._layer_weights(layer) for layer in inner.layers]
         rotary = inner.rotary_emb
         positions = torch.arange(self.max_len, dtype=torch.float32, device=self.device)
@@ -112,9 +127,22 @@ class ModelRunner:
         shares = self.kernel == "dense" and self.weights == "dense"
 
         def linear(proj) -> Linear:
+            products = _PRODUCTS.setdefault(proj, {})
+            key = (self.kernel, self.weights)
+            if key in products:
+                return products[key]
+            if proj.weight.numel() == 0:         # released: restore it exactly from a prepacked layout
+                source = next((p for p in products.values() if isinstance(p, PrepackedLinear)), None)
+                if source is None:
+                    raise ValueError(f"this model's weights were released to the {sorted(products)} kernels; "
+                                     f"load it again for {key}")
+                proj.weight.data = source.dense_weight()
             weight = k_major_in_place(proj.weight) if shares else proj.weight.detach()
             bias = None if proj.bias is None else proj.bias.detach()
-            return make_linear(weight, bias, self.kernel, self.weights)
+            products[key] = make_linear(weight, bias, self.kernel, self.weights)
+            if self.release_weights and not shares:
+                proj.weight.data = proj.weight.data.new_empty(0)
+            return products[key]
 
         return LayerWeights(
             q=linear(attn.q_proj), k=linear(attn.k_proj), v=linear(attn.v_proj), o=linear(attn.o_proj),

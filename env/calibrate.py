@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.precision import PrecisionArgs
 from engine.dataclass_args import parse_dataclass
+from engine.precision import PrecisionArgs
 from env.acceptance_model import AcceptanceModel
 from env.config import REPO_ROOT, parse_action, resolve_path
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
@@ -276,6 +276,7 @@ def base_profile(engine, path: Path, cfg: CalibrateArgs, model_name: str):
 def main(cfg: CalibrateArgs) -> SimCalibration:
     started = time.perf_counter()
     import torch
+
     from engine import Engine, EngineConfig
     from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model

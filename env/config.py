@@ -9,8 +9,8 @@ from pathlib import Path
 
 import gymnasium
 
-from engine.precision import PrecisionArgs
 from engine.decision import Decision
+from engine.precision import PrecisionArgs
 from env.workloads import WorkloadSpec, resolve_workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

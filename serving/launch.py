@@ -10,16 +10,18 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
+
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
 from agents.learned_policy import LearnedPolicy
-from engine.precision import PrecisionArgs
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, CostModelRouter, decision_grid
-from engine.profile import LatencyProfile, ProfileError, measure_profile
+from engine.precision import PrecisionArgs
+from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
 from env.load_stats import LoadStats
-from env.sim_calibration import SimCalibration
 from env.observation import observation_spec
+from env.sim_calibration import SimCalibration
 from serving.app import ServingState
 from serving.config import ServerConfig
 from serving.decision_log import BackgroundDecisionLog
@@ -94,7 +96,12 @@ def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> Laten
     lacks a level; measured afresh (not saved) when the file is unusable."""
     if engine.profile is not None:
         return engine.profile
-    path = resolve_path(config.profile or f"profiles/{model_name}.json")
+    path = resolve_path(config.profile or profile_file(model_name, engine.precision.name))
+    if not config.profile and not path.exists() and resolve_path(f"profiles/{model_name}.json").exists():
+        legacy = resolve_path(f"profiles/{model_name}.json")
+        logger.warning("no latency profile for the %s path at %s; using %s, measured on another path",
+                       engine.precision.name, path, legacy)
+        path = legacy
     try:
         if not path.exists():
             logger.info("no latency profile at %s: measuring one (%.0f s budget)", path, config.profile_budget_s)
@@ -109,9 +116,15 @@ def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> Laten
 def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
     """Start the trackers from the acceptance `python -m env.calibrate` measured (the simulator
     starts from it too): with a flat guess the cost model may rule out a chain it never tries."""
-    path = resolve_path(f"profiles/acceptance_{model_name}.json")
+    path = resolve_path(f"profiles/acceptance_{model_name}.{engine.precision.name}.json")
     if not path.exists():
-        return
+        # the fp32 paths compute the same model to rounding, so they share one calibration
+        path = resolve_path(f"profiles/acceptance_{model_name}.json")
+        if not path.exists():
+            return
+        if engine.precision.dtype != torch.float32 or engine.precision.weights != "dense":
+            logger.warning("no acceptance calibration for the %s path; starting the trackers from the "
+                           "fp32 one (%s)", engine.precision.name, path)
     try:
         engine.trackers.priors.update(SimCalibration.load(path).acceptance.per_token_acceptance())
     except (ValueError, TypeError, KeyError) as exc:
@@ -175,13 +188,15 @@ def build_state(config: ServerConfig) -> ServingState:
         config = dataclasses.replace(config, max_model_len=limit)
     drafts = {}
     if config.draft and Path(config.draft).exists():
-        from engine.draft_model import load_draft      # written alongside; only needed with a draft
+        from engine.draft_model import load_draft  # written alongside; only needed with a draft
         drafts["draft"] = load_draft(config.draft, loaded)
         logger.info("draft: loaded %s", config.draft)
     engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
-                                 num_threads=config.num_threads, **config.precision_kwargs())
+                                 num_threads=config.num_threads, **config.precision_kwargs(release_model_weights=True))
     engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
+    logger.info("forward path: %s on %s (--dtype %s, --kernel %s, --weights %s)", engine.precision.name,
+                engine.precision.device, config.dtype, config.kernel, config.weights)
     defaults = resolve_sampling_defaults(config.generation_config, config.model, loaded.name)
     logger.info("sampling defaults (%s): temperature %g, top_p %g, top_k %d", defaults.source, defaults.temperature,
                 defaults.top_p, defaults.top_k)

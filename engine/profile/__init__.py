@@ -7,12 +7,13 @@ Public surface:
     ProfileError          a missing, unreadable or malformed profile, or a level it lacks.
     measure_profile       time an Engine's levels into a LatencyProfile within a budget.
     load_or_measure       load a profile file, measuring (and saving) the levels it lacks.
+    profile_file          profiles/<model>.<forward path>.json, the shipped file of one path.
 
-`python -m engine.profile --model default --out profiles/SmolLM2-135M-Instruct.json` measures
-one from the command line.
+`python -m engine.profile --model default` measures one from the command line into
+`profiles/SmolLM2-135M-Instruct.float32-prepacked.json` (the default path's file).
 """
 
-from engine.profile.latency_profile import LatencyProfile, LevelProfile, ProfileError
+from engine.profile.latency_profile import LatencyProfile, LevelProfile, ProfileError, profile_file
 from engine.profile.measure import load_or_measure, measure_profile
 
-__all__ = ["LatencyProfile", "LevelProfile", "ProfileError", "load_or_measure", "measure_profile"]
+__all__ = ["LatencyProfile", "LevelProfile", "ProfileError", "load_or_measure", "measure_profile", "profile_file"]

@@ -1,6 +1,6 @@
 """`python -m engine.profile`: measure a model's latency profile and write it as JSON.
 
-    python -m engine.profile --model default --out profiles/SmolLM2-135M-Instruct.json
+    python -m engine.profile --model default --draft draft=checkpoints/draft
     python -m engine.profile --model ./my-llama --draft draft=./my-draft --budget-s 120
     python -m engine.profile --model default --num-threads 1 --clock cpu   # on a busy machine
 """
@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.precision import PrecisionArgs
 from engine.dataclass_args import parse_dataclass
+from engine.precision import PrecisionArgs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ class ProfileArgs(PrecisionArgs):
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local HF dir / .gguf"})
     draft: list[str] = field(default_factory=list, metadata={"help": "draft model as NAME=PATH; repeat for several"})
-    out: str = field(default="", metadata={"help": "output JSON (default: profiles/<model name>.json)"})
+    out: str = field(default="", metadata={"help": "output JSON (default: profiles/<model name>.<forward path>.json)"})
     budget_s: float = field(default=60.0, metadata={"help": "wall-clock budget in seconds for the whole run, loading included"})
     batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "batch sizes to time"})
     tokens: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 9, 17],
@@ -63,7 +63,7 @@ def main(cfg: ProfileArgs) -> Path:
     from engine import Engine, EngineConfig
     from engine.draft_model import load_draft_level
     from engine.models import load_model
-    from engine.profile import measure_profile
+    from engine.profile import measure_profile, profile_file
 
     target = load_model(cfg.model)
     drafts = {}
@@ -72,7 +72,7 @@ def main(cfg: ProfileArgs) -> Path:
         drafts[name] = load_draft_level(path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
                                                                  num_threads=cfg.num_threads,
-                                                                 **cfg.precision_kwargs()), drafts=drafts)
+                                                                 **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
     load_s = time.perf_counter() - start
     # the measurement gets what loading left of the budget, but always a little
     budget = max(cfg.budget_s - load_s - 1.0, 0.25 * cfg.budget_s)
@@ -80,10 +80,10 @@ def main(cfg: ProfileArgs) -> Path:
                               budget_s=budget, repeats=cfg.repeats, model=target.name, clock=cfg.clock)
     profile.meta["load_s"] = round(load_s, 3)
     profile.meta["total_s"] = round(time.perf_counter() - start, 3)
-    out = Path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"{target.name}.json"
+    out = Path(cfg.out) if cfg.out else REPO_ROOT / profile_file(target.name, engine.precision.name)
     profile.save(out)
     target_grid = profile.levels["target"]
-    print(f"wrote {out}: levels {', '.join(profile.levels)}; load {load_s:.1f} s, "
+    print(f"wrote {out} ({engine.precision.name}): levels {', '.join(profile.levels)}; load {load_s:.1f} s, "
           f"measure {profile.meta['measure_s']:.1f} s, total {profile.meta['total_s']:.1f} s; "
           f"estimated points {profile.meta['estimated_points']}")
     for context in target_grid.contexts:

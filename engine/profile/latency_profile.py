@@ -30,6 +30,12 @@ LEVEL_KINDS = ("model", "model_free")
 _MAX_CACHED_LOOKUPS = 65536
 
 
+def profile_file(model_name: str, precision_name: str) -> str:
+    """Where the shipped profile of a model on one forward path lives, relative to the repo:
+    latency depends on the dtype and kernel, so each path has its own file."""
+    return f"profiles/{model_name}.{precision_name}.json"
+
+
 class ProfileError(ValueError):
     """A profile file is missing, unreadable or malformed, or lacks a level."""
 

@@ -8,6 +8,7 @@ the residual distribution must fail the same test.
 
 from __future__ import annotations
 
+import copy
 import gc
 
 import pytest
@@ -63,10 +64,18 @@ def exact_joint(model, params: SamplingParams) -> torch.Tensor:
     return first[0][:, None, None] * second[:, :, None] * third.view(VOCAB, VOCAB, VOCAB)
 
 
-def sampled_counts(model, drafts, chain, params: SamplingParams) -> torch.Tensor:
+@pytest.fixture(scope="module")
+def toy_bf16(toy):
+    """The same toy models in bfloat16 (the engine's opt-in fast path)."""
+    target, drafts = toy
+    return (copy.deepcopy(target).to(torch.bfloat16),
+            {name: copy.deepcopy(d).to(torch.bfloat16) for name, d in drafts.items()})
+
+
+def sampled_counts(model, drafts, chain, params: SamplingParams, dtype: str = "float32") -> torch.Tensor:
     """Counts of the first three tokens over NUM_SAMPLES seeded requests: [12^3]."""
     engine = make_dummy_engine(model, None, drafts, chain, 3, max_model_len=16, max_batch=BATCH,
-                               max_num_tokens=BATCH * 16)
+                               max_num_tokens=BATCH * 16, dtype=dtype)
     counts = torch.zeros(VOCAB ** NUM_TOKENS, dtype=torch.long)
     gc.disable()        # tens of thousands of short-lived requests: skip the collector's sweeps
     try:
@@ -128,9 +137,20 @@ def resample_from_p(target_probs, proposals, num_proposed, draft_probs, uniforms
     return output, num_accepted
 
 
-def test_a_sampler_without_the_residual_fails(toy, monkeypatch):
-    target, drafts = toy
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_sampler_without_the_residual_fails(dtype, toy, toy_bf16, monkeypatch):
+    target, drafts = toy if dtype == "float32" else toy_bf16
     monkeypatch.setattr(engine.spec_step, "verify_sampling", resample_from_p)
     params = SamplingParams(temperature=1.0)
-    p_value = chi_square_p(sampled_counts(target, drafts, ("draft", "target"), params), exact_joint(target, params))
-    assert p_value < 1e-3, f"the broken sampler passed: p = {p_value:.2e}"
+    counts = sampled_counts(target, drafts, ("draft", "target"), params, dtype)
+    p_value = chi_square_p(counts, exact_joint(target, params))
+    assert p_value < 1e-3, f"the broken sampler passed in {dtype}: p = {p_value:.2e}"
+
+
+@pytest.mark.parametrize("chain", [("draft", "target"), ("draft2", "draft", "target")], ids=">".join)
+def test_first_tokens_follow_the_target_distribution_in_bfloat16(chain, toy_bf16):
+    """The bf16 engine samples the bf16 target's law (transformers in bf16 gives the exact joint)."""
+    target, drafts = toy_bf16
+    params = SamplingParams(temperature=1.0)
+    p_value = chi_square_p(sampled_counts(target, drafts, chain, params, "bfloat16"), exact_joint(target, params))
+    assert p_value > 1e-3, f"{'>'.join(chain)} in bfloat16: chi-square p = {p_value:.2e}"
