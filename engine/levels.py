@@ -170,7 +170,8 @@ class ModelLevel:
             sampled = [row for row, i in enumerate(active) if not requests[i].params.is_greedy]
             if sampled:
                 probs = probs_for_rows(logits[sampled], [requests[active[row]].params for row in sampled])
-                uniforms = torch.cat([torch.rand(1, generator=requests[active[row]].generator) for row in sampled])
+                uniforms = torch.cat([torch.rand(1, generator=requests[active[row]].generator)
+                                      for row in sampled]).to(logits.device)
                 tokens[sampled] = sample_from(probs, uniforms)
                 for j, row in enumerate(sampled):
                     dists[active[row]].append(probs[j])

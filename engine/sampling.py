@@ -68,12 +68,12 @@ def probs_for_rows(logits: torch.Tensor, params: list[SamplingParams]) -> torch.
 
     Rows that share temperature, top-k and top-p go through one vectorised call.
     """
-    probs = torch.empty(logits.shape, dtype=torch.float32)
+    probs = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for row, p in enumerate(params):
         groups[(p.temperature, p.top_k, p.top_p)].append(row)
     for rows in groups.values():
-        index = torch.as_tensor(rows)
+        index = torch.as_tensor(rows, device=logits.device)
         chunk = logits[index]
         probs[index] = probs_from_logits(chunk.reshape(-1, chunk.shape[-1]), params[rows[0]]).reshape(chunk.shape)
     return probs

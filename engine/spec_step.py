@@ -64,10 +64,11 @@ def _verify_group(level: ModelLevel, rows: list[Request], proposals: list[list[i
     outputs: list[list[int]] = [[] for _ in rows]
     dists: list[torch.Tensor | None] = [None] * len(rows)
     similarity: list[float | None] = [None] * len(rows)
-    counts = torch.as_tensor([len(p) for p in proposals])                          # [b]
-    padded = torch.full((len(rows), m_max), PLACEHOLDER_TOKEN_ID, dtype=torch.long)   # [b, m_max]
-    padded[torch.arange(m_max)[None, :] < counts[:, None]] = torch.as_tensor(
-        [t for proposal in proposals for t in proposal], dtype=torch.long)
+    device = logits.device
+    # built on the host, moved in one copy each
+    counts = torch.tensor([len(p) for p in proposals]).to(device)                            # [b]
+    padded = torch.tensor([p + [PLACEHOLDER_TOKEN_ID] * (m_max - len(p)) for p in proposals],
+                          dtype=torch.long).to(device)                                        # [b, m_max]
     greedy = [i for i, r in enumerate(rows) if r.params.is_greedy]
     if greedy:
         out, accepted = verify_greedy(logits[greedy], padded[greedy], counts[greedy])
@@ -77,16 +78,16 @@ def _verify_group(level: ModelLevel, rows: list[Request], proposals: list[list[i
     if not sampled:
         return outputs, dists, similarity
     p = probs_for_rows(logits[sampled, : m_max + 1], [rows[i].params for i in sampled])   # [s, m_max + 1, vocab]
-    in_range = torch.arange(m_max)[None, :] < counts[sampled][:, None]            # [s, m_max]
+    in_range = torch.arange(m_max, device=device)[None, :] < counts[sampled][:, None]   # [s, m_max]
     # q: the level below's distributions, one-hot for a deterministic drafter; zero past each proposal
     draft_probs = F.one_hot(padded[sampled].clamp(min=0), p.shape[-1]).float() * in_range[..., None]
     has_q = [j for j, i in enumerate(sampled) if q[i] is not None and len(proposals[i])]
     if has_q:
         below = pad_sequence([q[sampled[j]][: len(proposals[sampled[j]])] for j in has_q], batch_first=True)
         draft_probs[has_q, : below.shape[1]] = below                                # [s, m_max, vocab]
-    uniforms = torch.zeros(len(sampled), m_max + 1)                               # [s, m_max + 1]
-    for j, i in enumerate(sampled):       # each row's randomness from its own generator
-        torch.rand(len(proposals[i]) + 1, generator=rows[i].generator, out=uniforms[j, : len(proposals[i]) + 1])
+    # each row's randomness from its own (host) generator, padded with zeros and moved once
+    draws = [torch.rand(len(proposals[i]) + 1, generator=rows[i].generator) for i in sampled]
+    uniforms = F.pad(pad_sequence(draws, batch_first=True), (0, m_max + 1 - max(len(d) for d in draws))).to(device)
     out, accepted = verify_sampling(p, padded[sampled], counts[sampled], draft_probs, uniforms)
     distance = 0.5 * (p[:, :m_max] - draft_probs).abs().sum(dim=-1) * in_range    # [s, m_max] total variation
     mean_similarity = (1 - distance.sum(dim=1) / counts[sampled].clamp(min=1)).tolist()

@@ -31,10 +31,10 @@ def verify_greedy(logits: torch.Tensor, proposals: torch.Tensor, num_proposed: t
     """
     k_max = proposals.shape[1]
     target = logits[:, : k_max + 1].argmax(dim=-1)                             # [batch, k_max + 1]
-    in_range = torch.arange(k_max)[None, :] < num_proposed[:, None]              # [batch, k_max]
+    in_range = torch.arange(k_max, device=logits.device)[None, :] < num_proposed[:, None]   # [batch, k_max]
     matches = (target[:, :k_max] == proposals) & in_range
     num_accepted = matches.int().cumprod(dim=1).sum(dim=1)                       # [batch]
-    positions = torch.arange(k_max + 1)[None, :]
+    positions = torch.arange(k_max + 1, device=logits.device)[None, :]
     output = target.masked_fill(positions > num_accepted[:, None], PLACEHOLDER_TOKEN_ID)
     return output, num_accepted
 
@@ -57,8 +57,9 @@ def verify_sampling(target_probs: torch.Tensor, proposals: torch.Tensor, num_pro
         num_accepted: [batch].
     """
     batch, k_max = proposals.shape
-    rows = torch.arange(batch)
-    positions = torch.arange(k_max)[None, :]
+    device = target_probs.device
+    rows = torch.arange(batch, device=device)
+    positions = torch.arange(k_max, device=device)[None, :]
     index = proposals.clamp(min=0)[..., None]                                     # [batch, k_max, 1]
     p = target_probs[:, :k_max].gather(-1, index)[..., 0]                         # [batch, k_max]
     q = draft_probs.gather(-1, index)[..., 0]                                     # [batch, k_max]
@@ -73,6 +74,6 @@ def verify_sampling(target_probs: torch.Tensor, proposals: torch.Tensor, num_pro
     residual = torch.where(empty, p_next, residual)
     extra = sample_from(residual, uniforms[rows, num_proposed])                   # [batch]
     output = proposals.masked_fill(positions >= num_accepted[:, None], PLACEHOLDER_TOKEN_ID)
-    output = torch.cat([output, torch.full((batch, 1), PLACEHOLDER_TOKEN_ID, dtype=output.dtype)], 1)
+    output = torch.cat([output, torch.full((batch, 1), PLACEHOLDER_TOKEN_ID, dtype=output.dtype, device=device)], 1)
     output[rows, num_accepted] = extra                                            # [batch, k_max + 1]
     return output, num_accepted
