@@ -29,6 +29,7 @@ from bench.draft_report import render_markdown, summarise
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
+from engine.trackers import pair_key
 
 
 @dataclass
@@ -104,7 +105,7 @@ def run_engine(engine: Engine, ids: list[int], column: Column, max_new_tokens: i
             tokens = output.output_token_ids
         for result in engine.last_step.results:
             for pair in result.pairs:
-                entry = pairs[f"{pair.drafter}>{pair.verifier}"]
+                entry = pairs[pair_key(pair.drafter, pair.verifier)]
                 if pair.num_proposed:
                     entry["drafts"] += 1
                     entry["proposed"] += pair.num_proposed

@@ -23,6 +23,10 @@ class EngineConfig:
             tokens costs ~1.1x a decode step instead of 1.7x).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
         device: `auto` (cuda when available), `cpu` or `cuda`.
+        catch_up_threshold: a row with more pending tokens than this is caught up in forwards
+            of its own when the batch also has decoding rows (engine/levels.py).
+        token_budget: most padded positions (rows x longest feed) of one forward; longer
+            prompts are prefilled in slices of it.
         release_model_weights: on the prepacked and quantized paths, free the model's own copy of
             each decoder matrix once its kernel holds it (one copy in memory, -540 MB for SmolLM2
             in fp32). The model's layers are then shells that runners over this model can still
@@ -46,10 +50,12 @@ class EngineConfig:
     kernel: str = "auto"
     weights: str = "dense"
     device: str = "auto"
+    catch_up_threshold: int = 32
+    token_budget: int = 2048
     release_model_weights: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_num_tokens", "max_model_len"):
+        for name in ("max_batch", "max_num_tokens", "max_model_len", "catch_up_threshold", "token_budget"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.shadow_draft_length < 0:

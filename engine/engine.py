@@ -57,14 +57,17 @@ class Engine:
             return ModelRunner(model, cfg.max_model_len, self.precision.kernel, self.precision.weights,
                                release_weights=cfg.release_model_weights)
 
-        self.levels: dict[str, ModelLevel] = {TARGET: ModelLevel(TARGET, runner(target))}
+        def level(name: str, model: PreTrainedModel) -> ModelLevel:
+            return ModelLevel(name, runner(model), cfg.catch_up_threshold, cfg.token_budget)
+
+        self.levels: dict[str, ModelLevel] = {TARGET: level(TARGET, target)}
         for name, model in (drafts or {}).items():
             if name in self.levels or name in MODEL_FREE_DRAFTERS:
                 raise ValueError(f"draft name {name!r} is reserved")
             if model.config.vocab_size != target.config.vocab_size:
                 raise ValueError(f"draft {name!r} has vocabulary {model.config.vocab_size}, "
                                  f"the target {target.config.vocab_size}: they must share a tokenizer")
-            self.levels[name] = ModelLevel(name, runner(model))
+            self.levels[name] = level(name, model)
         self.drafters: dict[str, ModelFreeDrafter] = {
             NgramDrafter.name: NgramDrafter(self.config.ngram_max_match, self.config.ngram_min_match),
             SuffixDrafter.name: SuffixDrafter(self.config.suffix_max_match, max_history=self.config.suffix_max_history),

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.config import EngineConfig
 from engine.runner import ModelRunner
 from engine.sampling import probs_for_rows, sample_from
 from engine.sequence import Request
 
 
-CATCH_UP_THRESHOLD = 32
-TOKEN_BUDGET = 2048
+# EngineConfig's defaults; the simulator's clock plans catch-up with the same ones
+CATCH_UP_THRESHOLD = EngineConfig.catch_up_threshold
+TOKEN_BUDGET = EngineConfig.token_budget
 
 
 @dataclass(frozen=True)

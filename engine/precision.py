@@ -1,20 +1,20 @@
 """Which dtype, matrix kernel, weight format and device a forward runs in, and the model cast.
 
 `auto` resolves from measurements on this project's reference CPU (AMD EPYC Zen 4, 2 threads,
-SmolLM2-135M, forward at context 200; `python -m engine.profile` re-measures any machine):
+SmolLM2-135M, one target forward at context 200; bench/results/engine.md has the full run, and
+`python -m engine.profile` re-measures any machine):
 
-| path | 1 token | 9 tokens | 9 / 1 | greedy identity of decode vs 9-token verification |
-|---|---:|---:|---:|---|
-| float32 dense (K-major) | 60 ms | 102 ms | 1.69 | exact to fp32 rounding (0 argmax flips / 130) |
-| float32 prepacked (oneDNN) | 36 ms | 40 ms | 1.11 | same (0 / 130) |
-| bfloat16 dense | 42 ms | 48 ms | 1.13 | 5 flips / 130 positions (4 exact bf16 ties) |
-| bfloat16 prepacked (oneDNN) | 26 ms | 32 ms | 1.23 | 5 flips / 130 positions |
+| path | 1 token | 9 tokens | 9 / 1 | plain tok/s | greedy identity |
+|---|---:|---:|---:|---:|---|
+| float32 dense (K-major) | 43 ms | 85 ms | 1.95 | 18.6 | exact to fp32 rounding |
+| float32 prepacked (oneDNN) | 46 ms | 43 ms | 0.93 | 21.9 | same; 55/55 chains' outputs equal plain |
+| bfloat16 prepacked (oneDNN) | 35 ms | 37 ms | 1.05 | 25.7 | decode vs 9-token forward: argmax flips at 5 of 130 positions (4 exact bf16 ties) |
 
 bf16 is faster but not batch-invariant: oneDNN's bf16 products and SDPA give a row results that
 differ by an ulp with the number of rows they share (measured at the attention output and the
 MLP's down product), and bf16 logits tie often, so a speculative run's greedy output drifts from plain
 decoding. float32 prepacked keeps the identity promise and is flat, so it is `auto` on CPU;
-bf16 is a documented opt-in whose identity rate bench_engine reports.
+bf16 is a documented opt-in (bench_engine: 13 of its 55 plain replies equal the fp32 ones).
 """
 
 from __future__ import annotations

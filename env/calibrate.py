@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
+from engine.trackers import pair_key
 from env.acceptance_model import AcceptanceModel
 from env.config import REPO_ROOT, parse_action, resolve_path
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
@@ -180,7 +181,7 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
             if decision.chain[0] in MODEL_FREE_DRAFTERS:
                 acceptance.observe_proposal(decision.chain[0], category, k, result.num_proposed)
             for pair in result.pairs:
-                acceptance.observe_pair(f"{pair.drafter}>{pair.verifier}", category, pair.num_proposed, pair.num_accepted)
+                acceptance.observe_pair(pair_key(pair.drafter, pair.verifier), category, pair.num_proposed, pair.num_accepted)
 
 
 # ---- sim vs real ----------------------------------------------------------------------------------

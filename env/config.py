@@ -11,6 +11,7 @@ import gymnasium
 
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
+from engine.trackers import pair_key
 from env.workloads import WorkloadSpec, resolve_workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,8 @@ class EnvConfig(PrecisionArgs):
         slo_tpot_s / slo_ttft_s: per-request SLO on mean time per output token and time to first token.
         slo_penalty: reward subtracted per finished request that missed either SLO.
         max_steps: the episode is truncated after this many steps.
-        profile: latency profile JSON (sim), relative to the repository root unless absolute.
+        profile: latency profile JSON (sim), relative to the repository root unless absolute;
+            the default is the embedded model's on the default forward path (float32-prepacked).
         acceptance: fitted acceptance models JSON (sim), written by `python -m env.calibrate`.
         model: the real backend's target: "default" (embedded SmolLM2) or a local path.
         draft: the real backend's trained draft checkpoint directory (loaded when it has a manifest);
@@ -87,7 +89,7 @@ class EnvConfig(PrecisionArgs):
     slo_ttft_s: float = 5.0
     slo_penalty: float = 20.0
     max_steps: int = 4096
-    profile: str = "profiles/SmolLM2-135M-Instruct.json"
+    profile: str = "profiles/SmolLM2-135M-Instruct.float32-prepacked.json"   # the default forward path
     acceptance: str = "profiles/acceptance_SmolLM2-135M-Instruct.json"
     model: str = "default"
     draft: str | None = DEFAULT_DRAFT
@@ -145,6 +147,6 @@ class EnvConfig(PrecisionArgs):
             if decision.is_plain:
                 continue
             for below, above in zip(decision.chain, decision.chain[1:]):
-                if f"{below}>{above}" not in pairs:
-                    pairs.append(f"{below}>{above}")
+                if pair_key(below, above) not in pairs:
+                    pairs.append(pair_key(below, above))
         return pairs

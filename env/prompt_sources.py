@@ -63,7 +63,7 @@ def _reference_tokens(text: str | None) -> int | None:
     return max(1, round(len(text) / CHARS_PER_TOKEN)) if text else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def _spec_bench(directory: Path) -> tuple[Prompt, ...]:
     prompts = []
     for row in _jsonl(directory / "spec_bench" / "question.jsonl"):
@@ -74,27 +74,27 @@ def _spec_bench(directory: Path) -> tuple[Prompt, ...]:
     return tuple(prompts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def _mt_bench(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("mt_bench", str(row["question_id"]), "mt_bench", row["turns"][0],
                         reference_tokens=_reference_tokens((row.get("reference") or [None])[0]))
                  for row in _jsonl(directory / "mt_bench" / "question.jsonl"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def _humaneval(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("humaneval", row["task_id"], "humaneval", row["prompt"], is_chat=False,
                         reference_tokens=_reference_tokens(row["canonical_solution"]))
                  for row in _jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def _sharegpt(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("sharegpt", row["id"], "sharegpt", row["conversations"][0]["value"])
                  for row in _jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def azure_code_trace(directory: Path | None = None) -> tuple[TraceRow, ...]:
     """The Azure LLM inference trace 2023 (code), times relative to its first request."""
     path = (directory or data_dir()) / "traces" / "AzureLLMInferenceTrace_code.csv"

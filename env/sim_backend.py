@@ -119,7 +119,7 @@ class SimEngine:
             self.last_step = StepRecord()
             return []
         chain = decision.chain
-        pair_keys = tuple(f"{a}>{b}" for a, b in zip(chain, chain[1:]))
+        pair_keys = tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
         width = len(chain) + 1
         uniforms = self.rng.random(len(batch) * width).tolist()
         ks = [self._draft_length(r, decision) for r in batch]
