@@ -29,8 +29,10 @@ class SpecRouteEnv(gymnasium.Env):
 
     ## Action space
 
-    `Discrete(len(actions))`: index into the configured (chain, K) list. The default list is
-    `plain, ngram>target@2/4/8, suffix>target@2/4/8`; K = 0 (plain) runs the target alone.
+    `Discrete(len(actions))`: index into the configured (chain, K) list. The default list
+    (`env.config.DEFAULT_ACTIONS`, 12 actions) is `plain, ngram>target@2/4/8,
+    suffix>target@2/4/8, draft>target@2/4/8, ngram>draft>target@4/8`; K = 0 (plain) runs the
+    target alone; the draft's chains need the distilled draft (`checkpoints/draft`).
     An index outside the space raises `gymnasium.error.InvalidAction`.
 
     ## Observation space
@@ -51,7 +53,9 @@ class SpecRouteEnv(gymnasium.Env):
     | 8 | oldest_wait_s: age of the oldest waiting request | 0 | max_wait_s |
     | 9 | acceptance[ngram>target]: acceptance EMA | 0 | 1 |
     | 10 | acceptance[suffix>target]: acceptance EMA | 0 | 1 |
-    | 11..17 | last_action[label]: one-hot of the previous action | 0 | 1 |
+    | 11 | acceptance[draft>target]: acceptance EMA | 0 | 1 |
+    | 12 | acceptance[ngram>draft]: acceptance EMA | 0 | 1 |
+    | 13..24 | last_action[label]: one-hot of the previous action | 0 | 1 |
 
     One acceptance entry per (drafter > verifier) pair the actions use, one last-action entry
     per action; `obs_spec.table()` prints the table for any configuration.

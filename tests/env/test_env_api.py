@@ -140,3 +140,26 @@ def test_real_backend_cpu_clock_needs_one_thread_and_stamps_its_own_time(tiny_en
                    for r in requests)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_docstring_observation_table_and_action_list_match_the_default_configuration():
+    """The class docstring is the spec a user reads first: its rows must name the default
+    configuration's features, index by index, and it must list every default action."""
+    import re
+
+    from env.config import DEFAULT_ACTIONS, EnvConfig
+
+    doc = SpecRouteEnv.__doc__
+    rows = re.findall(r"^\s*\| (\d+)(?:\.\.(\d+))? \| ([^:|]+)", doc, re.M)
+    config = EnvConfig()
+    env = gymnasium.make("SpecRoute-v0", backend="sim")
+    names = env.unwrapped.obs_spec.names
+    documented = []
+    for first, last, name in rows:
+        count = int(last) - int(first) + 1 if last else 1
+        assert int(first) == len(documented), f"row {first} out of order"
+        documented += [name.strip()] * count
+    assert len(documented) == len(names), f"the table documents {len(documented)} features, the spec has {len(names)}"
+    for doc_name, name in zip(documented, names):
+        assert name == doc_name or (doc_name == "last_action[label]" and name.startswith("last_action[")), (doc_name, name)
+    assert f"{len(DEFAULT_ACTIONS)} actions" in doc and len(config.actions) == len(DEFAULT_ACTIONS)
