@@ -46,13 +46,12 @@ from bench.engine_columns import (
     served_router,
 )
 from bench.engine_curve import verification_curve
-from bench.engine_report import render_markdown, summarize
+from bench.engine_report import LLAMA_CPP, render_markdown, summarize
 from engine import Decision, Engine, EngineConfig
 from engine.dataclass_args import parse_dataclass
 from engine.precision import resolve_precision
 from env.prompt_sources import load_prompts
 
-LLAMA_CPP = "llamacpp-plain"
 DRAFTER_GRID = {"ngram": (2, 4, 8), "suffix": (2, 4, 8)}
 
 

@@ -15,19 +15,11 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.bench_models import encode_chat
-from bench.common import REPO_ROOT, sample_prompts
+from bench.common import REPO_ROOT, PeakRSS, sample_prompts
 from bench.engine_columns import ForwardTimer
 from engine import Engine, EngineConfig, SamplingParams
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
-
-
-def high_water_mib() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: a child started from a large parent
-    inherits the parent's size in ru_maxrss at the fork, while VmHWM starts anew at exec."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 @dataclass
@@ -50,7 +42,10 @@ def main(cfg: MemoryArgs) -> dict:
         drafts["draft"] = load_draft(REPO_ROOT / cfg.draft, loaded)
     engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=cfg.batch, **cfg.precision_kwargs(release_model_weights=True)),
                     drafts=drafts)
-    built_mb = high_water_mib()
+    # VmHWM, not ru_maxrss: a child started from a large parent inherits the parent's size in
+    # ru_maxrss at the fork, while VmHWM starts anew at exec
+    rss = PeakRSS()
+    built_mb = rss.read_mb()
     timer = ForwardTimer(engine.levels["target"].runner)
     prompts = sample_prompts(2, None, 1)[: cfg.batch]
     params = SamplingParams(max_tokens=cfg.max_new_tokens, ignore_eos=True)
@@ -65,7 +60,7 @@ def main(cfg: MemoryArgs) -> dict:
     elapsed = time.perf_counter() - start
     forward = timer.total_s - forward_before
     result = {"batch": cfg.batch, "path": engine.precision.name, "has_draft": bool(drafts), "decode_steps": steps,
-              "built_rss_mib": round(built_mb, 1), "peak_rss_mib": round(high_water_mib(), 1),
+              "built_rss_mib": round(built_mb, 1), "peak_rss_mib": round(rss.read_mb(), 1),
               "step_ms": round(elapsed / max(steps, 1) * 1e3, 2),
               "non_forward_share": round(1 - forward / elapsed, 4) if elapsed else None}
     print(json.dumps(result))

@@ -91,8 +91,7 @@ class ModelRunner:
         # the head keeps the model's storage (a tied head is the embedding, which F.embedding
         # reads); prepacked, it is a second copy of the vocabulary matrix (113 MB in fp32 for
         # SmolLM2) that keeps 9-token verification at 1.1x a decode step instead of 1.5x
-        head_kernel = kernel
-        if head_kernel == "dense":
+        if kernel == "dense":
             head = k_major_in_place(head)
         # after the re-lay: a tied embedding is that same parameter, and reading it first would
         # keep its old storage alive (a second copy of the vocabulary matrix). F.embedding
@@ -104,7 +103,7 @@ class ModelRunner:
             self.vocab_subset = self.vocab_subset.to(self.device)
             head = k_major(head.detach()[self.vocab_subset])
         # the LM head stays dense-format under int8/int4: it is shared with the embedding
-        self.lm_head = make_linear(head.detach(), None, head_kernel)
+        self.lm_head = make_linear(head.detach(), None, kernel)
         self.layers = [self._layer_weights(layer) for layer in inner.layers]
         rotary = inner.rotary_emb
         positions = torch.arange(self.max_len, dtype=torch.float32, device=self.device)
