@@ -76,7 +76,7 @@ class ChainsBenchArgs(PrecisionArgs):
     categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
     max_new_tokens: int = field(default=48, metadata={"help": "new tokens per request (greedy; EOS may stop earlier)"})
     ks: str = field(default="2,4,8", metadata={"help": "K values of every static chain"})
-    concurrency: str = field(default="1,4,16", metadata={"help": "requests in flight in the load part; '' skips it"})
+    concurrency: str = field(default="1,4,8,16", metadata={"help": "requests in flight in the load part; '' skips it"})
     requests_per_slot: int = field(default=2, metadata={
         "help": "the load part completes max(4, this x concurrency) distinct requests per column"})
     max_load_prompt_tokens: int = field(default=512, metadata={
@@ -97,6 +97,8 @@ class ChainsBenchArgs(PrecisionArgs):
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     max_minutes: float = field(default=0.0, metadata={
         "help": "time limit: batch 1 starts no prompt after 0.6 of it, the load part no column after all of it; 0 = none"})
+    quantized: str = field(default="int4", metadata={
+        "help": "quantized copies of the target added as levels (EngineConfig.quantized_levels); '' = none"})
     output_name: str = field(default="chains", metadata={"help": "writes <results-dir>/<name>.json and .md"})
     results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
 
@@ -133,13 +135,14 @@ class ChainsBenchArgs(PrecisionArgs):
 
 
 def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],
-               load_prompts: list[list[int]], cfg: ChainsBenchArgs, has_draft: bool, began: float) -> dict:
+               load_prompts: list[list[int]], cfg: ChainsBenchArgs, model_levels: list[str], began: float) -> dict:
     """The benchmark on a built engine (tests call it with tiny models): batch 1, then under load."""
     import psutil
 
     rss_before_mb = psutil.Process().memory_info().rss / 2**20    # model(s) loaded, engine built, no request yet
     priors = dict(engine.trackers.priors)                  # the calibrated acceptance the trackers start from
-    columns = grid_columns(has_draft, cfg.k_list)
+    has_draft = "draft" in model_levels
+    columns = grid_columns(model_levels, cfg.k_list)
     switch = ColumnSwitch(engine, cost_router)
     for column in columns:                  # warm-up: first calls allocate caches and pick kernels
         switch.activate(column)
@@ -228,12 +231,14 @@ def main(cfg: ChainsBenchArgs) -> dict:
     max_len = max(2048, longest + cfg.max_new_tokens + 16)
     engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=max_batch, max_model_len=max_len,
                                                                  max_num_tokens=max_len * max_batch,
+                                                                 quantized_levels=cfg.quantized,
                                                                  **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
     cost_router = build_cost_router(engine, cfg, loaded.name)
     print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
           f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "
           f"{cfg.concurrency_list} over {len(load_prompts)} distinct prompts", flush=True)
-    results = run_chains(engine, cost_router, encoded, load_prompts, cfg, bool(drafts), began)
+    results = run_chains(engine, cost_router, encoded, load_prompts, cfg,
+                         [name for name in engine.levels if name != "target"], began)
     data = {"command": " ".join(["python -m bench.bench_chains", *sys.argv[1:]]),
             "args": vars(cfg),
             "model": loaded.name, "model_sha256": loaded.sha256, "draft": str(draft_path) if drafts else None,

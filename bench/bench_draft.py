@@ -1,11 +1,13 @@
-"""Benchmark of the distilled draft on Spec-Bench: acceptance, step cost and speedup, per category.
+"""Benchmark of the intermediate levels on Spec-Bench: acceptance, step cost and speedup, per category.
 
 One process, greedy, chat-templated prompts. For each prompt every configuration runs back to
 back (order rotated per prompt, so machine load hits all alike): HF `generate` plain, our plain
-decoding, [draft, target] at K in --draft-ks and [ngram, draft, target] at K in --ngram-ks.
+decoding, and for each intermediate level (the distilled draft; the target's quantized copies of
+--quantized) [level, target] at K in --draft-ks and [ngram, level, target] at K in --ngram-ks,
+plus [draft, q, target] and the 4-level [ngram, draft, q, target] through both.
 Acceptance per pair comes from `engine.last_step.results[i].pairs`; the draft's step cost from
-timing single-token forwards of the draft and the target at the prompt's context, interleaved;
-its teacher-forced top-1 agreement from one draft forward over the target's greedy output.
+timing single-token forwards of each level and the target at the prompt's context, interleaved;
+its teacher-forced top-1 agreement from one forward of the level over the target's greedy output.
 A cost table (untrained drafts of 1-4 layers x vocabulary sizes) shows the size trade-off.
 Writes bench/results/<name>.json and .md.
 
@@ -43,6 +45,8 @@ class DraftBenchArgs(PrecisionArgs):
     max_new_tokens: int = field(default=64, metadata={"help": "new tokens per prompt (greedy; EOS may stop earlier)"})
     draft_ks: str = field(default="2,4,6", metadata={"help": "K values of [draft, target]"})
     ngram_ks: str = field(default="4,8", metadata={"help": "K values of [ngram, draft, target]"})
+    quantized: str = field(default="int4", metadata={
+        "help": "quantized copies of the target benched as intermediate levels beside the draft (EngineConfig.quantized_levels); '' = none"})
     cost_table: bool = field(default=True, metadata={"help": "also time untrained drafts of other sizes"})
     seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
@@ -66,6 +70,11 @@ class DraftBenchArgs(PrecisionArgs):
     def category_list(self) -> list[str]:
         return parse_categories(self.categories)
 
+    @property
+    def levels(self) -> list[str]:
+        """The intermediate levels compared: the distilled draft, then each quantized copy."""
+        return ["draft", *EngineConfig(quantized_levels=self.quantized).quantized_formats]
+
 
 @dataclass(frozen=True)
 class Column:
@@ -78,9 +87,15 @@ class Column:
 
 
 def columns(cfg: DraftBenchArgs) -> list[Column]:
+    """Plain, then per level [level, target] and [ngram, level, target]; with a quantized copy also
+    the chains through both: [draft, q, target] and the 4-level [ngram, draft, q, target]."""
     cols = [Column("hf-plain", is_hf=True), Column("plain")]
-    cols += [Column(f"draft-k{k}", ("draft", "target"), int(k)) for k in cfg.draft_ks.split(",")]
-    cols += [Column(f"ngram-draft-k{k}", ("ngram", "draft", "target"), int(k)) for k in cfg.ngram_ks.split(",")]
+    draft_ks, ngram_ks = [int(k) for k in cfg.draft_ks.split(",")], [int(k) for k in cfg.ngram_ks.split(",")]
+    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.levels[1:]]
+    for ladder in ladders:
+        name = "-".join(ladder)
+        cols += [Column(f"{name}-k{k}", (*ladder, "target"), k) for k in draft_ks]
+        cols += [Column(f"ngram-{name}-k{k}", ("ngram", *ladder, "target"), k) for k in ngram_ks]
     return cols
 
 
@@ -114,9 +129,10 @@ def run_engine(engine: Engine, ids: list[int], column: Column, max_new_tokens: i
     return tokens, time.perf_counter() - start, dict(pairs)
 
 
-def step_time_ratio(engine: Engine, ids: list[int], repeats: int = 9) -> dict:
-    """Median single-token forward time of draft and target at this context, measured alternately."""
-    times: dict[str, list[float]] = {"draft": [], "target": []}
+def step_time_ratio(engine: Engine, ids: list[int], levels: list[str], repeats: int = 9) -> dict:
+    """Median single-token forward time of each level and the target at this context, measured
+    alternately: {level: {"ms", "ratio"}, "target_ms"}."""
+    times: dict[str, list[float]] = {name: [] for name in [*levels, "target"]}
     slots = {}
     for name in times:
         runner = engine.levels[name].runner
@@ -133,18 +149,22 @@ def step_time_ratio(engine: Engine, ids: list[int], repeats: int = 9) -> dict:
     finally:
         for name, slot in slots.items():
             engine.levels[name].runner.cache.free_slot(slot)
-    draft_s, target_s = statistics.median(times["draft"]), statistics.median(times["target"])
-    return {"draft_ms": 1000 * draft_s, "target_ms": 1000 * target_s, "ratio": draft_s / target_s}
+    target_s = statistics.median(times.pop("target"))
+    return {"target_ms": 1000 * target_s,
+            **{name: {"ms": 1000 * statistics.median(t), "ratio": statistics.median(t) / target_s}
+               for name, t in times.items()}}
 
 
-@torch.no_grad()
-def top1_agreement(draft, ids: list[int], output: list[int]) -> tuple[int, int]:
-    """Teacher-forced greedy agreement on the generated positions: (matches, positions)."""
+def top1_agreement(runner, ids: list[int], output: list[int]) -> tuple[int, int]:
+    """Teacher-forced greedy agreement of a level's runner on the generated positions: (matches, positions)."""
     if not output:
         return 0, 0
-    sequence = torch.tensor([ids + output])
-    logits = draft(input_ids=sequence).logits[0, len(ids) - 1: len(ids) - 1 + len(output)]   # [n, vocab]
-    return int((logits.argmax(-1) == torch.tensor(output)).sum()), len(output)
+    slot = runner.cache.allocate_slot()
+    try:
+        logits = runner.forward([slot], [ids + output[:-1]], [len(output)])[0]                 # [n, vocab]
+    finally:
+        runner.cache.free_slot(slot)
+    return int((logits.argmax(-1) == torch.tensor(output, device=logits.device)).sum()), len(output)
 
 
 def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 7) -> list[dict]:
@@ -195,8 +215,8 @@ def main(cfg: DraftBenchArgs) -> dict:
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
-    engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len, **cfg.precision_kwargs()),
-                    drafts={"draft": draft})
+    engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len, quantized_levels=cfg.quantized,
+                                                   **cfg.precision_kwargs()), drafts={"draft": draft})
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     cols = columns(cfg)
@@ -224,10 +244,13 @@ def main(cfg: DraftBenchArgs) -> dict:
         for column in cols[shift:] + cols[:shift]:
             results[column.name] = run(column, ids, cfg.max_new_tokens)
         reference = results["plain"][0]
-        matches, positions = top1_agreement(draft, ids, reference)
-        cost = step_time_ratio(engine, ids)
+        cost = step_time_ratio(engine, ids, cfg.levels)
+        levels = {}
+        for name in cfg.levels:
+            matches, positions = top1_agreement(engine.levels[name].runner, ids, reference)
+            levels[name] = dict(top1_matches=matches, top1_positions=positions, **cost[name])
         prompt_rows.append(dict(question_id=prompt.question_id, category=prompt.category, num_prompt_tokens=len(ids),
-                                top1_matches=matches, top1_positions=positions, **cost))
+                                target_ms=cost["target_ms"], levels=levels))
         for column in cols:
             tokens, elapsed, pairs = results[column.name]
             records.append(dict(config=column.name, question_id=prompt.question_id, category=prompt.category,
@@ -237,8 +260,9 @@ def main(cfg: DraftBenchArgs) -> dict:
             print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {column.name:<15} {len(tokens):>4} tok "
                   f"{len(tokens) / elapsed:6.2f} tok/s {accept} {'' if tokens == reference else 'DIFFERS FROM PLAIN'}",
                   flush=True)
-        print(f"    draft top-1 agreement {matches}/{positions}, step {cost['draft_ms']:.1f} ms vs target "
-              f"{cost['target_ms']:.1f} ms (ratio {cost['ratio']:.3f})", flush=True)
+        print("    " + "; ".join(f"{name} top-1 agreement {v['top1_matches']}/{v['top1_positions']}, step "
+                                 f"{v['ms']:.1f} ms (ratio {v['ratio']:.3f})" for name, v in levels.items())
+              + f"; target step {cost['target_ms']:.1f} ms", flush=True)
 
     sizes = cost_table(engine, model, encoded[0]) if cfg.cost_table else []
     data = {
@@ -247,7 +271,7 @@ def main(cfg: DraftBenchArgs) -> dict:
         "draft_manifest": {k: v for k, v in vars(manifest).items() if k != "training"},
         "draft_training": {k: v for k, v in manifest.training.items() if k != "config"},
         "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
-        **summarise(records, prompt_rows, cols), "cost_table": sizes, "prompts": prompt_rows, "runs": records,
+        **summarise(records, prompt_rows, cols, cfg.levels), "cost_table": sizes, "prompts": prompt_rows, "runs": records,
     }
     publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)
     return data

@@ -18,6 +18,7 @@ COST_MODEL = "cost-model"
 COST_FLOOR = 0.97            # the cost model is never below this x plain
 MAX_OVERHEAD = 0.01          # routing decision time / step time
 MAX_RSS_MB = 1.5 * 1024      # engine + model + draft at batch 16
+MULTILEVEL_MARGIN = 0.05     # a >= 3-level chain must beat the best 2-level one by this much
 
 
 def _speed(runs: list[dict]) -> float | None:
@@ -108,7 +109,37 @@ def summarise(records: list[dict], load_rows: list[dict], columns: list, rss: di
     summary = dict(categories=per_category, mixed=mixed, load=load, decision_overhead=overhead, lossless=lossless,
                    cost_model_choices=_choices(cost_batch1), cost_model_load_choices=_choices(cost_load))
     summary["targets"] = targets(summary, rss)
+    summary["summary"] = headline(summary, load_rows, cost_name, plain_name)
     return summary
+
+
+def _levels_of(config: str) -> int:
+    return len(config.split("@")[0].split(">")) if "@" in config else 1
+
+
+def _beats(ratio: float | None, spread: float | None) -> bool:
+    """A >= 3-level chain wins where it beats the best 2-level one by >= 5% and by more than
+    plain's own repeat spread (identical work timed again)."""
+    return ratio is not None and ratio - 1 >= max(MULTILEVEL_MARGIN, spread or 0.0)
+
+
+def headline(summary: dict, load_rows: list[dict], cost_name: str = COST_MODEL, plain_name: str = PLAIN) -> dict:
+    """The issue's `summary` keys: multilevel wins over categories and concurrencies, and the
+    best router's speed over plain on the batch-1 mix and at concurrency 8."""
+    wins = sum(_beats(row["three_level_x_best_two_level"], row["plain_run_spread"])
+               for row in summary["categories"].values())
+    c8 = None
+    for concurrency in dict.fromkeys(r["concurrency"] for r in load_rows):
+        rows = [r for r in load_rows if r["concurrency"] == concurrency]
+        two = [r["tokens_per_s"] for r in rows if _levels_of(r["config"]) == 2]
+        three = [r["tokens_per_s"] for r in rows if _levels_of(r["config"]) >= 3]
+        plain = next((r.get("tokens_per_s_runs") or [] for r in rows if r["config"] == plain_name), [])
+        spread = max(plain) / min(plain) - 1 if len(plain) > 1 else None
+        wins += _beats(_ratio(max(three), max(two)) if three and two else None, spread)
+        if concurrency == 8:
+            c8 = next((row["cost_x_plain"] for row in summary["load"] if row["concurrency"] == 8), None)
+    return dict(multilevel_wins=float(wins), best_router_x_plain_mix=summary["mixed"].get("cost_x_plain"),
+                best_router_x_plain_c8=c8)
 
 
 def _choices(rows: list[dict]) -> dict[str, int]:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from bench.chains_report import COST_MODEL, PLAIN
 from bench.common import BenchPrompt
-from engine import TARGET, Decision, Engine, FinishReason, SamplingParams, StaticRouter
+from engine import Decision, Engine, FinishReason, SamplingParams, StaticRouter
 from engine.cost_model import decision_grid
+from engine.ladder import ladder_chains
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,9 @@ class Column:
         return ">".join(self.decision.chain) if self.is_static else self.name
 
 
-def chains_for(has_draft: bool) -> list[tuple[str, ...]]:
-    chains = [("ngram", TARGET), ("suffix", TARGET)]
-    return chains + [("draft", TARGET), ("ngram", "draft", TARGET)] if has_draft else chains
-
-
-def grid_columns(has_draft: bool, ks: list[int]) -> list[Column]:
-    """Plain, every (chain, K) of the grid, then the cost model."""
-    return [Column(d.label, d) for d in decision_grid(chains_for(has_draft), ks)] + [Column(COST_MODEL)]
+def grid_columns(model_levels: list[str], ks: list[int]) -> list[Column]:
+    """Plain, every (chain, K) the ladder of `model_levels` offers (engine/ladder.py), then the cost model."""
+    return [Column(d.label, d) for d in decision_grid(ladder_chains(model_levels), ks)] + [Column(COST_MODEL)]
 
 
 class TimedRouter:

@@ -18,6 +18,7 @@ from pathlib import Path
 from engine.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
 from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
+from engine.linear_kernels import QUANTIZED_FORMATS
 from engine.precision import PrecisionArgs
 from engine.sampling import SamplingParams
 
@@ -37,7 +38,8 @@ class GenerateArgs(PrecisionArgs):
     model: str = field(default="default", metadata={
         "help": "'default' (embedded SmolLM2-135M-Instruct), a local Hugging Face directory or a .gguf file"})
     chain: str = field(default="ngram,target", metadata={
-        "help": "comma-separated levels, cheapest first, ending at 'target' (see `chains`)"})
+        "help": "comma-separated levels, cheapest first, ending at 'target' (see `chains`); "
+                "int4 / int8 name the target's quantized copy, e.g. ngram,int4,target"})
     k: int = field(default=4, metadata={"help": "tokens the first level drafts per step; 0 = plain decoding"})
     max_tokens: int = field(default=128, metadata={"help": "most new tokens to generate"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (still lossless)"})
@@ -59,7 +61,7 @@ class GenerateArgs(PrecisionArgs):
             raise BadInput(f"--num-threads must be >= 0, got {self.num_threads}")
         decision = self.decision          # parses and checks the chain and K
         _ = self.sampling_params          # checks the sampling values
-        known = set(MODEL_FREE_DRAFTERS) | {TARGET} | set(self.draft_paths)
+        known = set(MODEL_FREE_DRAFTERS) | {TARGET} | set(QUANTIZED_FORMATS) | set(self.draft_paths)
         for name in decision.chain:
             if name not in known:
                 raise BadInput(f"unknown drafter {name!r}; available: {', '.join(sorted(known))}")
@@ -171,8 +173,11 @@ def generate(cfg: GenerateArgs) -> GenerationReport:
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
     drafts = {name: load_draft(path, loaded) for name, path in cfg.draft_paths.items()}
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(num_threads=cfg.num_threads, **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts,
-                    router=StaticRouter(cfg.decision))
+    quantized = ",".join(name for name in cfg.decision.chain if name in QUANTIZED_FORMATS)
+    engine = Engine(loaded.model, loaded.tokenizer,
+                    EngineConfig(num_threads=cfg.num_threads, quantized_levels=quantized,
+                                 **cfg.precision_kwargs(release_model_weights=True)),
+                    drafts=drafts, router=StaticRouter(cfg.decision))
     engine.validate_decision(cfg.decision)
     has_template = bool(getattr(loaded.tokenizer, "chat_template", None))
     use_chat = has_template if cfg.chat is None else cfg.chat
@@ -212,9 +217,11 @@ def list_chains() -> None:
         doc = (sys.modules[drafter.__module__].__doc__ or "").strip().splitlines()[0]
         print(f"  {name:<8} model-free: {doc}")
     print("  NAME     a draft model given with --draft NAME=PATH")
+    for name in QUANTIZED_FORMATS:
+        print(f"  {name:<8} the target's own {name} weight-only copy (built at load, shares its embedding)")
     print(f"  {TARGET:<8} the model being served (every chain ends here)")
     print("a chain is an ordered subset ending at 'target'; a model-free drafter may only start it,")
-    print("e.g. --chain target (plain), ngram,target, draft,target, ngram,draft,target")
+    print("e.g. --chain target (plain), ngram,target, draft,target, ngram,draft,int4,target")
 
 
 # ---- command line ---------------------------------------------------------------------------

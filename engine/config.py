@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.linear_kernels import QUANTIZED_FORMATS
 from engine.precision import check_choices
 
 
@@ -32,6 +33,11 @@ class EngineConfig:
             in fp32). The model's layers are then shells that runners over this model can still
             use but a copy of the model cannot: set it where the engine owns its model (the
             server and the commands do).
+        quantized_levels: comma-separated weight formats (`int4`, `int8`) of quantized copies
+            of the target to add as levels named after the format, for chains such as
+            `ngram,draft,int4,target` (SpecRouter's intermediate level). A copy shares the
+            target's embedding and norms and holds only its quantized matrices (int4: ~70 MB for
+            SmolLM2) and its own KV cache; the target still verifies, so output is unchanged.
         shadow_draft_length: tokens per shadow proposal of the model-free drafters a row does not
             run, scored against its committed tokens so the trackers learn every request's
             n-gram/suffix acceptance for free (engine/shadow_drafts.py); 0 turns it off.
@@ -53,6 +59,11 @@ class EngineConfig:
     catch_up_threshold: int = 32
     token_budget: int = 2048
     release_model_weights: bool = False
+    quantized_levels: str = ""
+
+    @property
+    def quantized_formats(self) -> tuple[str, ...]:
+        return parse_quantized_levels(self.quantized_levels)
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_num_tokens", "max_model_len", "catch_up_threshold", "token_budget"):
@@ -61,5 +72,17 @@ class EngineConfig:
         if self.shadow_draft_length < 0:
             raise ValueError(f"shadow_draft_length must be >= 0, got {self.shadow_draft_length}")
         check_choices(self.dtype, self.kernel, self.weights, self.device)
+        parse_quantized_levels(self.quantized_levels)
         if self.max_num_tokens < self.max_model_len:
             raise ValueError("max_num_tokens must be at least max_model_len")
+
+
+def parse_quantized_levels(text: str) -> tuple[str, ...]:
+    """`"int4,int8"` -> ("int4", "int8"); ValueError for an unknown or repeated format."""
+    formats = tuple(part.strip() for part in text.split(",") if part.strip())
+    for fmt in formats:
+        if fmt not in QUANTIZED_FORMATS:
+            raise ValueError(f"quantized_levels may list {', '.join(QUANTIZED_FORMATS)}, got {fmt!r}")
+    if len(set(formats)) != len(formats):
+        raise ValueError(f"quantized_levels lists a format twice: {text!r}")
+    return formats

@@ -61,6 +61,10 @@ class Engine:
             return ModelLevel(name, runner(model), cfg.catch_up_threshold, cfg.token_budget)
 
         self.levels: dict[str, ModelLevel] = {TARGET: level(TARGET, target)}
+        for fmt in cfg.quantized_formats:        # the target's own model, quantized matrices and head
+            quantized = ModelRunner(target, cfg.max_model_len, self.precision.kernel, fmt,
+                                    release_weights=cfg.release_model_weights, head_weights=fmt)
+            self.levels[fmt] = ModelLevel(fmt, quantized, cfg.catch_up_threshold, cfg.token_budget)
         for name, model in (drafts or {}).items():
             if name in self.levels or name in MODEL_FREE_DRAFTERS:
                 raise ValueError(f"draft name {name!r} is reserved")

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 
 KERNELS = ("dense", "prepacked")
 WEIGHT_FORMATS = ("dense", "int8", "int4")
+QUANTIZED_FORMATS = ("int8", "int4")
 INT4_GROUP_SIZE = 32
+INT4_OUTPUT_BLOCK = 16           # the CPU int4 kernel packs outputs in blocks of this many
 
 
 def k_major(weight: torch.Tensor) -> torch.Tensor:
@@ -135,6 +137,11 @@ class Int4Linear(Linear):
         q = q.reshape(out_features, in_features)
         # the kernel's zero point is the value at code 8: w = (code - 8) * scale + zero
         zeros = low + 8 * scales
+        # the kernel packs outputs in blocks of 16: pad with zero rows, sliced off after the product
+        padding = -out_features % INT4_OUTPUT_BLOCK
+        if padding:
+            q = F.pad(q, (0, 0, 0, padding), value=8)
+            scales, zeros = F.pad(scales, (0, 0, 0, padding), value=1.0), F.pad(zeros, (0, 0, 0, padding))
         self.packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
         self.scales_and_zeros = torch.stack([scales.t(), zeros.t()], dim=-1).to(torch.bfloat16).contiguous()
         self.group_size = group_size
@@ -146,7 +153,7 @@ class Int4Linear(Linear):
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
-        out = out.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        out = out[:, : self.out_features].to(x.dtype).reshape(*shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
 

@@ -61,13 +61,16 @@ class ModelRunner:
     Args:
         kernel: `dense` or `prepacked` (engine/linear_kernels.py).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
+        head_weights: the LM head's format. `dense` for a target (the head is the tied
+            embedding); a quantized copy of the target that drafts quantizes its head too, since
+            the fp32 head is a quarter of its step.
         release_weights: where a kernel holds its own layout of a decoder matrix, free the model's
             copy (one copy of each weight in memory). The model's decoder layers are then empty
             shells: only for a runner that owns its model (the Engine's).
     """
 
     def __init__(self, model: PreTrainedModel, max_len: int | None = None, kernel: str = "dense",
-                 weights: str = "dense", release_weights: bool = False):
+                 weights: str = "dense", release_weights: bool = False, head_weights: str = "dense"):
         config = model.config
         if config.model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"unsupported architecture {config.model_type!r}; "
@@ -102,8 +105,7 @@ class ModelRunner:
         if self.vocab_subset is not None:
             self.vocab_subset = self.vocab_subset.to(self.device)
             head = k_major(head.detach()[self.vocab_subset])
-        # the LM head stays dense-format under int8/int4: it is shared with the embedding
-        self.lm_head = make_linear(head.detach(), None, kernel)
+        self.lm_head = self._head_product(model.lm_head, head.detach(), kernel, head_weights)
         self.layers = [self._layer_weights(layer) for layer in inner.layers]
         rotary = inner.rotary_emb
         positions = torch.arange(self.max_len, dtype=torch.float32, device=self.device)
@@ -115,6 +117,17 @@ class ModelRunner:
         self.cache = KVCache(len(self.layers), self.num_kv_heads, self.head_dim, self.max_len,
                              dtype=self.dtype, device=self.device)
         return_freed_memory()           # the weights' old layouts
+
+    def _head_product(self, module, head: torch.Tensor, kernel: str, head_weights: str) -> Linear:
+        """The LM head's product, shared by every runner over the same head (a target and its
+        quantized copy score with one prepacked head); a reduced-vocabulary head is the draft's own."""
+        if self.vocab_subset is not None:
+            return make_linear(head, None, kernel, head_weights)
+        products = _PRODUCTS.setdefault(module, {})
+        key = ("head", kernel, head_weights)
+        if key not in products:
+            products[key] = make_linear(head, None, kernel, head_weights)
+        return products[key]
 
     def _layer_weights(self, layer) -> LayerWeights:
         """The layer's products. Dense kernels share the model's parameters, re-laid K-major in

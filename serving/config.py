@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engine.config import parse_quantized_levels
 from engine.precision import PrecisionArgs
 
 
@@ -26,6 +27,9 @@ class ServerConfig(PrecisionArgs):
         "such as ngram>target@4 (baselines, A/B runs)"))
     draft: str = field(default="checkpoints/draft", metadata=_help(
         "trained draft directory (used when it exists; '' disables it)"))
+    quantized_levels: str = field(default="int4", metadata=_help(
+        "quantized copies of the target added as intermediate levels the cost model may route "
+        "through (int4, int8; '' disables them): e.g. ngram>draft>int4>target"))
     profile: str = field(default="", metadata=_help(
         "latency profile JSON for the cost-model fallback (default profiles/<model name>.json); "
         "levels it lacks are measured at start-up"))
@@ -66,6 +70,7 @@ class ServerConfig(PrecisionArgs):
         "log level", choices=["critical", "error", "warning", "info", "debug"]))
 
     def __post_init__(self) -> None:
+        parse_quantized_levels(self.quantized_levels)
         for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

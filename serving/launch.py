@@ -16,6 +16,7 @@ from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_mani
 from agents.learned_policy import LearnedPolicy
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, CostModelRouter, decision_grid
+from engine.ladder import ladder_chains
 from engine.precision import PrecisionArgs
 from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
@@ -83,11 +84,13 @@ def default_actions(engine: Engine) -> list[Decision]:
 
 
 def fallback_decisions(engine: Engine, actions: list[Decision]) -> list[Decision]:
-    """What the cost model chooses from: the action list, plus the trained draft's chains when the
-    engine has one and the action list does not use it."""
+    """What the cost model chooses from: the action list, plus the ladder's chains (engine/ladder.py)
+    through every model level the action list does not use (the trained draft, quantized copies)."""
     decisions = list(actions)
-    if "draft" in engine.levels and not any("draft" in d.chain for d in decisions):
-        decisions += decision_grid([("draft", TARGET), ("ngram", "draft", TARGET)], (2, 4, 8))
+    used = {name for d in decisions for name in d.chain}
+    missing = [name for name in engine.levels if name != TARGET and name not in used]
+    chains = [c for c in ladder_chains(list(engine.levels)) if any(name in missing for name in c)]
+    decisions += decision_grid(chains, (2, 4, 8))
     return list(dict.fromkeys(decisions))
 
 
@@ -193,7 +196,8 @@ def build_state(config: ServerConfig) -> ServingState:
         logger.info("draft: loaded %s", config.draft)
     engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
-                                 num_threads=config.num_threads, **config.precision_kwargs(release_model_weights=True))
+                                 num_threads=config.num_threads, quantized_levels=config.quantized_levels,
+                                 **config.precision_kwargs(release_model_weights=True))
     engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
     logger.info("forward path: %s on %s (--dtype %s, --kernel %s, --weights %s)", engine.precision.name,
                 engine.precision.device, config.dtype, config.kernel, config.weights)

@@ -1,6 +1,6 @@
 """`python -m engine.profile`: measure a model's latency profile and write it as JSON.
 
-    python -m engine.profile --model default --draft draft=checkpoints/draft
+    python -m engine.profile --model default --draft draft=checkpoints/draft    # + the int4 copy
     python -m engine.profile --model ./my-llama --draft draft=./my-draft --budget-s 120
     python -m engine.profile --model default --num-threads 1 --clock cpu   # on a busy machine
 """
@@ -24,6 +24,8 @@ class ProfileArgs(PrecisionArgs):
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local HF dir / .gguf"})
     draft: list[str] = field(default_factory=list, metadata={"help": "draft model as NAME=PATH; repeat for several"})
+    quantized_levels: str = field(default="int4", metadata={
+        "help": "the target's quantized copies profiled as levels (EngineConfig.quantized_levels); '' = none"})
     out: str = field(default="", metadata={"help": "output JSON (default: profiles/<model name>.<forward path>.json)"})
     budget_s: float = field(default=60.0, metadata={"help": "wall-clock budget in seconds for the whole run, loading included"})
     batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "batch sizes to time"})
@@ -72,6 +74,7 @@ def main(cfg: ProfileArgs) -> Path:
         drafts[name] = load_draft_level(path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
                                                                  num_threads=cfg.num_threads,
+                                                                 quantized_levels=cfg.quantized_levels,
                                                                  **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
     load_s = time.perf_counter() - start
     # the measurement gets what loading left of the budget, but always a little

@@ -22,7 +22,7 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
                for i, (c, t) in enumerate(texts.items())]
     load_prompts = [tokenizer.encode(t, add_special_tokens=False) for t in ["abc abc abc", "hello hello", *texts.values()]]
 
-    data = run_chains(engine, cost_router, prompts, load_prompts, cfg, has_draft=True, began=time.perf_counter())
+    data = run_chains(engine, cost_router, prompts, load_prompts, cfg, model_levels=["draft"], began=time.perf_counter())
 
     assert data["columns"] == ["plain", "ngram>target@k2", "suffix>target@k2", "draft>target@k2",
                                "ngram>draft>target@k2", "cost-model"]
@@ -54,6 +54,25 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
     assert len(plane["ratio"]) == len(plane["rows"]) and all(len(r) == len(plane["columns"]) for r in plane["ratio"])
     assert all(label.startswith("ngram>draft>target") for row in plane["best_three"] for label in row)
     assert "best 3-level goodput / best 2-level goodput" in markdown
+    assert set(data["summary"]) == {"multilevel_wins", "best_router_x_plain_mix", "best_router_x_plain_c8"}
+    assert isinstance(data["summary"]["multilevel_wins"], float)
+    assert data["summary"]["best_router_x_plain_mix"] == data["mixed"]["cost_x_plain"]
+
+
+def test_a_multilevel_win_needs_5_percent_beyond_plain_s_spread():
+    from bench.chains_report import headline
+
+    categories = {"a": dict(three_level_x_best_two_level=1.10, plain_run_spread=0.02),     # win
+                  "b": dict(three_level_x_best_two_level=1.04, plain_run_spread=0.0),      # under 5%
+                  "c": dict(three_level_x_best_two_level=1.10, plain_run_spread=0.20),     # inside the noise
+                  "d": dict(three_level_x_best_two_level=None, plain_run_spread=None)}
+    load_rows = [dict(concurrency=8, config="plain", tokens_per_s=10.0, tokens_per_s_runs=[10.0, 10.2]),
+                 dict(concurrency=8, config="ngram>target@k2", tokens_per_s=12.0),
+                 dict(concurrency=8, config="ngram>draft>int4>target@k2", tokens_per_s=13.0),   # 1.083x: win
+                 dict(concurrency=8, config="cost-model", tokens_per_s=12.5)]
+    summary = dict(categories=categories, mixed=dict(cost_x_plain=1.3), load=[dict(concurrency=8, cost_x_plain=1.25)])
+    assert headline(summary, load_rows) == dict(multilevel_wins=2.0, best_router_x_plain_mix=1.3,
+                                                best_router_x_plain_c8=1.25)
 
 
 def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, tokenizer):
@@ -61,7 +80,7 @@ def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, 
     from bench.chains_runs import ColumnSwitch, run_one
 
     engine = make_engine(max_batch=1)
-    column = next(c for c in grid_columns(False, [2]) if c.name == "suffix>target@k2")
+    column = next(c for c in grid_columns([], [2]) if c.name == "suffix>target@k2")
     switch = ColumnSwitch(engine, cost_router=None)
     switch.activate(column)
     before = switch.saved(column)
@@ -87,7 +106,7 @@ def test_median_run_is_the_middle_time_and_the_lower_middle_of_an_even_count():
 
 
 def test_load_columns_best_keeps_plain_cost_model_and_each_chains_fastest_k():
-    columns = grid_columns(False, [2, 4])
+    columns = grid_columns([], [2, 4])
     speeds = {"plain": 10, "ngram>target@k2": 12, "ngram>target@k4": 15, "suffix>target@k2": 11,
               "suffix>target@k4": 9, "cost-model": 14}
     records = [dict(config=name, num_tokens=speed, elapsed_s=1.0) for name, speed in speeds.items()]

@@ -32,12 +32,16 @@ def test_bench_draft_reports_acceptance_speedups_and_lossless_outputs(tmp_path, 
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((results / "draft_test.json").read_text())
-    assert "alpha d>t" in (results / "draft_test.md").read_text()
-    assert set(data["mixed"]) == {"hf-plain", "plain", "draft-k2", "ngram-draft-k3"}
+    assert "Levels side by side" in (results / "draft_test.md").read_text()
+    assert set(data["mixed"]) == {"hf-plain", "plain", "draft-k2", "ngram-draft-k3", "int4-k2", "ngram-int4-k3",
+                                  "draft-int4-k2", "ngram-draft-int4-k3"}
     assert all(row["identical_to_plain"] for row in data["mixed"].values())
     assert [c["category"] for c in data["categories"]] == ["qa", "translation"]
-    assert data["targets"]["top1_agreement"] == 1.0
+    assert data["levels"]["draft"]["top1_agreement"] == 1.0
     assert data["mixed"]["draft-k2"]["pairs"]["draft>target"]["alpha"] == 1.0
+    assert data["mixed"]["ngram-draft-int4-k3"]["pairs"].keys() >= {"draft>int4", "int4>target"}
+    assert set(data["summary"]) == {"draft_acceptance", "draft_step_ratio", "draft_chain_x_plain"}
+    assert all(isinstance(v, float) for v in data["summary"].values())
 
 
 def test_bench_args_reject_bad_values():

@@ -54,6 +54,15 @@ def test_generate_subprocess_prints_plain_greedy_text_and_stats(model_dir):
     assert report["tokens_per_s"] > 0
 
 
+def test_a_chain_through_the_int4_copy_prints_plain_greedy_text(model_dir, capsys):
+    """`int4` in --chain builds the target's quantized copy as a level; the target still verifies."""
+    assert cli(["generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "ngram,int4,target",
+                "--k", "3", "--max-tokens", "24", "--json", "--num-threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["text"] == plain_greedy_text(PROMPT, 24)
+    assert report["chain"] == "ngram>int4>target@k3" and report["num_draft_tokens"] > 0
+
+
 def test_bad_input_subprocess_is_one_line_exit_2(model_dir):
     result = run_cli("generate", "--model", str(model_dir), "--prompt", "hi", "--chain", "medusa,target")
     assert result.returncode == EXIT_BAD_INPUT
@@ -120,4 +129,4 @@ def test_generate_args_parse_the_chain_and_drafts():
 def test_chains_lists_every_level(capsys):
     assert cli(["chains"]) == 0
     out = capsys.readouterr().out
-    assert "ngram" in out and "suffix" in out and "target" in out
+    assert "ngram" in out and "suffix" in out and "target" in out and "int4" in out

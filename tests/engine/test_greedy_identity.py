@@ -21,10 +21,16 @@ PARAMS = SamplingParams(max_tokens=20)
 CHAINS = [
     ("ngram", "target"), ("suffix", "target"), ("draft", "target"), ("small", "target"),
     ("ngram", "draft", "target"), ("suffix", "small", "target"), ("small", "draft", "target"),
+    ("int4", "target"), ("ngram", "small", "draft", "target"), ("suffix", "draft", "int4", "target"),
 ]
 KS = [1, 2, 4, 8]
 EOS_CHAR = "o"                  # a character the tiny target emits often
 STOP = ["j\n", "2o", "jjj"]            # substrings of many of its greedy outputs
+
+
+def ladder(chain) -> dict:
+    """Engine settings a chain needs: the target's int4 copy as a level where the chain has one."""
+    return dict(quantized_levels="int4") if "int4" in chain else {}
 
 
 def stop_params() -> list[SamplingParams]:
@@ -60,7 +66,7 @@ def test_plain_decoding_equals_transformers_generate(target, tokenizer, referenc
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("chain", CHAINS, ids=">".join)
 def test_speculative_greedy_equals_plain(chain, k, target, tokenizer, drafts, reference):
-    engine = make_dummy_engine(target, tokenizer, drafts, chain, k)
+    engine = make_dummy_engine(target, tokenizer, drafts, chain, k, **ladder(chain))
     outputs = engine.generate(PROMPTS, PARAMS)
     assert_same_outputs(outputs, reference, f"{'>'.join(chain)}@k{k}")
     assert sum(o.stats.num_draft_tokens for o in outputs) > 0, "the chain never drafted"
@@ -68,7 +74,7 @@ def test_speculative_greedy_equals_plain(chain, k, target, tokenizer, drafts, re
 
 @pytest.mark.parametrize("chain", CHAINS, ids=">".join)
 def test_eos_stop_strings_and_max_tokens_inside_drafts(chain, eos_target, tokenizer, drafts, stop_reference):
-    engine = make_dummy_engine(eos_target, tokenizer, drafts, chain, 8)
+    engine = make_dummy_engine(eos_target, tokenizer, drafts, chain, 8, **ladder(chain))
     counter: dict = {}
     outputs = run_engine(engine, PROMPTS, stop_params(), on_step=truncated_in_draft(counter))
     assert_same_outputs(outputs, stop_reference, ">".join(chain))
@@ -102,6 +108,6 @@ def test_context_end_inside_a_draft(chain, target, tokenizer, drafts):
     params = SamplingParams(max_tokens=100, ignore_eos=True)
     prompts = [p for p in PROMPTS if len(p) < 24]
     want = plain_decode(target, tokenizer, prompts, params, max_model_len=26)
-    got = make_dummy_engine(target, tokenizer, drafts, chain, 8, max_model_len=26).generate(prompts, params)
+    got = make_dummy_engine(target, tokenizer, drafts, chain, 8, max_model_len=26, **ladder(chain)).generate(prompts, params)
     assert_same_outputs(got, want, ">".join(chain))
     assert all(len(p) + len(o.output_token_ids) == 26 for p, o in zip(prompts, got))

@@ -75,7 +75,8 @@ def toy_bf16(toy):
 def sampled_counts(model, drafts, chain, params: SamplingParams, dtype: str = "float32") -> torch.Tensor:
     """Counts of the first three tokens over NUM_SAMPLES seeded requests: [12^3]."""
     engine = make_dummy_engine(model, None, drafts, chain, 3, max_model_len=16, max_batch=BATCH,
-                               max_num_tokens=BATCH * 16, dtype=dtype)
+                               max_num_tokens=BATCH * 16, dtype=dtype,
+                               quantized_levels="int4" if "int4" in chain else "")
     counts = torch.zeros(VOCAB ** NUM_TOKENS, dtype=torch.long)
     gc.disable()        # tens of thousands of short-lived requests: skip the collector's sweeps
     try:
@@ -116,6 +117,9 @@ CASES = [
     (("ngram", "target"), SamplingParams(temperature=1.0)),
     (("draft2", "draft", "target"), SamplingParams(temperature=1.0)),
     (("draft2", "draft", "target"), SamplingParams(temperature=0.8, top_k=6, top_p=0.9)),
+    # four levels, each verifying the one below; int4 is the target's own quantized copy
+    (("ngram", "draft2", "draft", "target"), SamplingParams(temperature=1.0)),
+    (("draft2", "draft", "int4", "target"), SamplingParams(temperature=0.8, top_k=6, top_p=0.9)),
 ]
 
 

@@ -156,3 +156,13 @@ def test_a_model_without_calibration_keeps_the_flat_prior(make_engine):
     engine = make_engine(("ngram", "target"), 2)
     seed_acceptance_priors(engine, "no-such-model")
     assert engine.trackers.priors == {} and engine.trackers.acceptance("ngram>target") == engine.trackers.prior
+
+
+def test_the_cost_model_scores_chains_through_every_level_the_engine_has(make_engine):
+    """A quantized copy of the target (and the draft) join the cost model's choices, 4-level chains included."""
+    from serving.launch import default_actions, fallback_decisions
+
+    engine = make_engine(max_model_len=64, quantized_levels="int4")
+    labels = {d.label for d in fallback_decisions(engine, default_actions(engine))}
+    assert {"int4>target@k2", "ngram>int4>target@k4", "draft>int4>target@k8", "ngram>draft>int4>target@k4"} <= labels
+    assert len(labels) == len(fallback_decisions(engine, default_actions(engine)))        # no decision twice

@@ -1,0 +1,30 @@
+"""The ladder's chains: every level verifies the one below, quantized copies sit above drafts."""
+
+from __future__ import annotations
+
+from engine import Decision, Engine, EngineConfig
+from engine.ladder import ladder_chains
+
+
+def test_a_draft_and_an_int4_copy_give_four_level_chains():
+    chains = ladder_chains(["target", "draft", "int4"])
+    assert ("ngram", "draft", "int4", "target") in chains and ("draft", "int4", "target") in chains
+    assert ("int4", "draft", "target") not in chains          # a cheaper level never verifies a dearer one
+    assert ladder_chains([]) == [("ngram", "target"), ("suffix", "target")]
+    assert all(chain[-1] == "target" and len(set(chain)) == len(chain) for chain in chains)
+
+
+def test_every_ladder_chain_runs_on_an_engine_with_those_levels(target, tokenizer, drafts):
+    engine = Engine(target, tokenizer, EngineConfig(max_model_len=64, quantized_levels="int4"),
+                    drafts={"draft": drafts["draft"]})
+    for chain in ladder_chains(list(engine.levels)):
+        engine.validate_decision(Decision(chain, 2))
+
+
+def test_quantized_levels_reject_unknown_or_repeated_formats():
+    import pytest
+
+    with pytest.raises(ValueError, match="quantized_levels may list int8, int4, got 'int3'"):
+        EngineConfig(quantized_levels="int3")
+    with pytest.raises(ValueError, match="twice"):
+        EngineConfig(quantized_levels="int4,int4")
