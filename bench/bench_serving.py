@@ -108,7 +108,7 @@ def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
     params = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True)
     speeds = {}
     for decision in candidates:
-        engine.router = StaticRouter(decision)
+        engine.set_router(StaticRouter(decision))
         start = time.perf_counter()
         outputs = engine.generate(ids, params)
         speeds[decision.label] = sum(len(o.output_token_ids) for o in outputs) / (time.perf_counter() - start)

@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.batch_view import BatchView
 from engine.decision import TARGET, Decision
 from engine.levels import plan_catch_up
 from engine.profile import LatencyProfile, ProfileError
@@ -241,24 +242,23 @@ class CostModel:
 
 
 class CostModelRouter:
-    """Engine router: each step, the cost model's best decision for the running batch.
+    """Engine router: each step, the cost model's best decision for the running batch, the same
+    for every row.
 
-    Reads `engine.scheduler.running` (batch size, mean context in tokens, the rows' request ids)
-    and `engine.trackers.snapshot()`; remembers the last Estimate for metrics.
+    Reads the view's batch size, mean context in tokens, the rows' request ids and the trackers'
+    snapshot; remembers the last Estimate for metrics.
     """
 
     def __init__(self, cost_model: CostModel):
         self.cost_model = cost_model
         self.last_estimate: Estimate | None = None
 
-    def decide(self, engine) -> Decision:
-        running = engine.scheduler.running
-        if not running:
-            return Decision()
-        context = sum(r.num_tokens for r in running) / len(running)
-        self.last_estimate = self.cost_model.best_estimate(len(running), context, engine.trackers.snapshot(),
-                                                           [r.request_id for r in running])
-        return self.last_estimate.decision
+    def decide(self, view: BatchView) -> list[Decision]:
+        if not view.rows:
+            return []
+        self.last_estimate = self.cost_model.best_estimate(view.batch_size, view.mean_context, view.acceptance,
+                                                           view.request_ids)
+        return [self.last_estimate.decision] * view.batch_size
 
 
 def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1, 2, 4, 8)) -> list[Decision]:

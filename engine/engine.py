@@ -1,23 +1,27 @@
 """The engine: add_request / abort / step, shared by the CLI, the environment and the server.
 
 `step()` is the whole story: admit -> route -> speculate (draft, verify level by level) ->
-commit -> roll every level back to what was committed -> observe.
+commit -> roll every level back to what was committed -> observe. Routers see a read-only
+`BatchView` (engine/batch_view.py); a caller may pass the step's decisions instead.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from engine.batch_view import BatchView, Router
 from engine.config import EngineConfig
-from engine.decision import TARGET, Decision, StaticRouter
+from engine.decision import (TARGET, Decision, StaticRouter, capped_draft_length, invalid_reasons, per_row,
+                             validate_decision)
 from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter, NgramDrafter, SuffixDrafter
 from engine.levels import ModelLevel
 from engine.precision import prepare_model, resolve_precision
+from engine.prompts import encode_prompt, eos_token_ids
 from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.sequence import FinishReason, Request, RequestOutput
@@ -46,8 +50,6 @@ class Engine:
                  config: EngineConfig | None = None, drafts: dict[str, PreTrainedModel] | None = None,
                  router=None):
         self.config = config or EngineConfig()
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
         self.tokenizer = tokenizer
         cfg = self.config
         self.precision = resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
@@ -77,14 +79,11 @@ class Engine:
             SuffixDrafter.name: SuffixDrafter(self.config.suffix_max_match, max_history=self.config.suffix_max_history),
         }
         self.shadow = ShadowDrafts(self.config.shadow_draft_length)
-        eos = set()
-        for source in (getattr(target.generation_config, "eos_token_id", None), target.config.eos_token_id,
-                       getattr(tokenizer, "eos_token_id", None)):
-            if source is not None:
-                eos.update(source if isinstance(source, (list, tuple)) else [source])
         from engine.scheduler import Scheduler
-        self.scheduler = Scheduler(self.config, eos, self._detokenize if tokenizer is not None else None)
-        self.router = router or StaticRouter(Decision())
+        self.scheduler = Scheduler(self.config, eos_token_ids(target, tokenizer),
+                                   self._detokenize if tokenizer is not None else None)
+        self.router: Router = router or StaticRouter(Decision())
+        self.clock: Callable[[], float] = time.monotonic
         self.last_step = StepRecord()
         self._ids = itertools.count()
         self.trackers = AcceptanceTrackers()
@@ -102,36 +101,12 @@ class Engine:
         return list(self.drafters) + list(self.levels)
 
     def validate_decision(self, decision: Decision) -> None:
-        known = set(self.level_names)
-        for name in decision.chain:
-            if name not in known:
-                raise ValueError(f"unknown drafter {name!r}; available: {', '.join(sorted(known))}")
-        for name in decision.chain[1:]:
-            if name in self.drafters:
-                raise ValueError(f"model-free drafter {name!r} cannot verify; it may only start a chain")
+        """Raise ValueError unless this engine can run `decision`."""
+        validate_decision(decision, self.level_names, self.drafters)
 
     def encode_prompt(self, prompt: str | list[int] | list[dict]) -> list[int]:
         """Text, token ids, or chat messages (rendered with the tokenizer's chat template)."""
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
-            if self.tokenizer is None:
-                raise ValueError("chat messages need a tokenizer")
-            encoded = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-            ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-        elif isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise ValueError("text prompts need a tokenizer")
-            ids = self.tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
-        else:
-            ids = list(prompt)
-        if not ids:
-            raise ValueError("prompt is empty")
-        vocab = self.levels[TARGET].runner.vocab_size
-        if any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
-            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
-        if len(ids) >= self.config.max_model_len:
-            raise ValueError(f"prompt is longer than the context: {len(ids)} tokens, "
-                             f"max_model_len is {self.config.max_model_len}")
-        return ids
+        return encode_prompt(prompt, self.tokenizer, self.levels[TARGET].runner.vocab_size, self.config.max_model_len)
 
     def add_request(self, prompt: str | list[int] | list[dict], params: SamplingParams | None = None,
                     request_id: str | None = None, category: str = "", arrival_time: float | None = None) -> str:
@@ -147,12 +122,13 @@ class Engine:
         self.scheduler.add(request)
         return request_id
 
-    def abort(self, request_id: str) -> bool:
-        """Stop a request and free its KV at every level at once; False if it is unknown."""
+    def abort(self, request_id: str, error: str | None = None) -> bool:
+        """Stop a request and free its KV at every level at once; False if it is unknown. With
+        an `error` it finishes with FinishReason.ERROR and that message (a row that failed alone)."""
         request = self.scheduler.requests.get(request_id)
         if request is None:
             return False
-        self.scheduler.finish(request, FinishReason.ABORT)
+        self.scheduler.finish(request, FinishReason.ERROR if error else FinishReason.ABORT, self.clock(), error)
         self._release(request)
         self.trackers.forget_request(request_id)
         return True
@@ -169,85 +145,147 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished
 
+    # ---- what routers and callers see and set ----------------------------------------------
+    def view(self) -> BatchView:
+        """The running batch (as the last admission left it), the queue, the trackers' snapshot."""
+        return BatchView.of(self.scheduler.running, self.scheduler.waiting, self.trackers.snapshot(),
+                            self.profile, self.config.max_model_len)
+
+    def set_router(self, router: Router) -> None:
+        """The router `step()` asks when it is given no decisions."""
+        self.router = router
+
+    def set_profile(self, profile) -> None:
+        """The latency profile routers read (`engine.profile.LatencyProfile`)."""
+        self.profile = profile
+
+    def set_acceptance_priors(self, priors: Mapping[str, float]) -> None:
+        """Start the trackers' pairs from these acceptances ("drafter>verifier" -> a), e.g. fitted ones."""
+        self.trackers.priors.update(priors)
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """The clock of step latencies and of first-token and finish times (default time.monotonic)."""
+        self.clock = clock
+
+    def add_drafter(self, drafter: ModelFreeDrafter) -> None:
+        """Make a model-free drafter available to chains under `drafter.name`."""
+        if drafter.name in self.levels:
+            raise ValueError(f"drafter name {drafter.name!r} is a model level's")
+        self.drafters[drafter.name] = drafter
+
+    def forget_drafter_history(self) -> None:
+        """A fresh suffix drafter: its history of earlier outputs would leak one run into the next."""
+        self.drafters[SuffixDrafter.name] = SuffixDrafter(self.config.suffix_max_match,
+                                                          max_history=self.config.suffix_max_history)
+
+    def adaptive_state(self) -> tuple[dict[str, ModelFreeDrafter], AcceptanceTrackers]:
+        """What the engine learns as it runs: the model-free drafters (history) and the trackers."""
+        return self.drafters, self.trackers
+
+    def load_adaptive_state(self, state: tuple[dict[str, ModelFreeDrafter], AcceptanceTrackers]) -> None:
+        """Install drafters and trackers from `adaptive_state()` (benchmarks keep one per column)."""
+        self.drafters, self.trackers = state
+
     # ---- the step -------------------------------------------------------------------------
-    def _decisions(self, batch: list[Request]) -> list[Decision]:
-        """One decision per row; validity is checked per row by `_fail_invalid`."""
-        chosen = self.router.decide(self)
-        decisions = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen] * len(batch)
-        if len(decisions) != len(batch):
-            raise ValueError(f"the router returned {len(decisions)} decisions for a batch of {len(batch)}")
-        return decisions
+    def step(self, decisions: Decision | Sequence[Decision] | None = None) -> list[RequestOutput]:
+        """One step of the running batch: route -> draft -> verify -> commit or roll back -> observe.
 
-    def _fail_invalid(self, batch: list[Request], decisions: list
-                      ) -> tuple[list[Request], list[Decision], list[RequestOutput]]:
-        """Rows whose decision cannot run finish alone with FinishReason.ERROR and the reason;
-        the rest of the batch goes on. Returns the rows that run, their decisions, the failures."""
-        reasons: dict[Decision, str | None] = {}
-        for decision in decisions:
-            if isinstance(decision, Decision) and decision not in reasons:
-                try:
-                    self.validate_decision(decision)
-                    reasons[decision] = None
-                except ValueError as exc:
-                    reasons[decision] = str(exc)
-        keep, kept, failed = [], [], []
-        for request, decision in zip(batch, decisions):
-            reason = (reasons[decision] if isinstance(decision, Decision)
-                      else f"the router returned {decision!r}, not a Decision")
-            if reason is None:
-                keep.append(request)
-                kept.append(decision)
-                continue
-            self.scheduler.finish(request, FinishReason.ERROR, error=f"invalid routing decision: {reason}")
-            failed.append(self._output(request, []))
-            self._release(request)
-            self.trackers.forget_request(request.request_id)
-        return keep, kept, failed
-
-    def _draft_length(self, request: Request, decision: Decision) -> int:
-        """K capped so that no level runs past the context or past max_tokens.
-
-        Every verifying level adds one token, so a chain of n levels outputs up to K + n - 1
-        tokens and the target feeds up to K + n - 2 proposals after the last committed token.
-        """
-        if decision.is_plain:
-            return 0
-        extra = len(decision.chain) - 2
-        remaining = request.params.max_tokens - len(request.output_token_ids) - 1 - extra
-        room = self.config.max_model_len - request.num_tokens - extra
-        return max(0, min(decision.k, remaining, room))
-
-    def step(self) -> list[RequestOutput]:
-        start = time.perf_counter()
-        batch = self.scheduler.admit()
+        `decisions`: one per row of the batch the step admits (`admit()` then `view().rows`),
+        one Decision for every row, or None to ask the router."""
+        start = self.clock()
+        batch, decisions, outputs = self._route(self.scheduler.admit(), decisions)
         if not batch:
-            self.last_step = StepRecord()
-            return []
-        batch, decisions, outputs = self._fail_invalid(batch, self._decisions(batch))
-        if not batch:
-            self.last_step = StepRecord(latency_s=time.perf_counter() - start)
+            self.last_step = StepRecord(latency_s=self.clock() - start if outputs else 0.0)
             return outputs
-        ks = [self._draft_length(r, d) for r, d in zip(batch, decisions)]
+        ks = [self.draft_length(r, d) for r, d in zip(batch, decisions)]
         results = run_step(batch, decisions, self.levels, self.drafters, ks)
-        now = time.monotonic()
+        now = self.clock()
         num_committed = 0
         for request, decision, k, result in zip(batch, decisions, ks, results):
-            appended = self.scheduler.commit(request, result.tokens, now)
+            appended = self._commit(request, decision.chain if k > 0 else (), result, now)
             num_committed += len(appended)
-            request.stats.observe_step(result.num_proposed, min(result.num_accepted, len(appended)))
-            result.shadow_pairs = self.shadow.observe(request, decision.chain if k > 0 else (), self.drafters)
-            for level in self.levels.values():
-                level.sync(request)
             outputs.append(self._output(request, appended))
             if request.is_finished:
                 self._release(request)
         self.last_step = StepRecord(decisions, results, [r.request_id for r in batch], num_committed,
-                                    time.perf_counter() - start, len(batch))
+                                    self.clock() - start, len(batch))
         self.trackers.observe_step(self.last_step)
         for output in outputs:
             if output.finished:
                 self.trackers.forget_request(output.request_id)
         return outputs
+
+    def admit(self) -> BatchView:
+        """Admit waiting requests that fit; the view of the batch the next `step()` runs."""
+        self.scheduler.admit()
+        return self.view()
+
+    def _ask_router(self, num_rows: int) -> list:
+        """The router's decisions for the running batch, one per row; not yet validated."""
+        return per_row(self.router.decide(self.view()), num_rows)
+
+    def _route(self, batch: list[Request], decisions) -> tuple[list[Request], list[Decision], list[RequestOutput]]:
+        if not batch:
+            return [], [], []
+        decisions = self._ask_router(len(batch)) if decisions is None else per_row(decisions, len(batch))
+        return self._fail_invalid(batch, decisions)
+
+    def _fail_invalid(self, batch: list[Request], decisions: list
+                      ) -> tuple[list[Request], list[Decision], list[RequestOutput]]:
+        """Rows whose decision cannot run finish alone with FinishReason.ERROR and the reason;
+        the rest of the batch goes on. Returns the rows that run, their decisions, the failures."""
+        keep, kept, failed = [], [], []
+        for request, decision, reason in zip(batch, decisions,
+                                             invalid_reasons(decisions, self.level_names, self.drafters)):
+            if reason is None:
+                keep.append(request)
+                kept.append(decision)
+                continue
+            self.scheduler.finish(request, FinishReason.ERROR, self.clock(), f"invalid routing decision: {reason}")
+            failed.append(self._output(request, []))
+            self._release(request)
+            self.trackers.forget_request(request.request_id)
+        return keep, kept, failed
+
+    def draft_length(self, request: Request, decision: Decision) -> int:
+        """K capped so that no level runs past the context or past max_tokens (`capped_draft_length`)."""
+        return capped_draft_length(request, decision, self.config.max_model_len)
+
+    def _commit(self, request: Request, chain: tuple[str, ...], result: RowResult, now: float) -> list[int]:
+        """Commit the row's tokens, score its shadow proposals, roll every level back to the commit."""
+        appended = self.scheduler.commit(request, result.tokens, now)
+        request.stats.observe_step(result.num_proposed, min(result.num_accepted, len(appended)))
+        result.shadow_pairs = self.shadow.observe(request, chain, self.drafters)
+        for level in self.levels.values():
+            level.sync(request)
+        return appended
+
+    # ---- after a failed step (the serving loop) ---------------------------------------------
+    def drop_kv(self, requests: list[Request]) -> None:
+        """Free the requests' slots at every level; the next forward re-prefills them (lazy catch-up)."""
+        for request in requests:
+            for level in self.levels.values():
+                level.release(request)
+
+    def isolate_failures(self) -> list[tuple[Request, str]]:
+        """After a step raised: drop the running rows' KV, run each row's step alone (nothing is
+        committed, its KV is dropped again), and return the rows that fail alone with why; every
+        row when the router itself fails."""
+        batch = list(self.scheduler.running)
+        self.drop_kv(batch)
+        try:
+            decisions = self._ask_router(len(batch))
+        except Exception as exc:        # the router itself failed: nothing row-specific to blame
+            return [(r, f"routing failed: {exc!r}") for r in batch]
+        failures = []
+        for request, decision in zip(batch, decisions):
+            try:
+                run_step([request], [decision], self.levels, self.drafters, [self.draft_length(request, decision)])
+            except Exception as exc:
+                failures.append((request, f"{type(exc).__name__}: {exc}"))
+            finally:
+                self.drop_kv([request])
+        return failures
 
     def _detokenize(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)

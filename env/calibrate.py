@@ -128,20 +128,6 @@ def fit_prompt_lengths(engine) -> dict[str, PromptLength]:
     return lengths
 
 
-class CyclingRouter:
-    """The chain with K cycling over `ks`, one K per step (acceptance is seen at every K)."""
-
-    def __init__(self, chain: tuple[str, ...], ks: list[int]):
-        from engine.decision import Decision
-        self.decisions = [Decision(chain, k) for k in ks]
-        self.num_steps = 0
-
-    def decide(self, engine):
-        decision = self.decisions[self.num_steps % len(self.decisions)]
-        self.num_steps += 1
-        return decision
-
-
 def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: list[int], max_new_tokens: int,
             max_prompt_tokens: int, acceptance: AcceptanceModel, steps: list[StepSample],
             rng: np.random.Generator, clock: str = "wall") -> None:
@@ -150,25 +136,28 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
     and every step to `steps`."""
     from engine.cost_model import rows_forwards
     from engine.drafters import MODEL_FREE_DRAFTERS
+    from engine.decision import Decision
     from engine.sampling import SamplingParams
-    from env.real_backend import encode_prompt, forget_drafter_history
-    forget_drafter_history(engine)
-    router = CyclingRouter(chain, ks)
-    engine.router = router
+    from env.real_backend import encode_prompt
+    engine.forget_drafter_history()
+    decisions = [Decision(chain, k) for k in ks]       # K cycles, one per step: acceptance is seen at every K
     room = engine.config.max_model_len - max_new_tokens - 1
     for prompt in prompts:
         ids = encode_prompt(engine, prompt, min(max_prompt_tokens, room), room)
         length = int(rng.integers(max(1, max_new_tokens // 4), max_new_tokens + 1))
         engine.add_request(ids, SamplingParams(max_tokens=length, ignore_eos=True), category=prompt.category)
+    num_steps = 0
     while engine.has_unfinished:
-        batch = engine.scheduler.admit()
-        decision = router.decisions[router.num_steps % len(router.decisions)]
+        engine.admit()
+        batch = list(engine.scheduler.running)
+        decision = decisions[num_steps % len(decisions)]
+        num_steps += 1
         num_tokens = [r.num_tokens for r in batch]
         cached = [{name: level.committed_length(r) for name, level in engine.levels.items()} for r in batch]
-        ks_used = [engine._draft_length(r, decision) for r in batch]
+        ks_used = [engine.draft_length(r, decision) for r in batch]
         categories = [r.category for r in batch]
         started = time.process_time()
-        engine.step()
+        engine.step(decision)
         cpu_s = time.process_time() - started
         record = engine.last_step
         if record.batch_size != len(batch):

@@ -15,8 +15,7 @@ import time
 import torch
 
 from engine.config import EngineConfig
-from engine.decision import Decision, StaticRouter
-from engine.drafters import SuffixDrafter
+from engine.decision import Decision
 from engine.engine import Engine
 from engine.sampling import SamplingParams
 from engine.sequence import Request
@@ -62,8 +61,7 @@ def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[
 def forget_drafter_history(engine: Engine) -> None:
     """A fresh suffix drafter: its history of earlier outputs would leak one episode into the next
     (and a repeated prompt would be matched in full)."""
-    engine.drafters[SuffixDrafter.name] = SuffixDrafter(engine.config.suffix_max_match,
-                                                        max_history=engine.config.suffix_max_history)
+    engine.forget_drafter_history()
 
 
 class RealBackend:
@@ -79,12 +77,13 @@ class RealBackend:
         acceptance_path = resolve_path(config.acceptance)
         if config.engine_factory is None and acceptance_path.exists():
             # trackers start from the fitted acceptance, as the simulator's and the server's do
-            self.engine.trackers.priors.update(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
+            self.engine.set_acceptance_priors(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
         self.is_cpu_clock = config.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "
                                  "several threads is not latency")
         self.timer = time.process_time if self.is_cpu_clock else time.monotonic
+        self.engine.use_clock(self.timer)       # stamps step latencies, first-token and finish times
         self.origin = self.timer()
 
     @property
@@ -119,21 +118,12 @@ class RealBackend:
         return self.engine.scheduler.requests[request_id]
 
     def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
-        """One engine step; each row's request with the number of tokens it committed."""
-        self.engine.router = StaticRouter(decision)
+        """One engine step of `decision` for every row; each row's request with the number of
+        tokens it committed, and the step's latency on the backend's clock."""
         requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
-        started = self.timer()
-        outputs = self.engine.step()
+        outputs = self.engine.step(decision)
         rows = [(requests[o.request_id], len(o.new_token_ids)) for o in outputs]
-        if not self.is_cpu_clock:
-            return rows, self.engine.last_step.latency_s
-        ended = self.timer()
-        for request, num_new in rows:
-            if num_new and len(request.output_token_ids) == num_new:
-                request.first_token_time = ended
-            if request.is_finished:
-                request.finish_time = ended
-        return rows, ended - started
+        return rows, self.engine.last_step.latency_s
 
     def acceptance(self, pairs: list[str]) -> dict[str, float]:
         trackers = self.engine.trackers

@@ -19,9 +19,9 @@ import numpy as np
 
 from engine.config import EngineConfig
 from engine.cost_model import rows_forwards
-from engine.decision import TARGET, Decision
+from engine.decision import TARGET, Decision, capped_draft_length
 from engine.drafters import MODEL_FREE_DRAFTERS
-from engine.engine import Engine, StepRecord
+from engine.engine import StepRecord
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Request
@@ -59,8 +59,9 @@ class SimEngine:
         self.scheduler.add(request)
         self.cached[request.request_id] = {}
 
-    # K capped by the row's remaining budget and the context: the engine's own rule, shared
-    _draft_length = Engine._draft_length
+    def draft_length(self, request: Request, decision: Decision) -> int:
+        """K capped by the row's remaining budget and the context: the engine's own rule."""
+        return capped_draft_length(request, decision, self.config.max_model_len)
 
     # ---- one simulated step ----------------------------------------------------------------
     def _row_result(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
@@ -122,7 +123,7 @@ class SimEngine:
         pair_keys = tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
         width = len(chain) + 1
         uniforms = self.rng.random(len(batch) * width).tolist()
-        ks = [self._draft_length(r, decision) for r in batch]
+        ks = [self.draft_length(r, decision) for r in batch]
         results = [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width])
                    for i, (r, k) in enumerate(zip(batch, ks))]
         cached = [self.cached[r.request_id] for r in batch]

@@ -112,7 +112,7 @@ def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> Laten
     except ProfileError as exc:
         logger.warning("latency profile %s is unusable (%s): measuring one (%.0f s budget)", path, exc,
                        config.profile_budget_s)
-        engine.profile = measure_profile(engine, budget_s=config.profile_budget_s, model=model_name)
+        engine.set_profile(measure_profile(engine, budget_s=config.profile_budget_s, model=model_name))
         return engine.profile
 
 
@@ -129,7 +129,7 @@ def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
             logger.warning("no acceptance calibration for the %s path; starting the trackers from the "
                            "fp32 one (%s)", engine.precision.name, path)
     try:
-        engine.trackers.priors.update(SimCalibration.load(path).acceptance.per_token_acceptance())
+        engine.set_acceptance_priors(SimCalibration.load(path).acceptance.per_token_acceptance())
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("acceptance models %s are unusable (%s): trackers start from %.2f", path, exc,
                        engine.trackers.prior)
@@ -164,7 +164,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
                            load_error=error, observer=observer, actions=actions,
                            max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
                            decision_log=decision_log, policy_path=config.policy, mode=config.router)
-    engine.router = router
+    engine.set_router(router)
     wait_estimator = WaitEstimator(config.max_batch)
     spec_metrics = (None if config.per_request_spec_metrics == "none"
                     else PerRequestSpecMetrics(config.per_request_spec_metrics, max_requests=4 * config.max_in_flight))

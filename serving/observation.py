@@ -2,8 +2,8 @@
 
 `ServingObserver` feeds `env.load_stats.LoadStats` from the same events and request fields the
 environment's `Episode` uses (arrivals, each step's rows, first tokens, finished requests), and
-builds the observation with `env.observation.ObservationBuilder` and acceptance read from the
-engine's trackers as the real backend reads it. So the learned policy sees in serving exactly
+builds the observation with `env.observation.ObservationBuilder` from the router's `BatchView`
+(the running rows, the queue and the trackers' pooled acceptance, as the real backend reads it). So the learned policy sees in serving exactly
 the vector layout and meaning it was trained on, and the reward logged for offline evaluation
 is the environment's: tokens per second of the step minus the penalty per SLO miss.
 All methods run on the engine thread.
@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from engine import Engine, RequestOutput
+from engine.batch_view import BatchView
 from engine.sequence import Request
 from env.load_stats import LoadStats
 from env.observation import ObservationBuilder, ObservationSpec
@@ -68,10 +69,11 @@ class ServingObserver:
                                  - self.slo_penalty * num_violations)
         self.num_steps += 1
 
-    def acceptance(self, engine: Engine) -> dict[str, float]:
-        return {pair: engine.trackers.acceptance(pair) for pair in self.builder.pairs}
+    def acceptance(self, view: BatchView) -> dict[str, float]:
+        return {pair: view.pair_acceptance(pair) for pair in self.builder.pairs}
 
-    def observation(self, engine: Engine, last_action: int | None) -> np.ndarray:
-        scheduler = engine.scheduler          # the arrival rate decays at arrivals only, as in the env
-        return self.builder.build(scheduler.running, scheduler.waiting, self.acceptance(engine), self.stats,
-                                  time.monotonic(), last_action)
+    def observation(self, view: BatchView, last_action: int | None) -> np.ndarray:
+        """The router's observation of the step `view` shows (the arrival rate decays at arrivals
+        only, as in the env)."""
+        return self.builder.build(view.rows, view.waiting, self.acceptance(view), self.stats, time.monotonic(),
+                                  last_action)

@@ -130,10 +130,10 @@ def test_sim_cache_bookkeeping_matches_the_engine_after_every_step(target, token
     steps = 0
     while engine.has_unfinished:
         decision = Decision(chain, k) if steps % 3 else Decision()          # plain steps leave drafts behind
-        engine.router = StaticRouter(decision)
-        batch = engine.scheduler.admit()
-        ks = [engine._draft_length(r, decision) for r in batch]
-        engine.step()
+        engine.admit()
+        batch = list(engine.scheduler.running)
+        ks = [engine.draft_length(r, decision) for r in batch]
+        engine.step(decision)
         for request, k_used, result in zip(batch, ks, engine.last_step.results):
             sync_cached(predicted[request.request_id], request.num_tokens, len(result.tokens), decision.chain,
                         k_used, result)
@@ -188,7 +188,7 @@ def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_d
     batch = engine.scheduler.admit()
     before = [r.num_tokens for r in batch]
     cached = [{"target": engine.levels["target"].committed_length(r)} for r in batch]
-    ks = [engine._draft_length(r, Decision(("ngram", "target"), 3)) for r in batch]
+    ks = [engine.draft_length(r, Decision(("ngram", "target"), 3)) for r in batch]
     calls.clear()
     engine.step()
     charged = rows_forwards(make_profile(), before, cached, ("ngram", "target"), ks, engine.last_step.results)
