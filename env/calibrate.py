@@ -134,7 +134,7 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
     """Run `prompts` to completion on `chain` (output lengths drawn in [max_new_tokens / 4,
     max_new_tokens] so the batch shrinks gradually); add every row's outcome to `acceptance`
     and every step to `steps`."""
-    from engine.cost_model import rows_forwards
+    from env.sim_clock import rows_forwards
     from engine.drafters import MODEL_FREE_DRAFTERS
     from engine.decision import Decision
     from engine.sampling import SamplingParams

@@ -8,7 +8,7 @@ max_tokens and context limits act identically) and feeds the same `StepRecord` t
 acceptance trackers, including the shadow proposals of the model-free drafters a row did not
 run (engine/shadow_drafts.py; here drawn from the same models, and reported once as many tokens
 are committed as the engine needs to settle them). The clock advances by the profile's time of
-the forwards the engine would have run (`engine.cost_model.rows_forwards`: grouped by level and
+the forwards the engine would have run (`env.sim_clock.rows_forwards`: grouped by level and
 padded as the engine's ragged batches are, including prefill and the lazy catch-up of levels
 that sat out), scaled and plus the per-step overhead that `env.calibrate` fits.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import EngineConfig
-from engine.cost_model import rows_forwards
 from engine.decision import TARGET, Decision, capped_draft_length
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.engine import StepRecord
@@ -29,6 +28,7 @@ from engine.spec_step import PairOutcome, RowResult
 from engine.trackers import AcceptanceTrackers, pair_key
 from env.config import EnvConfig, EnvConfigError, resolve_path
 from env.sim_calibration import SimCalibration
+from env.sim_clock import rows_forwards
 from env.workloads import WorkloadRequest
 
 SIM_TOKEN_ID = 0        # the simulator commits placeholder tokens; only their number matters

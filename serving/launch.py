@@ -15,13 +15,13 @@ import torch
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
 from agents.learned_policy import LearnedPolicy
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
-from engine.cost_model import CostModel, CostModelRouter, decision_grid
+from engine.cost_model import CostModel, decision_grid
+from engine.cost_router import CostModelRouter
 from engine.ladder import ladder_chains
 from engine.precision import PrecisionArgs
 from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
 from env.load_stats import LoadStats
-from env.observation import observation_spec
 from env.sim_calibration import SimCalibration
 from serving.app import ServingState
 from serving.config import ServerConfig
@@ -46,10 +46,8 @@ def _env_config(config: ServerConfig, actions: list[Decision]) -> EnvConfig:
 
 def build_observer(config: ServerConfig, actions: list[Decision]) -> ServingObserver:
     env = _env_config(config, actions)
-    spec = observation_spec(env.pairs, env.action_labels, max_batch=env.max_batch, max_model_len=env.max_model_len,
-                            slo_tpot_s=env.slo_tpot_s, slo_ttft_s=env.slo_ttft_s, max_queue=env.max_queue,
-                            max_rate=env.max_rate, max_latency_s=env.max_latency_s, max_wait_s=env.max_wait_s)
-    return ServingObserver(spec, env.pairs, len(actions), LoadStats(env.slo_tpot_s, env.slo_ttft_s), env.slo_penalty)
+    return ServingObserver(env.observation_spec(), env.pairs, len(actions), LoadStats(env.slo_tpot_s, env.slo_ttft_s),
+                           env.slo_penalty)
 
 
 def load_policy(engine: Engine, config: ServerConfig) -> tuple[LearnedPolicy | None, CheckpointError | None]:

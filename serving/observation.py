@@ -49,24 +49,13 @@ class ServingObserver:
         self._requests.pop(request_id, None)
 
     def observe_step(self, engine: Engine, outputs: list[RequestOutput]) -> None:
-        """The step's rows, first tokens and finished requests (as `env.episode.Episode.step`)."""
-        num_committed = num_violations = 0
-        for output in outputs:
-            request = self._requests.get(output.request_id)
-            num_new = len(output.new_token_ids)
-            num_committed += num_new
-            if request is None:
-                continue
-            if num_new and len(request.output_token_ids) == num_new:
-                self.stats.observe_first_token(request.first_token_time - request.arrival_time)
-            if request.is_finished:
-                num_violations += self.stats.observe_finish(request.arrival_time, request.first_token_time,
-                                                            request.finish_time, len(request.output_token_ids))
+        """The step's rows, first tokens and finished requests, and its reward (`LoadStats.observe_rows`,
+        as `env.episode.Episode.step`)."""
+        rows = [(self._requests.get(o.request_id), len(o.new_token_ids)) for o in outputs]
+        self.last_reward = self.stats.observe_rows(rows, engine.last_step.latency_s, self.slo_penalty).reward
+        for request, _ in rows:
+            if request is not None and request.is_finished:
                 self.observe_removed(request.request_id)
-        latency_s = engine.last_step.latency_s
-        self.stats.observe_step(len(outputs), num_committed, latency_s)
-        self.last_reward = float((num_committed / latency_s if latency_s > 0 else 0.0)
-                                 - self.slo_penalty * num_violations)
         self.num_steps += 1
 
     def acceptance(self, view: BatchView) -> dict[str, float]:

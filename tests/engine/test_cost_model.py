@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from engine import Decision, SamplingParams
-from engine.cost_model import CostModel, CostModelRouter, decision_grid, expected_output
+from engine.cost_model import CostModel, decision_grid
+from engine.cost_router import CostModelRouter
+from engine.expectation import expected_output
 from engine.profile import LatencyProfile, LevelProfile, ProfileError
 from tests.engine.builders import single_thread  # noqa: F401
 

@@ -166,7 +166,7 @@ def test_plain_decoding_still_measures_the_model_free_pairs_through_shadow_propo
 def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_decoding_rows(
         target, tokenizer, monkeypatch):
     """rows_forwards (the simulator's clock) and the engine's catch-up planning agree call by call."""
-    from engine.cost_model import rows_forwards
+    from env.sim_clock import rows_forwards
     from tests.env.conftest import make_profile
 
     engine = Engine(target, tokenizer, EngineConfig(max_model_len=256, max_num_tokens=8192),
