@@ -36,6 +36,8 @@ def build_engine(config: EnvConfig) -> Engine:
         return engine
     from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
+    if config.num_threads:          # the environment loads and runs its own engine in this process
+        torch.set_num_threads(config.num_threads)
     loaded = load_model(config.model)
     drafts = {}
     if config.draft is not None and is_draft_checkpoint(resolve_path(config.draft)):
