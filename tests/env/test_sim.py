@@ -7,7 +7,7 @@ import pytest
 
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from env import SpecRouteEnv
-from env.sim_backend import sync_cached
+from env.sim_executor import sync_cached
 
 
 def run_episode(env, seed, policy=lambda step: step % 7, max_steps=100_000):
