@@ -15,10 +15,10 @@ import time
 import torch
 
 from engine.config import EngineConfig
-from engine.decision import Decision
 from engine.engine import Engine
 from engine.sampling import SamplingParams
 from engine.sequence import Request
+from env.backend import EngineBackend
 from env.config import EnvConfig, EnvConfigError, resolve_path
 from env.prompt_sources import Prompt
 from env.sim_calibration import SimCalibration
@@ -60,13 +60,7 @@ def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[
     return ids[-room:]
 
 
-def forget_drafter_history(engine: Engine) -> None:
-    """A fresh suffix drafter: its history of earlier outputs would leak one episode into the next
-    (and a repeated prompt would be matched in full)."""
-    engine.forget_drafter_history()
-
-
-class RealBackend:
+class RealBackend(EngineBackend):
     def __init__(self, config: EnvConfig):
         self.engine = build_engine(config)
         self.max_model_len = self.engine.config.max_model_len
@@ -88,21 +82,13 @@ class RealBackend:
         self.engine.use_clock(self.timer)       # stamps step latencies, first-token and finish times
         self.origin = self.timer()
 
-    @property
-    def scheduler(self):
-        return self.engine.scheduler
-
-    @property
-    def has_unfinished(self) -> bool:
-        return self.engine.has_unfinished
-
     def reset(self, seed: int) -> None:
         """Abort what the last episode left, forget acceptance and drafter history, restart the clock.
         (`seed` is unused: the real engine decodes greedily and its latencies are the machine's.)"""
         for request_id in list(self.engine.scheduler.requests):
             self.engine.abort(request_id)
         self.engine.trackers.reset()
-        forget_drafter_history(self.engine)
+        self.engine.forget_drafter_history()     # its history would leak one episode into the next
         self.origin = self.timer()
 
     def now(self) -> float:
@@ -118,18 +104,6 @@ class RealBackend:
         self.engine.add_request(ids, params, request_id=request_id, category=item.prompt.category,
                                 arrival_time=self.origin + item.arrival_s)
         return self.engine.scheduler.requests[request_id]
-
-    def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
-        """One engine step of `decision` for every row; each row's request with the number of
-        tokens it committed, and the step's latency on the backend's clock."""
-        requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
-        outputs = self.engine.step(decision)
-        rows = [(requests[o.request_id], len(o.new_token_ids)) for o in outputs]
-        return rows, self.engine.last_step.latency_s
-
-    def acceptance(self, pairs: list[str]) -> dict[str, float]:
-        trackers = self.engine.trackers
-        return {pair: trackers.acceptance(pair) for pair in pairs}
 
     def close(self) -> None:
         for request_id in list(self.engine.scheduler.requests):

@@ -12,10 +12,11 @@ import numpy as np
 
 from engine.config import EngineConfig
 from engine.core import EngineCore
-from engine.decision import TARGET, Decision
+from engine.decision import TARGET
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Request
+from env.backend import EngineBackend
 from env.config import EnvConfig, EnvConfigError, resolve_path
 from env.sim_calibration import SimCalibration
 from env.sim_executor import SIM_TOKEN_ID, SimExecutor
@@ -45,7 +46,7 @@ class SimEngine(EngineCore):
         self.executor.time = max(self.executor.time, t)
 
 
-class SimBackend:
+class SimBackend(EngineBackend):
     """The environment's view of a `SimEngine`: requests from the workload, a virtual clock."""
 
     def __init__(self, config: EnvConfig):
@@ -69,14 +70,6 @@ class SimBackend:
         self.max_prompt_tokens = config.workload.max_prompt_tokens
         self.engine = SimEngine(self.engine_config, self.profile, self.calibration)
 
-    @property
-    def scheduler(self) -> Scheduler:
-        return self.engine.scheduler
-
-    @property
-    def has_unfinished(self) -> bool:
-        return self.engine.has_unfinished
-
     def reset(self, seed: int) -> None:
         self.engine = SimEngine(self.engine_config, self.profile, self.calibration, seed)
 
@@ -99,17 +92,6 @@ class SimBackend:
         request.generator = None        # nothing is sampled with torch here; keeps cloning cheap
         self.engine.add(request)
         return request
-
-    def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
-        """One engine step of `decision` for every row; each row's request with the number of
-        tokens it committed, and the step's latency on the virtual clock."""
-        requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
-        outputs = self.engine.step(decision)
-        return [(requests[o.request_id], len(o.new_token_ids)) for o in outputs], self.engine.last_step.latency_s
-
-    def acceptance(self, pairs: list[str]) -> dict[str, float]:
-        trackers = self.engine.trackers
-        return {pair: trackers.acceptance(pair) for pair in pairs}
 
     # ---- cloning for look-ahead baselines ----------------------------------------------------
     def shared_objects(self) -> list:
