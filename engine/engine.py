@@ -23,7 +23,6 @@ from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Request, RequestOutput
-from engine.spec_step import run_step
 from engine.trackers import AcceptanceTrackers
 
 __all__ = ["Engine", "StepRecord"]
@@ -105,7 +104,7 @@ class Engine(EngineCore):
         self.scheduler.add(request)
         return request_id
 
-    # ---- what routers and callers see and set ----------------------------------------------
+    # ---- drafters and what the engine learns as it runs ---------------------------------
     def add_drafter(self, drafter: ModelFreeDrafter) -> None:
         """Make a model-free drafter available to chains under `drafter.name`."""
         if drafter.name in self.levels:
@@ -145,7 +144,7 @@ class Engine(EngineCore):
         failures = []
         for request, decision in zip(batch, decisions):
             try:
-                run_step([request], [decision], self.levels, self.drafters, [self.draft_length(request, decision)])
+                self.executor.run([request], [decision], [self.draft_length(request, decision)])
             except Exception as exc:
                 failures.append((request, f"{type(exc).__name__}: {exc}"))
             finally:

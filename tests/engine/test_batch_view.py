@@ -76,3 +76,38 @@ def test_building_an_engine_leaves_the_thread_setting_alone(target, tokenizer, d
     threads = torch.get_num_threads()
     make_dummy_engine(target, tokenizer, drafts)
     assert torch.get_num_threads() == threads
+
+
+def test_after_a_failed_step_only_the_row_that_fails_alone_is_named(target, tokenizer, drafts):
+    engine = make_dummy_engine(target, tokenizer, drafts, ("ngram", "target"), 3)
+    ngram = engine.drafters["ngram"]
+    propose = ngram.propose
+
+    def poisoned(request_id, token_ids, k):
+        if request_id == "bad":
+            raise RuntimeError("poisoned")
+        return propose(request_id, token_ids, k)
+
+    ngram.propose = poisoned
+    for request_id in ("good", "bad"):
+        engine.add_request("hello world hello", PARAMS, request_id=request_id)
+    with pytest.raises(RuntimeError, match="poisoned"):
+        engine.step()
+    failures = engine.isolate_failures()
+    assert [(r.request_id, message) for r, message in failures] == [("bad", "RuntimeError: poisoned")]
+    assert all(not r.level_slots for r in engine.scheduler.running)       # KV dropped, nothing committed
+    engine.abort("bad", error="poisoned")
+    ngram.propose = propose
+    plain = make_dummy_engine(target, tokenizer, drafts).generate(["hello world hello"], PARAMS)[0]
+    while engine.has_unfinished:
+        outputs = engine.step()
+    assert outputs[0].request_id == "good" and outputs[0].output_token_ids == plain.output_token_ids
+
+    class Broken:
+        def decide(self, view):
+            raise RuntimeError("no")
+
+    engine.add_request("abc", PARAMS, request_id="next")
+    engine.admit()
+    engine.set_router(Broken())
+    assert [(r.request_id, m) for r, m in engine.isolate_failures()] == [("next", "routing failed: RuntimeError('no')")]
