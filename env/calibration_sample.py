@@ -86,7 +86,7 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
         record = engine.last_step
         if record.batch_size != len(batch):
             raise RuntimeError("the engine admitted requests between the snapshot and the step")
-        forwards = rows_forwards(profile, num_tokens, cached, decision.chain, ks_used, record.results)
+        forwards = rows_forwards(profile, num_tokens, cached, decision.chain, ks_used, record.results, engine.config)
         steps.append(StepSample(forwards, record.batch_size, cpu_s if clock == "cpu" else record.latency_s))
         for category, k, result in zip(categories, ks_used, record.results):
             if k == 0:

@@ -27,7 +27,7 @@ class SimEngine(EngineCore):
     """The engine's step over a `SimExecutor`; no model, no tokenizer."""
 
     def __init__(self, config: EngineConfig, profile, calibration: SimCalibration, seed: int = 0):
-        executor = SimExecutor(profile, calibration, seed)
+        executor = SimExecutor(profile, calibration, config, seed)
         super().__init__(config, executor, Scheduler(config, set(), None))
         self.set_profile(profile)
         # seeded with the fitted acceptance, as the server's trackers are (serving.launch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from engine.config import EngineConfig
 from engine.decision import TARGET
 from engine.levels import plan_catch_up
 from engine.profile import LatencyProfile
@@ -26,12 +27,14 @@ class ForwardGroup(NamedTuple):
 
 
 def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
-                  chain: tuple[str, ...], ks: list[int], results: list) -> list[tuple[str, int, int, int]]:
+                  chain: tuple[str, ...], ks: list[int], results: list,
+                  config: EngineConfig) -> list[tuple[str, int, int, int]]:
     """The (level, batch, tokens per row, context) calls of `profile.forward_time` of one step.
 
     `num_tokens[i]`: row i's committed tokens before the step; `cached[i]`: level -> tokens its
     cache holds for the row; `ks[i]`: the row's K after capping (0 = plain); `results[i]`: its
-    RowResult (`pairs[j].num_proposed` is what level j + 1 was fed).
+    RowResult (`pairs[j].num_proposed` is what level j + 1 was fed); `config`: the engine's
+    catch-up threshold and token budget.
     """
     groups: dict[ForwardGroup, list[tuple[int, int, int]]] = {}   # -> [(pending, extra, cached)] per row
     drafting: list[tuple[int, int]] = []                # model first level: (committed tokens, k)
@@ -53,7 +56,8 @@ def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[d
             groups.setdefault(ForwardGroup(TARGET), []).append((total - have, 0, have))
     forwards = []
     for group, rows in groups.items():
-        plan = plan_catch_up([p for p, _, _ in rows], [e for _, e, _ in rows])
+        plan = plan_catch_up([p for p, _, _ in rows], [e for _, e, _ in rows], config.catch_up_threshold,
+                             config.token_budget)
         for forward in plan.forwards:
             forwards.append((group.level, len(forward), max(n for _, _, n in forward),
                              max(rows[i][2] + start for i, start, _ in forward)))

@@ -19,6 +19,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from engine.config import EngineConfig
 from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter
 from engine.sequence import Request
@@ -56,12 +57,14 @@ class SimExecutor:
     """Args:
         profile: latency of every level (`engine.profile.LatencyProfile`).
         calibration: acceptance models, prompt lengths and the step-time fit.
+        config: the engine settings the clock charges catch-up with.
         seed: of the acceptance draws.
     """
 
-    def __init__(self, profile, calibration: SimCalibration, seed: int = 0):
+    def __init__(self, profile, calibration: SimCalibration, config: EngineConfig, seed: int = 0):
         self.profile = profile
         self.calibration = calibration
+        self.config = config
         self.rng = np.random.default_rng(seed)
         self.time = 0.0                                  # the virtual clock, seconds
         self.cached: dict[str, dict[str, int]] = {}      # request id -> model level -> tokens in its cache
@@ -93,7 +96,8 @@ class SimExecutor:
         cached = [self.cached.setdefault(r.request_id, {}) for r in batch]
         forward_s = prefill_s = 0.0
         forward_time, split = self.profile.forward_time, self.calibration.prefill_tokens or 1 << 30
-        for call in rows_forwards(self.profile, [r.num_tokens for r in batch], cached, decision.chain, ks, results):
+        for call in rows_forwards(self.profile, [r.num_tokens for r in batch], cached, decision.chain, ks, results,
+                                  self.config):
             if call[2] > split:
                 prefill_s += forward_time(*call)
             else:

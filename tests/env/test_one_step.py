@@ -65,8 +65,8 @@ class ReplayDrafter(SimDrafter):
 class ReplayExecutor(SimExecutor):
     """The simulator's executor with the real run's row outcomes in place of its draws."""
 
-    def __init__(self, profile, calibration, real_steps: list[list[RowResult]]):
-        super().__init__(profile, calibration)
+    def __init__(self, profile, calibration, config, real_steps: list[list[RowResult]]):
+        super().__init__(profile, calibration, config)
         self.real_steps = iter(real_steps)
 
     def draw(self, batch, chain, ks):
@@ -123,9 +123,9 @@ def test_the_engine_and_the_simulator_agree_call_by_call_on_all_but_tokens_and_c
     final_tokens = {rid: r.all_token_ids for rid, r in real_requests.items()}
     outcomes = [[RowResult([SIM_TOKEN_ID] * n, [PairOutcome(*p) for p in pairs])
                  for n, pairs in zip(call["tokens"], call["pairs"])] for call in real_calls[:-1]]
-    executor = ReplayExecutor(profile_with_small(), make_calibration(), outcomes)
-    executor.drafters = {name: ReplayDrafter(name, executor, proposals, final_tokens) for name in real.drafters}
     config = EngineConfig(**CONFIG)
+    executor = ReplayExecutor(profile_with_small(), make_calibration(), config, outcomes)
+    executor.drafters = {name: ReplayDrafter(name, executor, proposals, final_tokens) for name in real.drafters}
     sim = EngineCore(config, executor, Scheduler(config, set(), None))
     sim.use_clock(executor.now)
     sim_requests = {}
@@ -141,6 +141,6 @@ def test_the_engine_and_the_simulator_agree_call_by_call_on_all_but_tokens_and_c
 
 @pytest.mark.parametrize("decision", [Decision(("ngram", "target"), 3), Decision(("draft", "target"), 2)])
 def test_the_simulator_refuses_mixed_decisions_in_one_step(decision):
-    executor = SimExecutor(make_profile(), make_calibration())
+    executor = SimExecutor(make_profile(), make_calibration(), EngineConfig())
     with pytest.raises(ValueError, match="one decision"):
         executor.run([], [decision, Decision()], [0, 0])

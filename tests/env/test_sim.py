@@ -191,7 +191,8 @@ def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_d
     ks = [engine.draft_length(r, Decision(("ngram", "target"), 3)) for r in batch]
     calls.clear()
     engine.step()
-    charged = rows_forwards(make_profile(), before, cached, ("ngram", "target"), ks, engine.last_step.results)
+    charged = rows_forwards(make_profile(), before, cached, ("ngram", "target"), ks, engine.last_step.results,
+                            engine.config)
     charged = [call for call in charged if call[0] == "target"]
     assert len(calls) == 2 and calls[0][1] == 1                 # the new prompt's catch-up, then the step
     assert charged == calls
