@@ -35,8 +35,9 @@ class Engine(EngineCore):
     def __init__(self, target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
                  config: EngineConfig | None = None, drafts: dict[str, PreTrainedModel] | None = None,
                  router=None):
-        cfg = config or EngineConfig()
+        self.config = config or EngineConfig()
         self.tokenizer = tokenizer
+        cfg = self.config
         self.precision = resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
 
         def runner(model: PreTrainedModel) -> ModelRunner:
@@ -47,24 +48,24 @@ class Engine(EngineCore):
         def level(name: str, model: PreTrainedModel) -> ModelLevel:
             return ModelLevel(name, runner(model), cfg.catch_up_threshold, cfg.token_budget)
 
-        levels: dict[str, ModelLevel] = {TARGET: level(TARGET, target)}
+        self.levels: dict[str, ModelLevel] = {TARGET: level(TARGET, target)}
         for fmt in cfg.quantized_formats:        # the target's own model, quantized matrices and head
             quantized = ModelRunner(target, cfg.max_model_len, self.precision.kernel, fmt,
                                     release_weights=cfg.release_model_weights, head_weights=fmt)
-            levels[fmt] = ModelLevel(fmt, quantized, cfg.catch_up_threshold, cfg.token_budget)
+            self.levels[fmt] = ModelLevel(fmt, quantized, cfg.catch_up_threshold, cfg.token_budget)
         for name, model in (drafts or {}).items():
-            if name in levels or name in MODEL_FREE_DRAFTERS:
+            if name in self.levels or name in MODEL_FREE_DRAFTERS:
                 raise ValueError(f"draft name {name!r} is reserved")
             if model.config.vocab_size != target.config.vocab_size:
                 raise ValueError(f"draft {name!r} has vocabulary {model.config.vocab_size}, "
                                  f"the target {target.config.vocab_size}: they must share a tokenizer")
-            levels[name] = level(name, model)
+            self.levels[name] = level(name, model)
         drafters: dict[str, ModelFreeDrafter] = {
-            NgramDrafter.name: NgramDrafter(cfg.ngram_max_match, cfg.ngram_min_match),
-            SuffixDrafter.name: SuffixDrafter(cfg.suffix_max_match, max_history=cfg.suffix_max_history),
+            NgramDrafter.name: NgramDrafter(self.config.ngram_max_match, self.config.ngram_min_match),
+            SuffixDrafter.name: SuffixDrafter(self.config.suffix_max_match, max_history=self.config.suffix_max_history),
         }
         scheduler = Scheduler(cfg, eos_token_ids(target, tokenizer), self._detokenize if tokenizer is not None else None)
-        super().__init__(cfg, ModelExecutor(levels, drafters), scheduler, router)
+        super().__init__(cfg, ModelExecutor(self.levels, drafters), scheduler, router)    # levels shared with it
         self._ids = itertools.count()
 
     def load_or_measure_profile(self, path, **measure_kwargs):
@@ -74,10 +75,6 @@ class Engine(EngineCore):
         return self.profile
 
     # ---- requests -------------------------------------------------------------------------
-    @property
-    def levels(self) -> dict[str, ModelLevel]:
-        return self.executor.levels
-
     @property
     def drafters(self) -> dict[str, ModelFreeDrafter]:
         return self.executor.drafters
