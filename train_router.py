@@ -190,39 +190,6 @@ def restore_normalization(cfg: TrainConfig, venv) -> None:
         venv.obs_rms.count = float(norm.get("count", 1e4))
 
 
-def summarize(cfg: TrainConfig, policy_dir: Path) -> dict:
-    """Mean reward per decision and goodput of the exported policy vs the cost model and no speculation."""
-    if cfg.eval_episodes == 0:
-        return {}
-    import gymnasium
-
-    import env  # noqa: F401
-    from agents.cost_model_policy import CostModelPolicy
-    from agents.learned_policy import LearnedPolicy
-    from agents.policies import NoSpeculationPolicy
-    from agents.rollout import run_episode
-    from agents.scenarios import evaluation_workloads
-    kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "workload"}
-    evaluation = gymnasium.make("SpecRoute-v0", **kwargs)
-    inner = evaluation.unwrapped
-    learned = LearnedPolicy.load(policy_dir, obs_spec_version=inner.obs_spec.version,
-                                 obs_names=inner.obs_spec.names, actions=inner.decisions)
-    policies = {"learned": learned, "cost-model": CostModelPolicy.from_env(evaluation),
-                "no-spec": NoSpeculationPolicy(inner.decisions)}
-    summary: dict = {"episodes_per_workload": cfg.eval_episodes, "seeds_from": 10_000, "workloads": {}}
-    for name, workload in evaluation_workloads(kwargs).items():
-        rows = {}
-        for label, policy in policies.items():
-            results = [run_episode(evaluation, policy, 10_000 + i, {"workload": workload})
-                       for i in range(cfg.eval_episodes)]
-            rows[label] = {"mean_reward": float(np.mean([r.mean_reward for r in results])),
-                           "goodput": float(np.mean([r.goodput for r in results])),
-                           "slo_attainment": float(np.mean([r.slo_attainment for r in results]))}
-        summary["workloads"][name] = rows
-    evaluation.close()
-    return summary
-
-
 def main(cfg: TrainConfig) -> Path:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
@@ -291,7 +258,8 @@ def main(cfg: TrainConfig) -> Path:
         runs = runs if runs.is_absolute() else REPO_ROOT / runs
         runs.mkdir(parents=True, exist_ok=True)
         zip_path = zip_path.replace(runs / "sb3_resume.zip")
-    summary = summarize(cfg, out)
+    from agents.training_summary import summarize_policy
+    summary = summarize_policy(out, cfg.env_kwargs, cfg.eval_episodes)
     update_manifest(out, evaluation=summary)
     print(f"trained {cfg.algo} for {model.num_timesteps} steps in {train_seconds:.0f} s; "
           f"policy: {out / 'manifest.json'} (sha256 {manifest.sha256[:12]}), resume: {zip_path}")

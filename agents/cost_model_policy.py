@@ -1,7 +1,7 @@
 """The analytical cost model as a Policy over the environment's observation.
 
 It reads the running batch, the mean context and each pair's acceptance EMA from the
-observation (the same numbers `CostModelRouter` reads from a live engine) and asks
+observation (the same numbers `CostModelRouter` reads from the engine's `BatchView`) and asks
 `engine.cost_model.CostModel` for the highest-goodput (chain, K) that meets the TPOT SLO.
 """
 

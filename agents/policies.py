@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from engine.decision import Decision
+from engine.expectation import expected_output
 
 
 @runtime_checkable
@@ -43,14 +44,6 @@ def reset_policy(policy) -> None:
 def observe_reward(policy, reward: float) -> None:
     """Call `policy.observe(reward)` when it has one (after each step)."""
     getattr(policy, "observe", lambda r: None)(reward)
-
-
-def expected_tokens(acceptance: float, k: int) -> float:
-    """Tokens a step commits from K drafts at per-token acceptance a: (1 - a^(K+1)) / (1 - a)."""
-    a = min(max(acceptance, 0.0), 1.0)
-    if a >= 1.0 - 1e-9:
-        return float(k + 1)
-    return (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
 class ObservationIndex:
@@ -124,7 +117,7 @@ class NoSpeculationPolicy(StaticPolicy):
 class AcceptanceEMAPolicy(BasePolicy):
     """SmartSpec-like: maximise expected goodput from the acceptance EMAs in the observation.
 
-    Goodput of (chain, K) per row ~ expected_tokens(a_chain, K) / (1 + token_cost * batch * K):
+    Goodput of (chain, K) per row ~ expected_output(a_chain, K) / (1 + token_cost * batch * K):
     verifying K extra tokens per row is nearly free at batch 1 (memory-bound) and costs more as
     the batch grows (compute-bound), which is what turns speculation down under load.
     """
@@ -142,7 +135,7 @@ class AcceptanceEMAPolicy(BasePolicy):
         scores = []
         for decision in self.decisions:
             k = 0 if decision.is_plain else decision.k
-            tokens = expected_tokens(self.index.acceptance(obs, decision), k) if k else 1.0
+            tokens = expected_output(self.index.acceptance(obs, decision), k) if k else 1.0
             scores.append(tokens / (1.0 + self.token_cost * batch * k))
         return np.asarray(scores)
 

@@ -110,7 +110,7 @@ def run_hf(model, ids: list[int], max_new_tokens: int, eos: int) -> tuple[list[i
 
 def run_engine(engine: Engine, ids: list[int], column: Column, max_new_tokens: int) -> tuple[list[int], float, dict]:
     """Generate one request step by step; per-pair counts from each step's RowResult."""
-    engine.router = StaticRouter(Decision(column.chain, column.k))
+    engine.set_router(StaticRouter(Decision(column.chain, column.k)))
     pairs: dict[str, dict] = defaultdict(lambda: dict(proposed=0, accepted=0, drafts=0, rejections=0))
     start = time.perf_counter()
     engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))

@@ -95,8 +95,8 @@ def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
     from env.real_backend import encode_prompt
     from serving.launch import default_actions
 
-    loaded, drafts, _ = load_target_and_draft(args.model, args.draft, required=False)
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, num_threads=args.num_threads, **args.precision_kwargs()),
+    loaded, drafts, _ = load_target_and_draft(args.model, args.draft, required=False, num_threads=args.num_threads)
+    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, **args.precision_kwargs()),
                     drafts=drafts)
     candidates = [d for d in default_actions(engine) if not d.is_plain]     # the server's actions, each once
     prompts = []
@@ -108,7 +108,7 @@ def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
     params = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True)
     speeds = {}
     for decision in candidates:
-        engine.router = StaticRouter(decision)
+        engine.set_router(StaticRouter(decision))
         start = time.perf_counter()
         outputs = engine.generate(ids, params)
         speeds[decision.label] = sum(len(o.output_token_ids) for o in outputs) / (time.perf_counter() - start)

@@ -44,13 +44,14 @@ class TimedRouter:
         self.decide_s = 0.0
         self.choices: Counter[str] = Counter()
 
-    def decide(self, engine):
+    def decide(self, view):
         start = time.perf_counter()
-        decision = self.router.decide(engine)
+        decisions = self.router.decide(view)
         self.decide_s += time.perf_counter() - start
-        for d in decision if isinstance(decision, (list, tuple)) else [decision]:
+        # a step that runs one decision for every row counts once, a mixed one once per row
+        for d in decisions[:1] if len(set(decisions)) == 1 else decisions:
             self.choices[d.label] += 1
-        return decision
+        return decisions
 
 
 class ColumnSwitch:
@@ -59,7 +60,7 @@ class ColumnSwitch:
     def __init__(self, engine: Engine, cost_router):
         self.engine = engine
         self.cost_router = cost_router
-        self._blank = (copy.deepcopy(engine.drafters), copy.deepcopy(engine.trackers))
+        self._blank = copy.deepcopy(engine.adaptive_state())
         self._states: dict[str, tuple] = {}
 
     def activate(self, column: Column) -> TimedRouter:
@@ -67,9 +68,9 @@ class ColumnSwitch:
         state = self._states.get(column.name)
         if state is None:
             state = self._states[column.name] = copy.deepcopy(self._blank)
-        self.engine.drafters, self.engine.trackers = state
+        self.engine.load_adaptive_state(state)
         router = TimedRouter(self.cost_router if column.decision is None else StaticRouter(column.decision))
-        self.engine.router = router
+        self.engine.set_router(router)
         return router
 
     def saved(self, column: Column) -> tuple:

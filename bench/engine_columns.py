@@ -111,7 +111,7 @@ class EngineColumn:
 
     def __call__(self, ids: list[int], max_new_tokens: int) -> Generation:
         engine = self.engine
-        engine.router = self.state.router if self.state is not None else StaticRouter(self.decision)
+        engine.set_router(self.state.router if self.state is not None else StaticRouter(self.decision))
         forward_before = self.timer.total_s
         start = time.perf_counter()
         request_id = engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))

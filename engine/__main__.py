@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
-from engine.decision import TARGET, Decision
+from engine.decision import TARGET, Decision, validate_decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.linear_kernels import QUANTIZED_FORMATS
 from engine.precision import PrecisionArgs
@@ -61,13 +61,11 @@ class GenerateArgs(PrecisionArgs):
             raise BadInput(f"--num-threads must be >= 0, got {self.num_threads}")
         decision = self.decision          # parses and checks the chain and K
         _ = self.sampling_params          # checks the sampling values
-        known = set(MODEL_FREE_DRAFTERS) | {TARGET} | set(QUANTIZED_FORMATS) | set(self.draft_paths)
-        for name in decision.chain:
-            if name not in known:
-                raise BadInput(f"unknown drafter {name!r}; available: {', '.join(sorted(known))}")
-        for name in decision.chain[1:]:
-            if name in MODEL_FREE_DRAFTERS:
-                raise BadInput(f"model-free drafter {name!r} cannot verify; it may only start a chain")
+        try:
+            validate_decision(decision, set(MODEL_FREE_DRAFTERS) | {TARGET} | set(QUANTIZED_FORMATS) | set(self.draft_paths),
+                              MODEL_FREE_DRAFTERS)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
 
     @property
     def decision(self) -> Decision:

@@ -17,7 +17,8 @@ class EngineConfig:
         ngram_max_match / ngram_min_match: prompt-lookup n-gram sizes.
         suffix_max_match: longest suffix the suffix drafter matches.
         suffix_max_history: finished outputs the suffix drafter remembers.
-        num_threads: torch intra-op threads (0 keeps torch's default).
+        num_threads: torch intra-op threads (0 keeps torch's default) for the command that owns the
+            process to apply (engine, serving, env.calibrate, engine.profile); the Engine never does.
         dtype: `auto` (float32 on CPU: the exact path, engine/precision.py), `float32` or
             `bfloat16` (faster, opt-in: greedy output may drift from plain decoding).
         kernel: `auto`, `dense` or `prepacked` (oneDNN-prepacked weights: verification of 9

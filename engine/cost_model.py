@@ -1,14 +1,6 @@
-"""The analytical router: expected goodput of every (chain, K) from a profile and acceptance.
+"""The analytical cost model: expected goodput of every (chain, K) from a profile and acceptance.
 
-Tokens. A drafter proposing K tokens to a verifier that accepts each with probability a (until
-the first rejection) gives the verifier's output: the accepted prefix plus one token of its own,
-expected f(a, K) = (1 - a^(K+1)) / (1 - a) tokens (K + 1 as a -> 1; Leviathan et al., arXiv
-2211.17192). A chain [L0, L1, ..., Ln = target] composes this level by level: the levels below
-Li form one composite drafter whose proposal length M(i-1) is random, with L0's M(0) = K.
-Li accepts j of M(i-1) tokens with P(j) = a^j (1 - a) for j < M(i-1), P(M(i-1)) = a^M(i-1),
-where a is the "L(i-1)>Li" acceptance, and outputs M(i) = j + 1. We carry the whole
-distribution of M(i) (support 1..K+1), so the expectation is exact under the model; a
-2-level chain reduces to f(a, K). Expected committed tokens per row = E[M(n)]; plain = 1.
+Expected tokens come from the expectation model (engine/expectation.py: f(a, K) level by level).
 
 Time. One step at batch B and mean context C, from the profile:
     L0 model-free:   forward_time(L0, B, K, C)  (B proposals of K tokens)
@@ -28,11 +20,12 @@ token by more than `min_gain` (default 10%): the profile and the acceptance esti
 off by 5-9% (env.calibrate), so a smaller predicted gain is as likely a loss, and the loss is
 paid on every step (bench_chains at concurrency 4 lost 12% choosing n-gram on a predicted tie).
 
-Rows. `CostModelRouter` scores a decision by the mean of every running row's expected tokens,
-each from that request's own acceptance where the trackers have one (shadow proposals give
-every request one for the model-free pairs), so one request that suffix drafting suits is seen
-as such instead of being averaged into the pool; E[tokens] is convex in acceptance, so the
-mean of the rows is not the tokens of the mean acceptance.
+Rows. `best_estimate` given the running rows' request ids (as `CostModelRouter` gives them)
+scores a decision by the mean of every row's expected tokens, each from that request's own
+acceptance where the trackers have one (shadow proposals give every request one for the
+model-free pairs), so one request that suffix drafting suits is seen as such instead of being
+averaged into the pool; E[tokens] is convex in acceptance, so the mean of the rows is not the
+tokens of the mean acceptance.
 
 Acceptance comes as the trackers' snapshot ({"pairs": {"a>b": {"acceptance": ...}}, "prior": p})
 or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior, else
@@ -46,41 +39,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.decision import TARGET, Decision
-from engine.levels import plan_catch_up
+from engine.expectation import acceptance_rates, chain_expected_tokens
 from engine.profile import LatencyProfile, ProfileError
 from engine.trackers import pair_key
 
 _MAX_CACHED_TIMES = 16384
-
-
-def expected_output(acceptance: float, k: int) -> float:
-    """Expected tokens out of a verifier given K proposals: (1 - a^(K+1)) / (1 - a)."""
-    a = min(max(acceptance, 0.0), 1.0)
-    if a > 1 - 1e-9:
-        return k + 1.0
-    return (1.0 - a ** (k + 1)) / (1.0 - a)
-
-
-def _verify_distribution(lengths: list[float], a: float) -> list[float]:
-    """P(M_out = m) for m = 0..len, given P(M_in = m) at index m and per-token acceptance a:
-    M_out = j + 1 with probability a^j ((1 - a) P(M_in > j) + P(M_in = j))."""
-    powers = [1.0]
-    for _ in range(len(lengths) - 1):
-        powers.append(powers[-1] * a)
-    out = [0.0] * (len(lengths) + 1)
-    above = 0.0                                     # P(M_in > j)
-    for j in range(len(lengths) - 1, -1, -1):
-        out[j + 1] = powers[j] * ((1.0 - a) * above + lengths[j])
-        above += lengths[j]
-    return out
-
-
-def acceptance_rates(acceptance: Mapping) -> tuple[dict[str, float], float | None]:
-    """(pair -> acceptance, prior or None) from a trackers snapshot or a flat mapping."""
-    if "pairs" in acceptance:
-        rates = {key: float(value["acceptance"]) for key, value in acceptance["pairs"].items()}
-        return rates, acceptance.get("prior")
-    return {key: float(value) for key, value in acceptance.items()}, None
 
 
 @dataclass(frozen=True)
@@ -141,18 +104,7 @@ class CostModel:
         """Expected committed tokens per row in one step of `decision` (1 for plain decoding)."""
         rates, prior = acceptance_rates(acceptance)
         pairs = () if decision.is_plain else tuple(pair_key(a, b) for a, b in zip(decision.chain, decision.chain[1:]))
-        return self._expected_tokens(pairs, decision.k, rates, self.prior_acceptance if prior is None else prior)
-
-    @staticmethod
-    def _expected_tokens(pairs: tuple[str, ...], k: int, rates: dict[str, float], prior: float) -> float:
-        if not pairs:
-            return 1.0
-        if len(pairs) == 1:
-            return expected_output(rates.get(pairs[0], prior), k)
-        lengths = [0.0] * k + [1.0]                    # M(0) = K with certainty
-        for key in pairs:
-            lengths = _verify_distribution(lengths, min(max(rates.get(key, prior), 0.0), 1.0))
-        return sum(m * p for m, p in enumerate(lengths))
+        return chain_expected_tokens(pairs, decision.k, rates, self.prior_acceptance if prior is None else prior)
 
     def step_time(self, decision: Decision, batch: int, context: int) -> float:
         """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached)."""
@@ -205,7 +157,7 @@ class CostModel:
         for key, count in groups.items():
             merged, weight = {**rates, **dict(key)}, count / num_rows
             for i, (pairs, k) in enumerate(self._plans):
-                tokens[i] += weight * self._expected_tokens(pairs, k, merged, prior)
+                tokens[i] += weight * chain_expected_tokens(pairs, k, merged, prior)
         return tokens, self._step_times(batch, context), context
 
     def _estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
@@ -240,27 +192,6 @@ class CostModel:
         return self.best_estimate(batch, context, acceptance, request_ids).decision
 
 
-class CostModelRouter:
-    """Engine router: each step, the cost model's best decision for the running batch.
-
-    Reads `engine.scheduler.running` (batch size, mean context in tokens, the rows' request ids)
-    and `engine.trackers.snapshot()`; remembers the last Estimate for metrics.
-    """
-
-    def __init__(self, cost_model: CostModel):
-        self.cost_model = cost_model
-        self.last_estimate: Estimate | None = None
-
-    def decide(self, engine) -> Decision:
-        running = engine.scheduler.running
-        if not running:
-            return Decision()
-        context = sum(r.num_tokens for r in running) / len(running)
-        self.last_estimate = self.cost_model.best_estimate(len(running), context, engine.trackers.snapshot(),
-                                                           [r.request_id for r in running])
-        return self.last_estimate.decision
-
-
 def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1, 2, 4, 8)) -> list[Decision]:
     """Plain decoding first, then every chain with every K (chains given as tuples or "a,b,target")."""
     ks = list(ks)
@@ -272,62 +203,3 @@ def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1,
         if len(chain) > 1:
             decisions += [Decision(chain, k) for k in ks]
     return list(dict.fromkeys(decisions))
-
-
-def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
-                  chain: tuple[str, ...], ks: list[int], results: list) -> list[tuple[str, int, int, int]]:
-    """The forwards one *realized* step runs, as (level, batch, tokens per row, context) calls of
-    `profile.forward_time` (the simulator's clock), where `CostModel.step_time` is the
-    expectation before the step.
-
-    Same per-level terms as `step_time`, but per row and as `run_step` and the levels really
-    run them: forwards grouped by level (plain rows join the target's group), each group padded
-    to its widest feed and longest context, and a level feeds what its cache lacks first
-    (prefill of a new request, lazy catch-up of a level that sat out), long pending feeds in
-    forwards of their own as `engine.levels.plan_catch_up` plans them.
-    `num_tokens[i]`: row i's committed tokens before the step; `cached[i]`: level -> tokens its
-    cache holds for the row; `ks[i]`: the row's K after capping (0 = plain); `results[i]`: its
-    RowResult (`pairs[j].num_proposed` is what level j + 1 was fed).
-    """
-    groups: dict[str, list[tuple[int, int, int]]] = {}  # level -> [(pending, extra, cached)] per row
-    drafting: list[tuple[int, int]] = []                # model first level: (committed tokens, k)
-    model_free: list[int] = []                          # model-free first level: k per row
-    first_is_model = profile.levels[chain[0]].kind == "model" if len(chain) > 1 else False
-    for total, have_by_level, k, result in zip(num_tokens, cached, ks, results):
-        if k > 0:
-            if first_is_model:
-                drafting.append((total, k))
-                have = have_by_level.get(chain[0], 0)
-                groups.setdefault(chain[0] + "#draft", []).append((total - have, 0, have))
-            else:
-                model_free.append(k)
-            for pair, level in zip(result.pairs, chain[1:]):
-                have = have_by_level.get(level, 0)
-                groups.setdefault(level, []).append((total - have, pair.num_proposed, have))
-        else:
-            have = have_by_level.get(TARGET, 0)
-            groups.setdefault(TARGET, []).append((total - have, 0, have))
-    forwards = []
-    for name, rows in groups.items():
-        level = name.partition("#")[0]
-        plan = plan_catch_up([p for p, _, _ in rows], [e for _, e, _ in rows])
-        for forward in plan.forwards:
-            forwards.append((level, len(forward), max(n for _, _, n in forward),
-                             max(rows[i][2] + start for i, start, _ in forward)))
-        caught = set(plan.rows)
-        fed = [(1 if i in caught else p) + e for i, (p, e, _) in enumerate(rows)]
-        ends = [have + p + e for p, e, have in rows]
-        forwards.append((level, len(rows), max(fed), max(ends) - max(fed)))
-    if model_free:
-        forwards.append((chain[0], len(model_free), max(model_free), max(num_tokens)))
-    for j in range(1, max((k for _, k in drafting), default=0)):     # then one token per row until each has k
-        ends = [total + j for total, k in drafting if k > j]
-        forwards.append((chain[0], len(ends), 1, max(ends) - 1))
-    return forwards
-
-
-def rows_step_time(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
-                   chain: tuple[str, ...], ks: list[int], results: list) -> float:
-    """Seconds of the forwards of one realized step (see `rows_forwards`)."""
-    forward_time = profile.forward_time
-    return sum(forward_time(*call) for call in rows_forwards(profile, num_tokens, cached, chain, ks, results))

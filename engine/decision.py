@@ -35,11 +35,59 @@ class Decision:
         return "plain" if self.is_plain else f"{'>'.join(self.chain)}@k{self.k}"
 
 
+def validate_decision(decision: Decision, level_names, drafters) -> None:
+    """Raise ValueError unless every level of the chain is known (`level_names`) and only its
+    first level is a model-free drafter (`drafters`)."""
+    known = set(level_names)
+    for name in decision.chain:
+        if name not in known:
+            raise ValueError(f"unknown drafter {name!r}; available: {', '.join(sorted(known))}")
+    for name in decision.chain[1:]:
+        if name in drafters:
+            raise ValueError(f"model-free drafter {name!r} cannot verify; it may only start a chain")
+
+
+def invalid_reasons(decisions: list, level_names, drafters) -> list[str | None]:
+    """Per row, why its decision cannot run (None when it can); each distinct decision is checked once."""
+    reasons: dict[Decision, str | None] = {}
+    for decision in decisions:
+        if isinstance(decision, Decision) and decision not in reasons:
+            try:
+                validate_decision(decision, level_names, drafters)
+                reasons[decision] = None
+            except ValueError as exc:
+                reasons[decision] = str(exc)
+    return [reasons[d] if isinstance(d, Decision) else f"the router returned {d!r}, not a Decision"
+            for d in decisions]
+
+
+def per_row(decisions, num_rows: int) -> list:
+    """A router's or caller's decisions as one per row: a lone Decision applies to every row."""
+    rows = [decisions] * num_rows if isinstance(decisions, Decision) else list(decisions)
+    if len(rows) != num_rows:
+        raise ValueError(f"the router returned {len(rows)} decisions for a batch of {num_rows}")
+    return rows
+
+
+def capped_draft_length(request, decision: Decision, max_model_len: int) -> int:
+    """K capped so that no level runs past the context or past max_tokens.
+
+    Every verifying level adds one token, so a chain of n levels outputs up to K + n - 1
+    tokens and the target feeds up to K + n - 2 proposals after the last committed token.
+    """
+    if decision.is_plain:
+        return 0
+    extra = len(decision.chain) - 2
+    remaining = request.params.max_tokens - len(request.output_token_ids) - 1 - extra
+    room = max_model_len - request.num_tokens - extra
+    return max(0, min(decision.k, remaining, room))
+
+
 class StaticRouter:
-    """Always the same decision (a baseline, and the engine's default)."""
+    """Always the same decision for every row (a baseline, and the engine's default)."""
 
     def __init__(self, decision: Decision):
         self.decision = decision
 
-    def decide(self, engine) -> Decision:
-        return self.decision
+    def decide(self, view) -> list[Decision]:
+        return [self.decision] * len(view.rows)

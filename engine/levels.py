@@ -23,11 +23,6 @@ from engine.sampling import probs_for_rows, sample_from
 from engine.sequence import Request
 
 
-# EngineConfig's defaults; the simulator's clock plans catch-up with the same ones
-CATCH_UP_THRESHOLD = EngineConfig.catch_up_threshold
-TOKEN_BUDGET = EngineConfig.token_budget
-
-
 @dataclass(frozen=True)
 class CatchUpPlan:
     """Rows whose pending tokens (all but the last) are fed before the step's forward, and those
@@ -37,10 +32,10 @@ class CatchUpPlan:
     forwards: list[list[tuple[int, int, int]]]
 
 
-def plan_catch_up(pending: list[int], extras: list[int], threshold: int = CATCH_UP_THRESHOLD,
-                  budget: int = TOKEN_BUDGET) -> CatchUpPlan:
+def plan_catch_up(pending: list[int], extras: list[int], threshold: int, budget: int) -> CatchUpPlan:
     """Which rows to catch up first and in which forwards, from each row's pending and extra
-    token counts (see the module doc); the engine runs it and the simulator charges it."""
+    token counts (see the module doc), for `EngineConfig.catch_up_threshold` and `token_budget`;
+    the engine runs it and the simulator charges it."""
     batch = len(pending)
     sizes = [p + e for p, e in zip(pending, extras)]
     chosen: set[int] = set()
@@ -85,8 +80,8 @@ class ModelLevel:
             grouped (and a longer row sliced) to fit too. A lone row within it runs as one forward.
     """
 
-    def __init__(self, name: str, runner: ModelRunner, catch_up_threshold: int = CATCH_UP_THRESHOLD,
-                 token_budget: int = TOKEN_BUDGET):
+    def __init__(self, name: str, runner: ModelRunner, catch_up_threshold: int = EngineConfig.catch_up_threshold,
+                 token_budget: int = EngineConfig.token_budget):
         if catch_up_threshold < 1 or token_budget < 1:
             raise ValueError(f"catch_up_threshold and token_budget must be >= 1, "
                              f"got {catch_up_threshold} and {token_budget}")

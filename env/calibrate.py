@@ -24,11 +24,11 @@ import numpy as np
 
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
-from engine.trackers import pair_key
-from env.acceptance_model import AcceptanceModel
+from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
 from env.config import REPO_ROOT, parse_action, resolve_path
-from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
-from env.sim_calibration import PromptLength, SimCalibration
+from env.prompt_sources import CATEGORIES
+from env.sim_calibration import SimCalibration
+from env.sim_fidelity import compare, sim_speed
 from env.step_time_fit import StepSample, StepTimeFit, fit_profile, fit_scaled
 
 # a verifier feeds up to K + depth tokens; prefill feeds the prompt (extrapolated linearly past 64,
@@ -87,160 +87,6 @@ class CalibrateArgs(PrecisionArgs):
             raise ValueError(f"profile_source must be fitted or measured, got {self.profile_source!r}")
         if self.profile_budget_s <= 0 or self.speed_seconds <= 0:
             raise ValueError("profile_budget_s and speed_seconds must be > 0")
-
-
-# ---- the fitting sample -------------------------------------------------------------------------
-def sample_prompts(num_prompts: int, rng: np.random.Generator) -> list[Prompt]:
-    """`num_prompts` prompts spread evenly over the categories, in random order (Azure code
-    prompts sized by random trace rows)."""
-    banks = {task: list(load_prompts(f"spec_bench:{task}")) for task in SPEC_BENCH_TASKS}
-    banks.update(humaneval=list(load_prompts("humaneval")), sharegpt=list(load_prompts("sharegpt")))
-    for bank in banks.values():
-        rng.shuffle(bank)
-    trace = azure_code_trace()
-    prompts: list[Prompt] = []
-    for i in range(num_prompts):
-        category = CATEGORIES[i % len(CATEGORIES)]
-        if category == "azure_code":
-            index = int(rng.integers(len(trace)))
-            prompts.append(azure_code_prompt(index, trace[index].context_tokens, trace[index].generated_tokens))
-        else:
-            prompts.append(banks[category][i // len(CATEGORIES)])
-    return [prompts[int(i)] for i in rng.permutation(len(prompts))]
-
-
-def fit_prompt_lengths(engine) -> dict[str, PromptLength]:
-    """tokens = template + chars / chars_per_token per category, over every prompt of the data."""
-    banks = {task: load_prompts(f"spec_bench:{task}") for task in SPEC_BENCH_TASKS}
-    banks.update(humaneval=load_prompts("humaneval"), sharegpt=load_prompts("sharegpt"))
-    banks["azure_code"] = tuple(azure_code_prompt(i, 512, 1) for i in range(8))
-    lengths = {}
-    tokenizer = engine.tokenizer
-    for category, bank in banks.items():
-        chars = sum(len(p.text) for p in bank)
-        raw = sum(len(tokenizer.encode(p.text, add_special_tokens=False)) for p in bank)
-        template = 0.0
-        chat = [p for p in bank if p.is_chat and len(p.text) < 1000][:20]
-        if chat:
-            template = float(np.mean([len(engine.encode_prompt([{"role": "user", "content": p.text}]))
-                                      - len(engine.encode_prompt(p.text)) for p in chat]))
-        lengths[category] = PromptLength(chars_per_token=chars / raw, template_tokens=max(template, 0.0))
-    return lengths
-
-
-class CyclingRouter:
-    """The chain with K cycling over `ks`, one K per step (acceptance is seen at every K)."""
-
-    def __init__(self, chain: tuple[str, ...], ks: list[int]):
-        from engine.decision import Decision
-        self.decisions = [Decision(chain, k) for k in ks]
-        self.num_steps = 0
-
-    def decide(self, engine):
-        decision = self.decisions[self.num_steps % len(self.decisions)]
-        self.num_steps += 1
-        return decision
-
-
-def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: list[int], max_new_tokens: int,
-            max_prompt_tokens: int, acceptance: AcceptanceModel, steps: list[StepSample],
-            rng: np.random.Generator, clock: str = "wall") -> None:
-    """Run `prompts` to completion on `chain` (output lengths drawn in [max_new_tokens / 4,
-    max_new_tokens] so the batch shrinks gradually); add every row's outcome to `acceptance`
-    and every step to `steps`."""
-    from engine.cost_model import rows_forwards
-    from engine.drafters import MODEL_FREE_DRAFTERS
-    from engine.sampling import SamplingParams
-    from env.real_backend import encode_prompt, forget_drafter_history
-    forget_drafter_history(engine)
-    router = CyclingRouter(chain, ks)
-    engine.router = router
-    room = engine.config.max_model_len - max_new_tokens - 1
-    for prompt in prompts:
-        ids = encode_prompt(engine, prompt, min(max_prompt_tokens, room), room)
-        length = int(rng.integers(max(1, max_new_tokens // 4), max_new_tokens + 1))
-        engine.add_request(ids, SamplingParams(max_tokens=length, ignore_eos=True), category=prompt.category)
-    while engine.has_unfinished:
-        batch = engine.scheduler.admit()
-        decision = router.decisions[router.num_steps % len(router.decisions)]
-        num_tokens = [r.num_tokens for r in batch]
-        cached = [{name: level.committed_length(r) for name, level in engine.levels.items()} for r in batch]
-        ks_used = [engine._draft_length(r, decision) for r in batch]
-        categories = [r.category for r in batch]
-        started = time.process_time()
-        engine.step()
-        cpu_s = time.process_time() - started
-        record = engine.last_step
-        if record.batch_size != len(batch):
-            raise RuntimeError("the engine admitted requests between the snapshot and the step")
-        forwards = rows_forwards(profile, num_tokens, cached, decision.chain, ks_used, record.results)
-        steps.append(StepSample(forwards, record.batch_size, cpu_s if clock == "cpu" else record.latency_s))
-        for category, k, result in zip(categories, ks_used, record.results):
-            if k == 0:
-                continue
-            if decision.chain[0] in MODEL_FREE_DRAFTERS:
-                acceptance.observe_proposal(decision.chain[0], category, k, result.num_proposed)
-            for pair in result.pairs:
-                acceptance.observe_pair(pair_key(pair.drafter, pair.verifier), category, pair.num_proposed, pair.num_accepted)
-
-
-# ---- sim vs real ----------------------------------------------------------------------------------
-def episode_metrics(env, schedule: list[int]) -> dict:
-    """Run one episode with the action schedule (cycled); tokens/s over busy time, mean TPOT."""
-    busy = 0.0
-    steps = 0
-    start = time.perf_counter()
-    while True:
-        _, _, terminated, truncated, info = env.step(schedule[steps % len(schedule)])
-        busy += info["latency_s"]
-        steps += 1
-        if terminated or truncated:
-            break
-    wall = time.perf_counter() - start
-    requests = env.unwrapped._episode.requests.values()
-    tpots = [(r.finish_time - r.first_token_time) / (len(r.output_token_ids) - 1)
-             for r in requests if len(r.output_token_ids) > 1]
-    committed = sum(len(r.output_token_ids) for r in requests)
-    return {"tokens_per_s": committed / busy, "tpot_s": float(np.mean(tpots)), "steps": steps,
-            "busy_s": busy, "wall_s": wall}
-
-
-def compare(real_env, sim_env, schedule: list[int], seed: int, repeats: int,
-            real_repeats: int) -> tuple[dict, dict, dict]:
-    """The same window (seed) on both backends: the real engine's mean over `real_repeats` runs
-    (and their relative spread, max/min - 1: how repeatable the real figure itself is), the sim's
-    over `repeats` acceptance draws."""
-    reals = []
-    for _ in range(real_repeats):
-        real_env.reset(seed=seed)
-        reals.append(episode_metrics(real_env, schedule))
-    real = {key: float(np.mean([r[key] for r in reals])) for key in reals[0]}
-    spread = {key: max(r[key] for r in reals) / min(r[key] for r in reals) - 1 for key in ("tokens_per_s", "tpot_s")}
-    sims = []
-    for j in range(repeats):
-        sim_env.reset(seed=seed)
-        sim_env.unwrapped.backend.reseed(10_000 + j)
-        sims.append(episode_metrics(sim_env, schedule))
-    sim = {key: float(np.mean([s[key] for s in sims])) for key in sims[0]}
-    return real, sim, spread
-
-
-def sim_speed(sim_env, seconds: float) -> dict:
-    """Env steps per second and simulated busy seconds per second under random actions, per wall
-    second and per CPU second of this process (what an idle machine would give)."""
-    rng = np.random.default_rng(0)
-    steps, busy, episode = 0, 0.0, 0
-    start, cpu = time.perf_counter(), time.process_time()
-    sim_env.reset(seed=episode)
-    while time.perf_counter() - start < seconds:
-        _, _, terminated, truncated, info = sim_env.step(int(rng.integers(sim_env.action_space.n)))
-        steps += 1
-        busy += info["latency_s"]
-        if terminated or truncated:
-            episode += 1
-            sim_env.reset(seed=episode)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"steps_per_s": steps / wall, "speedup": busy / wall, "steps_per_cpu_s": steps / cpu, "cpu_speedup": busy / cpu}
 
 
 # ---- main -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import gymnasium
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
 from engine.trackers import pair_key
+from env.observation import ObservationSpec, observation_spec
 from env.workloads import WorkloadSpec, resolve_workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -150,3 +151,11 @@ class EnvConfig(PrecisionArgs):
                 if pair_key(below, above) not in pairs:
                     pairs.append(pair_key(below, above))
         return pairs
+
+    def observation_spec(self) -> ObservationSpec:
+        """The observation layout of these settings: the environment's, and the server's that
+        reproduces it (serving.launch)."""
+        return observation_spec(self.pairs, self.action_labels, max_batch=self.max_batch,
+                                max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
+                                slo_ttft_s=self.slo_ttft_s, max_queue=self.max_queue, max_rate=self.max_rate,
+                                max_latency_s=self.max_latency_s, max_wait_s=self.max_wait_s)

@@ -13,21 +13,9 @@ import numpy as np
 
 from engine.decision import Decision
 from engine.sequence import Request
-from env.load_stats import LoadStats
+from env.load_stats import LoadStats, StepOutcome
 from env.observation import ObservationBuilder
 from env.workloads import WorkloadRequest
-
-
-@dataclass
-class StepOutcome:
-    """What one environment step did; `reward` = tokens/s of the step - penalty x SLO misses."""
-
-    reward: float
-    num_committed: int
-    latency_s: float
-    num_rows: int
-    num_finished: int
-    num_violations: int
 
 
 @dataclass
@@ -72,23 +60,13 @@ class Episode:
 
     def step(self, backend, decision: Decision, action: int) -> StepOutcome:
         rows, latency_s = backend.step(decision)
-        num_committed = num_finished = num_violations = 0
-        for request, num_new in rows:
-            num_committed += num_new
-            if num_new and len(request.output_token_ids) == num_new:
-                self.stats.observe_first_token(request.first_token_time - request.arrival_time)
-            if request.is_finished:
-                num_finished += 1
-                num_violations += self.stats.observe_finish(request.arrival_time, request.first_token_time,
-                                                            request.finish_time, len(request.output_token_ids))
-        self.num_finished += num_finished
-        self.stats.observe_step(len(rows), num_committed, latency_s)
-        self.num_committed += num_committed
+        outcome = self.stats.observe_rows(rows, latency_s, self.slo_penalty)
+        self.num_finished += outcome.num_finished
+        self.num_committed += outcome.num_committed
         self.num_steps += 1
         self.last_action = action
         self.admit_arrivals(backend)
-        reward = (num_committed / latency_s if latency_s > 0 else 0.0) - self.slo_penalty * num_violations
-        return StepOutcome(float(reward), num_committed, latency_s, len(rows), num_finished, num_violations)
+        return outcome
 
     def observe(self, backend, builder: ObservationBuilder) -> np.ndarray:
         scheduler = backend.scheduler

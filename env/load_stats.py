@@ -8,7 +8,20 @@ simulator. Times are in the backend's clock (wall or virtual), seconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one step did; `reward` = tokens/s of the step - penalty x SLO misses."""
+
+    reward: float
+    num_committed: int
+    latency_s: float
+    num_rows: int
+    num_finished: int
+    num_violations: int
 
 
 @dataclass
@@ -72,3 +85,24 @@ class LoadStats:
     @property
     def ttft_slack_s(self) -> float:
         return self.slo_ttft_s - self.ttft_ema_s
+
+    def observe_rows(self, rows: Iterable[tuple[object | None, int]], latency_s: float,
+                     slo_penalty: float) -> StepOutcome:
+        """One step's rows as (request, tokens it committed): first tokens, finished requests
+        against the SLO, the step's latency; and the reward the environment and the server's
+        decision log give it. A row's request may be None (unknown: its tokens still count)."""
+        num_rows = num_committed = num_finished = num_violations = 0
+        for request, num_new in rows:
+            num_rows += 1
+            num_committed += num_new
+            if request is None:
+                continue
+            if num_new and len(request.output_token_ids) == num_new:      # its first tokens
+                self.observe_first_token(request.first_token_time - request.arrival_time)
+            if request.is_finished:
+                num_finished += 1
+                num_violations += self.observe_finish(request.arrival_time, request.first_token_time,
+                                                      request.finish_time, len(request.output_token_ids))
+        self.observe_step(num_rows, num_committed, latency_s)
+        reward = (num_committed / latency_s if latency_s > 0 else 0.0) - slo_penalty * num_violations
+        return StepOutcome(float(reward), num_committed, latency_s, num_rows, num_finished, num_violations)

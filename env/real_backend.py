@@ -15,11 +15,10 @@ import time
 import torch
 
 from engine.config import EngineConfig
-from engine.decision import Decision, StaticRouter
-from engine.drafters import SuffixDrafter
 from engine.engine import Engine
 from engine.sampling import SamplingParams
 from engine.sequence import Request
+from env.backend import EngineBackend
 from env.config import EnvConfig, EnvConfigError, resolve_path
 from env.prompt_sources import Prompt
 from env.sim_calibration import SimCalibration
@@ -37,6 +36,8 @@ def build_engine(config: EnvConfig) -> Engine:
         return engine
     from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
+    if config.num_threads:          # the environment loads and runs its own engine in this process
+        torch.set_num_threads(config.num_threads)
     loaded = load_model(config.model)
     drafts = {}
     if config.draft is not None and is_draft_checkpoint(resolve_path(config.draft)):
@@ -59,14 +60,7 @@ def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[
     return ids[-room:]
 
 
-def forget_drafter_history(engine: Engine) -> None:
-    """A fresh suffix drafter: its history of earlier outputs would leak one episode into the next
-    (and a repeated prompt would be matched in full)."""
-    engine.drafters[SuffixDrafter.name] = SuffixDrafter(engine.config.suffix_max_match,
-                                                        max_history=engine.config.suffix_max_history)
-
-
-class RealBackend:
+class RealBackend(EngineBackend):
     def __init__(self, config: EnvConfig):
         self.engine = build_engine(config)
         self.max_model_len = self.engine.config.max_model_len
@@ -79,21 +73,14 @@ class RealBackend:
         acceptance_path = resolve_path(config.acceptance)
         if config.engine_factory is None and acceptance_path.exists():
             # trackers start from the fitted acceptance, as the simulator's and the server's do
-            self.engine.trackers.priors.update(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
+            self.engine.set_acceptance_priors(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
         self.is_cpu_clock = config.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "
                                  "several threads is not latency")
         self.timer = time.process_time if self.is_cpu_clock else time.monotonic
+        self.engine.use_clock(self.timer)       # stamps step latencies, first-token and finish times
         self.origin = self.timer()
-
-    @property
-    def scheduler(self):
-        return self.engine.scheduler
-
-    @property
-    def has_unfinished(self) -> bool:
-        return self.engine.has_unfinished
 
     def reset(self, seed: int) -> None:
         """Abort what the last episode left, forget acceptance and drafter history, restart the clock.
@@ -101,7 +88,7 @@ class RealBackend:
         for request_id in list(self.engine.scheduler.requests):
             self.engine.abort(request_id)
         self.engine.trackers.reset()
-        forget_drafter_history(self.engine)
+        self.engine.forget_drafter_history()     # its history would leak one episode into the next
         self.origin = self.timer()
 
     def now(self) -> float:
@@ -117,27 +104,6 @@ class RealBackend:
         self.engine.add_request(ids, params, request_id=request_id, category=item.prompt.category,
                                 arrival_time=self.origin + item.arrival_s)
         return self.engine.scheduler.requests[request_id]
-
-    def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
-        """One engine step; each row's request with the number of tokens it committed."""
-        self.engine.router = StaticRouter(decision)
-        requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
-        started = self.timer()
-        outputs = self.engine.step()
-        rows = [(requests[o.request_id], len(o.new_token_ids)) for o in outputs]
-        if not self.is_cpu_clock:
-            return rows, self.engine.last_step.latency_s
-        ended = self.timer()
-        for request, num_new in rows:
-            if num_new and len(request.output_token_ids) == num_new:
-                request.first_token_time = ended
-            if request.is_finished:
-                request.finish_time = ended
-        return rows, ended - started
-
-    def acceptance(self, pairs: list[str]) -> dict[str, float]:
-        trackers = self.engine.trackers
-        return {pair: trackers.acceptance(pair) for pair in pairs}
 
     def close(self) -> None:
         for request_id in list(self.engine.scheduler.requests):

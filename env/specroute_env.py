@@ -12,7 +12,7 @@ from gymnasium import spaces
 from env.config import EnvConfig, EnvConfigError
 from env.episode import Episode
 from env.load_stats import LoadStats
-from env.observation import ObservationBuilder, ObservationSpec, observation_spec
+from env.observation import ObservationBuilder, ObservationSpec
 from env.workloads import build_window, resolve_workload
 
 
@@ -119,10 +119,7 @@ class SpecRouteEnv(gymnasium.Env):
         else:
             from env.real_backend import RealBackend
             self.backend = RealBackend(config)
-        self.obs_spec: ObservationSpec = observation_spec(
-            config.pairs, config.action_labels, max_batch=config.max_batch, max_model_len=config.max_model_len,
-            slo_tpot_s=config.slo_tpot_s, slo_ttft_s=config.slo_ttft_s, max_queue=config.max_queue,
-            max_rate=config.max_rate, max_latency_s=config.max_latency_s, max_wait_s=config.max_wait_s)
+        self.obs_spec: ObservationSpec = config.observation_spec()
         self._builder = ObservationBuilder(self.obs_spec, config.pairs, len(self.decisions))
         self.observation_space = spaces.Box(self.obs_spec.low, self.obs_spec.high, dtype=np.float32)
         self.action_space = spaces.Discrete(len(self.decisions))

@@ -1,6 +1,6 @@
 """Step time of the real engine in terms of a latency profile, fitted on the engine's own steps.
 
-`env.calibrate` records every real step as the forwards `engine.cost_model.rows_forwards` says
+`env.calibrate` records every real step as the forwards `env.sim_clock.rows_forwards` says
 it ran and the time it took; these fits turn that into what the simulator adds to the profile
 (a scale, a prefill scale, per-step and per-row overhead) or into a profile of its own.
 """

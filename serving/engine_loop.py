@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine import Engine, FinishReason, RequestOutput, SamplingParams
-from engine.sequence import Request
-from engine.spec_step import run_step
 
 logger = logging.getLogger("serving")
 
@@ -206,44 +204,22 @@ class EngineLoop:
         return outputs
 
     def _recover(self) -> list[RequestOutput]:
-        """After a failed step: reset the batch's KV, find the rows that fail alone, fail only them."""
+        """After a failed step: find the rows that fail alone (`Engine.isolate_failures`), fail only them."""
         batch = list(self.engine.scheduler.running)
-        self._drop_kv(batch)
         self._consecutive_failures += 1
-        failures: list[tuple[Request, str]] = []
-        try:
-            decisions = self.engine._decisions(batch)
-        except Exception as exc:        # the router itself failed: nothing row-specific to blame
-            decisions = None
-            failures = [(r, f"routing failed: {exc!r}") for r in batch]
-        if decisions is not None:
-            for request, decision in zip(batch, decisions):
-                try:
-                    run_step([request], [decision], self.engine.levels, self.engine.drafters,
-                             [self.engine._draft_length(request, decision)])
-                except Exception as exc:
-                    failures.append((request, f"{type(exc).__name__}: {exc}"))
-                finally:
-                    self._drop_kv([request])
+        failures = self.engine.isolate_failures()
         if not failures and self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             failures = [(r, "the batch failed repeatedly") for r in batch]
         outputs = []
         for request, message in failures:
             logger.error("request %s failed and was stopped: %s", request.request_id, message)
-            self.engine.scheduler.finish(request, FinishReason.ERROR, error=message)
-            self.engine.abort(request.request_id)      # frees its KV at every level
+            self.engine.abort(request.request_id, error=message)      # frees its KV at every level
             self._notify("observe_removed", request.request_id)
             outputs.append(RequestOutput(request.request_id, [], list(request.output_token_ids), True,
                                          FinishReason.ERROR, request.stats, None, message))
         if failures:
             self._consecutive_failures = 0
         return outputs
-
-    def _drop_kv(self, requests: list[Request]) -> None:
-        """Free the requests' slots at every level; the next forward re-prefills them (lazy catch-up)."""
-        for request in requests:
-            for level in self.engine.levels.values():
-                level.release(request)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until nothing is in flight (tests, drain); False on timeout."""

@@ -15,13 +15,13 @@ import torch
 from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
 from agents.learned_policy import LearnedPolicy
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
-from engine.cost_model import CostModel, CostModelRouter, decision_grid
+from engine.cost_model import CostModel, decision_grid
+from engine.cost_router import CostModelRouter
 from engine.ladder import ladder_chains
 from engine.precision import PrecisionArgs
 from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
 from env.load_stats import LoadStats
-from env.observation import observation_spec
 from env.sim_calibration import SimCalibration
 from serving.app import ServingState
 from serving.config import ServerConfig
@@ -46,10 +46,8 @@ def _env_config(config: ServerConfig, actions: list[Decision]) -> EnvConfig:
 
 def build_observer(config: ServerConfig, actions: list[Decision]) -> ServingObserver:
     env = _env_config(config, actions)
-    spec = observation_spec(env.pairs, env.action_labels, max_batch=env.max_batch, max_model_len=env.max_model_len,
-                            slo_tpot_s=env.slo_tpot_s, slo_ttft_s=env.slo_ttft_s, max_queue=env.max_queue,
-                            max_rate=env.max_rate, max_latency_s=env.max_latency_s, max_wait_s=env.max_wait_s)
-    return ServingObserver(spec, env.pairs, len(actions), LoadStats(env.slo_tpot_s, env.slo_ttft_s), env.slo_penalty)
+    return ServingObserver(env.observation_spec(), env.pairs, len(actions), LoadStats(env.slo_tpot_s, env.slo_ttft_s),
+                           env.slo_penalty)
 
 
 def load_policy(engine: Engine, config: ServerConfig) -> tuple[LearnedPolicy | None, CheckpointError | None]:
@@ -112,7 +110,7 @@ def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> Laten
     except ProfileError as exc:
         logger.warning("latency profile %s is unusable (%s): measuring one (%.0f s budget)", path, exc,
                        config.profile_budget_s)
-        engine.profile = measure_profile(engine, budget_s=config.profile_budget_s, model=model_name)
+        engine.set_profile(measure_profile(engine, budget_s=config.profile_budget_s, model=model_name))
         return engine.profile
 
 
@@ -129,7 +127,7 @@ def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
             logger.warning("no acceptance calibration for the %s path; starting the trackers from the "
                            "fp32 one (%s)", engine.precision.name, path)
     try:
-        engine.trackers.priors.update(SimCalibration.load(path).acceptance.per_token_acceptance())
+        engine.set_acceptance_priors(SimCalibration.load(path).acceptance.per_token_acceptance())
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("acceptance models %s are unusable (%s): trackers start from %.2f", path, exc,
                        engine.trackers.prior)
@@ -164,7 +162,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
                            load_error=error, observer=observer, actions=actions,
                            max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
                            decision_log=decision_log, policy_path=config.policy, mode=config.router)
-    engine.router = router
+    engine.set_router(router)
     wait_estimator = WaitEstimator(config.max_batch)
     spec_metrics = (None if config.per_request_spec_metrics == "none"
                     else PerRequestSpecMetrics(config.per_request_spec_metrics, max_requests=4 * config.max_in_flight))

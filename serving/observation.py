@@ -2,8 +2,8 @@
 
 `ServingObserver` feeds `env.load_stats.LoadStats` from the same events and request fields the
 environment's `Episode` uses (arrivals, each step's rows, first tokens, finished requests), and
-builds the observation with `env.observation.ObservationBuilder` and acceptance read from the
-engine's trackers as the real backend reads it. So the learned policy sees in serving exactly
+builds the observation with `env.observation.ObservationBuilder` from the router's `BatchView`
+(the running rows, the queue and the trackers' pooled acceptance, as the real backend reads it). So the learned policy sees in serving exactly
 the vector layout and meaning it was trained on, and the reward logged for offline evaluation
 is the environment's: tokens per second of the step minus the penalty per SLO miss.
 All methods run on the engine thread.
@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from engine import Engine, RequestOutput
+from engine.batch_view import BatchView
 from engine.sequence import Request
 from env.load_stats import LoadStats
 from env.observation import ObservationBuilder, ObservationSpec
@@ -48,30 +49,20 @@ class ServingObserver:
         self._requests.pop(request_id, None)
 
     def observe_step(self, engine: Engine, outputs: list[RequestOutput]) -> None:
-        """The step's rows, first tokens and finished requests (as `env.episode.Episode.step`)."""
-        num_committed = num_violations = 0
-        for output in outputs:
-            request = self._requests.get(output.request_id)
-            num_new = len(output.new_token_ids)
-            num_committed += num_new
-            if request is None:
-                continue
-            if num_new and len(request.output_token_ids) == num_new:
-                self.stats.observe_first_token(request.first_token_time - request.arrival_time)
-            if request.is_finished:
-                num_violations += self.stats.observe_finish(request.arrival_time, request.first_token_time,
-                                                            request.finish_time, len(request.output_token_ids))
+        """The step's rows, first tokens and finished requests, and its reward (`LoadStats.observe_rows`,
+        as `env.episode.Episode.step`)."""
+        rows = [(self._requests.get(o.request_id), len(o.new_token_ids)) for o in outputs]
+        self.last_reward = self.stats.observe_rows(rows, engine.last_step.latency_s, self.slo_penalty).reward
+        for request, _ in rows:
+            if request is not None and request.is_finished:
                 self.observe_removed(request.request_id)
-        latency_s = engine.last_step.latency_s
-        self.stats.observe_step(len(outputs), num_committed, latency_s)
-        self.last_reward = float((num_committed / latency_s if latency_s > 0 else 0.0)
-                                 - self.slo_penalty * num_violations)
         self.num_steps += 1
 
-    def acceptance(self, engine: Engine) -> dict[str, float]:
-        return {pair: engine.trackers.acceptance(pair) for pair in self.builder.pairs}
+    def acceptance(self, view: BatchView) -> dict[str, float]:
+        return {pair: view.pair_acceptance(pair) for pair in self.builder.pairs}
 
-    def observation(self, engine: Engine, last_action: int | None) -> np.ndarray:
-        scheduler = engine.scheduler          # the arrival rate decays at arrivals only, as in the env
-        return self.builder.build(scheduler.running, scheduler.waiting, self.acceptance(engine), self.stats,
-                                  time.monotonic(), last_action)
+    def observation(self, view: BatchView, last_action: int | None) -> np.ndarray:
+        """The router's observation of the step `view` shows (the arrival rate decays at arrivals
+        only, as in the env)."""
+        return self.builder.build(view.rows, view.waiting, self.acceptance(view), self.stats, time.monotonic(),
+                                  last_action)

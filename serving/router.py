@@ -1,6 +1,6 @@
 """The guarded router: the learned policy when it is safe to trust, the fallback (cost model) otherwise.
 
-`decide(engine)` implements the engine's router protocol. Each step it builds the observation
+`decide(view)` implements the engine's router protocol (engine/batch_view.py). Each step it builds the observation
 (the environment's own builder, via `ServingObserver`), checks it lies in the range the policy
 was trained on, runs the policy, and checks the output is finite and came in time. Any failed
 check hands this step to the fallback. A policy that could not be loaded (missing, corrupt,
@@ -21,7 +21,9 @@ import uuid
 import numpy as np
 
 from agents.decision_log import DecisionLogRow
-from engine import Decision, Engine
+from engine import Decision
+from engine.batch_view import BatchView
+from engine.decision import per_row
 
 logger = logging.getLogger("serving")
 
@@ -39,7 +41,7 @@ def checkpoint_cause(error: Exception) -> str:
 
 class GuardedRouter:
     """Args:
-        fallback: a router (`decide(engine) -> Decision | list[Decision]`), the cost model in serving.
+        fallback: a router (`decide(view) -> list[Decision]`), the cost model in serving.
         learned: a loaded `LearnedPolicy`, or None when loading failed (`load_error` says why).
         observer: builds observations and rewards (`ServingObserver`); required with `learned`
             or `decision_log`.
@@ -82,36 +84,33 @@ class GuardedRouter:
             self._fall_back(checkpoint_cause(load_error), str(load_error), count=False)
 
     # ---- the router protocol ----------------------------------------------------------------
-    def decide(self, engine: Engine) -> Decision | list[Decision]:
+    def decide(self, view: BatchView) -> list[Decision]:
         start = time.perf_counter()
         obs = None
         if self.observer is not None:
             try:
-                obs = self.observer.observation(engine, self._last_action)
+                obs = self.observer.observation(view, self._last_action)
             except Exception as exc:
                 self._fall_back("observation_error", repr(exc))
-        decision, source = None, FALLBACK
+        decisions, source = None, FALLBACK
         if self.learned is None and self.load_error is not None:
             self._fall_back(checkpoint_cause(self.load_error), str(self.load_error))
         elif self.learned is not None and obs is not None:
             decision = self._learned_decision(obs, start)
-            source = LEARNED if decision is not None else FALLBACK
-        if decision is None:
-            decision = self.fallback.decide(engine)
+            if decision is not None:
+                decisions, source = [decision] * view.batch_size, LEARNED
+        if decisions is None:
+            decisions = per_row(self.fallback.decide(view), view.batch_size)
         seconds = time.perf_counter() - start
         self.counts[source] += 1
-        single = decision if isinstance(decision, Decision) else (
-            decision[0] if decision and all(d == decision[0] for d in decision) else None)
+        single = decisions[0] if decisions and all(d == decisions[0] for d in decisions) else None
         if self.metrics is not None:
-            if single is not None:
-                self.metrics.observe_decision(source, _chain_label(single), single.k, seconds)
-            else:
-                for d in decision:
-                    self.metrics.observe_decision(source, _chain_label(d), d.k, seconds)
+            for d in [single] if single is not None else decisions:
+                self.metrics.observe_decision(source, _chain_label(d), d.k, seconds)
         action = self.actions.index(single) if single is not None and single in self.actions else None
         self._log(obs, action, source)
         self._last_action = action
-        return decision
+        return decisions
 
     def _learned_decision(self, obs: np.ndarray, start: float) -> Decision | None:
         bad = self.learned.out_of_range(obs, self.range_margin)

@@ -10,7 +10,6 @@ import torch
 from engine import Decision, Engine, EngineConfig, StaticRouter
 from engine.tiny_models import build_char_tokenizer, build_tiny_llama, noisy_copy, truncated_copy
 
-torch.set_num_threads(1)   # tiny models: one thread avoids oversubscription on 2 shared cores
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +38,11 @@ def make_engine(target, tokenizer, drafts):
                       router=StaticRouter(Decision(tuple(chain), k)))
 
     return build
+
+
+def pytest_configure(config):
+    """Tiny models: one torch thread avoids oversubscription on 2 shared cores."""
+    torch.set_num_threads(1)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -62,11 +62,15 @@ def parse_args(argv: list[str] | None = None) -> ProfileArgs:
 
 def main(cfg: ProfileArgs) -> Path:
     start = time.perf_counter()
+    import torch
+
     from engine import Engine, EngineConfig
     from engine.draft_model import load_draft_level
     from engine.models import load_model
     from engine.profile import measure_profile, profile_file
 
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)      # this command owns the process
     target = load_model(cfg.model)
     drafts = {}
     for spec in cfg.draft:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agents.policies import (AcceptanceEMAPolicy, NoSpeculationPolicy, Policy, StaticPolicy, UCBPolicy,
-                             expected_tokens, observe_reward, reset_policy)
+                             observe_reward, reset_policy)
 from engine.decision import Decision
 
 DECISIONS = [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 8),
@@ -35,12 +35,6 @@ def test_static_and_no_speculation_pick_their_action():
         StaticPolicy(DECISIONS, "draft>target@k4")
     with pytest.raises(ValueError, match="plain"):
         NoSpeculationPolicy(DECISIONS[1:])
-
-
-def test_expected_tokens_formula():
-    assert expected_tokens(0.0, 4) == 1.0
-    assert expected_tokens(1.0, 4) == 5.0
-    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
 
 
 def test_acceptance_ema_speculates_when_drafts_are_accepted_and_backs_off_under_load():

@@ -117,7 +117,7 @@ def test_invalid_chain_from_the_router_fails_that_request_with_the_reason(target
 
 def test_router_returning_the_wrong_number_of_decisions_is_refused(target, tokenizer, drafts):
     class TooFew:
-        def decide(self, engine):
+        def decide(self, view):
             return [Decision()]
 
     engine = make_dummy_engine(target, tokenizer, drafts, router=TooFew())

@@ -34,8 +34,8 @@ class PerRowRouter:
         self.assign = assign
         self.mixes: list[set[Decision]] = []
 
-    def decide(self, engine) -> list[Decision]:
-        decisions = [self.assign(r.request_id) for r in engine.scheduler.running]
+    def decide(self, view) -> list[Decision]:
+        decisions = [self.assign(row.request_id) for row in view.rows]
         self.mixes.append(set(decisions))
         return decisions
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from engine import Decision, SamplingParams
-from engine.cost_model import CostModel, CostModelRouter, decision_grid, expected_output
+from engine.cost_model import CostModel, decision_grid
+from engine.cost_router import CostModelRouter
+from engine.expectation import expected_output
 from engine.profile import LatencyProfile, LevelProfile, ProfileError
 from tests.engine.builders import single_thread  # noqa: F401
 
@@ -151,7 +153,8 @@ def test_router_drives_a_real_engine_losslessly(make_engine, target, tokenizer, 
     params = SamplingParams(max_tokens=24)
     plain = make_engine().generate(prompts, params)
     engine = make_engine()
-    router = engine.router = CostModelRouter(model)
+    router = CostModelRouter(model)
+    engine.set_router(router)
     seen = set()
     ids = [engine.add_request(p, params) for p in prompts]
     final = {}
@@ -195,8 +198,8 @@ def test_each_row_is_scored_with_its_own_acceptance():
 def test_the_router_passes_the_running_rows_to_the_cost_model(make_engine):
     profile = make_profile(memory_bound)
     engine = make_engine(("target",), 0)
-    engine.router = CostModelRouter(CostModel(profile, decision_grid([("ngram", "target")], ks=(4,))))
-    engine.trackers.priors["ngram>target"] = 0.0                 # the pool never pays
+    engine.set_router(CostModelRouter(CostModel(profile, decision_grid([("ngram", "target")], ks=(4,)))))
+    engine.set_acceptance_priors({"ngram>target": 0.0})                # the pool never pays
     engine.add_request("abc abc abc abc abc abc abc abc abc abc abc abc", SamplingParams(max_tokens=40),
                        request_id="r")
     chosen = []

@@ -97,7 +97,7 @@ def test_always_right_drafter_under_sampling(target, tokenizer, twins):
 def test_always_wrong_drafter_accepts_nothing(chain, k, target, tokenizer, drafts):
     params = SamplingParams(max_tokens=MAX_TOKENS)
     engine = make_dummy_engine(target, tokenizer, drafts, chain, k)
-    engine.drafters[ContrarianDrafter.name] = ContrarianDrafter(target)
+    engine.add_drafter(ContrarianDrafter(target))
     target_forwards = count_forwards(engine, "target")
     outputs = engine.generate(PROMPTS, params)
     assert_same_outputs(outputs, plain_decode(target, tokenizer, PROMPTS, params), ">".join(chain))

@@ -162,7 +162,7 @@ def test_command_line_writes_a_profile(tmp_path, target, tokenizer, drafts):
                      "--contexts", "8", "64", "--max-model-len", "128"]))
     profile = LatencyProfile.load(out)
     assert profile.model == "tiny"
-    assert set(profile.levels) == {"target", "small", "ngram", "suffix"}
+    assert set(profile.levels) == {"target", "int4", "small", "ngram", "suffix"}      # int4: the default --quantized-levels
     assert profile.meta["total_s"] >= profile.meta["measure_s"]
 
 

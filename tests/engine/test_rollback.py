@@ -123,9 +123,9 @@ class RandomRouter:
         self.rng = random.Random(seed)
         self.num_calls = 0
 
-    def decide(self, engine) -> list[Decision]:
+    def decide(self, view) -> list[Decision]:
         self.num_calls += 1
-        return [Decision(self.rng.choice(CHAINS), self.rng.randint(0, 6)) for _ in engine.scheduler.running]
+        return [Decision(self.rng.choice(CHAINS), self.rng.randint(0, 6)) for _ in view.rows]
 
 
 def assert_caches_hold_committed_prefixes(engine, fresh: dict[str, FreshPrefill]) -> int:

@@ -7,7 +7,7 @@ import pytest
 
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from env import SpecRouteEnv
-from env.sim_backend import sync_cached
+from env.sim_executor import sync_cached
 
 
 def run_episode(env, seed, policy=lambda step: step % 7, max_steps=100_000):
@@ -130,10 +130,10 @@ def test_sim_cache_bookkeeping_matches_the_engine_after_every_step(target, token
     steps = 0
     while engine.has_unfinished:
         decision = Decision(chain, k) if steps % 3 else Decision()          # plain steps leave drafts behind
-        engine.router = StaticRouter(decision)
-        batch = engine.scheduler.admit()
-        ks = [engine._draft_length(r, decision) for r in batch]
-        engine.step()
+        engine.admit()
+        batch = list(engine.scheduler.running)
+        ks = [engine.draft_length(r, decision) for r in batch]
+        engine.step(decision)
         for request, k_used, result in zip(batch, ks, engine.last_step.results):
             sync_cached(predicted[request.request_id], request.num_tokens, len(result.tokens), decision.chain,
                         k_used, result)
@@ -166,7 +166,7 @@ def test_plain_decoding_still_measures_the_model_free_pairs_through_shadow_propo
 def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_decoding_rows(
         target, tokenizer, monkeypatch):
     """rows_forwards (the simulator's clock) and the engine's catch-up planning agree call by call."""
-    from engine.cost_model import rows_forwards
+    from env.sim_clock import rows_forwards
     from tests.env.conftest import make_profile
 
     engine = Engine(target, tokenizer, EngineConfig(max_model_len=256, max_num_tokens=8192),
@@ -188,10 +188,11 @@ def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_d
     batch = engine.scheduler.admit()
     before = [r.num_tokens for r in batch]
     cached = [{"target": engine.levels["target"].committed_length(r)} for r in batch]
-    ks = [engine._draft_length(r, Decision(("ngram", "target"), 3)) for r in batch]
+    ks = [engine.draft_length(r, Decision(("ngram", "target"), 3)) for r in batch]
     calls.clear()
     engine.step()
-    charged = rows_forwards(make_profile(), before, cached, ("ngram", "target"), ks, engine.last_step.results)
+    charged = rows_forwards(make_profile(), before, cached, ("ngram", "target"), ks, engine.last_step.results,
+                            engine.config)
     charged = [call for call in charged if call[0] == "target"]
     assert len(calls) == 2 and calls[0][1] == 1                 # the new prompt's catch-up, then the step
     assert charged == calls

@@ -83,9 +83,9 @@ class SlowRouter:
     def __init__(self, inner, delay_s: float):
         self.inner, self.delay_s = inner, delay_s
 
-    def decide(self, engine):
+    def decide(self, view):
         time.sleep(self.delay_s)
-        return self.inner.decide(engine)
+        return self.inner.decide(view)
 
 
 def write_checkpoint(directory: Path, config: ServerConfig, actions: list[Decision], *, preferred: int = 0,

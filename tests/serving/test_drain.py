@@ -16,7 +16,7 @@ PROMPT = "the cat sat on the mat. the cat sat on the"
 
 def test_sigterm_keeps_health_checks_answering_while_in_flight_requests_finish(make_state):
     state = make_state(("ngram", "target"), 3, drain_timeout_s=30)
-    state.engine.router = SlowRouter(state.engine.router, 0.02)
+    state.engine.set_router(SlowRouter(state.engine.router, 0.02))
     body = {"prompt": PROMPT, "max_tokens": 80, "temperature": 0, "ignore_eos": True, "stream": True,
             "stream_options": {"include_usage": True}}
     seen: dict = {}
@@ -45,7 +45,7 @@ def test_sigterm_keeps_health_checks_answering_while_in_flight_requests_finish(m
 
 def test_the_drain_ends_at_its_timeout_even_with_work_in_flight(make_state):
     state = make_state(("target",), 0, drain_timeout_s=0.5)
-    state.engine.router = SlowRouter(state.engine.router, 0.05)
+    state.engine.set_router(SlowRouter(state.engine.router, 0.05))
     body = {"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "ignore_eos": True}
     responses = []
     with live_server_handle(state) as (url, server, thread):

@@ -40,7 +40,7 @@ def request_ended(state, reason: str) -> float:
 
 def test_streaming_client_disconnect_aborts_and_frees_kv_at_every_level(make_state):
     state = make_state(("draft", "target"), 2)
-    state.engine.router = SlowRouter(state.engine.router, 0.02)
+    state.engine.set_router(SlowRouter(state.engine.router, 0.02))
     with live_server(state) as url, httpx.Client(base_url=url, timeout=30) as client:
         body = {"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "ignore_eos": True, "stream": True}
         with client.stream("POST", "/v1/completions", json=body) as response:
@@ -60,7 +60,7 @@ def test_streaming_client_disconnect_aborts_and_frees_kv_at_every_level(make_sta
 
 def test_non_streaming_client_disconnect_aborts_and_frees_kv(make_state):
     state = make_state(("ngram", "target"), 3)
-    state.engine.router = SlowRouter(state.engine.router, 0.02)
+    state.engine.set_router(SlowRouter(state.engine.router, 0.02))
     with live_server(state) as url:
         port = int(url.rsplit(":", 1)[1])
         payload = json.dumps({"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "ignore_eos": True}).encode()
@@ -74,7 +74,7 @@ def test_non_streaming_client_disconnect_aborts_and_frees_kv(make_state):
 
 def test_full_queue_answers_429_with_retry_after_and_recovers(make_state):
     state = make_state(("ngram", "target"), 3, max_batch=1, max_queue=1)
-    state.engine.router = SlowRouter(state.engine.router, 0.02)
+    state.engine.set_router(SlowRouter(state.engine.router, 0.02))
     long_request = {"prompt": PROMPT, "max_tokens": 60, "temperature": 0, "ignore_eos": True}
     with live_server(state) as url, httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
         held = [pool.submit(client.post, "/v1/completions", json=long_request) for _ in range(2)]
@@ -109,7 +109,7 @@ def test_one_failing_request_never_stops_the_loop(make_state, make_engine, token
         return propose(request_id, token_ids, k)
 
     drafter.propose = poisoned_propose
-    state.engine.router = SlowRouter(state.engine.router, 0.005)
+    state.engine.set_router(SlowRouter(state.engine.router, 0.005))
     good = {"prompt": PROMPT, "max_tokens": 30, "temperature": 0, "ignore_eos": True}
     bad = {"prompt": "zzz " + PROMPT, "max_tokens": 30, "temperature": 0, "ignore_eos": True}
     reference = make_engine(("target",), 0).generate([PROMPT], SamplingParams(max_tokens=30, ignore_eos=True))[0]

@@ -111,8 +111,8 @@ def test_the_cost_model_is_the_default_fallback(make_engine, tmp_path):
     from serving.launch import state_for_engine
 
     engine = make_engine(max_model_len=256, max_batch=4)
-    engine.profile = measure_profile(engine, batches=(1, 4), tokens=(1, 8), contexts=(16, 128), budget_s=1.0,
-                                     repeats=1)
+    engine.set_profile(measure_profile(engine, batches=(1, 4), tokens=(1, 8), contexts=(16, 128), budget_s=1.0,
+                                       repeats=1))
     state = state_for_engine(engine, ServerConfig(policy=str(tmp_path / "none"), decision_log="", **SERVER), "tiny")
     status = serve_requests(state)
     assert status["fallback"] == "CostModelRouter" and status["decisions"]["fallback"] > 0

@@ -130,13 +130,13 @@ def test_token_id_prompt_errors_say_what_is_expected(client):
     assert "a list of token ids" in error["message"] and "more error" not in error["message"]
 
 
-def test_tokenizer_failures_do_not_echo_its_internals(client):
+def test_tokenizer_failures_do_not_echo_its_internals(client, monkeypatch):
     engine = client.app.state.serving.engine
 
     def refuse(prompt):
         raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
 
-    engine.encode_prompt = refuse
+    monkeypatch.setattr(engine, "encode_prompt", refuse)
     error = assert_openai_error(client.post(COMPLETIONS, json={"prompt": "hi"}), 400, "prompt")
     assert error["message"] == "the tokenizer could not encode this prompt"
 

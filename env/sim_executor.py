@@ -1,0 +1,158 @@
+"""The simulator's step executor: acceptance drawn from fitted models, latency from the profile.
+
+`engine.core.EngineCore.step` does the scheduling, capping, commit, shadow drafting, rollback
+bookkeeping and trackers for the simulator exactly as for the real engine; this executor only
+replaces the speculative part (`engine.executor.StepExecutor`). For each row it draws how many
+tokens the first level proposes and how many each verifier accepts from the per-category
+acceptance models, and returns the same `RowResult`/`PairOutcome`s `run_step` returns, with
+placeholder tokens (only their number matters). The shadow drafters (`SimDrafter`) propose
+placeholder tokens that the committed placeholders accept as far as a drawn count and reject
+after, so `engine.shadow_drafts.ShadowDrafts` scores them as it scores real proposals. Each
+level's cache is a count (`sync_cached`, the engine's rollback on counts). The clock advances by
+the profile's time of the forwards the engine would have run (`env.sim_clock.rows_forwards`),
+scaled and plus the per-step overhead that `env.calibrate` fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.decision import TARGET, Decision
+from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter
+from engine.sequence import Request
+from engine.spec_step import PairOutcome, RowResult
+from engine.trackers import pair_key
+from env.sim_calibration import SimCalibration
+from env.sim_clock import rows_forwards
+
+SIM_TOKEN_ID = 0                    # the simulator commits placeholder tokens; only their number matters
+SIM_REJECTED_ID = SIM_TOKEN_ID + 1  # a shadow proposal's first token the verifier would reject
+
+
+class SimDrafter(ModelFreeDrafter):
+    """A model-free drafter's shadow proposals drawn from its acceptance model: `accepted`
+    placeholders (which the committed placeholders repeat) then rejected ones."""
+
+    def __init__(self, name: str, executor: SimExecutor):
+        self.name = name
+        self.pair = pair_key(name, TARGET)
+        self.executor = executor
+
+    def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
+        executor = self.executor
+        model = executor.calibration.acceptance
+        category = executor.categories[request_id]
+        u = executor.rng.random(3)
+        proposed = model.sample_proposed(self.name, category, k, u[0], u[1])
+        if not proposed:
+            return []
+        accepted = model.sample_accepted(self.pair, category, proposed, u[2])
+        return [SIM_TOKEN_ID] * accepted + [SIM_REJECTED_ID] * (proposed - accepted)
+
+
+class SimExecutor:
+    """Args:
+        profile: latency of every level (`engine.profile.LatencyProfile`).
+        calibration: acceptance models, prompt lengths and the step-time fit.
+        config: the engine settings the clock charges catch-up with.
+        seed: of the acceptance draws.
+    """
+
+    def __init__(self, profile, calibration: SimCalibration, config: EngineConfig, seed: int = 0):
+        self.profile = profile
+        self.calibration = calibration
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.time = 0.0                                  # the virtual clock, seconds
+        self.cached: dict[str, dict[str, int]] = {}      # request id -> model level -> tokens in its cache
+        self.categories: dict[str, str] = {}             # request id -> category, for the shadow drafters
+        self.drafters: dict[str, ModelFreeDrafter] = {
+            name: SimDrafter(name, self) for name in MODEL_FREE_DRAFTERS
+            if calibration.acceptance.has_pair(pair_key(name, TARGET))}
+        self._latency_s = 0.0
+
+    @property
+    def level_names(self) -> list[str]:
+        return list(self.profile.levels)
+
+    @property
+    def model_free_names(self) -> Collection[str]:
+        return {name for name, level in self.profile.levels.items() if level.kind == "model_free"}
+
+    def now(self) -> float:
+        return self.time
+
+    def run(self, batch: list[Request], decisions: list[Decision], ks: list[int]) -> list[RowResult]:
+        """Draw every row's outcome and advance the clock by the step's modelled time."""
+        decision = decisions[0]
+        if any(d != decision for d in decisions):
+            raise ValueError("the simulator runs one decision for the whole batch")
+        for request in batch:
+            self.categories[request.request_id] = request.category
+        results = self.draw(batch, decision.chain, ks)
+        cached = [self.cached.setdefault(r.request_id, {}) for r in batch]
+        forward_s = prefill_s = 0.0
+        forward_time, split = self.profile.forward_time, self.calibration.prefill_tokens or 1 << 30
+        for call in rows_forwards(self.profile, [r.num_tokens for r in batch], cached, decision.chain, ks, results,
+                                  self.config):
+            if call[2] > split:
+                prefill_s += forward_time(*call)
+            else:
+                forward_s += forward_time(*call)
+        self._latency_s = self.calibration.step_time_s(forward_s, len(batch), prefill_s)
+        self.time += self._latency_s
+        return results
+
+    def draw(self, batch: list[Request], chain: tuple[str, ...], ks: list[int]) -> list[RowResult]:
+        """Every row's proposal and acceptances, drawn from the acceptance models."""
+        pair_keys = tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
+        width = len(chain) + 1
+        uniforms = self.rng.random(len(batch) * width).tolist()
+        return [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width])
+                for i, (r, k) in enumerate(zip(batch, ks))]
+
+    def _row_result(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
+                    uniforms: list[float]) -> RowResult:
+        """Draw what the chain proposes and accepts for one row (the shape `run_step` returns)."""
+        if k == 0:
+            return RowResult([SIM_TOKEN_ID])
+        model = self.calibration.acceptance
+        num = model.sample_proposed(chain[0], category, k, uniforms[0], uniforms[1]) \
+            if chain[0] in MODEL_FREE_DRAFTERS else k
+        pairs = []
+        for i, key in enumerate(pair_keys):
+            accepted = model.sample_accepted(key, category, num, uniforms[2 + i])
+            pairs.append(PairOutcome(chain[i], chain[i + 1], num, accepted))
+            num = accepted + 1
+        return RowResult([SIM_TOKEN_ID] * num, pairs)
+
+    def sync(self, request: Request, decision: Decision, k: int, result: RowResult, num_committed: int) -> None:
+        sync_cached(self.cached[request.request_id], request.num_tokens, num_committed, decision.chain, k, result)
+
+    def release(self, request: Request) -> None:
+        self.cached.pop(request.request_id, None)
+        self.categories.pop(request.request_id, None)
+
+    def step_latency(self, elapsed_s: float) -> float:
+        return self._latency_s
+
+
+def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,
+                result: RowResult) -> None:
+    """What each level's cache holds after the engine's rollback (`ModelLevel.sync`): the tokens
+    before the step plus those of its fed proposal that were committed, never the last committed
+    token. Level i's proposal survives into the commit as far as every level from i up accepted
+    it: min(n_i, ..., n_last); a model drafter fed its first k - 1 drafts."""
+    if k == 0:
+        levels[TARGET] = total - 1
+        return
+    before = total - num_committed
+    survived = num_committed - 1
+    for i in range(len(chain) - 1, 0, -1):
+        survived = min(survived, result.pairs[i - 1].num_accepted)
+        levels[chain[i]] = before + survived
+    if chain[0] not in MODEL_FREE_DRAFTERS:
+        levels[chain[0]] = before + min(k - 1, survived)
