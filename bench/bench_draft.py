@@ -29,6 +29,7 @@ from bench.bench_models import encode_chat, load_target_and_draft
 from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.draft_report import render_markdown, summarise
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
+from engine.config import parse_quantized_levels
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from engine.trackers import pair_key
@@ -73,7 +74,7 @@ class DraftBenchArgs(PrecisionArgs):
     @property
     def levels(self) -> list[str]:
         """The intermediate levels compared: the distilled draft, then each quantized copy."""
-        return ["draft", *EngineConfig(quantized_levels=self.quantized).quantized_formats]
+        return ["draft", *parse_quantized_levels(self.quantized)]
 
 
 @dataclass(frozen=True)

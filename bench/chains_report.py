@@ -128,7 +128,6 @@ def headline(summary: dict, load_rows: list[dict], cost_name: str = COST_MODEL, 
     best router's speed over plain on the batch-1 mix and at concurrency 8."""
     wins = sum(_beats(row["three_level_x_best_two_level"], row["plain_run_spread"])
                for row in summary["categories"].values())
-    c8 = None
     for concurrency in dict.fromkeys(r["concurrency"] for r in load_rows):
         rows = [r for r in load_rows if r["concurrency"] == concurrency]
         two = [r["tokens_per_s"] for r in rows if _levels_of(r["config"]) == 2]
@@ -136,8 +135,7 @@ def headline(summary: dict, load_rows: list[dict], cost_name: str = COST_MODEL, 
         plain = next((r.get("tokens_per_s_runs") or [] for r in rows if r["config"] == plain_name), [])
         spread = max(plain) / min(plain) - 1 if len(plain) > 1 else None
         wins += _beats(_ratio(max(three), max(two)) if three and two else None, spread)
-        if concurrency == 8:
-            c8 = next((row["cost_x_plain"] for row in summary["load"] if row["concurrency"] == 8), None)
+    c8 = next((row["cost_x_plain"] for row in summary["load"] if row["concurrency"] == 8), None)
     return dict(multilevel_wins=float(wins), best_router_x_plain_mix=summary["mixed"].get("cost_x_plain"),
                 best_router_x_plain_c8=c8)
 

@@ -40,19 +40,16 @@ class Engine(EngineCore):
         cfg = self.config
         self.precision = resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
 
-        def runner(model: PreTrainedModel) -> ModelRunner:
+        def level(name: str, model: PreTrainedModel, weights: str = self.precision.weights,
+                  head_weights: str = "dense") -> ModelLevel:
             prepare_model(model, self.precision)
-            return ModelRunner(model, cfg.max_model_len, self.precision.kernel, self.precision.weights,
-                               release_weights=cfg.release_model_weights)
-
-        def level(name: str, model: PreTrainedModel) -> ModelLevel:
-            return ModelLevel(name, runner(model), cfg.catch_up_threshold, cfg.token_budget)
+            runner = ModelRunner(model, cfg.max_model_len, self.precision.kernel, weights,
+                                 release_weights=cfg.release_model_weights, head_weights=head_weights)
+            return ModelLevel(name, runner, cfg.catch_up_threshold, cfg.token_budget)
 
         self.levels: dict[str, ModelLevel] = {TARGET: level(TARGET, target)}
         for fmt in cfg.quantized_formats:        # the target's own model, quantized matrices and head
-            quantized = ModelRunner(target, cfg.max_model_len, self.precision.kernel, fmt,
-                                    release_weights=cfg.release_model_weights, head_weights=fmt)
-            self.levels[fmt] = ModelLevel(fmt, quantized, cfg.catch_up_threshold, cfg.token_budget)
+            self.levels[fmt] = level(fmt, target, weights=fmt, head_weights=fmt)
         for name, model in (drafts or {}).items():
             if name in self.levels or name in MODEL_FREE_DRAFTERS:
                 raise ValueError(f"draft name {name!r} is reserved")
