@@ -57,6 +57,10 @@ class TrainConfig:
     max_resume_bytes: int = field(default=1_000_000, metadata={"help": "largest resume zip kept next to the policy"})
     profile: str | None = field(default=None, metadata={"help": "sim latency profile JSON (default: the env's)"})
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
+    randomize_latency: float = field(default=0.3, metadata={
+        "help": "domain randomisation of the training sims: step times x exp(U(-r, r)) per episode"})
+    randomize_acceptance: float = field(default=0.7, metadata={
+        "help": "domain randomisation: each pair's acceptance odds x exp(U(-r, r)) per episode"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch threads for the network (a 64x64 MLP only loses from more on a shared CPU)"})
 
@@ -99,7 +103,8 @@ def make_env(cfg: TrainConfig, rank: int, workloads: list | None = None):
 
         import env  # noqa: F401  (registers SpecRoute-v0)
         from agents.scenarios import WorkloadMixture
-        inner = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs)
+        inner = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs, randomize_latency=cfg.randomize_latency,
+                               randomize_acceptance=cfg.randomize_acceptance)
         if cfg.workload == "mix":
             inner = WorkloadMixture(inner, workloads)
         inner.reset(seed=cfg.seed * 1000 + rank)
@@ -171,8 +176,13 @@ def run_warm_start(cfg: TrainConfig, model, venv):
     from agents.policy_registry import make_policy
     from agents.warm_start import warm_start
     probe = gymnasium.make("SpecRoute-v0", **{k: v for k, v in cfg.env_kwargs.items() if k != "workload"})
-    teacher = make_policy(cfg.warm_start, probe)
-    result = warm_start(model, venv, [teacher] * venv.num_envs, cfg.warm_start_steps, cfg.gamma,
+    envs = getattr(venv.unwrapped, "envs", None)          # in-process envs: each teacher reads its own env
+    if envs is not None:
+        teachers = [make_policy(cfg.warm_start, e) for e in envs]
+    else:                                                  # subprocess envs: what the observation says
+        teacher = make_policy(cfg.warm_start, probe)
+        teachers = [teacher.offline() if hasattr(teacher, "offline") else teacher] * venv.num_envs
+    result = warm_start(model, venv, teachers, cfg.warm_start_steps, cfg.gamma,
                         epsilon=cfg.warm_start_epsilon, batch_size=cfg.batch_size, seed=cfg.seed)
     probe.close()
     return result

@@ -1,18 +1,23 @@
-"""The analytical cost model as a Policy over the environment's observation.
+"""The served cost-model router (`engine.cost_router.CostModelRouter`) as a Policy.
 
-It reads the running batch, the mean context and each pair's acceptance EMA from the
-observation (the same numbers `CostModelRouter` reads from the engine's `BatchView`) and asks
-`engine.cost_model.CostModel` for the highest-goodput (chain, K) that meets the TPOT SLO.
+One cost model: evaluation, the environment's baselines and the server all run
+`CostModelRouter.decide` on a `BatchView`. Built from an environment, the policy reads the view
+of the env's engine (the rows, their own acceptance estimates, the queue), exactly what the
+served router reads. Without one (scoring logged observations offline) it rebuilds the view
+from the observation: the batch size, the mean context and each pair's pooled acceptance, which
+is all a logged row holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from agents.policies import BasePolicy, ObservationIndex
+from engine.batch_view import BatchView, RowView
 from engine.cost_model import CostModel
+from engine.cost_router import CostModelRouter
 from engine.decision import Decision
 
 
@@ -21,10 +26,12 @@ class CostModelPolicy(BasePolicy):
         cost_model: a CostModel over (at least) the action list's decisions.
         decisions: the environment's Discrete action list.
         obs_names: the observation spec's feature names.
+        view_of: the live engine's view (`SpecRouteEnv.batch_view`); None scores from `obs` alone.
     """
 
-    def __init__(self, cost_model: CostModel, decisions: Sequence[Decision], obs_names: Sequence[str]):
-        self.cost_model = cost_model
+    def __init__(self, cost_model: CostModel, decisions: Sequence[Decision], obs_names: Sequence[str],
+                 view_of: Callable[[], BatchView] | None = None):
+        self.router = CostModelRouter(cost_model)
         self.decisions = list(decisions)
         self.index = ObservationIndex(obs_names)
         for name in ("running_batch", "context_mean"):
@@ -35,26 +42,42 @@ class CostModelPolicy(BasePolicy):
             raise ValueError(f"the cost model does not evaluate actions {unknown}")
         self._labels = {d.label: i for i, d in enumerate(self.decisions)}
         self._pairs = [name[len("acceptance["):-1] for name in self.index.names if name.startswith("acceptance[")]
+        self.view_of = view_of
         self.name = "cost-model"
 
+    @property
+    def cost_model(self) -> CostModel:
+        return self.router.cost_model
+
     @classmethod
-    def from_env(cls, env) -> "CostModelPolicy":
-        """Build it from a SpecRoute env: its profile, SLO, action list and observation spec."""
+    def from_env(cls, env) -> CostModelPolicy:
+        """The served router over a SpecRoute env: its profile, SLO, action list and engine's view."""
         from engine.profile import LatencyProfile
         from env.config import resolve_path
         inner = env.unwrapped
         profile = LatencyProfile.load(resolve_path(inner.config.profile))
         cost_model = CostModel(profile, inner.decisions, slo_tpot_s=inner.config.slo_tpot_s)
-        return cls(cost_model, inner.decisions, inner.obs_spec.names)
+        return cls(cost_model, inner.decisions, inner.obs_spec.names, view_of=inner.batch_view)
+
+    def offline(self) -> CostModelPolicy:
+        """The same router scoring observations alone: what off-policy evaluation can replay
+        from a decision log, which holds observations and not the engine's per-request state."""
+        return CostModelPolicy(self.cost_model, self.decisions, self.index.names)
 
     def acceptance(self, obs) -> dict[str, float]:
         return {pair: self.index.get(obs, f"acceptance[{pair}]") for pair in self._pairs}
 
+    def view_from_obs(self, obs) -> BatchView:
+        """What a logged observation says of the batch: `running_batch` rows at the mean context,
+        the pooled acceptance of each pair."""
+        batch = round(float(self.index.get(obs, "running_batch")))
+        context = max(round(float(self.index.get(obs, "context_mean"))), 1)
+        rows = tuple(RowView(f"row-{i}", "", context, 0, 0, 0.0) for i in range(batch))
+        pairs = {pair: {"acceptance": a} for pair, a in self.acceptance(obs).items()}
+        return BatchView(rows, (), {"pairs": pairs, "requests": {}})
+
     def act(self, obs) -> int:
-        obs = np.asarray(obs)
-        batch = int(round(self.index.get(obs, "running_batch")))
-        if batch < 1:
+        view = self.view_of() if self.view_of is not None else self.view_from_obs(np.asarray(obs))
+        if not view.rows:
             return self._labels.get(Decision().label, 0)
-        context = max(self.index.get(obs, "context_mean"), 1.0)
-        best = self.cost_model.best(batch, context, self.acceptance(obs))
-        return self._labels[best.label]
+        return self._labels[self.router.decide(view)[0].label]

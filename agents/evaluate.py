@@ -18,7 +18,8 @@ import numpy as np
 
 from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
-from agents.scenarios import LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads, load_sweep, sim_env_kwargs
+from agents.scenarios import (GOODPUT_SLO_TPOT_S, LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads,
+                              load_sweep, sim_env_kwargs)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward")
@@ -104,7 +105,8 @@ def run_job(job: tuple) -> tuple:
     key, policy_name, checkpoint, kwargs_json, workload, seed = job
     environment = _env(kwargs_json)
     policy = make_policy(policy_name, environment, checkpoint, seed=seed)
-    result = run_episode(environment, policy, seed, {"workload": workload})
+    slo_tpot_s = GOODPUT_SLO_TPOT_S.get(key[1]) if key[0] == "table" else None
+    result = run_episode(environment, policy, seed, {"workload": workload}, slo_tpot_s)
     counts = np.bincount(result.actions, minlength=environment.action_space.n).tolist()
     return key, episode_metrics(result), counts
 
@@ -125,6 +127,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     policies = expand(list(cfg.policies), probe)
     for name in policies:                     # fail fast on a bad name or checkpoint
         make_policy(name, probe, cfg.checkpoint)
+    env_slo_tpot_s = probe.unwrapped.config.slo_tpot_s
     probe.close()
     kwargs_json = json.dumps(cfg.env_kwargs, sort_keys=True)
     workloads = evaluation_workloads(cfg.env_kwargs, cfg.num_requests)
@@ -148,7 +151,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         cell["actions"] += counts
     out = {"config": asdict(cfg), "action_labels": labels, "seconds": round(seconds, 1), "workloads": {},
            "sweep": {}, "workload_specs": {w: asdict(workloads[w]) for w in cfg.workloads},
-           "sweep_rates": {str(load): spec.rate for load, spec in sweep.items()}}
+           "sweep_rates": {str(load): spec.rate for load, spec in sweep.items()},
+           "goodput_slo_tpot_s": {w: GOODPUT_SLO_TPOT_S.get(w, env_slo_tpot_s) for w in cfg.workloads}}
     for w, rows in tables.items():
         out["workloads"][w] = {p: {m: mean_ci(cell[m]) for m in METRICS}
                                | {"action_fractions": (cell["actions"] / max(cell["actions"].sum(), 1)).tolist()}
@@ -158,7 +162,41 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                                     {"mean": float(np.mean(cell["goodput"])), "ci95": [np.nan, np.nan]},
                                     "action_fractions": (cell["actions"] / max(cell["actions"].sum(), 1)).tolist()}
                            for r, cell in points.items()}
+    out["summary"] = summarize(out["workloads"])
     return out
+
+
+def paired_ratio(mine: dict, other: dict) -> dict:
+    """The ratio of two policies' mean goodputs over the same seeds, and the 95% interval of
+    their per-seed ratios (paired: each seed is one window and one set of draws)."""
+    a, b = np.asarray(mine["per_seed"]), np.asarray(other["per_seed"])
+    per_seed = a / np.maximum(b, 1e-12)
+    return {"ratio": float(a.mean() / max(b.mean(), 1e-12)), "ci95": mean_ci(per_seed)["ci95"]}
+
+
+def summarize(workloads: dict) -> dict:
+    """The issue's figures: learned / cost-model goodput (smallest and largest over workloads,
+    each a ratio of means over seeds, with paired intervals), learned / best static on the mix,
+    and the smallest learned / oracle share. Keys whose policies were not evaluated are absent."""
+    summary: dict = {}
+    rows = {w: cells for w, cells in workloads.items() if "learned" in cells}
+    if rows and all("cost-model" in cells for cells in rows.values()):
+        ratios = {w: paired_ratio(c["learned"]["goodput"], c["cost-model"]["goodput"]) for w, c in rows.items()}
+        low, high = min(ratios, key=lambda w: ratios[w]["ratio"]), max(ratios, key=lambda w: ratios[w]["ratio"])
+        summary |= {"learned_x_cost_model_goodput_min": ratios[low]["ratio"], "learned_x_cost_model_min_workload": low,
+                    "learned_x_cost_model_goodput_max": ratios[high]["ratio"], "learned_x_cost_model_max_workload": high,
+                    "learned_x_cost_model_max_ci95": ratios[high]["ci95"],
+                    "learned_x_cost_model_by_workload": {w: r["ratio"] for w, r in ratios.items()}}
+    mix = rows.get("spec_bench-mix", {})
+    statics = {p: c["goodput"]["mean"] for p, c in mix.items() if p.startswith("static:")}
+    if statics:
+        best = max(statics, key=statics.get)
+        summary |= {"learned_x_best_static_goodput_mix": mix["learned"]["goodput"]["mean"] / max(statics[best], 1e-12),
+                    "best_static_mix": best}
+    if rows and all("oracle" in cells for cells in rows.values()):
+        shares = {w: c["learned"]["goodput"]["mean"] / max(c["oracle"]["goodput"]["mean"], 1e-12) for w, c in rows.items()}
+        summary |= {"learned_oracle_share_min": min(shares.values()), "learned_oracle_share_by_workload": shares}
+    return summary
 
 
 def decision_latency(checkpoint: str | Path, num_calls: int = 5000, seed: int = 0) -> dict:
@@ -184,6 +222,7 @@ def main(cfg: EvaluateConfig) -> Path:
     results = evaluate(cfg)
     if "learned" in cfg.policies:
         results["decision_latency"] = decision_latency(cfg.checkpoint)
+        results["summary"]["decision_p99_ms"] = results["decision_latency"]["p99_us"] / 1e3
     out_dir = Path(cfg.out_dir)
     out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
     md_path = write_report(results, cfg, out_dir)

@@ -121,7 +121,10 @@ def plot(results: dict, out_dir: Path, stem: str) -> list[str]:
         for ax, policy in zip(axes[0], shown):
             rates = sorted(sweep[policy], key=float)
             fractions = np.array([sweep[policy][r]["action_fractions"] for r in rates]).T      # [A, rates]
-            ax.stackplot(range(len(rates)), fractions, labels=labels)
+            bottom = np.zeros(len(rates))
+            for label, share in zip(labels, fractions):      # stacked bars: one load point shows too
+                ax.bar(range(len(rates)), share, bottom=bottom, width=0.8, label=label)
+                bottom += share
             ax.set_xticks(range(len(rates)), [f"{float(r):g}" for r in rates])
             ax.set_title(policy)
             ax.set_xlabel("offered load (x saturation)")

@@ -47,7 +47,9 @@ class OPECliConfig:
 
 
 def action_probabilities(policy, obs: np.ndarray, num_actions: int) -> np.ndarray:
-    """[n, A] probabilities of a policy at each observation: its own action_probs, else one-hot act()."""
+    """[n, A] probabilities of a policy at each observation: its own action_probs, else one-hot
+    act(), of its `offline()` form where it has one (a policy that reads the live engine)."""
+    policy = policy.offline() if hasattr(policy, "offline") else policy
     if hasattr(policy, "action_probs"):
         probs = np.asarray(policy.action_probs(obs), dtype=np.float64)
         if probs.ndim == 2:

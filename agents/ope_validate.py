@@ -102,6 +102,7 @@ def validate(cfg: ValidateConfig) -> dict:
     out = {"config": asdict(cfg), "behaviour": behaviour.name, "num_logged": num_rows, "targets": {}}
     for index, name in enumerate(cfg.targets):
         target = make_policy(name, environment, cfg.checkpoint)
+        target = target.offline() if hasattr(target, "offline") else target    # what the log can replay
         report = run_ope(rows, target, int(environment.action_space.n), config)
         truth = true_value(environment, target, workload, cfg.true_episodes, seed_base=50_000 + 1000 * index)
         estimators = {}

@@ -56,9 +56,11 @@ def episode_requests(env) -> list:
     return list(episode.requests.values())
 
 
-def request_metrics(env, result: EpisodeResult) -> None:
-    """Fill TTFT / TPOT / SLO / goodput of `result` from the finished episode's requests."""
+def request_metrics(env, result: EpisodeResult, slo_tpot_s: float | None = None) -> None:
+    """Fill TTFT / TPOT / SLO / goodput of `result` from the finished episode's requests;
+    `slo_tpot_s` replaces the env's TPOT SLO for goodput (a workload's own, tighter SLO)."""
     config = env.unwrapped.config
+    slo_tpot_s = config.slo_tpot_s if slo_tpot_s is None else slo_tpot_s
     requests = episode_requests(env)
     if not requests:
         return
@@ -73,15 +75,17 @@ def request_metrics(env, result: EpisodeResult) -> None:
             continue
         ttft = r.first_token_time - r.arrival_time
         tpot = (r.finish_time - r.first_token_time) / (num_output - 1) if num_output > 1 else 0.0
-        met = ttft <= config.slo_ttft_s and tpot <= config.slo_tpot_s
+        met = ttft <= config.slo_ttft_s and tpot <= slo_tpot_s
         result.ttft_s.append(ttft)
         result.tpot_s.append(tpot)
         result.slo_met.append(met)
         result.num_good_tokens += num_output if met else 0
 
 
-def run_episode(env, policy, seed: int, options: dict | None = None) -> EpisodeResult:
-    """One episode from reset(seed) to its end; the policy acts on every step."""
+def run_episode(env, policy, seed: int, options: dict | None = None,
+                slo_tpot_s: float | None = None) -> EpisodeResult:
+    """One episode from reset(seed) to its end; the policy acts on every step (goodput under
+    `slo_tpot_s` when given, see `request_metrics`)."""
     obs, _ = env.reset(seed=seed, options=options)
     reset_policy(policy)
     result = EpisodeResult()
@@ -97,5 +101,5 @@ def run_episode(env, policy, seed: int, options: dict | None = None) -> EpisodeR
         result.total_reward += float(reward)
         done = terminated or truncated
         result.truncated = bool(truncated)
-    request_metrics(env, result)
+    request_metrics(env, result, slo_tpot_s)
     return result

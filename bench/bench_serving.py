@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -41,7 +42,8 @@ class BenchServingArgs(PrecisionArgs):
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft (used when it exists)"})
     routers: str = field(default=",".join(ROUTERS), metadata={"help": "comma-separated subset of " + ", ".join(ROUTERS)})
     static: str = field(default="auto", metadata={"help": "'auto' (offline calibration) or a fixed chain@K"})
-    rates: str = field(default="0.1,0.2,0.4", metadata={"help": "Poisson arrival rates (req/s)"})
+    rates: str = field(default="0.1,0.3,1.5", metadata={
+        "help": "Poisson arrival rates (req/s); the default's last one saturates the server"})
     trace_time_scale: float = field(default=12.0, metadata={"help": "Azure trace time scale (12 = 1/12 of its load)"})
     duration_s: float = field(default=20.0, metadata={"help": "seconds of arrivals per workload"})
     prompts: str = field(default="specbench", metadata={"help": "prompts of the Poisson workloads"})
@@ -211,6 +213,24 @@ def render_markdown(args: BenchServingArgs, rows: list[dict], static: str) -> st
     return "\n\n".join([markdown_table(headers, table), note])
 
 
+def summarize_rows(rows: list[dict]) -> dict:
+    """`fallback_share`: fallback decisions / all decisions of the learned router's runs;
+    `learned_x_cost_model_goodput`: the geometric mean over workloads of learned / cost-model
+    goodput (requests/s within SLO), with each workload's ratio beside it."""
+    summary: dict = {}
+    learned = [r for r in rows if r["router"] == "learned"]
+    decided = sum(sum(r["routing"]["by_source"].values()) for r in learned)
+    if decided:
+        summary["fallback_share"] = sum(r["routing"]["by_source"].get("fallback", 0) for r in learned) / decided
+    goodput = {(r["workload"], r["router"]): r["report"]["goodput_rps"] for r in rows}
+    ratios = {w: goodput[(w, "learned")] / goodput[(w, "cost_model")] for w, router in goodput
+              if router == "learned" and goodput.get((w, "cost_model"))}
+    if ratios:
+        summary["learned_x_cost_model_goodput"] = math.prod(max(x, 1e-9) for x in ratios.values()) ** (1 / len(ratios))
+        summary["learned_x_cost_model_goodput_by_workload"] = ratios
+    return summary
+
+
 def main(args: BenchServingArgs) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -219,7 +239,7 @@ def main(args: BenchServingArgs) -> dict:
     static, speeds = (args.static, {}) if args.static != "auto" or "static" not in args.router_list \
         else calibrate_static(args)
     rows = run_all(args, static, deadline)
-    data = {"args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
+    data = {"summary": summarize_rows(rows), "args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
             "machine": machine_info(), "wall_s": time.monotonic() - start}
     markdown = render_markdown(args, rows, static)
     publish_results(args.output_name, data, markdown)

@@ -28,11 +28,12 @@ class RowView:
     num_output_tokens: int
     max_tokens: int
     arrival_time: float
+    signals: tuple[tuple[str, int], ...] = ()    # (model-free drafter, its draft signal for this step)
 
     @classmethod
-    def of(cls, request: Request) -> RowView:
+    def of(cls, request: Request, signals: Mapping[str, int] | None = None) -> RowView:
         return cls(request.request_id, request.category, request.num_tokens, len(request.output_token_ids),
-                   request.params.max_tokens, request.arrival_time)
+                   request.params.max_tokens, request.arrival_time, tuple(sorted((signals or {}).items())))
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class BatchView:
 
     @classmethod
     def of(cls, running: Sequence[Request], waiting: Sequence[Request], acceptance: Mapping,
-           profile=None, max_model_len: int = 0) -> BatchView:
-        return cls(tuple(RowView.of(r) for r in running), tuple(RowView.of(r) for r in waiting),
+           profile=None, max_model_len: int = 0, signals: Sequence[Mapping[str, int]] | None = None) -> BatchView:
+        signals = signals or [None] * len(running)
+        return cls(tuple(RowView.of(r, s) for r, s in zip(running, signals)), tuple(RowView.of(r) for r in waiting),
                    acceptance, profile, max_model_len)
 
     @property

@@ -55,6 +55,7 @@ class EngineCore:
         self.clock: Callable[[], float] = time.monotonic
         self.last_step = StepRecord()
         self.profile = None     # engine.profile.LatencyProfile | None, for routers
+        self.shows_signals = False
 
     # ---- what routers and callers see and set ----------------------------------------------
     @property
@@ -62,9 +63,17 @@ class EngineCore:
         return self.scheduler.has_unfinished
 
     def view(self) -> BatchView:
-        """The running batch (as the last admission left it), the queue, the trackers' snapshot."""
-        return BatchView.of(self.scheduler.running, self.scheduler.waiting, self.trackers.snapshot(),
-                            self.profile, self.config.max_model_len)
+        """The running batch (as the last admission left it), the queue, the trackers' snapshot,
+        and each row's draft signals when `show_signals` asked for them."""
+        running = self.scheduler.running
+        signals = [self.executor.signals(r) for r in running] if self.shows_signals else None
+        return BatchView.of(running, self.scheduler.waiting, self.trackers.snapshot(),
+                            self.profile, self.config.max_model_len, signals)
+
+    def show_signals(self, on: bool = True) -> None:
+        """Put each row's per-step draft signals (`StepExecutor.signals`) in its view: a router
+        that reads them (the learned policy) turns this on; it costs each drafter a lookup per row."""
+        self.shows_signals = on
 
     def admit(self) -> BatchView:
         """Admit waiting requests that fit; the view of the batch the next `step()` runs."""

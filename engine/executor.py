@@ -9,6 +9,8 @@ runs the speculative part of a step and keeps its levels' state:
                                after the row's commit: roll each level back to what was committed
     release(request)           the request finished or was aborted: free what it holds
     step_latency(elapsed_s)    the step's latency (the real one measured; a simulator's modelled)
+    signals(request)           each model-free drafter's draft signal for the row's next step
+                               (`ModelFreeDrafter.signal`), read before the step is routed
 
 `drafters` are the model-free drafters that shadow drafting scores (engine/shadow_drafts.py);
 `level_names` every level a chain may name and `model_free_names` those that may only start one.
@@ -45,6 +47,8 @@ class StepExecutor(Protocol):
 
     def step_latency(self, elapsed_s: float) -> float: ...
 
+    def signals(self, request: Request) -> dict[str, int]: ...
+
 
 class ModelExecutor:
     """The real step: `run_step` over the model levels and the model-free drafters."""
@@ -76,3 +80,7 @@ class ModelExecutor:
 
     def step_latency(self, elapsed_s: float) -> float:
         return elapsed_s
+
+    def signals(self, request: Request) -> dict[str, int]:
+        tokens = request.all_token_ids
+        return {name: drafter.signal(request.request_id, tokens) for name, drafter in self.drafters.items()}

@@ -7,6 +7,14 @@ all-or-nothing: a low a_0, a high a_1..), and reproduces the mean accepted lengt
 was fitted on. Categories with few observations shrink towards the pair's pooled curve.
 Model-free first levels may propose fewer than K tokens (no match): that is modelled as
 P(non-empty) and P(full | non-empty) per category, a partial proposal being uniform in 1..K-1.
+
+Per-step draft signals: a model-free drafter's signal before the step (`ModelFreeDrafter.signal`,
+0..SIGNAL_LEVELS) is fitted as a distribution per (drafter, category), and its proposals and
+first pair's acceptance are fitted per `signal_key(category, signal)`, "category|signal". Such a
+key shrinks towards the same signal pooled over categories ("*|signal"), then the pair's pooled
+curve; a plain category reads all of its signal keys merged. So the simulator draws a row's
+signal, shows it to the router, and draws that step's proposal and acceptance given it, as the
+real drafter's match length foretells its acceptance.
 """
 
 from __future__ import annotations
@@ -14,8 +22,21 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+import numpy as np
+
 POOLED = "*"
 PRIOR_TRIALS = 8.0          # pseudo-observations pulling a category towards the pooled curve
+SIGNAL_SEP = "|"
+
+
+def signal_key(category: str, signal: int | None) -> str:
+    """The fitting key of a step whose first drafter showed `signal` (the category when None)."""
+    return category if signal is None else f"{category}{SIGNAL_SEP}{signal}"
+
+
+def _split(key: str) -> tuple[str, str | None]:
+    category, sep, signal = key.partition(SIGNAL_SEP)
+    return category, signal if sep else None
 
 
 @dataclass
@@ -75,6 +96,8 @@ class AcceptanceModel:
     def __init__(self):
         self.pairs: dict[str, dict[str, PositionCounts]] = {}
         self.proposers: dict[str, dict[str, ProposalCounts]] = {}
+        self.signals: dict[str, dict[str, list[int]]] = {}    # drafter -> category -> count per signal
+        self.odds_factors: dict[str, float] = {}        # pair -> factor on each a_j's odds (`perturbed`)
         self._curves: dict[tuple[str, str], list[float]] = {}
         self._cdfs: dict[tuple[str, str, int], list[float]] = {}
         self._proposal_rates: dict[tuple[str, str], tuple[float, float]] = {}
@@ -90,16 +113,30 @@ class AcceptanceModel:
             self.proposers.setdefault(drafter, {}).setdefault(category, ProposalCounts()).observe(num_requested, num_proposed)
             self._invalidate()
 
+    def observe_signal(self, drafter: str, category: str, signal: int) -> None:
+        counts = self.signals.setdefault(drafter, {}).setdefault(category, [])
+        counts.extend([0] * (signal + 1 - len(counts)))
+        counts[signal] += 1
+
     def _invalidate(self) -> None:
         self._curves.clear()
         self._cdfs.clear()
         self._proposal_rates.clear()
+
+    def perturbed(self, odds_factors: dict[str, float]) -> AcceptanceModel:
+        """The same fit with each pair's a_j odds multiplied by a factor: a drafter that agrees
+        more or less often than measured (domain randomisation), its curve's shape kept."""
+        model = AcceptanceModel()
+        model.pairs, model.proposers, model.signals = self.pairs, self.proposers, self.signals   # shared, read only
+        model.odds_factors = dict(odds_factors)
+        return model
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_json(self) -> dict:
         return {
             "pairs": {p: {c: vars(k).copy() for c, k in cats.items()} for p, cats in self.pairs.items()},
             "proposers": {d: {c: vars(k).copy() for c, k in cats.items()} for d, cats in self.proposers.items()},
+            "signals": {d: {c: list(k) for c, k in cats.items()} for d, cats in self.signals.items()},
         }
 
     @classmethod
@@ -109,17 +146,34 @@ class AcceptanceModel:
             model.pairs[pair] = {c: PositionCounts(**k) for c, k in cats.items()}
         for drafter, cats in data.get("proposers", {}).items():
             model.proposers[drafter] = {c: ProposalCounts(**k) for c, k in cats.items()}
+        for drafter, cats in data.get("signals", {}).items():
+            model.signals[drafter] = {c: [int(n) for n in k] for c, k in cats.items()}
         return model
 
     # ---- the fitted curves -----------------------------------------------------------------
     def has_pair(self, pair: str) -> bool:
         return any(k.num_observed for k in self.pairs.get(pair, {}).values())
 
-    def _pooled(self, pair: str) -> PositionCounts:
+    def _pooled(self, pair: str, keep=lambda key: True) -> PositionCounts:
         pooled = PositionCounts()
-        for counts in self.pairs[pair].values():
-            pooled = pooled.merged(counts)
+        for key, counts in self.pairs[pair].items():
+            if keep(key):
+                pooled = pooled.merged(counts)
         return pooled
+
+    def _own(self, pair: str, key: str) -> PositionCounts:
+        """A signal key's own counts; a plain category's merged over its signal keys."""
+        if _split(key)[1] is not None:
+            return self.pairs[pair].get(key, PositionCounts())
+        return self._pooled(pair, lambda k: _split(k)[0] == key)
+
+    def _prior_curve(self, pair: str, key: str) -> list[float]:
+        """What a key shrinks towards: its signal pooled over categories, else the pair's pooled curve."""
+        signal = _split(key)[1]
+        pooled = self._pooled(pair, lambda k: _split(k)[1] == signal) if signal is not None else PositionCounts()
+        if not pooled.num_observed:
+            pooled = self._pooled(pair)
+        return [(a + 0.5) / (t + 1.0) for t, a in zip(pooled.trials, pooled.accepts)]
 
     def curve(self, pair: str, category: str) -> list[float]:
         """a_j for j = 0..J-1; positions past J reuse a_{J-1}."""
@@ -128,14 +182,16 @@ class AcceptanceModel:
             if not self.has_pair(pair):
                 raise KeyError(f"the acceptance model has no observations of {pair!r}; "
                                f"fitted pairs: {', '.join(sorted(p for p in self.pairs if self.has_pair(p)))}")
-            pooled = self._pooled(pair)
-            base = [(a + 0.5) / (t + 1.0) for t, a in zip(pooled.trials, pooled.accepts)]
-            own = self.pairs[pair].get(category, PositionCounts())
+            base = self._prior_curve(pair, category)
+            own = self._own(pair, category)
             curve = []
             for j, prior in enumerate(base):
                 t = own.trials[j] if j < len(own.trials) else 0
                 a = own.accepts[j] if j < len(own.accepts) else 0
                 curve.append((a + PRIOR_TRIALS * prior) / (t + PRIOR_TRIALS))
+            factor = self.odds_factors.get(pair, 1.0)
+            if factor != 1.0:
+                curve = [factor * a / (1.0 - a + factor * a) for a in curve]
             self._curves[key] = curve
         return self._curves[key]
 
@@ -156,7 +212,7 @@ class AcceptanceModel:
 
     def mean_acceptance(self, pair: str, category: str = POOLED) -> float:
         """Token-level acceptance rate (accepted / proposed tokens), for reports."""
-        counts = self._pooled(pair) if category == POOLED else self.pairs[pair][category]
+        counts = self._pooled(pair) if category == POOLED else self._own(pair, category)
         return counts.num_accepted_tokens / counts.num_proposed_tokens if counts.num_proposed_tokens else 0.0
 
     def _cdf(self, pair: str, category: str, num_proposed: int) -> list[float]:
@@ -189,10 +245,17 @@ class AcceptanceModel:
             if not cats:
                 rates = (1.0, 1.0)
             else:
+                name, signal = _split(category)
                 pooled = ProposalCounts()
-                for counts in cats.values():
+                for counts in (c for k, c in cats.items() if signal is None or _split(k)[1] == signal):
                     pooled = pooled.merged(counts)
-                own = cats.get(category, ProposalCounts())
+                if not pooled.num_steps:                     # an unseen signal: all of the drafter's steps
+                    for counts in cats.values():
+                        pooled = pooled.merged(counts)
+                own = ProposalCounts()
+                for key, counts in cats.items():
+                    if key == category or (signal is None and _split(key)[0] == name):
+                        own = own.merged(counts)
                 p_nonempty = (pooled.num_nonempty + 0.5) / (pooled.num_steps + 1.0)
                 p_full = (pooled.num_full + 0.5) / (pooled.num_nonempty + 1.0)
                 rates = ((own.num_nonempty + PRIOR_TRIALS * p_nonempty) / (own.num_steps + PRIOR_TRIALS),
@@ -211,3 +274,28 @@ class AcceptanceModel:
             return num_requested
         partial = (u_full - p_full) / (1.0 - p_full)           # uniform in [0, 1) given not full
         return 1 + min(int(partial * (num_requested - 1)), num_requested - 2)
+
+    # ---- per-step draft signals --------------------------------------------------------------
+    def has_signals(self, drafter: str) -> bool:
+        return any(sum(k) for k in self.signals.get(drafter, {}).values())
+
+    def signal_distribution(self, drafter: str, category: str) -> list[float]:
+        """P(signal = s) for s = 0.. of `drafter` on `category`, shrunk towards its pooled one."""
+        cats = self.signals[drafter]
+        width = max(len(k) for k in cats.values())
+        pooled = [sum(k[s] if s < len(k) else 0 for k in cats.values()) for s in range(width)]
+        prior = [(n + 0.5) / (sum(pooled) + 0.5 * width) for n in pooled]
+        own = cats.get(category, [])
+        total = sum(own)
+        return [((own[s] if s < len(own) else 0) + PRIOR_TRIALS * prior[s]) / (total + PRIOR_TRIALS)
+                for s in range(width)]
+
+    def sample_signal(self, drafter: str, category: str, uniform: float) -> int | None:
+        """A signal drawn for one row and step, or None when the drafter's signals were not fitted."""
+        if not self.has_signals(drafter):
+            return None
+        key = (drafter, category, -1)
+        cdf = self._cdfs.get(key)
+        if cdf is None:
+            cdf = self._cdfs[key] = np.cumsum(self.signal_distribution(drafter, category)).tolist()
+        return min(bisect.bisect_right(cdf, uniform * cdf[-1]), len(cdf) - 1)

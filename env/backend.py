@@ -28,6 +28,10 @@ class EngineBackend:
         outputs = self.engine.step(decision)
         return [(requests[o.request_id], len(o.new_token_ids)) for o in outputs], self.engine.last_step.latency_s
 
+    def signals(self, running: list[Request]) -> list[dict[str, int]]:
+        """Each running row's draft signals for the next step (`StepExecutor.signals`)."""
+        return [self.engine.executor.signals(r) for r in running]
+
     def acceptance(self, pairs: list[str]) -> dict[str, float]:
         trackers = self.engine.trackers
         return {pair: trackers.acceptance(pair) for pair in pairs}

@@ -25,7 +25,7 @@ import numpy as np
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
-from env.config import REPO_ROOT, parse_action, resolve_path
+from env.config import REPO_ROOT, EnvConfig, parse_action, resolve_path
 from env.prompt_sources import CATEGORIES
 from env.sim_calibration import SimCalibration
 from env.sim_fidelity import compare, sim_speed
@@ -35,11 +35,15 @@ from env.step_time_fit import StepSample, StepTimeFit, fit_profile, fit_scaled
 # where a forward is compute-bound)
 PROFILE_TOKENS = (1, 2, 3, 5, 9, 17, 64)
 PROFILE_CONTEXTS = (0, 512)
+# (name, workload, action schedule, requests per compare_requests): the last one queues every
+# request at once, so the batch runs at concurrency >= 8 where the verifier is compute-bound
 COMPARISON_WORKLOADS = (
-    ("spec_bench", {"name": "spec_bench", "arrival": "poisson", "rate": 0.5}, ("ngram>target@4", "plain")),
+    ("spec_bench", {"name": "spec_bench", "arrival": "poisson", "rate": 0.5},
+     ("int4>target@3", "ngram>target@4", "plain"), 1),
     ("humaneval-bursty", {"name": "humaneval", "arrival": "gamma", "rate": 1.0, "cv": 3.0},
-     ("suffix>target@4", "suffix>target@2", "ngram>target@8")),
-    ("azure_code", {"name": "azure_code", "time_scale": 0.1}, ("plain", "ngram>target@2")),
+     ("suffix>target@4", "int4>target@2", "ngram>int4>target@4"), 1),
+    ("azure_code", {"name": "azure_code", "time_scale": 0.1}, ("plain", "ngram>target@2"), 1),
+    ("sharegpt-offline", {"name": "sharegpt", "arrival": "offline"}, ("plain", "int4>target@2", "suffix>target@4"), 2),
 )
 
 
@@ -49,7 +53,10 @@ class CalibrateArgs(PrecisionArgs):
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local path"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft checkpoint, used when it exists"})
-    profile: str = field(default="", metadata={"help": "latency profile JSON (default: profiles/<model>.json)"})
+    quantized_levels: str = field(default="int4", metadata={
+        "help": "the target's quantized copies as levels (EngineConfig.quantized_levels); '' = none"})
+    profile: str = field(default=EnvConfig.profile, metadata={
+        "help": "latency profile JSON (default: the environment's, the default forward path's)"})
     refresh_profile: bool = field(default=False, metadata={"help": "measure the profile even when the file exists"})
     profile_budget_s: float = field(default=90.0, metadata={"help": "seconds for timing profile levels"})
     profile_source: str = field(default="measured", metadata={
@@ -66,10 +73,10 @@ class CalibrateArgs(PrecisionArgs):
     sim_repeats: int = field(default=8, metadata={"help": "simulated runs averaged per comparison workload"})
     speed_seconds: float = field(default=5.0, metadata={"help": "wall seconds spent measuring the sim's speed"})
     max_batch: int = field(default=16, metadata={"help": "engine max_batch"})
-    num_threads: int = field(default=1, metadata={"help": "torch threads (0 keeps torch's default)"})
-    clock: str = field(default="cpu", metadata={
-        "help": "wall, or cpu: this process's CPU time with one thread (idle-machine latency on a busy machine, "
-                "as the shipped profile was measured)"})
+    num_threads: int = field(default=2, metadata={"help": "torch threads (0 keeps torch's default)"})
+    clock: str = field(default="wall", metadata={
+        "help": "wall (an idle machine, as the default profile was measured), or cpu: this process's CPU time "
+                "with one thread (idle-machine latency on a busy machine)"})
     seed: int = field(default=0, metadata={"help": "seed of prompt sampling and workload windows"})
 
     def __post_init__(self) -> None:
@@ -137,6 +144,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     if is_draft_checkpoint(draft_path):
         drafts["draft"] = load_draft(draft_path, target)
     engine = Engine(target.model, target.tokenizer, EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads,
+                                                                 quantized_levels=cfg.quantized_levels,
                                                                  **cfg.precision_kwargs()),
                     drafts=drafts)
     print(f"loaded {target.name}{' + draft' if drafts else ''} in {time.perf_counter() - started:.1f} s; "
@@ -146,8 +154,9 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     base = base_profile(engine, profile_path, cfg, target.name)
 
     rng = np.random.default_rng(cfg.seed)
-    chains = [("ngram", "target"), ("suffix", "target")] + ([("draft", "target"), ("ngram", "draft", "target")]
-                                                            if drafts else [])
+    chains = [("ngram", "target"), ("suffix", "target")]
+    chains += [c for fmt in engine.config.quantized_formats for c in ((fmt, "target"), ("ngram", fmt, "target"))]
+    chains += [("draft", "target"), ("ngram", "draft", "target")] if drafts else []
     calibration = SimCalibration(target.name, prompt_lengths=fit_prompt_lengths(engine))
     steps: list[StepSample] = []
     tick = time.perf_counter()
@@ -180,8 +189,10 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
 
     print(f"\n{'workload':18s} {'backend':8s} {'tokens/s':>9s} {'TPOT ms':>8s} {'steps':>6s} {'wall s':>8s}")
     ratios = []
-    for name, workload, labels in COMPARISON_WORKLOADS:
-        workload = {**workload, "num_requests": cfg.compare_requests, "max_new_tokens": cfg.max_new_tokens,
+    runnable = set(engine.levels) | set(engine.drafters)
+    for name, workload, labels, scale in COMPARISON_WORKLOADS:
+        labels = tuple(label for label in labels if set(parse_action(label).chain) <= runnable)
+        workload = {**workload, "num_requests": scale * cfg.compare_requests, "max_new_tokens": cfg.max_new_tokens,
                     "min_new_tokens": min(8, cfg.max_new_tokens), "max_prompt_tokens": cfg.max_prompt_tokens}
         actions = list(dict.fromkeys(["plain", *labels]))
         common = dict(workload=workload, actions=actions, max_batch=cfg.max_batch)

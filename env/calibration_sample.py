@@ -11,7 +11,7 @@ from engine.decision import Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.sampling import SamplingParams
 from engine.trackers import pair_key
-from env.acceptance_model import AcceptanceModel
+from env.acceptance_model import AcceptanceModel, signal_key
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
 from env.real_backend import encode_prompt
 from env.sim_calibration import PromptLength
@@ -80,6 +80,7 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
         cached = [{name: level.committed_length(r) for name, level in engine.levels.items()} for r in batch]
         ks_used = [engine.draft_length(r, decision) for r in batch]
         categories = [r.category for r in batch]
+        signals = [engine.executor.signals(r) for r in batch]        # read before the step, as a router would
         started = time.process_time()
         engine.step(decision)
         cpu_s = time.process_time() - started
@@ -88,10 +89,15 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
             raise RuntimeError("the engine admitted requests between the snapshot and the step")
         forwards = rows_forwards(profile, num_tokens, cached, decision.chain, ks_used, record.results, engine.config)
         steps.append(StepSample(forwards, record.batch_size, cpu_s if clock == "cpu" else record.latency_s))
-        for category, k, result in zip(categories, ks_used, record.results):
+        for category, k, result, row_signals in zip(categories, ks_used, record.results, signals):
+            for name, signal in row_signals.items():
+                acceptance.observe_signal(name, category, signal)
             if k == 0:
                 continue
+            first = category
             if decision.chain[0] in MODEL_FREE_DRAFTERS:
-                acceptance.observe_proposal(decision.chain[0], category, k, result.num_proposed)
-            for pair in result.pairs:
-                acceptance.observe_pair(pair_key(pair.drafter, pair.verifier), category, pair.num_proposed, pair.num_accepted)
+                first = signal_key(category, row_signals.get(decision.chain[0]))
+                acceptance.observe_proposal(decision.chain[0], first, k, result.num_proposed)
+            for i, pair in enumerate(result.pairs):
+                acceptance.observe_pair(pair_key(pair.drafter, pair.verifier), first if i == 0 else category,
+                                        pair.num_proposed, pair.num_accepted)

@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("sim", "real")
 DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8",
                    "suffix>target@2", "suffix>target@4", "suffix>target@8",
-                   "draft>target@2", "draft>target@4", "draft>target@8",
-                   "ngram>draft>target@4", "ngram>draft>target@8")
+                   "int4>target@2", "int4>target@3", "int4>target@5", "ngram>int4>target@4",
+                   "draft>target@2", "draft>target@4", "ngram>draft>target@4")
 DEFAULT_DRAFT = "checkpoints/draft"
 
 
@@ -73,6 +73,10 @@ class EnvConfig(PrecisionArgs):
         model: the real backend's target: "default" (embedded SmolLM2) or a local path.
         draft: the real backend's trained draft checkpoint directory (loaded when it has a manifest);
             None for model-free drafters only.
+        quantized_levels: the real backend's quantized copies of the target (EngineConfig.quantized_levels).
+        randomize_latency / randomize_acceptance: domain randomisation of the sim, per episode:
+            step times scaled by exp(U(-r, r)), each pair's acceptance odds by exp(U(-r, r)),
+            so a policy trained on it has seen machines and drafters unlike the calibrated one.
         engine_factory: the real backend calls it to build its Engine instead (tests, tiny models).
         num_threads: torch threads for the real backend (0 keeps torch's default).
         real_clock: the real backend's clock: "wall", or "cpu" (this process's CPU time, with
@@ -94,6 +98,9 @@ class EnvConfig(PrecisionArgs):
     acceptance: str = "profiles/acceptance_SmolLM2-135M-Instruct.json"
     model: str = "default"
     draft: str | None = DEFAULT_DRAFT
+    quantized_levels: str = "int4"
+    randomize_latency: float = 0.0
+    randomize_acceptance: float = 0.0
     engine_factory: Callable | None = None
     num_threads: int = 0
     real_clock: str = "wall"
@@ -126,6 +133,10 @@ class EnvConfig(PrecisionArgs):
         if isinstance(self.slo_penalty, bool) or not isinstance(self.slo_penalty, (int, float)) \
                 or not math.isfinite(self.slo_penalty) or self.slo_penalty < 0:
             raise EnvConfigError(f"slo_penalty must be a finite number >= 0, got {self.slo_penalty!r}")
+        for name in ("randomize_latency", "randomize_acceptance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3:
+                raise EnvConfigError(f"{name} must be a number in [0, 3] (a log factor), got {value!r}")
         if self.max_num_tokens < self.max_model_len:
             raise EnvConfigError("max_num_tokens must be at least max_model_len")
         if self.workload.max_new_tokens >= self.max_model_len:
@@ -152,10 +163,18 @@ class EnvConfig(PrecisionArgs):
                     pairs.append(pair_key(below, above))
         return pairs
 
+    @property
+    def signal_drafters(self) -> list[str]:
+        """The model-free drafters that start a chain of the actions, whose draft signals the observation shows."""
+        from engine.drafters import MODEL_FREE_DRAFTERS
+        starts = [d.chain[0] for d in self.decisions if not d.is_plain and d.chain[0] in MODEL_FREE_DRAFTERS]
+        return list(dict.fromkeys(starts))
+
     def observation_spec(self) -> ObservationSpec:
         """The observation layout of these settings: the environment's, and the server's that
         reproduces it (serving.launch)."""
-        return observation_spec(self.pairs, self.action_labels, max_batch=self.max_batch,
+        return observation_spec(self.pairs, self.action_labels, signal_drafters=self.signal_drafters,
+                                max_batch=self.max_batch,
                                 max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
                                 slo_ttft_s=self.slo_ttft_s, max_queue=self.max_queue, max_rate=self.max_rate,
                                 max_latency_s=self.max_latency_s, max_wait_s=self.max_wait_s)

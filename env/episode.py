@@ -70,5 +70,6 @@ class Episode:
 
     def observe(self, backend, builder: ObservationBuilder) -> np.ndarray:
         scheduler = backend.scheduler
+        signals = backend.signals(scheduler.running) if builder.signal_drafters else ()
         return builder.build(scheduler.running, scheduler.waiting, backend.acceptance(builder.pairs), self.stats,
-                             self.time, self.last_action)
+                             self.time, self.last_action, signals)

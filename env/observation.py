@@ -7,14 +7,15 @@ server build the same vector. Values are clipped into the spec's [low, high].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from engine.drafters import SIGNAL_LEVELS
 from env.load_stats import LoadStats
 
-OBS_SPEC_VERSION = "specroute-obs-v1"
+OBS_SPEC_VERSION = "specroute-obs-v2"
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class ObservationSpec:
 
 def observation_spec(pairs: Sequence[str], action_labels: Sequence[str], *, max_batch: int, max_model_len: int,
                      slo_tpot_s: float, slo_ttft_s: float, max_queue: int, max_rate: float,
-                     max_latency_s: float, max_wait_s: float) -> ObservationSpec:
-    """The v1 layout: load, context, latency and SLO slack, acceptance per pair, last action one-hot."""
+                     max_latency_s: float, max_wait_s: float, signal_drafters: Sequence[str] = ()) -> ObservationSpec:
+    """The v2 layout: load, context, latency and SLO slack, acceptance per pair, this step's draft
+    signals per model-free first level (mean and max over the rows), last action one-hot."""
     features = [
         Feature("running_batch", 0, max_batch, "requests in the running batch"),
         Feature("queue_length", 0, max_queue, "requests waiting for admission (clipped)"),
@@ -71,27 +73,40 @@ def observation_spec(pairs: Sequence[str], action_labels: Sequence[str], *, max_
         Feature("oldest_wait_s", 0, max_wait_s, "how long the oldest waiting request has waited"),
     ]
     features += [Feature(f"acceptance[{pair}]", 0, 1, f"acceptance EMA of {pair}") for pair in pairs]
+    for name in signal_drafters:
+        features += [Feature(f"signal_mean[{name}]", 0, 1, f"mean over rows of {name}'s draft signal for this step / {SIGNAL_LEVELS}"),
+                     Feature(f"signal_max[{name}]", 0, 1, f"largest row's {name} draft signal for this step / {SIGNAL_LEVELS}")]
     features += [Feature(f"last_action[{label}]", 0, 1, "1 for the action of the last step") for label in action_labels]
     return ObservationSpec(OBS_SPEC_VERSION, tuple(features))
+
+
+def signal_drafters(spec: ObservationSpec) -> list[str]:
+    """The drafters whose signals the spec shows, in order."""
+    return [name[len("signal_mean["):-1] for name in spec.names if name.startswith("signal_mean[")]
 
 
 class ObservationBuilder:
     def __init__(self, spec: ObservationSpec, pairs: Sequence[str], num_actions: int):
         self.spec = spec
         self.pairs = list(pairs)
+        self.signal_drafters = signal_drafters(spec)
         self.num_actions = num_actions
         self.low = spec.low
         self.high = spec.high
 
     def build(self, running: Sequence, waiting: Sequence, acceptance: dict[str, float], stats: LoadStats,
-              now: float, last_action: int | None) -> np.ndarray:
-        """`running` / `waiting`: the scheduler's requests; `acceptance`: pair -> EMA."""
+              now: float, last_action: int | None, signals: Sequence[Mapping[str, int]] = ()) -> np.ndarray:
+        """`running` / `waiting`: the scheduler's requests; `acceptance`: pair -> EMA; `signals`:
+        per running row, drafter -> draft signal (`StepExecutor.signals`)."""
         contexts = [r.num_tokens for r in running]
         oldest_wait = now - waiting[0].arrival_time if waiting else 0.0
         values = [len(running), len(waiting), stats.arrival_rate,
                   sum(contexts) / len(contexts) if contexts else 0.0, max(contexts, default=0),
                   stats.step_latency_s, stats.tpot_slack_s, stats.ttft_slack_s, oldest_wait]
         values += [acceptance.get(pair, 0.0) for pair in self.pairs]
+        for name in self.signal_drafters:
+            row_signals = [row.get(name, 0) / SIGNAL_LEVELS for row in signals] or [0.0]
+            values += [sum(row_signals) / len(row_signals), max(row_signals)]
         one_hot = [0.0] * self.num_actions
         if last_action is not None:
             one_hot[last_action] = 1.0

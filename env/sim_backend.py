@@ -8,6 +8,8 @@ commit, shadow drafting, rollback bookkeeping and the trackers are the real engi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from engine.config import EngineConfig
@@ -26,12 +28,14 @@ from env.workloads import WorkloadRequest
 class SimEngine(EngineCore):
     """The engine's step over a `SimExecutor`; no model, no tokenizer."""
 
-    def __init__(self, config: EngineConfig, profile, calibration: SimCalibration, seed: int = 0):
+    def __init__(self, config: EngineConfig, profile, calibration: SimCalibration, seed: int = 0,
+                 priors: dict[str, float] | None = None):
         executor = SimExecutor(profile, calibration, config, seed)
         super().__init__(config, executor, Scheduler(config, set(), None))
         self.set_profile(profile)
-        # seeded with the fitted acceptance, as the server's trackers are (serving.launch)
-        self.set_acceptance_priors(calibration.acceptance.per_token_acceptance())
+        # seeded with the fitted acceptance, as the server's trackers are (serving.launch), also
+        # when this episode's drafters are randomised away from it
+        self.set_acceptance_priors(priors if priors is not None else calibration.acceptance.per_token_acceptance())
         self.use_clock(executor.now)
 
     def add(self, request: Request) -> None:
@@ -68,10 +72,30 @@ class SimBackend(EngineBackend):
         self.engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
                                           max_model_len=config.max_model_len)
         self.max_prompt_tokens = config.workload.max_prompt_tokens
+        self.randomize_latency = config.randomize_latency
+        self.randomize_acceptance = config.randomize_acceptance
+        self.priors = self.calibration.acceptance.per_token_acceptance()
+        self.episode_calibration = self.calibration
         self.engine = SimEngine(self.engine_config, self.profile, self.calibration)
 
     def reset(self, seed: int) -> None:
-        self.engine = SimEngine(self.engine_config, self.profile, self.calibration, seed)
+        self.episode_calibration = self.randomized(np.random.default_rng(seed))
+        self.engine = SimEngine(self.engine_config, self.profile, self.episode_calibration, seed, self.priors)
+
+    def randomized(self, rng: np.random.Generator) -> SimCalibration:
+        """This episode's simulator (domain randomisation, `EnvConfig.randomize_*`): the step
+        time scaled by one factor, each pair's acceptance odds by its own; the fit itself when
+        both ranges are 0."""
+        if not self.randomize_latency and not self.randomize_acceptance:
+            return self.calibration
+        scale = float(np.exp(rng.uniform(-self.randomize_latency, self.randomize_latency)))
+        pairs = sorted(self.calibration.acceptance.pairs)
+        factors = np.exp(rng.uniform(-self.randomize_acceptance, self.randomize_acceptance, len(pairs)))
+        cal = self.calibration
+        return dataclasses.replace(
+            cal, acceptance=cal.acceptance.perturbed(dict(zip(pairs, factors.tolist()))),
+            profile_scale=cal.profile_scale * scale, prefill_scale=cal.prefill_scale * scale,
+            step_overhead_s=cal.step_overhead_s * scale, row_overhead_s=cal.row_overhead_s * scale)
 
     def reseed(self, seed: int) -> None:
         """New acceptance draws from here on, same requests (repeated runs of one window)."""
@@ -96,7 +120,7 @@ class SimBackend(EngineBackend):
     # ---- cloning for look-ahead baselines ----------------------------------------------------
     def shared_objects(self) -> list:
         """Immutable during an episode: shared by clones instead of copied."""
-        return [self.profile, self.calibration, self.engine_config]
+        return [self.profile, self.calibration, self.episode_calibration, self.engine_config]
 
     def state(self) -> SimEngine:
         return self.engine

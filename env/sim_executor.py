@@ -25,6 +25,7 @@ from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter
 from engine.sequence import Request
 from engine.spec_step import PairOutcome, RowResult
 from engine.trackers import pair_key
+from env.acceptance_model import signal_key
 from env.sim_calibration import SimCalibration
 from env.sim_clock import rows_forwards
 
@@ -44,12 +45,12 @@ class SimDrafter(ModelFreeDrafter):
     def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
         executor = self.executor
         model = executor.calibration.acceptance
-        category = executor.categories[request_id]
+        key = signal_key(executor.categories[request_id], executor.signal_of(request_id, self.name))
         u = executor.rng.random(3)
-        proposed = model.sample_proposed(self.name, category, k, u[0], u[1])
+        proposed = model.sample_proposed(self.name, key, k, u[0], u[1])
         if not proposed:
             return []
-        accepted = model.sample_accepted(self.pair, category, proposed, u[2])
+        accepted = model.sample_accepted(self.pair, key, proposed, u[2])
         return [SIM_TOKEN_ID] * accepted + [SIM_REJECTED_ID] * (proposed - accepted)
 
 
@@ -69,6 +70,7 @@ class SimExecutor:
         self.time = 0.0                                  # the virtual clock, seconds
         self.cached: dict[str, dict[str, int]] = {}      # request id -> model level -> tokens in its cache
         self.categories: dict[str, str] = {}             # request id -> category, for the shadow drafters
+        self.pending_signals: dict[str, dict[str, int | None]] = {}   # request id -> drafter -> next step's signal
         self.drafters: dict[str, ModelFreeDrafter] = {
             name: SimDrafter(name, self) for name in MODEL_FREE_DRAFTERS
             if calibration.acceptance.has_pair(pair_key(name, TARGET))}
@@ -92,7 +94,11 @@ class SimExecutor:
             raise ValueError("the simulator runs one decision for the whole batch")
         for request in batch:
             self.categories[request.request_id] = request.category
-        results = self.draw(batch, decision.chain, ks)
+        first = decision.chain[0] if decision.chain and decision.chain[0] in MODEL_FREE_DRAFTERS else None
+        signals = [None if first is None else self.signal_of(r.request_id, first) for r in batch]
+        for request in batch:                # consumed: the rows' next steps show new ones
+            self.pending_signals.pop(request.request_id, None)
+        results = self.draw(batch, decision.chain, ks, signals)
         cached = [self.cached.setdefault(r.request_id, {}) for r in batch]
         forward_s = prefill_s = 0.0
         forward_time, split = self.profile.forward_time, self.calibration.prefill_tokens or 1 << 30
@@ -106,25 +112,43 @@ class SimExecutor:
         self.time += self._latency_s
         return results
 
-    def draw(self, batch: list[Request], chain: tuple[str, ...], ks: list[int]) -> list[RowResult]:
-        """Every row's proposal and acceptances, drawn from the acceptance models."""
+    def signals(self, request: Request) -> dict[str, int]:
+        """Each fitted drafter's signal for the row's next step: drawn once, then what that step's
+        proposal is drawn given (`AcceptanceModel.sample_signal`)."""
+        self.categories[request.request_id] = request.category
+        out = {name: self.signal_of(request.request_id, name) for name in self.drafters}
+        return {name: signal for name, signal in out.items() if signal is not None}
+
+    def signal_of(self, request_id: str, drafter: str) -> int | None:
+        mine = self.pending_signals.setdefault(request_id, {})
+        if drafter not in mine:
+            mine[drafter] = self.calibration.acceptance.sample_signal(drafter, self.categories[request_id],
+                                                                      float(self.rng.random()))
+        return mine[drafter]
+
+    def draw(self, batch: list[Request], chain: tuple[str, ...], ks: list[int],
+             signals: Sequence[int | None] | None = None) -> list[RowResult]:
+        """Every row's proposal and acceptances, drawn from the acceptance models (given the
+        first drafter's signal of each row, where it has one)."""
         pair_keys = tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
         width = len(chain) + 1
         uniforms = self.rng.random(len(batch) * width).tolist()
-        return [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width])
+        signals = signals or [None] * len(batch)
+        return [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width], signals[i])
                 for i, (r, k) in enumerate(zip(batch, ks))]
 
     def _row_result(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
-                    uniforms: list[float]) -> RowResult:
+                    uniforms: list[float], signal: int | None = None) -> RowResult:
         """Draw what the chain proposes and accepts for one row (the shape `run_step` returns)."""
         if k == 0:
             return RowResult([SIM_TOKEN_ID])
         model = self.calibration.acceptance
-        num = model.sample_proposed(chain[0], category, k, uniforms[0], uniforms[1]) \
+        first = signal_key(category, signal)
+        num = model.sample_proposed(chain[0], first, k, uniforms[0], uniforms[1]) \
             if chain[0] in MODEL_FREE_DRAFTERS else k
         pairs = []
         for i, key in enumerate(pair_keys):
-            accepted = model.sample_accepted(key, category, num, uniforms[2 + i])
+            accepted = model.sample_accepted(key, first if i == 0 else category, num, uniforms[2 + i])
             pairs.append(PairOutcome(chain[i], chain[i + 1], num, accepted))
             num = accepted + 1
         return RowResult([SIM_TOKEN_ID] * num, pairs)
@@ -135,6 +159,7 @@ class SimExecutor:
     def release(self, request: Request) -> None:
         self.cached.pop(request.request_id, None)
         self.categories.pop(request.request_id, None)
+        self.pending_signals.pop(request.request_id, None)
 
     def step_latency(self, elapsed_s: float) -> float:
         return self._latency_s

@@ -30,15 +30,16 @@ class SpecRouteEnv(gymnasium.Env):
     ## Action space
 
     `Discrete(len(actions))`: index into the configured (chain, K) list. The default list
-    (`env.config.DEFAULT_ACTIONS`, 12 actions) is `plain, ngram>target@2/4/8,
-    suffix>target@2/4/8, draft>target@2/4/8, ngram>draft>target@4/8`; K = 0 (plain) runs the
-    target alone; the draft's chains need the distilled draft (`checkpoints/draft`).
+    (`env.config.DEFAULT_ACTIONS`, 14 actions) is `plain, ngram>target@2/4/8,
+    suffix>target@2/4/8, int4>target@2/3/5, ngram>int4>target@4, draft>target@2/4,
+    ngram>draft>target@4`; K = 0 (plain) runs the target alone; `int4` is the target's int4
+    copy (`quantized_levels`), the draft's chains need the distilled draft (`checkpoints/draft`).
     An index outside the space raises `gymnasium.error.InvalidAction`.
 
     ## Observation space
 
     `Box(float32)` with a versioned spec (`env.unwrapped.obs_spec`, version
-    `specroute-obs-v1`); values are clipped into [min, max]. With the default actions:
+    `specroute-obs-v2`); values are clipped into [min, max]. With the default actions:
 
     | index | name | min | max |
     |---|---|---|---|
@@ -53,12 +54,22 @@ class SpecRouteEnv(gymnasium.Env):
     | 8 | oldest_wait_s: age of the oldest waiting request | 0 | max_wait_s |
     | 9 | acceptance[ngram>target]: acceptance EMA | 0 | 1 |
     | 10 | acceptance[suffix>target]: acceptance EMA | 0 | 1 |
-    | 11 | acceptance[draft>target]: acceptance EMA | 0 | 1 |
-    | 12 | acceptance[ngram>draft]: acceptance EMA | 0 | 1 |
-    | 13..24 | last_action[label]: one-hot of the previous action | 0 | 1 |
+    | 11 | acceptance[int4>target]: acceptance EMA | 0 | 1 |
+    | 12 | acceptance[ngram>int4]: acceptance EMA | 0 | 1 |
+    | 13 | acceptance[draft>target]: acceptance EMA | 0 | 1 |
+    | 14 | acceptance[ngram>draft]: acceptance EMA | 0 | 1 |
+    | 15 | signal_mean[ngram]: mean over rows of this step's n-gram draft signal / 3 | 0 | 1 |
+    | 16 | signal_max[ngram]: the largest row's | 0 | 1 |
+    | 17 | signal_mean[suffix]: the same for suffix drafting | 0 | 1 |
+    | 18 | signal_max[suffix]: the largest row's | 0 | 1 |
+    | 19..32 | last_action[label]: one-hot of the previous action | 0 | 1 |
 
-    One acceptance entry per (drafter > verifier) pair the actions use, one last-action entry
-    per action; `obs_spec.table()` prints the table for any configuration.
+    One acceptance entry per (drafter > verifier) pair the actions use, two signal entries per
+    model-free drafter that starts a chain, one last-action entry per action;
+    `obs_spec.table()` prints the table for any configuration. A draft signal
+    (`ModelFreeDrafter.signal`, 0..3) says before the step how promising the drafter's proposal
+    is: the matched n-gram's length, the suffix drafter's confident proposal length; the
+    simulator draws it from its fitted distribution and then the step's proposal given it.
 
     ## Rewards
 
@@ -93,7 +104,8 @@ class SpecRouteEnv(gymnasium.Env):
 
     ## Version History
 
-    * v0: initial version (observation spec `specroute-obs-v1`).
+    * v0: initial version (observation spec `specroute-obs-v1`); the spec `specroute-obs-v2` adds the
+      per-step draft signals (`signal_mean[drafter]`, `signal_max[drafter]`).
     """
 
     metadata = {"render_modes": []}
@@ -190,6 +202,14 @@ class SpecRouteEnv(gymnasium.Env):
         backend = getattr(self, "backend", None)
         if backend is not None:
             backend.close()
+
+    def batch_view(self):
+        """What a served router sees before this step (`engine.batch_view.BatchView`): the rows
+        the step will run, their own acceptance estimates, the queue. Admits what fits, as the
+        step does first anyway."""
+        if self._episode is None:
+            raise gymnasium.error.ResetNeeded("call reset() before batch_view()")
+        return self.backend.engine.admit()
 
     # ---- look-ahead (sim only) --------------------------------------------------------------
     def clone_state(self):

@@ -163,6 +163,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
                            max_decision_s=config.max_decision_ms / 1e3, metrics=metrics,
                            decision_log=decision_log, policy_path=config.policy, mode=config.router)
     engine.set_router(router)
+    engine.show_signals(learned is not None and bool(observer.builder.signal_drafters))   # only the policy reads them
     wait_estimator = WaitEstimator(config.max_batch)
     spec_metrics = (None if config.per_request_spec_metrics == "none"
                     else PerRequestSpecMetrics(config.per_request_spec_metrics, max_requests=4 * config.max_in_flight))

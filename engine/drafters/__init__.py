@@ -1,6 +1,11 @@
 """Drafters: model-free proposers by name; model levels are added by the engine."""
 
-from engine.drafters.base import ModelFreeDrafter
+from engine.drafters.base import (
+    SIGNAL_LENGTH,
+    SIGNAL_LEVELS,
+    ModelFreeDrafter,
+    length_signal,
+)
 from engine.drafters.ngram import NgramDrafter
 from engine.drafters.suffix import SuffixDrafter
 
@@ -9,4 +14,5 @@ MODEL_FREE_DRAFTERS: dict[str, type[ModelFreeDrafter]] = {
     SuffixDrafter.name: SuffixDrafter,
 }
 
-__all__ = ["MODEL_FREE_DRAFTERS", "ModelFreeDrafter", "NgramDrafter", "SuffixDrafter"]
+__all__ = ["MODEL_FREE_DRAFTERS", "SIGNAL_LENGTH", "SIGNAL_LEVELS", "ModelFreeDrafter", "NgramDrafter", "SuffixDrafter",
+           "length_signal"]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.drafters.base import ModelFreeDrafter
+from engine.drafters.base import SIGNAL_LEVELS, ModelFreeDrafter
 
 
 class NgramDrafter(ModelFreeDrafter):
@@ -22,14 +22,13 @@ class NgramDrafter(ModelFreeDrafter):
         self.max_match = max_match
         self.min_match = min_match
 
-    def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
-        if k <= 0:
-            return []
+    def _match(self, context: Sequence[int]) -> tuple[np.ndarray, int, int]:
+        """(tokens, end of the chosen match, its length); length 0 when nothing matches."""
         tokens = np.asarray(context, dtype=np.int64)
         length = len(tokens)
         max_n = min(self.max_match, length - 1)
         if max_n < self.min_match:
-            return []
+            return tokens, -1, 0
         # every earlier position holding the last token ends a match; extend them backwards
         ends = np.flatnonzero(tokens[: length - 1] == tokens[-1])                 # [num_candidates]
         matched = np.ones(ends.size, dtype=np.int64)
@@ -39,6 +38,20 @@ class NgramDrafter(ModelFreeDrafter):
             alive[alive] = tokens[ends[alive] - n] == tokens[length - 1 - n]
             matched += alive
         if not ends.size or matched.max() < self.min_match:
+            return tokens, -1, 0
+        best = int(matched.max())
+        return tokens, int(ends[np.flatnonzero(matched == best)[-1]]), best     # longest, then most recent
+
+    def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
+        if k <= 0:
             return []
-        end = int(ends[np.flatnonzero(matched == matched.max())[-1]])     # longest, then most recent
-        return tokens[end + 1: end + 1 + k].tolist()
+        tokens, end, matched = self._match(context)
+        return tokens[end + 1: end + 1 + k].tolist() if matched else []
+
+    def signal(self, request_id: str, context: Sequence[int]) -> int:
+        """The matched n-gram's length, scaled to 0..SIGNAL_LEVELS: a 3-gram match repeats text
+        far more reliably than a single repeated token."""
+        tokens, end, matched = self._match(context)
+        if not matched or end + 1 >= len(tokens):
+            return 0
+        return max(1, round(SIGNAL_LEVELS * matched / self.max_match))

@@ -32,7 +32,7 @@ def test_static_policy_takes_only_its_action(make_sim_env):
 
 def test_cost_model_policy_plain_under_load_and_speculates_when_idle(make_sim_env):
     environment = make_sim_env()
-    policy = CostModelPolicy.from_env(environment)
+    policy = CostModelPolicy.from_env(environment).offline()        # scores the observation alone
     names = environment.unwrapped.obs_spec.names
     obs = np.zeros(len(names), dtype=np.float32)
     obs[names.index("context_mean")] = 200.0
@@ -74,3 +74,25 @@ def test_oracle_returns_are_the_rewards_each_action_would_get(make_sim_env):
         _, reward, *_ = environment.step(action)
         environment.unwrapped.restore_state(state)
         assert reward == pytest.approx(returns[action])
+
+
+def test_the_cost_model_policy_is_the_served_router_on_the_engines_view(make_sim_env):
+    """One cost model: in the env the policy decides what `CostModelRouter` decides on the batch
+    view the server would hand it (each row's own acceptance), step after step."""
+    from engine.cost_router import CostModelRouter
+    environment = make_sim_env(num_requests=10, rate=8.0)
+    policy = CostModelPolicy.from_env(environment)
+    served = CostModelRouter(policy.cost_model)
+    labels = environment.unwrapped.action_labels
+    obs, _ = environment.reset(seed=3)
+    steps = 0
+    done = False
+    while not done:
+        action = policy.act(obs)
+        view = environment.unwrapped.batch_view()
+        if view.rows:
+            assert labels[action] == served.decide(view)[0].label
+            steps += 1
+        obs, _, terminated, truncated, _ = environment.step(action)
+        done = terminated or truncated
+    assert steps > 10

@@ -40,6 +40,12 @@ def test_evaluate_writes_tables_targets_and_plots(tmp_path, agent_sim_files, unt
     assert len(cell["goodput"]["per_seed"]) == 2
     assert sum(cell["action_fractions"]) == pytest.approx(1.0)
     assert data["workloads"]["poisson-high"]["static:plain"]["action_fractions"][0] == pytest.approx(1.0)
+    summary = data["summary"]
+    learned, cost = (data["workloads"]["poisson-high"][p]["goodput"]["mean"] for p in ("learned", "cost-model"))
+    assert summary["learned_x_cost_model_goodput_min"] == pytest.approx(learned / cost)
+    assert summary["learned_x_cost_model_goodput_max"] == summary["learned_x_cost_model_goodput_min"]
+    assert 0 < summary["learned_oracle_share_min"] and summary["decision_p99_ms"] > 0
+    assert "learned_x_best_static_goodput_mix" not in summary         # the mix was not evaluated
     for png in ("evaluate_goodput_vs_load.png", "evaluate_actions_vs_load.png"):
         assert (tmp_path / "results" / png).stat().st_size > 1000
 
@@ -53,3 +59,17 @@ def test_mean_ci_is_a_t_interval():
 def test_unknown_workload_is_rejected():
     with pytest.raises(ValueError, match="unknown workloads"):
         EvaluateConfig(workloads=("nope",))
+
+
+def test_the_action_plot_draws_bars_for_a_single_load_point(tmp_path):
+    import matplotlib.image
+
+    from agents.evaluate_report import plot
+    results = {"action_labels": ["plain", "ngram>target@k4"], "workloads": {},
+               "sweep": {"learned": {"0.5": {"goodput": {"mean": 1.0, "ci95": [0.9, 1.1]},
+                                              "action_fractions": [0.25, 0.75]}}}}
+    names = plot(results, tmp_path, "one")
+    assert "one_actions_vs_load.png" in names
+    pixels = matplotlib.image.imread(tmp_path / "one_actions_vs_load.png")[..., :3]
+    saturated = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.3          # coloured, not white/grey/black
+    assert saturated.mean() > 0.05

@@ -21,11 +21,12 @@ def test_calibrate_fits_the_sim_and_reports_sim_vs_real(tmp_path, capsys):
     assert isinstance(cfg, CalibrateArgs)
     main(cfg)
     report = capsys.readouterr().out
-    for line in ("wrote", "acceptance ngram>target", "acceptance suffix>target", "spec_bench", "humaneval-bursty",
-                 "azure_code", "error", "env steps/s"):
+    for line in ("wrote", "acceptance ngram>target", "acceptance suffix>target", "acceptance int4>target",
+                 "acceptance ngram>int4", "spec_bench", "humaneval-bursty", "azure_code", "sharegpt-offline",
+                 "error", "env steps/s"):
         assert line in report
     calibration = SimCalibration.load(tmp_path / "acceptance.json")
-    assert calibration.acceptance.has_pair("ngram>target") and calibration.acceptance.has_pair("suffix>target")
+    assert all(calibration.acceptance.has_pair(p) for p in ("ngram>target", "suffix>target", "int4>target"))
     assert {"qa", "humaneval", "azure_code"} <= set(calibration.prompt_lengths)
     env = SpecRouteEnv(backend="sim", profile=str(tmp_path / "profile.json"), acceptance=str(tmp_path / "acceptance.json"),
                        actions=["plain", "ngram>target@4", "suffix>target@4"])        # no draft was calibrated

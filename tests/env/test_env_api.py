@@ -17,7 +17,8 @@ TINY_WORKLOAD = {"name": "sharegpt", "num_requests": 3, "rate": 20.0, "max_new_t
 @pytest.fixture
 def tiny_engine_factory(target, tokenizer, drafts):
     def build() -> Engine:
-        return Engine(target, tokenizer, EngineConfig(max_model_len=128, max_num_tokens=4096), drafts=drafts)
+        return Engine(target, tokenizer, EngineConfig(max_model_len=128, max_num_tokens=4096, quantized_levels="int4"),
+                      drafts=drafts)
     return build
 
 

@@ -69,7 +69,7 @@ class ReplayExecutor(SimExecutor):
         super().__init__(profile, calibration, config)
         self.real_steps = iter(real_steps)
 
-    def draw(self, batch, chain, ks):
+    def draw(self, batch, chain, ks, signals=None):
         return next(self.real_steps)
 
 

@@ -87,7 +87,7 @@ def test_speculation_pays_at_low_load_and_not_at_high_load(sim_kwargs, workload,
         trajectory = run_episode(env, seed=2, policy=lambda step: action)
         return sum(s[4]["num_committed"] for s in trajectory[1:]) / sum(s[4]["latency_s"] for s in trajectory[1:])
     speculative, plain = tokens_per_second(2), tokens_per_second(0)        # ngram>target@4 vs plain
-    assert (speculative > 1.2 * plain) if spec_wins else (plain > 1.2 * speculative)
+    assert (speculative > 1.2 * plain) if spec_wins else (plain > 1.1 * speculative)
 
 
 def test_clone_and_restore_replay_the_same_future(sim_kwargs):

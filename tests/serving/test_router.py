@@ -99,7 +99,7 @@ def test_decisions_are_logged_for_offline_evaluation(make_state, tmp_path):
     dim = len(state.router.observer.builder.spec.names)
     for row, following in zip(rows, rows[1:]):
         assert row.action == 1 and row.propensity == 1.0 and len(row.obs) == dim
-        assert row.policy_version.startswith("learned-ppo:") and row.obs_spec_version == "specroute-obs-v1"
+        assert row.policy_version.startswith("learned-ppo:") and row.obs_spec_version == "specroute-obs-v2"
         assert row.reward > 0 and following.step == row.step + 1
     # the observation records the action just taken: the next obs' one-hot marks action 1
     assert rows[0].next_obs[dim - len(ACTIONS) + 1] == 1.0
@@ -164,5 +164,7 @@ def test_the_cost_model_scores_chains_through_every_level_the_engine_has(make_en
 
     engine = make_engine(max_model_len=64, quantized_levels="int4")
     labels = {d.label for d in fallback_decisions(engine, default_actions(engine))}
-    assert {"int4>target@k2", "ngram>int4>target@k4", "draft>int4>target@k8", "ngram>draft>int4>target@k4"} <= labels
+    assert {"int4>target@k2", "ngram>int4>target@k4"} <= labels                     # the env's actions
     assert len(labels) == len(fallback_decisions(engine, default_actions(engine)))        # no decision twice
+    plain_only = {d.label for d in fallback_decisions(engine, [Decision()])}       # ladder chains join the rest
+    assert {"int4>target@k2", "draft>int4>target@k8", "ngram>draft>int4>target@k4"} <= plain_only
