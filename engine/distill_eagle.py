@@ -23,7 +23,14 @@ import torch
 from tqdm import tqdm
 
 from engine.dataclass_args import parse_dataclass
-from engine.distill import EVAL_RESERVE_S, DistillConfig, _teacher_data, round_for_storage, teacher_precision, train_draft
+from engine.distill import (
+    EVAL_RESERVE_S,
+    DistillConfig,
+    _teacher_data,
+    round_for_storage,
+    teacher_precision,
+    train_draft,
+)
 from engine.distill_data import _top_k, data_dir, frequency_ranked_vocab, split_held_out
 from engine.distill_loss import evaluate
 from engine.draft_model import DraftManifest, architecture_of, save_draft
@@ -90,8 +97,8 @@ def _feature_data(cfg: EagleDistillConfig, target, sequences: list, log) -> list
     digest = hashlib.sha256()
     for seq in sequences:
         digest.update(seq.token_ids.numpy().tobytes())
-    key = json.dumps(dict(target=target.sha256, tokens=digest.hexdigest(), top_k=cfg.top_k, version=1,
-                          teacher=teacher_precision(cfg).name))
+    key = json.dumps({"target": target.sha256, "tokens": digest.hexdigest(), "top_k": cfg.top_k, "version": 1,
+                      "teacher": teacher_precision(cfg).name})
     file = cache_dir() / "eagle" / f"features-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
     if cfg.use_cache and file.exists():
         log(f"target features from {file}")
@@ -137,10 +144,11 @@ def main(cfg: EagleDistillConfig) -> dict:
         round_for_storage(head, cfg.storage_dtype)
         result["stored_eval"] = evaluate(head, held_out, loss_fn=loss_fn)
     final = result.get("stored_eval", result["curve"][-1])
-    training = dict(
-        sources=list(cfg.source_list), num_sequences=len(sequences), num_train=len(train), num_held_out=len(held_out),
-        num_tokens=num_tokens, excluded="every Spec-Bench turn (MT-bench's 80 questions are Spec-Bench rows 81-160)",
-        config=dataclasses.asdict(cfg), data_seconds=round(data_seconds, 1), **result)
+    training = {
+        "sources": list(cfg.source_list), "num_sequences": len(sequences), "num_train": len(train),
+        "num_held_out": len(held_out), "num_tokens": num_tokens,
+        "excluded": "every Spec-Bench turn (MT-bench's 80 questions are Spec-Bench rows 81-160)",
+        "config": dataclasses.asdict(cfg), "data_seconds": round(data_seconds, 1), **result}
     manifest = DraftManifest(target_name=target.name, target_sha256=target.sha256, kind="eagle",
                              architecture=architecture_of(target.model.config, 1), init_layers=[init_layer],
                              storage_dtype=cfg.storage_dtype, training=training)
