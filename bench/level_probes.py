@@ -19,10 +19,9 @@ from engine.runner import ModelRunner
 
 
 def _forward(runner: ModelRunner, slot: int, tokens: list[int], num_logits: int = 1, features=None) -> torch.Tensor:
-    if runner.feature_fc is not None and features is None:
-        features = torch.zeros(1, len(tokens), runner.config.hidden_size, dtype=runner.dtype, device=runner.device)
-    return runner.forward([slot], [tokens], [num_logits], features=features) if features is not None \
-        else runner.forward([slot], [tokens], [num_logits])
+    if features is None:
+        features = runner.timing_features(1, len(tokens))
+    return runner.forward([slot], [tokens], [num_logits], features=features)
 
 
 def step_time_ratio(engine: Engine, ids: list[int], levels: list[str], repeats: int = 9) -> dict:

@@ -174,6 +174,13 @@ class ModelRunner:
             post_norm=layer.post_attention_layernorm.weight.detach(),
         )
 
+    def timing_features(self, batch: int, width: int) -> torch.Tensor | None:
+        """Zero features for an EAGLE head's forward where only its cost matters (profiles,
+        benchmarks): [batch, width, hidden]; None for any other model."""
+        if self.feature_fc is None:
+            return None
+        return torch.zeros(batch, width, self.config.hidden_size, dtype=self.dtype, device=self.device)
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
