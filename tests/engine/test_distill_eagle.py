@@ -64,7 +64,7 @@ def test_cli_writes_an_eagle_head_that_loads_onto_its_target(tmp_path, tokenizer
     cmd = [sys.executable, "-m", "engine.distill_eagle", "--model", str(model_dir), "--out", str(out),
            "--vocab_subset", "32", "--num_prompts", "12", "--max_new_tokens", "8", "--max_prompt_tokens", "32",
            "--steps", "4", "--eval_every", "2", "--num_threads", "1"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out top-1 agreement" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
