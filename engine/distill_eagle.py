@@ -51,7 +51,7 @@ class EagleDistillConfig(DistillConfig):
     steps: int = field(default=900, metadata={"help": "optimizer steps (the time cap usually ends training first)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
     eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
-    feature_weight: float = field(default=0.1, metadata={"help": "weight of the smooth-L1 feature loss beside the KL"})
+    feature_weight: float = field(default=1.0, metadata={"help": "weight of the smooth-L1 feature loss beside the KL"})
     feature_noise: float = field(default=0.02, metadata={"help": "uniform noise on input features, times their RMS"})
     prefill_tokens: int = field(default=1024, metadata={"help": "padded positions per feature-capture prefill"})
 

@@ -3,9 +3,13 @@
 Input at position p is the pair (token x_{p+1}, the target's final hidden state f_p: the output of
 its last decoder layer, before the final norm):
 
-    h = feature_fc(concat(embed(x_{p+1}), f_p))            # [.., 2 hidden] -> [.., hidden]
-    f^_{p+1} = decoder_layer(h)                             # one Llama layer with its own KV cache
-    logits of x_{p+2} = lm_head(final_norm(f^_{p+1}))       # the target's norm and (subset) head
+    h = feature_fc(concat(embed(x_{p+1}), final_norm(f_p)))    # [.., 2 hidden] -> [.., hidden]
+    f^_{p+1} = decoder_layer(h)                                 # one Llama layer with its own KV cache
+    logits of x_{p+2} = lm_head(final_norm(f^_{p+1}))           # the target's norm and (subset) head
+
+Features enter through the target's final norm (a departure from EAGLE-1, which feeds them raw):
+SmolLM2's pre-norm features have a few outlier dimensions of large magnitude that otherwise
+dominate the layer's input and the feature loss (engine/eagle_loss.py compares normed features).
 
 It is a transformers `LlamaForCausalLM` of one layer (built like engine/draft_model.py's drafts)
 whose embedding, final norm and LM head ARE the target's modules, plus `model.feature_fc`; the
@@ -67,7 +71,8 @@ def predict_features(head: PreTrainedModel, ids: torch.Tensor, features: torch.T
     hook = inner.layers[-1].register_forward_hook(
         lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
     try:
-        embeds = inner.feature_fc(torch.cat([inner.embed_tokens(ids), features.to(inner.embed_tokens.weight.dtype)], -1))
+        normed = inner.norm(features.to(inner.embed_tokens.weight.dtype))
+        embeds = inner.feature_fc(torch.cat([inner.embed_tokens(ids), normed], -1))
         normed = inner(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state     # [b, t, hidden]
     finally:
         hook.remove()
@@ -85,3 +90,17 @@ def load_eagle_head(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
     manifest = check_manifest(path, target, "eagle")
     tensors, subset = read_weights(path, manifest)
     return copy_weights(build_eagle_head(target.model, manifest.init_layers[0], subset), tensors, path)
+
+
+def load_optional_eagle_head(path: str | Path, target: LoadedModel) -> tuple[LlamaForCausalLM | None, str]:
+    """The EAGLE head at `path` if one was made for `target`, else (None, why): a default head that
+    is missing or made for another model must not keep a server or environment from starting."""
+    from engine.draft_model import is_draft_checkpoint
+    from engine.models import ModelLoadError
+
+    if not is_draft_checkpoint(path):
+        return None, f"no EAGLE head at {path} (train one with `python -m engine.distill_eagle`)"
+    try:
+        return load_eagle_head(path, target), f"loaded {path}"
+    except ModelLoadError as error:
+        return None, f"EAGLE head {path} not used: {error}"

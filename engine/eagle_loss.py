@@ -1,4 +1,4 @@
-"""EAGLE's objective: smooth-L1 on the predicted features plus the sparse KL to the target's next token.
+"""EAGLE's objective: smooth-L1 on the predicted (normed) features plus the sparse KL to the target's next token.
 
 A training sequence (tokens x_0..x_{n-1}, the target's features f_0..f_{n-1} and its top-k law
 at every position) gives n - 2 inputs: the pair (x_{p+1}, f_p) for p = 0..n-3, whose targets
@@ -61,7 +61,8 @@ def eagle_loss(head, group: list[FeatureSequence], prompt_weight: float = 1.0, w
     teacher_ids = torch.cat([s.topk_ids[1: len(s.token_ids) - 1] for s in group])
     teacher_probs = torch.cat([s.topk_probs[1: len(s.token_ids) - 1] for s in group])
     kl = position_kl(logits, teacher_ids, teacher_probs, index_in_head_of(head.lm_head))
-    feature_loss = F.smooth_l1_loss(predicted, targets, reduction="none").mean(-1)      # [n]
+    norm = head.model.norm                                  # the target's final norm: outliers weigh as on the head
+    feature_loss = F.smooth_l1_loss(norm(predicted), norm(targets), reduction="none").mean(-1)      # [n]
     reply = torch.cat([torch.arange(1, len(s.token_ids) - 1) >= s.reply_start for s in group])
     weights = torch.where(reply, 1.0, prompt_weight)
     loss = ((kl + feature_weight * feature_loss) * weights).sum() / weights.sum().clamp(min=1e-9)

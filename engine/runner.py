@@ -72,7 +72,7 @@ class ModelRunner:
             (engine/eagle_level.py) reads the target's features of committed positions.
 
     A model whose `model.feature_fc` exists is an EAGLE head (engine/eagle_head.py): its input
-    is `feature_fc(concat(embedding, features))`, so `forward` then needs `features`.
+    is `feature_fc(concat(embedding, final_norm(features)))`, so `forward` then needs `features`.
     """
 
     def __init__(self, model: PreTrainedModel, max_len: int | None = None, kernel: str = "dense",
@@ -237,7 +237,8 @@ class ModelRunner:
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
         x = F.embedding(padded, self.embed)                                                     # [b, t, hidden]
         if features is not None:
-            x = self.feature_fc(torch.cat([x, features.to(device, x.dtype)], dim=-1))           # [b, t, hidden]
+            normed = self._rms_norm(features.to(device, x.dtype), self.final_norm)               # [b, t, hidden]
+            x = self.feature_fc(torch.cat([x, normed], dim=-1))                                  # [b, t, hidden]
         for index, layer in enumerate(self.layers):
             h = self._rms_norm(x, layer.input_norm)
             q = self._rotate(layer.q(h).view(batch, width, nh, d).transpose(1, 2), cos, sin)   # [b, nh, t, d]
