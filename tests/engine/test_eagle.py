@@ -22,7 +22,12 @@ from engine.draft_model import (
     load_draft_level,
     save_draft,
 )
-from engine.eagle_head import build_eagle_head, load_eagle_head, load_optional_eagle_head, predict_features
+from engine.eagle_head import (
+    build_eagle_head,
+    load_eagle_head,
+    load_optional_eagle_head,
+    predict_features,
+)
 from engine.models import LoadedModel
 from engine.runner import ModelRunner
 from engine.tiny_models import build_tiny_llama
