@@ -223,3 +223,13 @@ def test_an_eagle_level_needs_an_eagle_head_and_target_features(target, drafts):
         EagleLevel("eagle", ModelRunner(make_eagle(target), 64), plain_target)
     with pytest.raises(ValueError, match="needs an EAGLE head"):
         EagleLevel("eagle", ModelRunner(drafts["small"], 64), ModelLevel("t", ModelRunner(target, 64, keep_features=True)))
+
+
+def test_the_profiler_times_an_eagle_level(target, tokenizer, eagle_drafts):
+    """The server measures levels its profile lacks at start-up: an EAGLE level must be measurable."""
+    from engine.profile import measure_profile
+
+    engine = make_dummy_engine(target, tokenizer, eagle_drafts, ("eagle", "target"), 3)
+    profile = measure_profile(engine, levels=["target", "eagle"], batches=(1, 2), tokens=(1, 4), contexts=(16,),
+                              budget_s=2, model="tiny")
+    assert {"target", "eagle"} <= set(profile.levels)
