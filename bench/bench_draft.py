@@ -2,12 +2,13 @@
 
 One process, greedy, chat-templated prompts. For each prompt every configuration runs back to
 back (order rotated per prompt, so machine load hits all alike): HF `generate` plain, our plain
-decoding, and for each intermediate level (the distilled draft; the target's quantized copies of
---quantized) [level, target] at K in --draft-ks and [ngram, level, target] at K in --ngram-ks,
+decoding, and for each intermediate level (the distilled draft; the EAGLE head of --eagle; the
+target's quantized copies of --quantized) [level, target] at K in --draft-ks and [ngram, level, target] at K in --ngram-ks,
 plus [draft, q, target] and the 4-level [ngram, draft, q, target] through both.
 Acceptance per pair comes from `engine.last_step.results[i].pairs`; the draft's step cost from
 timing single-token forwards of each level and the target at the prompt's context, interleaved;
-its teacher-forced top-1 agreement from one forward of the level over the target's greedy output.
+its teacher-forced top-1 agreement from one forward of the level over the target's greedy output
+(bench/level_probes.py; the EAGLE head's on the target's own features).
 A cost table (untrained drafts of 1-4 layers x vocabulary sizes) shows the size trade-off.
 Writes bench/results/<name>.json and .md.
 
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.bench_models import encode_chat, load_target_and_draft
+from bench.bench_models import encode_chat, load_target_and_draft, resolve_checkpoint
 from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.draft_report import render_markdown, summarise
+from bench.level_probes import step_time_ratio, top1_agreement
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.config import parse_quantized_levels
 from engine.dataclass_args import parse_dataclass
@@ -41,6 +43,8 @@ class DraftBenchArgs(PrecisionArgs):
 
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "distilled draft checkpoint directory"})
+    eagle: str = field(default="checkpoints/eagle", metadata={
+        "help": "EAGLE head checkpoint (engine.distill_eagle), benched as a level beside the draft; '' = none"})
     prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category"})
     categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
     max_new_tokens: int = field(default=64, metadata={"help": "new tokens per prompt (greedy; EOS may stop earlier)"})
@@ -72,9 +76,13 @@ class DraftBenchArgs(PrecisionArgs):
         return parse_categories(self.categories)
 
     @property
+    def quantized_levels(self) -> list[str]:
+        return list(parse_quantized_levels(self.quantized))
+
+    @property
     def levels(self) -> list[str]:
-        """The intermediate levels compared: the distilled draft, then each quantized copy."""
-        return ["draft", *parse_quantized_levels(self.quantized)]
+        """The intermediate levels compared: the distilled draft, the EAGLE head, each quantized copy."""
+        return ["draft", *(["eagle"] if self.eagle else []), *self.quantized_levels]
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def columns(cfg: DraftBenchArgs) -> list[Column]:
     the chains through both: [draft, q, target] and the 4-level [ngram, draft, q, target]."""
     cols = [Column("hf-plain", is_hf=True), Column("plain")]
     draft_ks, ngram_ks = [int(k) for k in cfg.draft_ks.split(",")], [int(k) for k in cfg.ngram_ks.split(",")]
-    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.levels[1:]]
+    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.quantized_levels]
     for ladder in ladders:
         name = "-".join(ladder)
         cols += [Column(f"{name}-k{k}", (*ladder, "target"), k) for k in draft_ks]
@@ -128,44 +136,6 @@ def run_engine(engine: Engine, ids: list[int], column: Column, max_new_tokens: i
                     entry["accepted"] += pair.num_accepted
                     entry["rejections"] += pair.num_accepted < pair.num_proposed
     return tokens, time.perf_counter() - start, dict(pairs)
-
-
-def step_time_ratio(engine: Engine, ids: list[int], levels: list[str], repeats: int = 9) -> dict:
-    """Median single-token forward time of each level and the target at this context, measured
-    alternately: {level: {"ms", "ratio"}, "target_ms"}."""
-    times: dict[str, list[float]] = {name: [] for name in [*levels, "target"]}
-    slots = {}
-    for name in times:
-        runner = engine.levels[name].runner
-        slots[name] = runner.cache.allocate_slot()
-        runner.forward([slots[name]], [ids], [1])
-    try:
-        for _ in range(repeats):
-            for name, samples in times.items():
-                runner = engine.levels[name].runner
-                start = time.perf_counter()
-                runner.forward([slots[name]], [[ids[-1]]], [1])
-                samples.append(time.perf_counter() - start)
-                runner.cache.rollback(slots[name], len(ids))
-    finally:
-        for name, slot in slots.items():
-            engine.levels[name].runner.cache.free_slot(slot)
-    target_s = statistics.median(times.pop("target"))
-    return {"target_ms": 1000 * target_s,
-            **{name: {"ms": 1000 * statistics.median(t), "ratio": statistics.median(t) / target_s}
-               for name, t in times.items()}}
-
-
-def top1_agreement(runner, ids: list[int], output: list[int]) -> tuple[int, int]:
-    """Teacher-forced greedy agreement of a level's runner on the generated positions: (matches, positions)."""
-    if not output:
-        return 0, 0
-    slot = runner.cache.allocate_slot()
-    try:
-        logits = runner.forward([slot], [ids + output[:-1]], [len(output)])[0]                 # [n, vocab]
-    finally:
-        runner.cache.free_slot(slot)
-    return int((logits.argmax(-1) == torch.tensor(output, device=logits.device)).sum()), len(output)
 
 
 def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 7) -> list[dict]:
@@ -205,6 +175,7 @@ def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 
 
 def main(cfg: DraftBenchArgs) -> dict:
     from engine.draft_model import read_manifest
+    from engine.eagle_head import load_eagle_head
 
     began = time.perf_counter()
     machine_start = machine_info()
@@ -212,12 +183,14 @@ def main(cfg: DraftBenchArgs) -> dict:
                                                        num_threads=cfg.num_threads)
     draft = drafts["draft"]
     manifest = read_manifest(draft_path)
+    if cfg.eagle:
+        drafts["eagle"] = load_eagle_head(resolve_checkpoint(cfg.eagle), loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
     engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len, quantized_levels=cfg.quantized,
-                                                   **cfg.precision_kwargs()), drafts={"draft": draft})
+                                                   **cfg.precision_kwargs()), drafts=drafts)
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     cols = columns(cfg)
@@ -248,7 +221,7 @@ def main(cfg: DraftBenchArgs) -> dict:
         cost = step_time_ratio(engine, ids, cfg.levels)
         levels = {}
         for name in cfg.levels:
-            matches, positions = top1_agreement(engine.levels[name].runner, ids, reference)
+            matches, positions = top1_agreement(engine.levels[name].runner, ids, reference, engine.levels["target"].runner)
             levels[name] = dict(top1_matches=matches, top1_positions=positions, **cost[name])
         prompt_rows.append(dict(question_id=prompt.question_id, category=prompt.category, num_prompt_tokens=len(ids),
                                 target_ms=cost["target_ms"], levels=levels))

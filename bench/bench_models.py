@@ -14,6 +14,11 @@ def encode_chat(tokenizer, text: str) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
+def resolve_checkpoint(path: str) -> Path:
+    """A checkpoint path as given when absolute, else relative to the repository."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+
+
 def load_target_and_draft(model: str, draft: str, required: bool, num_threads: int = 0):
     """(LoadedModel, {"draft": model} or {}, resolved draft path), with torch's threads set first
     (0 keeps its default) and transformers' logging quiet. A draft directory without a manifest
@@ -29,7 +34,7 @@ def load_target_and_draft(model: str, draft: str, required: bool, num_threads: i
         torch.set_num_threads(num_threads)
 
     loaded = load_model(model)
-    draft_path = Path(draft) if Path(draft).is_absolute() else REPO_ROOT / draft
+    draft_path = resolve_checkpoint(draft)
     if not is_draft_checkpoint(draft_path):
         if required:
             raise FileNotFoundError(f"no trained draft at {draft_path} (no manifest.json); "

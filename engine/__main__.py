@@ -49,8 +49,9 @@ class GenerateArgs(PrecisionArgs):
     chat: bool | None = field(default=None, metadata={
         "help": "wrap the prompt in the tokenizer's chat template (default: when the tokenizer has one)"})
     draft: list[str] = field(default_factory=list, metadata={
-        "help": "draft models as NAME=PATH: a distilled draft checkpoint (python -m engine.distill) "
-                "or a local HF directory / .gguf file sharing the target's tokenizer"})
+        "help": "draft models as NAME=PATH: a distilled draft checkpoint (python -m engine.distill), an "
+                "EAGLE head (python -m engine.distill_eagle) or a local HF directory / .gguf file sharing the "
+                "target's tokenizer"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     json: bool = field(default=False, metadata={"help": "print one JSON object (text + stats) instead"})
 

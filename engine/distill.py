@@ -164,14 +164,16 @@ def _lr_at(step: int, time_fraction: float, cfg: DistillConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(progress * math.pi)))
 
 
-def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline: float, log=print) -> dict:
-    """AdamW on the sparse KL; returns the curve (step, seconds, train KL, held-out metrics)."""
+def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline: float, log=print,
+                loss_fn=sparse_kl) -> dict:
+    """AdamW on `loss_fn` (the sparse KL; an EAGLE head's is engine/eagle_loss.py); returns the
+    curve (step, seconds, train loss, held-out metrics)."""
     params = [p for p in draft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
     curve, queue = [], []
     start, cpu_start = time.perf_counter(), time.process_time()
-    metrics = evaluate(draft, held_out)
+    metrics = evaluate(draft, held_out, loss_fn=loss_fn)
     curve.append(dict(step=0, seconds=0.0, cpu_seconds=0.0, train_kl=None, **metrics))
     log(f"step 0: held-out kl {metrics['kl']:.3f}, top-1 reply {metrics['top1_reply']:.3f}")
     running, stopped_early = None, False
@@ -187,7 +189,7 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, (now - start) / max(deadline - start, 1e-9), cfg)
         draft.train()
-        loss, _ = sparse_kl(draft, queue.pop(), cfg.prompt_weight, with_stats=False)
+        loss, _ = loss_fn(draft, queue.pop(), cfg.prompt_weight, with_stats=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -195,7 +197,7 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         bar.set_postfix(kl=f"{running:.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            metrics = evaluate(draft, held_out)
+            metrics = evaluate(draft, held_out, loss_fn=loss_fn)
             curve.append(dict(step=step + 1, seconds=round(time.perf_counter() - start, 1),
                               cpu_seconds=round(time.process_time() - cpu_start, 1), train_kl=running, **metrics))
             log(f"step {step + 1}: train kl {running:.3f}, held-out kl {metrics['kl']:.3f}, "
@@ -203,12 +205,20 @@ def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline
     bar.close()
     draft.eval()
     if stopped_early and curve[-1]["step"] != step:
-        metrics = evaluate(draft, held_out)
+        metrics = evaluate(draft, held_out, loss_fn=loss_fn)
         curve.append(dict(step=step, seconds=round(time.perf_counter() - start, 1),
                           cpu_seconds=round(time.process_time() - cpu_start, 1), train_kl=running, **metrics))
     return dict(curve=curve, stopped_early=stopped_early, steps_done=curve[-1]["step"],
                 train_seconds=round(time.perf_counter() - start, 1),
                 train_cpu_seconds=round(time.process_time() - cpu_start, 1))
+
+
+def round_for_storage(draft, storage_dtype: str) -> None:
+    """Round the trained weights as `save_draft` stores them, so that evaluation sees what ships."""
+    with torch.no_grad():
+        for param in draft.parameters():
+            if param.requires_grad:
+                param.copy_(param.to(STORAGE_DTYPES[storage_dtype]).float())
 
 
 def main(cfg: DistillConfig) -> dict:
@@ -239,10 +249,7 @@ def main(cfg: DistillConfig) -> dict:
         f"vocabulary {subset.numel() if subset is not None else vocab}")
     result = train_draft(draft, train, held_out, cfg, deadline - EVAL_RESERVE_S, log)
     if cfg.storage_dtype != "float32":      # evaluate exactly what is shipped: weights rounded for storage
-        with torch.no_grad():
-            for param in draft.parameters():
-                if param.requires_grad:
-                    param.copy_(param.to(STORAGE_DTYPES[cfg.storage_dtype]).float())
+        round_for_storage(draft, cfg.storage_dtype)
         result["stored_eval"] = evaluate(draft, held_out)
         log(f"after rounding to {cfg.storage_dtype}: held-out kl {result['stored_eval']['kl']:.3f}, "
             f"top-1 reply {result['stored_eval']['top1_reply']:.3f}")

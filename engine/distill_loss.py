@@ -68,10 +68,7 @@ def _forward(draft, group: list):
     logits = F.linear(hidden, weight)                                                # [n, v]
     teacher_ids = torch.cat([seq.topk_ids for seq in group])
     teacher_probs = torch.cat([seq.topk_probs for seq in group])
-    index_in_head = None
-    if subset is not None:
-        index_in_head = torch.full((draft.lm_head.weight.shape[0],), -1, dtype=torch.long)
-        index_in_head[subset] = torch.arange(len(subset))
+    index_in_head = index_in_head_of(draft.lm_head)
     reply = torch.cat([torch.arange(n) >= seq.reply_start for n, seq in zip(rows, group)])
     return logits, teacher_ids, teacher_probs, index_in_head, reply, subset
 
@@ -87,28 +84,48 @@ def sparse_kl(draft, group: list, prompt_weight: float = 1.0, with_stats: bool =
     loss = (kl * weights).sum() / weights.sum().clamp(min=1e-9)
     if not with_stats:
         return loss, {}
+    return loss, stats_of(kl, logits, teacher_ids, reply, subset)
+
+
+def stats_of(kl: torch.Tensor, logits: torch.Tensor, teacher_ids: torch.Tensor, reply: torch.Tensor,
+             subset: torch.Tensor | None) -> dict:
+    """Sums behind `evaluate`'s metrics: KL and top-1 agreement, over all and reply positions."""
     detached = kl.detach()
     predicted = logits.detach().argmax(-1)
     if subset is not None:
         predicted = subset[predicted]
     agree = predicted == teacher_ids[:, 0].long()
-    return loss, dict(kl_sum=float(detached.sum()), kl_reply_sum=float(detached[reply].sum()),
-                      num=len(kl), num_reply=int(reply.sum()),
-                      agree=int(agree.sum()), agree_reply=int(agree[reply].sum()))
+    return dict(kl_sum=float(detached.sum()), kl_reply_sum=float(detached[reply].sum()),
+                num=len(kl), num_reply=int(reply.sum()),
+                agree=int(agree.sum()), agree_reply=int(agree[reply].sum()))
+
+
+def index_in_head_of(lm_head) -> torch.Tensor | None:
+    """[vocab] column of each token in a subset head's logits (-1: not scored); None for a full head."""
+    subset = getattr(lm_head, "vocab_subset", None)
+    if subset is None:
+        return None
+    index = torch.full((lm_head.weight.shape[0],), -1, dtype=torch.long)
+    index[subset] = torch.arange(len(subset))
+    return index
 
 
 @torch.no_grad()
-def evaluate(draft, sequences: list, batch_size: int = 8) -> dict:
-    """Held-out KL and top-1 agreement with the target, over all positions and reply positions."""
+def evaluate(draft, sequences: list, batch_size: int = 8, loss_fn=None) -> dict:
+    """Held-out KL and top-1 agreement with the target, over all positions and reply positions,
+    of `loss_fn`'s stats (default sparse_kl); any other `<name>_sum` stat is reported per position."""
+    loss_fn = loss_fn or sparse_kl
     was_training = draft.training
     draft.eval()
-    total = dict(kl_sum=0.0, kl_reply_sum=0.0, num=0, num_reply=0, agree=0, agree_reply=0)
+    total: dict[str, float] = {}
     ordered = sorted(sequences, key=lambda s: len(s.token_ids))
     for start in range(0, len(ordered), batch_size):
-        _, stats = sparse_kl(draft, ordered[start: start + batch_size])
-        for key in total:
-            total[key] += stats[key]
+        _, stats = loss_fn(draft, ordered[start: start + batch_size])
+        for key, value in stats.items():
+            total[key] = total.get(key, 0) + value
     draft.train(was_training)
     num, num_reply = max(total["num"], 1), max(total["num_reply"], 1)
+    extra = {key[:-4]: round(value / num, 4) for key, value in total.items()
+             if key.endswith("_sum") and key not in ("kl_sum", "kl_reply_sum")}
     return dict(kl=round(total["kl_sum"] / num, 4), kl_reply=round(total["kl_reply_sum"] / num_reply, 4),
-                top1=round(total["agree"] / num, 4), top1_reply=round(total["agree_reply"] / num_reply, 4))
+                top1=round(total["agree"] / num, 4), top1_reply=round(total["agree_reply"] / num_reply, 4), **extra)

@@ -35,6 +35,7 @@ SHARED_PREFIXES = ("model.embed_tokens.", "lm_head.")
 ARCHITECTURE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads",
                      "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps")
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+KINDS = ("draft", "eagle")          # a few-layer draft; an EAGLE feature head (engine/eagle_head.py)
 
 
 class DraftMismatchError(ModelLoadError):
@@ -88,8 +89,11 @@ class DraftManifest:
     storage_dtype: str = "bfloat16"
     training: dict = field(default_factory=dict)  # data, steps, time, curve, final metrics
     format_version: int = FORMAT_VERSION
+    kind: str = "draft"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
         if not self.init_layers:
@@ -154,9 +158,11 @@ def vocab_subset_of(draft: PreTrainedModel) -> torch.Tensor | None:
 
 
 def trainable_state(draft: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """The draft's own tensors: decoder layers and final norm (never the shared ones)."""
+    """The draft's own tensors: decoder layers and final norm (never the shared ones; an EAGLE
+    head also shares the target's final norm and owns its `feature_fc`)."""
+    shared = SHARED_PREFIXES + (("model.norm.",) if hasattr(draft.model, "feature_fc") else ())
     return {name: tensor for name, tensor in draft.state_dict().items()
-            if not name.startswith(SHARED_PREFIXES) and "rotary_emb" not in name}
+            if not name.startswith(shared) and "rotary_emb" not in name}
 
 
 def save_draft(draft: PreTrainedModel, path: str | Path, manifest: DraftManifest) -> Path:
@@ -186,27 +192,35 @@ def read_manifest(path: str | Path) -> DraftManifest:
         raise ModelLoadError(f"{file} is not a valid draft manifest: {error}") from error
 
 
-def load_draft(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
-    """Load a draft onto `target` (in fp32, sharing its embedding and head).
+def check_manifest(path: str | Path, target: LoadedModel, kind: str) -> DraftManifest:
+    """The checkpoint's manifest, once it is known to be a `kind` checkpoint made for `target`.
 
-    Raises DraftMismatchError when the manifest names another target (sha256) or architecture,
-    ModelLoadError when the files are missing or incomplete.
+    Raises DraftMismatchError when the manifest names another target (sha256), architecture or
+    kind, ModelLoadError when it is missing or unreadable.
     """
     if not isinstance(target, LoadedModel):
-        raise TypeError(f"load_draft needs the target as a LoadedModel (engine.models.load_model), whose sha256 "
-                        f"the manifest is checked against; got {type(target).__name__}")
-    path = Path(path)
+        raise TypeError(f"loading a {kind} needs the target as a LoadedModel (engine.models.load_model), whose "
+                        f"sha256 the manifest is checked against; got {type(target).__name__}")
     manifest = read_manifest(path)
     if manifest.format_version != FORMAT_VERSION:
         raise ModelLoadError(f"draft format {manifest.format_version} is not supported (want {FORMAT_VERSION})")
+    if manifest.kind != kind:
+        raise DraftMismatchError(f"{path} holds a {manifest.kind!r} checkpoint, not a {kind!r} one")
+    command = "engine.distill" if kind == "draft" else "engine.distill_eagle"
     if manifest.target_sha256 != target.sha256:
         raise DraftMismatchError(
-            f"draft at {path} was distilled for target {manifest.target_name!r} "
+            f"{kind} at {path} was distilled for target {manifest.target_name!r} "
             f"(sha256 {manifest.target_sha256[:12]}...), not for {target.name!r} (sha256 {target.sha256[:12]}...); "
-            "distill a draft for this model with `python -m engine.distill --model ...`")
+            f"train one for this model with `python -m {command} --model ...`")
     expected = architecture_of(target.model.config, len(manifest.init_layers))
     if manifest.architecture != expected:
-        raise DraftMismatchError(f"draft architecture {manifest.architecture} does not fit the target {expected}")
+        raise DraftMismatchError(f"{kind} architecture {manifest.architecture} does not fit the target {expected}")
+    return manifest
+
+
+def read_weights(path: str | Path, manifest: DraftManifest) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The checkpoint's own tensors and its vocabulary subset (checked against the manifest's digest)."""
+    path = Path(path)
     if not (path / WEIGHTS_FILE).exists():
         raise ModelLoadError(f"draft weights {path / WEIGHTS_FILE} are missing")
     tensors = load_file(str(path / WEIGHTS_FILE))
@@ -214,15 +228,26 @@ def load_draft(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
     if (subset is None) != (manifest.vocab_subset_size is None) or (
             subset is not None and vocab_subset_digest(subset) != manifest.vocab_subset_sha256):
         raise ModelLoadError(f"draft vocabulary subset in {path} does not match its manifest")
-    draft = build_draft(target.model, manifest.init_layers, subset)
-    own = trainable_state(draft)
+    return tensors, subset
+
+
+def copy_weights(model: PreTrainedModel, tensors: dict[str, torch.Tensor], path: str | Path) -> PreTrainedModel:
+    """Fill the model's own tensors (trainable_state) from `tensors`, in fp32; ModelLoadError on a mismatch."""
+    own = trainable_state(model)
     if set(tensors) != set(own):
         missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-        raise ModelLoadError(f"draft weights in {path} do not match: missing {missing[:4]}, unexpected {extra[:4]}")
+        raise ModelLoadError(f"weights in {path} do not match: missing {missing[:4]}, unexpected {extra[:4]}")
     with torch.no_grad():
         for name, tensor in own.items():
             tensor.copy_(tensors[name].to(torch.float32))
-    return draft.eval()
+    return model.eval()
+
+
+def load_draft(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
+    """Load a draft onto `target` (in fp32, sharing its embedding and head); errors as check_manifest's."""
+    manifest = check_manifest(path, target, "draft")
+    tensors, subset = read_weights(path, manifest)
+    return copy_weights(build_draft(target.model, manifest.init_layers, subset), tensors, path)
 
 
 def is_draft_checkpoint(path: str | Path) -> bool:
@@ -231,8 +256,11 @@ def is_draft_checkpoint(path: str | Path) -> bool:
 
 
 def load_draft_level(path: str | Path, target: LoadedModel) -> PreTrainedModel:
-    """A model level for `Engine(drafts=...)`: a distilled checkpoint (checked against `target`)
-    or any local causal LM that shares the target's tokenizer."""
+    """A model level for `Engine(drafts=...)`: a distilled draft or EAGLE head checkpoint (checked
+    against `target`) or any local causal LM that shares the target's tokenizer."""
     if is_draft_checkpoint(path):
+        if read_manifest(path).kind == "eagle":
+            from engine.eagle_head import load_eagle_head
+            return load_eagle_head(path, target)
         return load_draft(path, target)
     return load_model(str(path)).model

@@ -15,6 +15,8 @@ from engine.config import EngineConfig
 from engine.core import EngineCore, StepRecord
 from engine.decision import TARGET
 from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter, NgramDrafter, SuffixDrafter
+from engine.eagle_head import is_eagle_head
+from engine.eagle_level import EagleLevel
 from engine.executor import ModelExecutor
 from engine.levels import ModelLevel
 from engine.precision import prepare_model, resolve_precision
@@ -40,17 +42,25 @@ class Engine(EngineCore):
         cfg = self.config
         self.precision = resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
 
+        drafts = drafts or {}
+        # an EAGLE head reads the target's features: the target then keeps them (engine/eagle_level.py)
+        needs_features = any(is_eagle_head(model) for model in drafts.values())
+
         def level(name: str, model: PreTrainedModel, weights: str = self.precision.weights,
                   head_weights: str = "dense") -> ModelLevel:
             prepare_model(model, self.precision)
             runner = ModelRunner(model, cfg.max_model_len, self.precision.kernel, weights,
-                                 release_weights=cfg.release_model_weights, head_weights=head_weights)
+                                 release_weights=cfg.release_model_weights, head_weights=head_weights,
+                                 keep_features=needs_features and name == TARGET)
+            if is_eagle_head(model):
+                return EagleLevel(name, runner, self.levels[TARGET], cfg.catch_up_threshold, cfg.token_budget)
             return ModelLevel(name, runner, cfg.catch_up_threshold, cfg.token_budget)
 
-        self.levels: dict[str, ModelLevel] = {TARGET: level(TARGET, target)}
+        self.levels: dict[str, ModelLevel] = {}
+        self.levels[TARGET] = level(TARGET, target)
         for fmt in cfg.quantized_formats:        # the target's own model, quantized matrices and head
             self.levels[fmt] = level(fmt, target, weights=fmt, head_weights=fmt)
-        for name, model in (drafts or {}).items():
+        for name, model in drafts.items():
             if name in self.levels or name in MODEL_FREE_DRAFTERS:
                 raise ValueError(f"draft name {name!r} is reserved")
             if model.config.vocab_size != target.config.vocab_size:

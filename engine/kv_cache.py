@@ -22,11 +22,16 @@ class KVCache:
     `growth` above the live rows, so a row growing again does not copy at once). Resizing copies
     one layer at a time, so the transient is a layer, not a second cache. Slots double when all
     are taken and are never given back (a free slot costs `capacity` positions).
+
+    With `feature_size`, `features` `[num_slots, capacity, feature_size]` also holds each
+    position's final hidden state (the target's, for an EAGLE level that reads them): it grows,
+    shrinks and rolls back with the keys, so it always covers exactly a slot's length.
     """
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_len: int,
                  dtype: torch.dtype = torch.float32, initial_slots: int = 1, initial_len: int = 256,
-                 block_len: int = 64, growth: float = 0.25, device: torch.device | str = "cpu"):
+                 block_len: int = 64, growth: float = 0.25, device: torch.device | str = "cpu",
+                 feature_size: int = 0):
         if block_len < 1 or growth < 0:
             raise ValueError(f"block_len must be >= 1 and growth >= 0, got {block_len} and {growth}")
         self.num_layers = num_layers
@@ -43,6 +48,8 @@ class KVCache:
         self.is_free: list[bool] = []            # per slot, so that freeing checks in O(1)
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self.feature_size = feature_size
+        self.features: torch.Tensor | None = None      # [num_slots, capacity, feature_size]
         self._resize(initial_slots, self.min_capacity)
 
     @property
@@ -81,6 +88,14 @@ class KVCache:
         else:
             self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
             self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers)]
+        if self.feature_size:
+            old = self.features
+            self.features = torch.zeros((num_slots, capacity, self.feature_size), dtype=self.dtype, device=self.device)
+            if old is not None:
+                keep_slots, keep = min(old.shape[0], num_slots), min(old.shape[1], capacity, self.longest_live())
+                self.features[:keep_slots, :keep] = old[:keep_slots, :keep]
+                del old
+                return_freed_memory()
         grown = num_slots - len(self.lengths)
         self.free_slots.extend(range(len(self.lengths), num_slots))
         self.is_free.extend([True] * grown)
@@ -134,4 +149,5 @@ class KVCache:
         return len(self.free_slots)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        tensors = self.keys + self.values + ([] if self.features is None else [self.features])
+        return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,7 +1,7 @@
 """The chains a ladder of levels offers: what the benchmarks run and the server's cost model scores.
 
 Model-free drafters start a chain; every model level may verify the one below it; the target
-ends every chain. Quantized copies of the target (EngineConfig.quantized_levels) sit between a
+ends every chain. An EAGLE head (engine/eagle_level.py) is a draft level like the distilled one. Quantized copies of the target (EngineConfig.quantized_levels) sit between a
 distilled draft and the target, as SpecRouter's intermediate level: a 4-level chain is
 ngram -> draft -> int4 -> target.
 """

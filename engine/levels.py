@@ -52,6 +52,12 @@ def plan_catch_up(pending: list[int], extras: list[int], threshold: int, budget:
             break
         chosen.add(i)
     rows = sorted(chosen)
+    return CatchUpPlan(rows, catch_up_forwards(rows, pending, budget))
+
+
+def catch_up_forwards(rows: list[int], pending: list[int], budget: int) -> list[list[tuple[int, int, int]]]:
+    """The forwards that feed `rows`' pending tokens but their last: grouped, longest first, and
+    a row longer than `budget` sliced, so that no forward holds more than `budget` padded positions."""
     forwards: list[list[tuple[int, int, int]]] = []
     left = {i: (0, pending[i] - 1) for i in rows}  # (start, tokens) still to feed
     for i in rows:
@@ -68,7 +74,7 @@ def plan_catch_up(pending: list[int], extras: list[int], threshold: int, budget:
         group.append((i, *left[i]))
     if group:
         forwards.append(group)
-    return CatchUpPlan(rows, [f for f in forwards if any(n for _, _, n in f)])
+    return [f for f in forwards if any(n for _, _, n in f)]
 
 
 class ModelLevel:
@@ -133,16 +139,32 @@ class ModelLevel:
     def _feed(self, slots: list[int], feeds: list[list[int]], num_logits: list[int]) -> torch.Tensor:
         for slot, feed in zip(slots, feeds):
             self.cached_tokens[slot].extend(feed)
+        return self._run(slots, feeds, num_logits)
+
+    def _run(self, slots: list[int], feeds: list[list[int]], num_logits: list[int]) -> torch.Tensor:
+        """The runner's forward over the feeds (an EAGLE level adds their features)."""
         return self.runner.forward(slots, feeds, num_logits)
+
+    def _run_forwards(self, slots: list[int], pending: list[list[int]], forwards) -> None:
+        for forward in forwards:
+            self._feed([slots[i] for i, _, _ in forward], [pending[i][start:start + n] for i, start, n in forward],
+                       [1] * len(forward))
 
     def _catch_up(self, slots: list[int], pending: list[list[int]], extras: list[list[int]]) -> list[int]:
         """Run `plan_catch_up`'s forwards (one logit each, discarded); return the rows caught up."""
         plan = plan_catch_up([len(p) for p in pending], [len(e) for e in extras],
                              self.catch_up_threshold, self.token_budget)
-        for forward in plan.forwards:
-            self._feed([slots[i] for i, _, _ in forward], [pending[i][start:start + n] for i, start, n in forward],
-                       [1] * len(forward))
+        self._run_forwards(slots, pending, plan.forwards)
         return plan.rows
+
+    def catch_up_all(self, requests: list[Request]) -> None:
+        """Feed every row's pending tokens but the last now, within `token_budget` per forward.
+        The target does this before an EAGLE level reads its features of every committed
+        position but the last; its step's forward then feeds the last token plus the proposal."""
+        slots = [self.slot_of(r) for r in requests]
+        pending = [self._pending(r) for r in requests]
+        rows = [i for i, p in enumerate(pending) if len(p) > 1]
+        self._run_forwards(slots, pending, catch_up_forwards(rows, [len(p) for p in pending], self.token_budget))
 
     def verify_logits(self, requests: list[Request], proposals: list[list[int]]) -> torch.Tensor:
         """Logits at the last committed token and at each proposed token: [batch, m_max + 1, vocab]."""
@@ -184,8 +206,8 @@ class ModelLevel:
         if slot is None:
             return
         cached = self.cached_tokens[slot]
-        committed = request.all_token_ids
-        limit = min(len(cached), len(committed) - 1)
+        committed = self._aligned_committed(request)
+        limit = max(0, min(self._reusable_length(slot), len(committed) - 1))
         keep = min(self.verified[slot], limit)
         # positions before the last sync are known to match; compare the speculative tail only
         while keep < limit and cached[keep] == committed[keep]:
@@ -194,3 +216,11 @@ class ModelLevel:
         if keep < len(cached):
             del cached[keep:]
             self.cache.rollback(slot, keep)
+
+    def _aligned_committed(self, request: Request) -> list[int]:
+        """The committed tokens that positions of the cache hold, position by position."""
+        return request.all_token_ids
+
+    def _reusable_length(self, slot: int) -> int:
+        """How much of the slot may be kept where its tokens match the committed ones."""
+        return len(self.cached_tokens[slot])

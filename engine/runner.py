@@ -67,10 +67,17 @@ class ModelRunner:
         release_weights: where a kernel holds its own layout of a decoder matrix, free the model's
             copy (one copy of each weight in memory). The model's decoder layers are then empty
             shells: only for a runner that owns its model (the Engine's).
+        keep_features: also write every fed position's final hidden state (before the final
+            norm) into `cache.features`, one indexed copy per forward, so that an EAGLE level
+            (engine/eagle_level.py) reads the target's features of committed positions.
+
+    A model whose `model.feature_fc` exists is an EAGLE head (engine/eagle_head.py): its input
+    is `feature_fc(concat(embedding, final_norm(features)))`, so `forward` then needs `features`.
     """
 
     def __init__(self, model: PreTrainedModel, max_len: int | None = None, kernel: str = "dense",
-                 weights: str = "dense", release_weights: bool = False, head_weights: str = "dense"):
+                 weights: str = "dense", release_weights: bool = False, head_weights: str = "dense",
+                 keep_features: bool = False):
         config = model.config
         if config.model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"unsupported architecture {config.model_type!r}; "
@@ -107,6 +114,8 @@ class ModelRunner:
             head = k_major(head.detach()[self.vocab_subset])
         self.lm_head = self._head_product(model.lm_head, head.detach(), kernel, head_weights)
         self.layers = [self._layer_weights(layer) for layer in inner.layers]
+        fc = getattr(inner, "feature_fc", None)
+        self.feature_fc = None if fc is None else self._product(fc)                          # 2 hidden -> hidden
         rotary = inner.rotary_emb
         positions = torch.arange(self.max_len, dtype=torch.float32, device=self.device)
         freqs = torch.outer(positions, rotary.inv_freq.float().to(self.device))
@@ -115,7 +124,8 @@ class ModelRunner:
         self.cos = (angles.cos() * scale).to(self.dtype)                              # [max_len, d]
         self.sin = (angles.sin() * scale).to(self.dtype)
         self.cache = KVCache(len(self.layers), self.num_kv_heads, self.head_dim, self.max_len,
-                             dtype=self.dtype, device=self.device)
+                             dtype=self.dtype, device=self.device,
+                             feature_size=config.hidden_size if keep_features else 0)
         return_freed_memory()           # the weights' old layouts
 
     def _head_product(self, module, head: torch.Tensor, kernel: str, head_weights: str) -> Linear:
@@ -129,6 +139,26 @@ class ModelRunner:
             products[key] = make_linear(head, None, kernel, head_weights)
         return products[key]
 
+    def _product(self, proj) -> Linear:
+        """The kernel's product of one nn.Linear, shared by every runner over the same model."""
+        shares = self.kernel == "dense" and self.weights == "dense"
+        products = _PRODUCTS.setdefault(proj, {})
+        key = (self.kernel, self.weights)
+        if key in products:
+            return products[key]
+        if proj.weight.numel() == 0:         # released: restore it exactly from a prepacked layout
+            source = next((p for p in products.values() if isinstance(p, PrepackedLinear)), None)
+            if source is None:
+                raise ValueError(f"this model's weights were released to the {sorted(products)} kernels; "
+                                 f"load it again for {key}")
+            proj.weight.data = source.dense_weight()
+        weight = k_major_in_place(proj.weight) if shares else proj.weight.detach()
+        bias = None if proj.bias is None else proj.bias.detach()
+        products[key] = make_linear(weight, bias, self.kernel, self.weights)
+        if self.release_weights and not shares:
+            proj.weight.data = proj.weight.data.new_empty(0)
+        return products[key]
+
     def _layer_weights(self, layer) -> LayerWeights:
         """The layer's products. Dense kernels share the model's parameters, re-laid K-major in
         place. Not fused: a fused q/k/v or gate/up matrix would be a second copy of them (or
@@ -136,32 +166,20 @@ class ModelRunner:
         save_pretrained cannot write), and separate products cost the same (torch 2.13, one
         thread, SmolLM2 shapes, 30 layers: 1 row 8.0 -> 8.6 ms, 16 rows 73 -> 63 ms)."""
         attn, mlp = layer.self_attn, layer.mlp
-        shares = self.kernel == "dense" and self.weights == "dense"
-
-        def linear(proj) -> Linear:
-            products = _PRODUCTS.setdefault(proj, {})
-            key = (self.kernel, self.weights)
-            if key in products:
-                return products[key]
-            if proj.weight.numel() == 0:         # released: restore it exactly from a prepacked layout
-                source = next((p for p in products.values() if isinstance(p, PrepackedLinear)), None)
-                if source is None:
-                    raise ValueError(f"this model's weights were released to the {sorted(products)} kernels; "
-                                     f"load it again for {key}")
-                proj.weight.data = source.dense_weight()
-            weight = k_major_in_place(proj.weight) if shares else proj.weight.detach()
-            bias = None if proj.bias is None else proj.bias.detach()
-            products[key] = make_linear(weight, bias, self.kernel, self.weights)
-            if self.release_weights and not shares:
-                proj.weight.data = proj.weight.data.new_empty(0)
-            return products[key]
-
+        linear = self._product
         return LayerWeights(
             q=linear(attn.q_proj), k=linear(attn.k_proj), v=linear(attn.v_proj), o=linear(attn.o_proj),
             gate=linear(mlp.gate_proj), up=linear(mlp.up_proj), down=linear(mlp.down_proj),
             input_norm=layer.input_layernorm.weight.detach(),
             post_norm=layer.post_attention_layernorm.weight.detach(),
         )
+
+    def timing_features(self, batch: int, width: int) -> torch.Tensor | None:
+        """Zero features for an EAGLE head's forward where only its cost matters (profiles,
+        benchmarks): [batch, width, hidden]; None for any other model."""
+        if self.feature_fc is None:
+            return None
+        return torch.zeros(batch, width, self.config.hidden_size, dtype=self.dtype, device=self.device)
 
     @property
     def num_layers(self) -> int:
@@ -179,7 +197,13 @@ class ModelRunner:
         return x * cos + rotated * sin
 
     @torch.inference_mode()
-    def forward(self, slots: list[int], tokens: list[list[int]], num_logits: list[int]) -> torch.Tensor:
+    def forward(self, slots: list[int], tokens: list[list[int]], num_logits: list[int],
+                features: torch.Tensor | None = None, return_hidden: bool = False):
+        """Also `features` [b, max(len(tokens[i])), hidden] (an EAGLE head's input, padded like the
+        tokens); with `return_hidden`, (logits, hidden) where hidden [b, width, hidden] are the
+        final hidden states of the fed positions before the final norm, padded."""
+        if (features is None) != (self.feature_fc is None):
+            raise ValueError("an EAGLE head's forward needs features; any other model's takes none")
         cache = self.cache
         batch = len(slots)
         counts = [len(t) for t in tokens]
@@ -212,6 +236,9 @@ class ModelRunner:
 
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
         x = F.embedding(padded, self.embed)                                                     # [b, t, hidden]
+        if features is not None:
+            normed = self._rms_norm(features.to(device, x.dtype), self.final_norm)               # [b, t, hidden]
+            x = self.feature_fc(torch.cat([x, normed], dim=-1))                                  # [b, t, hidden]
         for index, layer in enumerate(self.layers):
             h = self._rms_norm(x, layer.input_norm)
             q = self._rotate(layer.q(h).view(batch, width, nh, d).transpose(1, 2), cos, sin)   # [b, nh, t, d]
@@ -236,13 +263,16 @@ class ModelRunner:
             x = x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
         for slot, end in zip(slots, ends):
             cache.lengths[slot] = end
+        if cache.features is not None:
+            fed = x.reshape(batch * width, -1)
+            cache.features[write_slots, write_pos] = fed if flat_index is None else fed.index_select(0, flat_index)
 
         wanted = max(num_logits)
         picks = [[min(n - m + j, n - 1) for j in range(wanted)] for n, m in zip(counts, num_logits)]
         pick = torch.tensor(picks).to(device, non_blocking=True)                                # [b, wanted]
         hidden = x.gather(1, pick[:, :, None].expand(batch, wanted, x.shape[-1]))
         logits = self.lm_head(self._rms_norm(hidden, self.final_norm)).float()                 # [b, wanted, vocab]
-        if self.vocab_subset is None:
-            return logits
-        full = logits.new_full((batch, wanted, self.vocab_size), float("-inf"))
-        return full.index_copy_(-1, self.vocab_subset, logits)                                 # [b, wanted, vocab]
+        if self.vocab_subset is not None:
+            full = logits.new_full((batch, wanted, self.vocab_size), float("-inf"))
+            logits = full.index_copy_(-1, self.vocab_subset, logits)                           # [b, wanted, vocab]
+        return (logits, x) if return_hidden else logits

@@ -193,6 +193,12 @@ def build_state(config: ServerConfig) -> ServingState:
         from engine.draft_model import load_draft  # written alongside; only needed with a draft
         drafts["draft"] = load_draft(config.draft, loaded)
         logger.info("draft: loaded %s", config.draft)
+    if config.eagle:
+        from engine.eagle_head import load_optional_eagle_head
+        head, why = load_optional_eagle_head(config.eagle, loaded)
+        if head is not None:
+            drafts["eagle"] = head
+        logger.info("eagle: %s", why)
     engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
                                  num_threads=config.num_threads, quantized_levels=config.quantized_levels,

@@ -100,7 +100,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
             for slot in slots[:b]:
                 scratch.lengths[slot] = c
             start = timer()
-            runner.forward(slots[:b], [row[:t] for row in feed[:b]], [t] * b)
+            runner.forward(slots[:b], [row[:t] for row in feed[:b]], [t] * b, features=runner.timing_features(b, t))
             return timer() - start
 
         run(1, 1, contexts[0])                                  # warm-up, not recorded

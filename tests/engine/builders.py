@@ -107,10 +107,8 @@ def assert_same_outputs(got: list[RequestOutput], want: list[RequestOutput], lab
 def with_catch_up(engine: Engine, threshold: int, budget: int) -> Engine:
     """`engine` with every model level's catch-up threshold and token budget replaced (before any
     request), so that tiny prompts exercise catch-up and chunked prefill."""
-    from engine.levels import ModelLevel
-
-    for name, level in list(engine.levels.items()):
-        engine.levels[name] = ModelLevel(name, level.runner, catch_up_threshold=threshold, token_budget=budget)
+    for level in engine.levels.values():
+        level.catch_up_threshold, level.token_budget = threshold, budget
     return engine
 
 
