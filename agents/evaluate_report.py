@@ -163,6 +163,13 @@ def write_report(results: dict, cfg, out_dir: Path) -> Path:
         lines += [f"Learned decision time (numpy forward on one observation, {latency['num_calls']} calls, "
                   f"machine load {results['machine'].get('load_average')}): p50 {latency['p50_us']:.0f} us, "
                   f"p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us.", ""]
+    summary = results.get("summary")
+    if summary:
+        shown = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        lines += ["## Summary", "", "Goodput ratios are of means over seeds; the interval is of the paired "
+                  "per-seed ratios. Each workload's goodput SLO is in `goodput_slo_tpot_s`.", "",
+                  markdown_table(["key", "value"], [[k, f"{v:.3f}" if isinstance(v, float) else str(v)]
+                                                    for k, v in shown.items()]), ""]
     lines += ["## Targets", "",
               "Comparisons are paired over seeds (learned - other, mean [95% CI]); the verdict is on goodput, "
               "tokens/s and reward per decision are shown alongside.", "",

@@ -146,7 +146,7 @@ def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProces
                    "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
                    "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
                    "--num-threads", str(args.num_threads), "--log-level", "warning",
-                   *(arg for key, value in args.precision_kwargs().items() for arg in (f"--{key}", value)),
+                   *(arg for key in ("dtype", "kernel", "weights", "device") for arg in (f"--{key}", getattr(args, key))),
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
     return ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log", ready_timeout_s=900)
 

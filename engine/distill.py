@@ -33,7 +33,13 @@ from engine.distill_data import (
     training_prompts,
 )
 from engine.distill_loss import evaluate, sparse_kl
-from engine.draft_model import STORAGE_DTYPES, DraftManifest, architecture_of, build_draft, save_draft
+from engine.draft_model import (
+    STORAGE_DTYPES,
+    DraftManifest,
+    architecture_of,
+    build_draft,
+    save_draft,
+)
 from engine.models import cache_dir, load_model
 from engine.precision import Precision, PrecisionArgs, prepare_model, resolve_precision
 
@@ -221,20 +227,26 @@ def round_for_storage(draft, storage_dtype: str) -> None:
                 param.copy_(param.to(STORAGE_DTYPES[storage_dtype]).float())
 
 
-def main(cfg: DistillConfig) -> dict:
+def begin_run(cfg, tag: str):
+    """What every training command starts with: threads, the seed, its deadline, a logger that
+    stamps wall and CPU time, and the target. Returns (started, deadline, log, target)."""
     started = time.perf_counter()
-    deadline = started + 60 * cfg.max_minutes
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
 
     def log(message: str) -> None:
-        tqdm.write(f"[distill {time.perf_counter() - started:6.0f}s wall, {time.process_time():6.0f}s cpu] {message}",
+        tqdm.write(f"[{tag} {time.perf_counter() - started:6.0f}s wall, {time.process_time():6.0f}s cpu] {message}",
                    file=sys.stderr)
 
     target = load_model(cfg.model)
     if target.tokenizer is None:
-        raise ValueError(f"target {cfg.model} has no tokenizer; distillation needs one")
+        raise ValueError(f"target {cfg.model} has no tokenizer; training needs one")
+    return started, started + 60 * cfg.max_minutes, log, target
+
+
+def main(cfg: DistillConfig) -> dict:
+    started, deadline, log, target = begin_run(cfg, "distill")
     log(f"target {target.name} ({len(target.model.model.layers)} layers), data from {data_dir()}")
     sequences = _teacher_data(cfg, target, log)
     data_seconds, data_cpu_seconds = time.perf_counter() - started, time.process_time()

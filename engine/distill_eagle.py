@@ -27,6 +27,7 @@ from engine.distill import (
     EVAL_RESERVE_S,
     DistillConfig,
     _teacher_data,
+    begin_run,
     round_for_storage,
     teacher_precision,
     train_draft,
@@ -36,7 +37,7 @@ from engine.distill_loss import evaluate
 from engine.draft_model import DraftManifest, architecture_of, save_draft
 from engine.eagle_head import build_eagle_head
 from engine.eagle_loss import FeatureSequence, eagle_loss
-from engine.models import cache_dir, load_model
+from engine.models import cache_dir
 from engine.runner import ModelRunner
 
 FEATURE_DTYPE = torch.bfloat16      # SmolLM2's pre-norm features reach magnitudes where fp16 is unsafe
@@ -111,19 +112,7 @@ def _feature_data(cfg: EagleDistillConfig, target, sequences: list, log) -> list
 
 
 def main(cfg: EagleDistillConfig) -> dict:
-    started = time.perf_counter()
-    deadline = started + 60 * cfg.max_minutes
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-
-    def log(message: str) -> None:
-        tqdm.write(f"[eagle {time.perf_counter() - started:6.0f}s wall, {time.process_time():6.0f}s cpu] {message}",
-                   file=sys.stderr)
-
-    target = load_model(cfg.model)
-    if target.tokenizer is None:
-        raise ValueError(f"target {cfg.model} has no tokenizer; training needs one")
+    started, deadline, log, target = begin_run(cfg, "eagle")
     num_layers = len(target.model.model.layers)
     init_layer = cfg.layer_list[0] % num_layers if len(cfg.layer_list) == 1 else None
     if init_layer is None:

@@ -253,8 +253,8 @@ class AcceptanceModel:
                     for counts in cats.values():
                         pooled = pooled.merged(counts)
                 own = ProposalCounts()
-                for key, counts in cats.items():
-                    if key == category or (signal is None and _split(key)[0] == name):
+                for fitted, counts in cats.items():
+                    if fitted == category or (signal is None and _split(fitted)[0] == name):
                         own = own.merged(counts)
                 p_nonempty = (pooled.num_nonempty + 0.5) / (pooled.num_steps + 1.0)
                 p_full = (pooled.num_full + 0.5) / (pooled.num_nonempty + 1.0)

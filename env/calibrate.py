@@ -181,7 +181,8 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
           f"{how} + {times.row_overhead_s * 1e3:.2f} ms/row; mean step-time error {100 * error:.1f}%")
     for pair in calibration.acceptance.pairs:
         by_category = ", ".join(f"{c} {calibration.acceptance.mean_acceptance(pair, c):.2f}"
-                                for c in CATEGORIES if c in calibration.acceptance.pairs[pair])
+                                for c in CATEGORIES
+                                if any(k.partition("|")[0] == c for k in calibration.acceptance.pairs[pair]))
         print(f"  acceptance {pair}: {calibration.acceptance.mean_acceptance(pair):.2f} ({by_category})")
     out = resolve_path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"acceptance_{target.name}.json"
     calibration.save(out)
