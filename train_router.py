@@ -175,17 +175,16 @@ def run_warm_start(cfg: TrainConfig, model, venv):
     import env  # noqa: F401
     from agents.policy_registry import make_policy
     from agents.warm_start import warm_start
-    probe = gymnasium.make("SpecRoute-v0", **{k: v for k, v in cfg.env_kwargs.items() if k != "workload"})
     envs = getattr(venv.unwrapped, "envs", None)          # in-process envs: each teacher reads its own env
     if envs is not None:
         teachers = [make_policy(cfg.warm_start, e) for e in envs]
     else:                                                  # subprocess envs: what the observation says
+        probe = gymnasium.make("SpecRoute-v0", **{k: v for k, v in cfg.env_kwargs.items() if k != "workload"})
         teacher = make_policy(cfg.warm_start, probe)
         teachers = [teacher.offline() if hasattr(teacher, "offline") else teacher] * venv.num_envs
-    result = warm_start(model, venv, teachers, cfg.warm_start_steps, cfg.gamma,
-                        epsilon=cfg.warm_start_epsilon, batch_size=cfg.batch_size, seed=cfg.seed)
-    probe.close()
-    return result
+        probe.close()
+    return warm_start(model, venv, teachers, cfg.warm_start_steps, cfg.gamma,
+                      epsilon=cfg.warm_start_epsilon, batch_size=cfg.batch_size, seed=cfg.seed)
 
 
 def restore_normalization(cfg: TrainConfig, venv) -> None:

@@ -99,7 +99,7 @@ class AcceptanceModel:
         self.signals: dict[str, dict[str, list[int]]] = {}    # drafter -> category -> count per signal
         self.odds_factors: dict[str, float] = {}        # pair -> factor on each a_j's odds (`perturbed`)
         self._curves: dict[tuple[str, str], list[float]] = {}
-        self._cdfs: dict[tuple[str, str, int], list[float]] = {}
+        self._cdfs: dict[tuple[str, str, int], list[float] | None] = {}
         self._proposal_rates: dict[tuple[str, str], tuple[float, float]] = {}
 
     # ---- fitting ---------------------------------------------------------------------------
@@ -117,6 +117,7 @@ class AcceptanceModel:
         counts = self.signals.setdefault(drafter, {}).setdefault(category, [])
         counts.extend([0] * (signal + 1 - len(counts)))
         counts[signal] += 1
+        self._invalidate()
 
     def _invalidate(self) -> None:
         self._curves.clear()
@@ -292,10 +293,9 @@ class AcceptanceModel:
 
     def sample_signal(self, drafter: str, category: str, uniform: float) -> int | None:
         """A signal drawn for one row and step, or None when the drafter's signals were not fitted."""
-        if not self.has_signals(drafter):
-            return None
         key = (drafter, category, -1)
-        cdf = self._cdfs.get(key)
-        if cdf is None:
-            cdf = self._cdfs[key] = np.cumsum(self.signal_distribution(drafter, category)).tolist()
-        return min(bisect.bisect_right(cdf, uniform * cdf[-1]), len(cdf) - 1)
+        if key not in self._cdfs:                # the simulator's hot path: one lookup per draw
+            self._cdfs[key] = np.cumsum(self.signal_distribution(drafter, category)).tolist() \
+                if self.has_signals(drafter) else None
+        cdf = self._cdfs[key]
+        return None if cdf is None else min(bisect.bisect_right(cdf, uniform * cdf[-1]), len(cdf) - 1)

@@ -51,7 +51,5 @@ class NgramDrafter(ModelFreeDrafter):
     def signal(self, request_id: str, context: Sequence[int]) -> int:
         """The matched n-gram's length, scaled to 0..SIGNAL_LEVELS: a 3-gram match repeats text
         far more reliably than a single repeated token."""
-        tokens, end, matched = self._match(context)
-        if not matched or end + 1 >= len(tokens):
-            return 0
-        return max(1, round(SIGNAL_LEVELS * matched / self.max_match))
+        matched = self._match(context)[2]         # a match always ends before the last token
+        return max(1, round(SIGNAL_LEVELS * matched / self.max_match)) if matched else 0

@@ -6,14 +6,20 @@ Everything is built in code from the tiny models of `engine.tiny_models`; nothin
 from __future__ import annotations
 
 import copy
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import torch
 
 from engine import Decision, Engine, EngineConfig, RequestOutput, SamplingParams, StaticRouter
-from engine.tiny_models import CHARACTERS
+from engine.tiny_models import CHARACTERS, build_tiny_llama
+
+REPO = Path(__file__).resolve().parents[2]
 
 PHRASES = ["hello world", "the cat sat", "abc abc", "one two one", "ababab", "xyz", "4 8 15 16 23 42"]
 
@@ -116,3 +122,18 @@ def make_long_prompts(n: int, seed: int = 0) -> list[str]:
     """`n` prompts of 60..150 characters (tokens, for the character tokenizer)."""
     rng = random.Random(seed)
     return [" ".join(rng.choice(PHRASES) for _ in range(40))[: rng.randint(60, 150)] for _ in range(n)]
+
+
+def run_training_cli(module: str, tmp_path: Path, tokenizer, out_name: str, *flags: str):
+    """Save a tiny 2-layer target under `tmp_path`, run `python -m module` on it (a small teacher
+    sample, 4 steps, its own cache) writing `tmp_path / out_name`; (model dir, out dir, the run)."""
+    model_dir = tmp_path / "tiny-target"
+    build_tiny_llama(seed=2, num_layers=2).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / out_name
+    env = dict(os.environ, SPECROUTE_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", module, "--model", str(model_dir), "--out", str(out), *flags,
+           "--vocab_subset", "32", "--num_prompts", "12", "--max_new_tokens", "8", "--max_prompt_tokens", "32",
+           "--steps", "4", "--eval_every", "2", "--num_threads", "1"]
+    done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return model_dir, out, done

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +14,8 @@ from engine.distill_loss import evaluate, position_kl, sparse_kl
 from engine.draft_model import build_draft, load_draft
 from engine.models import load_model
 from engine.tiny_models import build_tiny_llama
+from tests.engine.builders import run_training_cli
 
-REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["the cat sat on the mat and the dog sat on the log.", "count: 1 2 3 4 5 6 7 8 9.",
          "hello there, how are you today? i am fine.", "write a poem about the sea and the sky.",
          "def add(a, b): return a + b", "a b c d e f g h i j k", "what is 12 times 7? it is 84.",
@@ -115,15 +111,7 @@ def test_config_rejects_bad_values(capsys):
 
 
 def test_cli_writes_a_draft_that_loads_onto_its_target(tmp_path, tokenizer):
-    model_dir = tmp_path / "tiny-target"
-    build_tiny_llama(seed=2, num_layers=2).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    out = tmp_path / "draft"
-    env = dict(os.environ, SPECROUTE_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "engine.distill", "--model", str(model_dir), "--out", str(out),
-           "--init_layers", "1", "--vocab_subset", "32", "--num_prompts", "12", "--max_new_tokens", "8",
-           "--max_prompt_tokens", "32", "--steps", "4", "--eval_every", "2", "--num_threads", "1"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    model_dir, out, done = run_training_cli("engine.distill", tmp_path, tokenizer, "draft", "--init_layers", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out kl" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())

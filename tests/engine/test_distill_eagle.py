@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
@@ -20,8 +16,8 @@ from engine.eagle_loss import eagle_loss
 from engine.models import load_model
 from engine.runner import ModelRunner
 from engine.tiny_models import build_tiny_llama
+from tests.engine.builders import run_training_cli
 
-REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["the cat sat on the mat.", "count: 1 2 3 4 5 6 7.", "hello there, how are you?", "a b c d e f g h",
          "one two three, one two three.", "red, green, blue and red."]
 
@@ -56,15 +52,7 @@ def test_a_few_steps_raise_held_out_agreement(tokenizer):
 
 
 def test_cli_writes_an_eagle_head_that_loads_onto_its_target(tmp_path, tokenizer):
-    model_dir = tmp_path / "tiny-target"
-    build_tiny_llama(seed=2, num_layers=2).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    out = tmp_path / "eagle"
-    env = dict(os.environ, SPECROUTE_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "engine.distill_eagle", "--model", str(model_dir), "--out", str(out),
-           "--vocab_subset", "32", "--num_prompts", "12", "--max_new_tokens", "8", "--max_prompt_tokens", "32",
-           "--steps", "4", "--eval_every", "2", "--num_threads", "1"]
-    done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    model_dir, out, done = run_training_cli("engine.distill_eagle", tmp_path, tokenizer, "eagle")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out top-1 agreement" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
