@@ -30,8 +30,10 @@ class CostModelPolicy(BasePolicy):
     """
 
     def __init__(self, cost_model: CostModel, decisions: Sequence[Decision], obs_names: Sequence[str],
-                 view_of: Callable[[], BatchView] | None = None):
-        self.router = CostModelRouter(cost_model)
+                 view_of: Callable[[], BatchView] | None = None, per_row: bool = False):
+        if per_row and view_of is None:
+            raise ValueError("per-row routing reads the engine's rows: it needs view_of")
+        self.router = CostModelRouter(cost_model, per_row=per_row)
         self.decisions = list(decisions)
         self.index = ObservationIndex(obs_names)
         for name in ("running_batch", "context_mean"):
@@ -43,21 +45,22 @@ class CostModelPolicy(BasePolicy):
         self._labels = {d.label: i for i, d in enumerate(self.decisions)}
         self._pairs = [name[len("acceptance["):-1] for name in self.index.names if name.startswith("acceptance[")]
         self.view_of = view_of
-        self.name = "cost-model"
+        self.name = "cost-model-rows" if per_row else "cost-model"
 
     @property
     def cost_model(self) -> CostModel:
         return self.router.cost_model
 
     @classmethod
-    def from_env(cls, env) -> CostModelPolicy:
-        """The served router over a SpecRoute env: its profile, SLO, action list and engine's view."""
+    def from_env(cls, env, per_row: bool = False) -> CostModelPolicy:
+        """The served router over a SpecRoute env: its profile, SLO, action list and engine's
+        view; `per_row`: one action per row (`SpecRouteEnv.step` takes a sequence)."""
         from engine.profile import LatencyProfile
         from env.config import resolve_path
         inner = env.unwrapped
         profile = LatencyProfile.load(resolve_path(inner.config.profile))
         cost_model = CostModel(profile, inner.decisions, slo_tpot_s=inner.config.slo_tpot_s)
-        return cls(cost_model, inner.decisions, inner.obs_spec.names, view_of=inner.batch_view)
+        return cls(cost_model, inner.decisions, inner.obs_spec.names, view_of=inner.batch_view, per_row=per_row)
 
     def offline(self) -> CostModelPolicy:
         """The same router scoring observations alone: what off-policy evaluation can replay
@@ -76,8 +79,10 @@ class CostModelPolicy(BasePolicy):
         pairs = {pair: {"acceptance": a} for pair, a in self.acceptance(obs).items()}
         return BatchView(rows, (), {"pairs": pairs, "requests": {}})
 
-    def act(self, obs) -> int:
+    def act(self, obs) -> int | tuple[int, ...]:
+        """The action index; per row, a tuple of indices where the rows' decisions differ."""
         view = self.view_of() if self.view_of is not None else self.view_from_obs(np.asarray(obs))
         if not view.rows:
             return self._labels.get(Decision().label, 0)
-        return self._labels[self.router.decide(view)[0].label]
+        actions = tuple(self._labels[d.label] for d in self.router.decide(view))
+        return actions[0] if len(set(actions)) == 1 else actions

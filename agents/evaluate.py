@@ -22,7 +22,8 @@ from agents.scenarios import (GOODPUT_SLO_TPOT_S, LOAD_SWEEP, NUM_REQUESTS, WORK
                               load_sweep, sim_env_kwargs)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward")
+METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward",
+           "mixed_step_share")
 SEED_BASE = 20_000          # evaluation seeds never overlap the training seeds
 
 
@@ -84,7 +85,8 @@ def episode_metrics(result: EpisodeResult) -> dict[str, float]:
     ttft = np.asarray(result.ttft_s) if result.ttft_s else np.zeros(1)
     return {"tokens_per_s": result.tokens_per_s, "tpot_p50_s": float(np.percentile(tpot, 50)),
             "tpot_p99_s": float(np.percentile(tpot, 99)), "ttft_p99_s": float(np.percentile(ttft, 99)),
-            "slo_attainment": result.slo_attainment, "goodput": result.goodput, "mean_reward": result.mean_reward}
+            "slo_attainment": result.slo_attainment, "goodput": result.goodput, "mean_reward": result.mean_reward,
+            "mixed_step_share": result.num_mixed_steps / max(result.num_steps, 1)}
 
 
 # ---- running episodes -----------------------------------------------------------------------

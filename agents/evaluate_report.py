@@ -11,7 +11,7 @@ from agents.evaluate import METRICS, mean_ci
 
 MIXED, HIGH = "spec_bench-mix", "poisson-high"
 HEADERS = ["policy", "tokens/s", "TPOT p50 (ms)", "TPOT p99 (ms)", "TTFT p99 (s)", "SLO attainment",
-           "goodput (tok/s)", "reward/decision"]
+           "goodput (tok/s)", "reward/decision", "mixed steps"]
 SCALE = {"tpot_p50_s": 1e3, "tpot_p99_s": 1e3}
 
 

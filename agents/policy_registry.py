@@ -3,6 +3,7 @@
     PATH                  a checkpoint directory (or its manifest.json): the learned policy
     learned               the shipped checkpoint, checkpoints/router
     cost-model            the analytical cost model over the env's profile
+    cost-model-rows       the same, one decision per row (CostModel.best_rows)
     static:<label>        one (chain, K), e.g. static:ngram>target@k4; static:* expands to every action
     no-spec               plain decoding
     acceptance-ema        SmartSpec-like choice of K from the acceptance EMAs
@@ -24,7 +25,7 @@ from agents.policies import (AcceptanceEMAPolicy, HindsightOraclePolicy, NoSpecu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "router"
-POLICY_NAMES = ("learned", "cost-model", "static:*", "no-spec", "acceptance-ema", "ucb", "oracle")
+POLICY_NAMES = ("learned", "cost-model", "cost-model-rows", "static:*", "no-spec", "acceptance-ema", "ucb", "oracle")
 
 
 def load_learned(path: str | Path, env) -> LearnedPolicy:
@@ -69,8 +70,8 @@ def make_policy(spec: str, env, checkpoint: str | Path = DEFAULT_CHECKPOINT, see
     inner = env.unwrapped
     if spec == "learned":
         return load_learned(checkpoint, env)
-    if spec == "cost-model":
-        return CostModelPolicy.from_env(env)
+    if spec in ("cost-model", "cost-model-rows"):
+        return CostModelPolicy.from_env(env, per_row=spec == "cost-model-rows")
     if spec.startswith("static:"):
         return StaticPolicy(inner.decisions, spec.removeprefix("static:"))
     if spec == "no-spec":

@@ -27,7 +27,8 @@ class EpisodeResult:
     ttft_s: list[float] = field(default_factory=list)
     tpot_s: list[float] = field(default_factory=list)
     slo_met: list[bool] = field(default_factory=list)
-    actions: list[int] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)          # per step; a per-row router's most common one
+    num_mixed_steps: int = 0                                   # steps whose rows ran different actions
     batch_sizes: list[float] = field(default_factory=list)
     truncated: bool = False
 
@@ -92,8 +93,10 @@ def run_episode(env, policy, seed: int, options: dict | None = None,
     batch_index = env.unwrapped.obs_spec.names.index("running_batch")
     done = False
     while not done:
-        action = int(policy.act(obs))
-        result.actions.append(action)
+        action = policy.act(obs)          # an index, or one per row (a per-row router)
+        rows = list(action) if isinstance(action, (list, tuple)) else [int(action)]
+        result.actions.append(max(set(rows), key=rows.count))
+        result.num_mixed_steps += len(set(rows)) > 1
         result.batch_sizes.append(float(obs[batch_index]))
         obs, reward, terminated, truncated, _ = env.step(action)
         observe_reward(policy, float(reward))

@@ -27,6 +27,15 @@ model-free pairs), so one request that suffix drafting suits is seen as such ins
 averaged into the pool; E[tokens] is convex in acceptance, so the mean of the rows is not the
 tokens of the mean acceptance.
 
+Per row. `best_rows` lets rows take different decisions in one step (the engine runs them
+together: `engine.spec_step.run_step`): from `best`'s decision for all, each row in turn takes
+the decision that raises the batch's predicted goodput most, the step charged as the engine
+runs a mixed batch (`mixed_step_time`: one forward per level for the rows that use it, padded
+to its widest row; the target's forward covers every row). A plain row beside speculating ones
+saves no target time but the drafting; what per-row choice buys is each request on the chain
+and K that suit it. It keeps the batch's decision unless the assignment is predicted faster by
+more than `min_row_gain`.
+
 Acceptance comes as the trackers' snapshot ({"pairs": {"a>b": {"acceptance": ...}}, "prior": p})
 or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior, else
 `prior_acceptance`.
@@ -68,10 +77,13 @@ class CostModel:
             so consecutive steps reuse cached step times (latency barely moves within 16 tokens).
         min_gain: `best` keeps plain decoding unless a decision's predicted time per token is
             lower by more than this fraction (see Margin above); 0 picks the plain argmax.
+        min_row_gain: `best_rows` keeps one decision for the batch unless a per-row assignment
+            is predicted to raise goodput by more than this fraction.
     """
 
     def __init__(self, profile: LatencyProfile, decisions: Iterable[Decision], slo_tpot_s: float | None = None,
-                 prior_acceptance: float = 0.5, context_bucket: int = 16, min_gain: float = 0.1):
+                 prior_acceptance: float = 0.5, context_bucket: int = 16, min_gain: float = 0.1,
+                 min_row_gain: float = 0.03):
         self.profile = profile
         self.decisions = list(dict.fromkeys(decisions))
         if not self.decisions:
@@ -82,9 +94,10 @@ class CostModel:
             raise ValueError(f"prior_acceptance must be in [0, 1], got {prior_acceptance}")
         if context_bucket < 1:
             raise ValueError(f"context_bucket must be >= 1, got {context_bucket}")
-        if not 0 <= min_gain < 1:
-            raise ValueError(f"min_gain must be in [0, 1), got {min_gain}")
+        if not 0 <= min_gain < 1 or not 0 <= min_row_gain < 1:
+            raise ValueError(f"min_gain and min_row_gain must be in [0, 1), got {min_gain} and {min_row_gain}")
         self.min_gain = min_gain
+        self.min_row_gain = min_row_gain
         self.context_bucket = context_bucket
         missing = sorted({name for d in self.decisions for name in (d.chain if not d.is_plain else (TARGET,))
                           if name not in profile.levels})
@@ -141,23 +154,34 @@ class CostModel:
         """Committed tokens per second across the batch."""
         return batch * self.expected_tokens(decision, acceptance) / self.step_time(decision, batch, context)
 
+    def _row_groups(self, acceptance: Mapping, request_ids: Sequence[str] | None) -> tuple[list[tuple], list[int]]:
+        """Rows with the same own estimates (most often none), scored once: (the groups' merged
+        acceptance rates, each row's group index)."""
+        rates, _ = acceptance_rates(acceptance)
+        own = acceptance.get("requests", {}) if request_ids and "pairs" in acceptance else {}
+        keys: dict[tuple, int] = {}
+        rows = [keys.setdefault(tuple(sorted((key, float(value["acceptance"])) for key, value in
+                                             own.get(rid, {}).items())), len(keys))
+                for rid in request_ids or ()]
+        return [{**rates, **dict(key)} for key in keys] or [rates], rows or [0]
+
+    def _group_tokens(self, merged: Mapping[str, float], prior: float) -> list[float]:
+        return [chain_expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
+
     def _scores(self, batch: int, context: float, acceptance: Mapping,
                 request_ids: Sequence[str] | None = None) -> tuple[list[float], list[float], int]:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        rates, prior = acceptance_rates(acceptance)
+        _, prior = acceptance_rates(acceptance)
         prior = self.prior_acceptance if prior is None else prior
         context = int(round(context / self.context_bucket)) * self.context_bucket
-        own = acceptance.get("requests", {}) if request_ids and "pairs" in acceptance else {}
-        # the mean over rows; rows with the same own estimates (most often none) are scored once
-        groups = Counter(tuple(sorted((key, float(value["acceptance"])) for key, value in own.get(rid, {}).items()))
-                         for rid in request_ids or ()) or Counter({(): 1})
-        num_rows = sum(groups.values())
+        groups, rows = self._row_groups(acceptance, request_ids)
+        counts = Counter(rows)
         tokens = [0.0] * len(self._plans)
-        for key, count in groups.items():
-            merged, weight = {**rates, **dict(key)}, count / num_rows
-            for i, (pairs, k) in enumerate(self._plans):
-                tokens[i] += weight * chain_expected_tokens(pairs, k, merged, prior)
+        for g, merged in enumerate(groups):
+            weight = counts[g] / len(rows)
+            for i, n in enumerate(self._group_tokens(merged, prior)):
+                tokens[i] += weight * n
         return tokens, self._step_times(batch, context), context
 
     def _estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
@@ -190,6 +214,83 @@ class CostModel:
         """The decision with the highest goodput that meets the TPOT SLO (else the fastest per
         token), plain decoding unless that is faster by more than `min_gain`."""
         return self.best_estimate(batch, context, acceptance, request_ids).decision
+
+
+    def mixed_step_time(self, decisions: Sequence[Decision], context: int) -> float:
+        """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed
+        batch: each model-free drafter proposes for its rows at once (the longest K), a model
+        drafter runs a forward per token for the rows still drafting, each verifier one forward
+        per depth over its rows (widest row), the target one over every row. Equals `step_time`
+        when every row runs the same decision."""
+        key = ("mixed", tuple(sorted(Counter(decisions).items(), key=lambda item: item[0].label)), context)
+        cached = self._times.get(key)
+        if cached is not None:
+            return cached
+        forward_time, levels = self.profile.forward_time, self.profile.levels
+        target_width, free, drafting, verifiers = 1, {}, {}, {}
+        for d in decisions:
+            if d.is_plain:
+                continue
+            first, k = d.chain[0], d.k
+            if levels[first].kind == "model_free":
+                n, widest = free.get(first, (0, 0))
+                free[first] = (n + 1, max(widest, k))
+            else:
+                drafting.setdefault(first, []).append(k)
+            for i, level in enumerate(d.chain[1:], start=1):
+                if level == TARGET:
+                    target_width = max(target_width, k + i)
+                else:
+                    n, widest = verifiers.get((level, len(d.chain) - 1 - i), (0, 0))
+                    verifiers[(level, len(d.chain) - 1 - i)] = (n + 1, max(widest, k + i))
+        seconds = forward_time(TARGET, len(decisions), target_width, context)
+        for (level, _), (n, width) in verifiers.items():
+            seconds += forward_time(level, n, width, context)
+        for name, (n, widest) in free.items():
+            seconds += forward_time(name, n, widest, context)
+        for name, ks in drafting.items():
+            seconds += sum(forward_time(name, sum(k > j for k in ks), 1, context) for j in range(max(ks)))
+        if len(self._times) >= _MAX_CACHED_TIMES:
+            self._times.clear()
+        self._times[key] = seconds
+        return seconds
+
+    def best_rows(self, context: float, acceptance: Mapping, request_ids: Sequence[str],
+                  start: Decision | None = None, passes: int = 2) -> list[Decision]:
+        """One decision per row of the batch `request_ids` (see Per row above): `best`'s (or
+        `start`, when the caller has it) for all, unless rows on their own decisions are
+        predicted faster by more than `min_row_gain`."""
+        batch = len(request_ids)
+        start = start or self.best_estimate(batch, context, acceptance, request_ids).decision
+        if batch == 1:
+            return [start]
+        _, prior = acceptance_rates(acceptance)
+        prior = self.prior_acceptance if prior is None else prior
+        context = int(round(context / self.context_bucket)) * self.context_bucket
+        groups, rows = self._row_groups(acceptance, request_ids)
+        tokens = [self._group_tokens(merged, prior) for merged in groups]         # [group][decision]
+        index = {d: i for i, d in enumerate(self.decisions)}
+        assignment = [index[start]] * batch
+        total = sum(tokens[g][assignment[r]] for r, g in enumerate(rows))
+        uniform = value = total / self.mixed_step_time([start] * batch, context)
+        for _ in range(passes):
+            improved = False
+            for r, g in enumerate(rows):
+                current = assignment[r]
+                for a in range(len(self.decisions)):
+                    if a == current:
+                        continue
+                    assignment[r] = a
+                    trial = (total - tokens[g][current] + tokens[g][a]) / self.mixed_step_time(
+                        [self.decisions[i] for i in assignment], context)
+                    if trial > value * (1 + 1e-9):
+                        total, value, current, improved = total - tokens[g][current] + tokens[g][a], trial, a, True
+                assignment[r] = current
+            if not improved:
+                break
+        if value <= uniform * (1 + self.min_row_gain):
+            return [start] * batch
+        return [self.decisions[a] for a in assignment]
 
 
 def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1, 2, 4, 8)) -> list[Decision]:

@@ -6,6 +6,7 @@ that every row of a batch has its own position and length and rollback is a leng
 
 from __future__ import annotations
 
+import hashlib
 import weakref
 from dataclasses import dataclass
 
@@ -129,12 +130,15 @@ class ModelRunner:
         return_freed_memory()           # the weights' old layouts
 
     def _head_product(self, module, head: torch.Tensor, kernel: str, head_weights: str) -> Linear:
-        """The LM head's product, shared by every runner over the same head (a target and its
-        quantized copy score with one prepacked head); a reduced-vocabulary head is the draft's own."""
+        """The LM head's product, shared by every runner over the same head: a target and its
+        quantized copy score with one prepacked head, and drafts over the same reduced vocabulary
+        of the target's head (the distilled draft and the EAGLE head: 36 MB each) with one."""
+        owner, key = module, ("head", kernel, head_weights)
         if self.vocab_subset is not None:
-            return make_linear(head, None, kernel, head_weights)
-        products = _PRODUCTS.setdefault(module, {})
-        key = ("head", kernel, head_weights)
+            owner = module.weight           # the target's head Parameter, which the subset reads
+            digest = hashlib.sha256(self.vocab_subset.cpu().numpy().tobytes()).hexdigest()
+            key = (*key, digest)
+        products = _PRODUCTS.setdefault(owner, {})
         if key not in products:
             products[key] = make_linear(head, None, kernel, head_weights)
         return products[key]

@@ -21,9 +21,9 @@ class EngineBackend:
     def has_unfinished(self) -> bool:
         return self.engine.has_unfinished
 
-    def step(self, decision: Decision) -> tuple[list[tuple[Request, int]], float]:
-        """One engine step of `decision` for every row; each row's request with the number of
-        tokens it committed, and the step's latency on the backend's clock."""
+    def step(self, decision: Decision | list[Decision]) -> tuple[list[tuple[Request, int]], float]:
+        """One engine step of `decision` for every row (or one decision per row); each row's
+        request with the number of tokens it committed, and the step's latency on the backend's clock."""
         requests = dict(self.engine.scheduler.requests)     # the step pops the ones that finish
         outputs = self.engine.step(decision)
         return [(requests[o.request_id], len(o.new_token_ids)) for o in outputs], self.engine.last_step.latency_s

@@ -58,7 +58,9 @@ class Episode:
             self.next_arrival += 1
         self.stats.observe_arrivals(self.next_arrival - first, now)
 
-    def step(self, backend, decision: Decision, action: int) -> StepOutcome:
+    def step(self, backend, decision: Decision | list[Decision], action: int) -> StepOutcome:
+        """One step of `decision` for every row, or of `decision[i]` for row i (per-row routing);
+        `action` is what the observation's last_action shows."""
         rows, latency_s = backend.step(decision)
         outcome = self.stats.observe_rows(rows, latency_s, self.slo_penalty)
         self.num_finished += outcome.num_finished

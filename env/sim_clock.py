@@ -2,8 +2,9 @@
 
 `engine.cost_model.CostModel.step_time` is the expectation before a step; this is the charge
 after it, per row and as `engine.spec_step.run_step` and the levels really run the forwards:
-grouped by level (plain rows join the target's group), each group padded to its widest feed and
-longest context, and a level feeds what its cache lacks first (prefill of a new request, lazy
+grouped by level and, for a verifier, its depth in the row's chain (plain rows join the
+target's group; rows on different chains share a group), each group padded to its widest feed
+and longest context, and a level feeds what its cache lacks first (prefill of a new request, lazy
 catch-up of a level that sat out), long pending feeds in forwards of their own as
 `engine.levels.plan_catch_up` plans them. A model drafter's catch-up and first forward, which
 feed no proposal, form a group of their own (`ForwardGroup(level, is_drafting=True)`).
@@ -11,6 +12,7 @@ feed no proposal, form a group of their own (`ForwardGroup(level, is_drafting=Tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from engine.config import EngineConfig
@@ -24,33 +26,40 @@ class ForwardGroup(NamedTuple):
 
     level: str
     is_drafting: bool = False
+    distance: int = 0               # a verifier's levels below the target in its chain (0: the target)
 
 
 def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
-                  chain: tuple[str, ...], ks: list[int], results: list,
+                  chains: tuple[str, ...] | Sequence[tuple[str, ...]], ks: list[int], results: list,
                   config: EngineConfig) -> list[tuple[str, int, int, int]]:
     """The (level, batch, tokens per row, context) calls of `profile.forward_time` of one step.
 
     `num_tokens[i]`: row i's committed tokens before the step; `cached[i]`: level -> tokens its
-    cache holds for the row; `ks[i]`: the row's K after capping (0 = plain); `results[i]`: its
-    RowResult (`pairs[j].num_proposed` is what level j + 1 was fed); `config`: the engine's
-    catch-up threshold and token budget.
+    cache holds for the row; `chains`: one chain for every row, or row i's chain at `chains[i]`
+    (per-row routing: rows on different chains share each level's forward, as
+    `engine.spec_step.run_step` groups them); `ks[i]`: the row's K after capping (0 = plain);
+    `results[i]`: its RowResult (`pairs[j].num_proposed` is what level j + 1 was fed);
+    `config`: the engine's catch-up threshold and token budget.
     """
+    if not chains or isinstance(chains[0], str):
+        chains = [tuple(chains)] * len(num_tokens)
     groups: dict[ForwardGroup, list[tuple[int, int, int]]] = {}   # -> [(pending, extra, cached)] per row
-    drafting: list[tuple[int, int]] = []                # model first level: (committed tokens, k)
-    model_free: list[int] = []                          # model-free first level: k per row
-    first_is_model = profile.levels[chain[0]].kind == "model" if len(chain) > 1 else False
-    for total, have_by_level, k, result in zip(num_tokens, cached, ks, results):
-        if k > 0:
-            if first_is_model:
-                drafting.append((total, k))
+    drafting: dict[str, list[tuple[int, int]]] = {}     # model first level -> (committed tokens, k) per row
+    model_free: dict[str, list[tuple[int, int]]] = {}   # model-free first level -> (committed tokens, k) per row
+    for total, have_by_level, chain, k, result in zip(num_tokens, cached, chains, ks, results):
+        if k > 0 and len(chain) > 1:
+            if profile.levels[chain[0]].kind == "model":
+                drafting.setdefault(chain[0], []).append((total, k))
                 have = have_by_level.get(chain[0], 0)
                 groups.setdefault(ForwardGroup(chain[0], is_drafting=True), []).append((total - have, 0, have))
             else:
-                model_free.append(k)
-            for pair, level in zip(result.pairs, chain[1:]):
+                model_free.setdefault(chain[0], []).append((total, k))
+            # run_step verifies level by level, farthest from the target first: one forward per
+            # (level, distance), so a level verifying at two depths of two chains runs twice
+            for position, (pair, level) in enumerate(zip(result.pairs, chain[1:]), start=1):
                 have = have_by_level.get(level, 0)
-                groups.setdefault(ForwardGroup(level), []).append((total - have, pair.num_proposed, have))
+                group = ForwardGroup(level, distance=len(chain) - 1 - position)
+                groups.setdefault(group, []).append((total - have, pair.num_proposed, have))
         else:
             have = have_by_level.get(TARGET, 0)
             groups.setdefault(ForwardGroup(TARGET), []).append((total - have, 0, have))
@@ -63,12 +72,12 @@ def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[d
                              max(rows[i][2] + start for i, start, _ in forward)))
         caught = set(plan.rows)
         fed = [(1 if i in caught else p) + e for i, (p, e, _) in enumerate(rows)]
-        ends = [have + p + e for p, e, have in rows]
-        forwards.append((group.level, len(rows), max(fed), max(ends) - max(fed)))
-    if model_free:
-        forwards.append((chain[0], len(model_free), max(model_free), max(num_tokens)))
-    for j in range(1, max((k for _, k in drafting), default=0)):     # then one token per row until each has k
-        ends = [total + j for total, k in drafting if k > j]
-        forwards.append((chain[0], len(ends), 1, max(ends) - 1))
+        starts = [have + (p - 1 if i in caught else 0) for i, (p, _, have) in enumerate(rows)]
+        forwards.append((group.level, len(rows), max(fed), max(starts)))
+    for name, rows in model_free.items():
+        forwards.append((name, len(rows), max(k for _, k in rows), max(total for total, _ in rows)))
+    for name, rows in drafting.items():
+        for j in range(1, max(k for _, k in rows)):     # then one token per row until each has k
+            ends = [total + j for total, k in rows if k > j]
+            forwards.append((name, len(ends), 1, max(ends) - 1))
     return forwards
-

@@ -88,29 +88,32 @@ class SimExecutor:
         return self.time
 
     def run(self, batch: list[Request], decisions: list[Decision], ks: list[int]) -> list[RowResult]:
-        """Draw every row's outcome and advance the clock by the step's modelled time."""
-        decision = decisions[0]
-        if any(d != decision for d in decisions):
-            raise ValueError("the simulator runs one decision for the whole batch")
+        """Draw every row's outcome (each on its own decision's chain) and advance the clock by
+        the step's modelled time."""
         for request in batch:
             self.categories[request.request_id] = request.category
-        first = decision.chain[0] if decision.chain and decision.chain[0] in MODEL_FREE_DRAFTERS else None
-        signals = [None if first is None else self.signal_of(r.request_id, first) for r in batch]
+        chains = [d.chain for d in decisions]
+        signals = [self.signal_of(r.request_id, chain[0]) if chain[0] in MODEL_FREE_DRAFTERS else None
+                   for r, chain in zip(batch, chains)]
         for request in batch:                # consumed: the rows' next steps show new ones
             self.pending_signals.pop(request.request_id, None)
-        results = self.draw(batch, decision.chain, ks, signals)
+        results = self.draw(batch, chains, ks, signals)
         cached = [self.cached.setdefault(r.request_id, {}) for r in batch]
+        self._latency_s = self.step_time([r.num_tokens for r in batch], cached, chains, ks, results)
+        self.time += self._latency_s
+        return results
+
+    def step_time(self, num_tokens: list[int], cached: list[dict[str, int]], chains: Sequence[tuple[str, ...]],
+                  ks: list[int], results: list[RowResult]) -> float:
+        """The modelled seconds of one step whose rows ran `chains` with `results`."""
         forward_s = prefill_s = 0.0
         forward_time, split = self.profile.forward_time, self.calibration.prefill_tokens or 1 << 30
-        for call in rows_forwards(self.profile, [r.num_tokens for r in batch], cached, decision.chain, ks, results,
-                                  self.config):
+        for call in rows_forwards(self.profile, num_tokens, cached, chains, ks, results, self.config):
             if call[2] > split:
                 prefill_s += forward_time(*call)
             else:
                 forward_s += forward_time(*call)
-        self._latency_s = self.calibration.step_time_s(forward_s, len(batch), prefill_s)
-        self.time += self._latency_s
-        return results
+        return self.calibration.step_time_s(forward_s, len(num_tokens), prefill_s)
 
     def signals(self, request: Request) -> dict[str, int]:
         """Each fitted drafter's signal for the row's next step: drawn once, then what that step's
@@ -126,20 +129,24 @@ class SimExecutor:
                                                                       float(self.rng.random()))
         return mine[drafter]
 
-    def draw(self, batch: list[Request], chain: tuple[str, ...], ks: list[int],
+    def draw(self, batch: list[Request], chains: tuple[str, ...] | Sequence[tuple[str, ...]], ks: list[int],
              signals: Sequence[int | None] | None = None) -> list[RowResult]:
-        """Every row's proposal and acceptances, drawn from the acceptance models (given the
-        first drafter's signal of each row, where it has one)."""
-        pair_keys = tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
-        width = len(chain) + 1
+        """Every row's proposal and acceptances on its chain (one chain for all rows, or one per
+        row), drawn from the acceptance models (given the first drafter's signal of each row,
+        where it has one)."""
+        if chains and isinstance(chains[0], str):
+            chains = [tuple(chains)] * len(batch)
+        width = max(len(chain) for chain in chains) + 1 if chains else 1
         uniforms = self.rng.random(len(batch) * width).tolist()
         signals = signals or [None] * len(batch)
-        return [self._row_result(r.category, chain, pair_keys, k, uniforms[i * width:(i + 1) * width], signals[i])
-                for i, (r, k) in enumerate(zip(batch, ks))]
+        return [self.draw_row(r.category, chain, chain_pair_keys(chain), k, uniforms[i * width:(i + 1) * width],
+                              signals[i])
+                for i, (r, chain, k) in enumerate(zip(batch, chains, ks))]
 
-    def _row_result(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
-                    uniforms: list[float], signal: int | None = None) -> RowResult:
-        """Draw what the chain proposes and accepts for one row (the shape `run_step` returns)."""
+    def draw_row(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
+                 uniforms: list[float], signal: int | None = None) -> RowResult:
+        """Draw what the chain proposes and accepts for one row (the shape `run_step` returns),
+        from `len(chain) + 1` uniforms: the same uniforms give the same outcome."""
         if k == 0:
             return RowResult([SIM_TOKEN_ID])
         model = self.calibration.acceptance
@@ -163,6 +170,11 @@ class SimExecutor:
 
     def step_latency(self, elapsed_s: float) -> float:
         return self._latency_s
+
+
+def chain_pair_keys(chain: tuple[str, ...]) -> tuple[str, ...]:
+    """The acceptance pairs of a chain, cheapest first: ("ngram", "target") -> ("ngram>target",)."""
+    return tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
 
 
 def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,

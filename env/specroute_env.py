@@ -174,22 +174,34 @@ class SpecRouteEnv(gymnasium.Env):
         self._obs = self._episode.observe(self.backend, self._builder)
         return self._obs.copy(), {"time_s": self._episode.time, "num_requests": len(window)}
 
-    def step(self, action):
-        is_index = isinstance(action, (int, np.integer)) and not isinstance(action, bool) \
+    def _is_index(self, action) -> bool:
+        return isinstance(action, (int, np.integer)) and not isinstance(action, bool) \
             and 0 <= action < self.action_space.n
-        if not is_index and not self.action_space.contains(action):
-            raise gymnasium.error.InvalidAction(
-                f"action {action!r} is not in {self.action_space}; actions: "
-                + ", ".join(f"{i}={label}" for i, label in enumerate(self.action_labels)))
+
+    def step(self, action):
+        """`action`: an index of the action list for every row, or (per-row routing, what a
+        served router may do) a sequence of indices, one per row of `batch_view()`, in its order."""
         if self._episode is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
+        rows = None
+        if isinstance(action, (list, tuple)) and action and all(self._is_index(a) for a in action):
+            rows = [int(a) for a in action]
+            num_rows = len(self.batch_view().rows)
+            if len(rows) != num_rows:
+                raise gymnasium.error.InvalidAction(f"{len(rows)} per-row actions for a batch of {num_rows} rows")
+            action = max(set(rows), key=rows.count)          # what the observation's last_action shows
+        elif not self._is_index(action) and not self.action_space.contains(action):
+            raise gymnasium.error.InvalidAction(
+                f"action {action!r} is not in {self.action_space} (nor one index per row); actions: "
+                + ", ".join(f"{i}={label}" for i, label in enumerate(self.action_labels)))
         action = int(action)
         episode = self._episode
         if episode.is_done:
             info = {"time_s": episode.time, "num_committed": 0, "latency_s": 0.0,
                     "num_violations": 0, "num_finished": 0, "action": self.action_labels[action]}
             return self._obs.copy(), 0.0, True, False, info
-        outcome = episode.step(self.backend, self.decisions[action], action)
+        decisions = self.decisions[action] if rows is None else [self.decisions[a] for a in rows]
+        outcome = episode.step(self.backend, decisions, action)
         self._obs = episode.observe(self.backend, self._builder)
         terminated = episode.is_done
         truncated = not terminated and episode.num_steps >= self.config.max_steps

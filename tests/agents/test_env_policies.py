@@ -96,3 +96,27 @@ def test_the_cost_model_policy_is_the_served_router_on_the_engines_view(make_sim
         obs, _, terminated, truncated, _ = environment.step(action)
         done = terminated or truncated
     assert steps > 10
+
+
+def test_the_per_row_cost_model_gives_each_row_the_served_routers_decision(make_sim_env):
+    """cost-model-rows acts with what `CostModelRouter(per_row=True)` decides for each row (a
+    tuple where the rows differ), and an episode of it runs to the end on the env."""
+    from engine.cost_router import CostModelRouter
+    environment = make_sim_env(num_requests=10, rate=8.0)
+    policy = make_policy("cost-model-rows", environment)
+    served = CostModelRouter(policy.cost_model, per_row=True)
+    labels = environment.unwrapped.action_labels
+    obs, _ = environment.reset(seed=3)
+    done, steps = False, 0
+    while not done:
+        action = policy.act(obs)
+        view = environment.unwrapped.batch_view()
+        rows = [labels[a] for a in action] if isinstance(action, tuple) else [labels[action]] * len(view.rows)
+        if view.rows:
+            assert rows == [d.label for d in served.decide(view)]
+            steps += 1
+        obs, _, terminated, truncated, _ = environment.step(action)
+        done = terminated or truncated
+    assert steps > 10
+    result = run_episode(environment, policy, seed=3)
+    assert result.num_steps == len(result.actions) and 0 <= result.num_mixed_steps <= result.num_steps

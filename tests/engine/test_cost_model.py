@@ -208,3 +208,44 @@ def test_the_router_passes_the_running_rows_to_the_cost_model(make_engine):
         chosen.append(engine.router.last_estimate.decision)
     # shadow proposals show this request repeats itself, so the router switches to n-gram drafting
     assert chosen[0].is_plain and not chosen[-1].is_plain
+
+
+def per_row_profile() -> LatencyProfile:
+    levels = {"target": level(compute_bound), "draft": level(lambda b, t, c: 0.004 + 1e-4 * b * t)}
+    levels |= {name: level(lambda b, t, c: 1e-5, "model_free") for name in ("ngram", "suffix")}
+    return LatencyProfile("per-row", levels)
+
+
+def test_a_mixed_step_is_timed_as_one_decision_when_every_row_runs_it():
+    model = CostModel(per_row_profile(), decision_grid([("ngram", "target"), ("draft", "target"),
+                                                        ("ngram", "draft", "target")], ks=(2, 5)))
+    for decision in model.decisions:
+        for batch in (1, 3, 8):
+            assert model.mixed_step_time([decision] * batch, 512) == pytest.approx(
+                model.step_time(decision, batch, 512))
+
+
+def test_a_mixed_step_pads_the_target_to_its_widest_row_and_drafts_only_for_its_rows():
+    profile = per_row_profile()
+    model = CostModel(profile, decision_grid([("ngram", "target"), ("draft", "target")], ks=(2, 4)))
+    ft = profile.forward_time
+    rows = [Decision(), Decision(("ngram", "target"), 4), Decision(("draft", "target"), 2)]
+    expected = ft("target", 3, 5, 512) + ft("ngram", 1, 4, 512) + 2 * ft("draft", 1, 1, 512)
+    assert model.mixed_step_time(rows, 512) == pytest.approx(expected)
+
+
+def test_rows_that_suit_different_drafters_each_get_theirs():
+    """Per-row routing: one request that n-gram drafting suits and one that suffix drafting suits
+    are routed apart; a batch whose rows agree keeps one decision."""
+    model = CostModel(per_row_profile(), decision_grid([("ngram", "target"), ("suffix", "target")], ks=(4,)))
+    snapshot = {"pairs": {"ngram>target": {"acceptance": 0.5}, "suffix>target": {"acceptance": 0.5}}, "prior": 0.5,
+                "requests": {"a": {"ngram>target": {"acceptance": 0.95}, "suffix>target": {"acceptance": 0.05}},
+                             "b": {"ngram>target": {"acceptance": 0.05}, "suffix>target": {"acceptance": 0.95}}}}
+    rows = model.best_rows(64, snapshot, ["a", "b"])
+    assert rows == [Decision(("ngram", "target"), 4), Decision(("suffix", "target"), 4)]
+    router = CostModelRouter(model, per_row=True)
+    from engine.batch_view import BatchView, RowView
+    view = BatchView(tuple(RowView(rid, "", 64, 0, 32, 0.0) for rid in ("a", "a2")), (), snapshot | {
+        "requests": {"a": snapshot["requests"]["a"], "a2": snapshot["requests"]["a"]}})
+    decisions = router.decide(view)
+    assert decisions == [Decision(("ngram", "target"), 4)] * 2 == [router.last_estimate.decision] * 2

@@ -164,3 +164,22 @@ def test_the_docstring_observation_table_and_action_list_match_the_default_confi
     for doc_name, name in zip(documented, names):
         assert name == doc_name or (doc_name == "last_action[label]" and name.startswith("last_action[")), (doc_name, name)
     assert f"{len(DEFAULT_ACTIONS)} actions" in doc and len(config.actions) == len(DEFAULT_ACTIONS)
+
+
+def test_a_step_may_give_each_row_its_own_action(sim_kwargs):
+    """Per-row routing: a sequence of action indices, one per row of batch_view(), runs each row
+    on its own decision; a sequence of the wrong length is refused and the episode goes on."""
+    env = SpecRouteEnv(**{**sim_kwargs, "workload": {**sim_kwargs["workload"], "rate": 50.0}})
+    env.reset(seed=0)
+    while len(env.batch_view().rows) < 2:
+        env.step(0)
+    num_rows = len(env.batch_view().rows)
+    labels = env.action_labels
+    ngram = labels.index(next(label for label in labels if label.startswith("ngram>target")))
+    with pytest.raises(gymnasium.error.InvalidAction, match=f"1 per-row actions for a batch of {num_rows} rows"):
+        env.step((ngram,))
+    rows = tuple([0] + [ngram] * (num_rows - 1))
+    _, _, _, _, info = env.step(rows)
+    engine = env.backend.engine
+    assert [d.label for d in engine.last_step.decisions] == [labels[a] for a in rows]
+    assert info["action"] == labels[max(set(rows), key=rows.count)]

@@ -69,19 +69,29 @@ class ReplayExecutor(SimExecutor):
         super().__init__(profile, calibration, config)
         self.real_steps = iter(real_steps)
 
-    def draw(self, batch, chain, ks, signals=None):
+    def draw(self, batch, chains, ks, signals=None):
         return next(self.real_steps)
 
 
-def run(engine, requests: dict[str, Request], caches) -> list[dict]:
-    """Drive `engine` through SCHEDULE (cycled) to completion; what every step did, and after.
+def batch_schedule(step: int, num_rows: int) -> list[Decision]:
+    """SCHEDULE cycled, one decision for the whole batch."""
+    return [SCHEDULE[step % len(SCHEDULE)]] * num_rows
+
+
+def row_schedule(step: int, num_rows: int) -> list[Decision]:
+    """SCHEDULE cycled per row: rows of one step on different chains and K (per-row routing)."""
+    return [SCHEDULE[(step + 3 * row) % len(SCHEDULE)] for row in range(num_rows)]
+
+
+def run(engine, requests: dict[str, Request], caches, schedule=batch_schedule) -> list[dict]:
+    """Drive `engine` through `schedule` to completion; what every step did, and after.
     `caches(request)`: level -> tokens its cache holds for the request."""
     calls = []
     while engine.has_unfinished:
-        decision = SCHEDULE[len(calls) % len(SCHEDULE)]
         engine.admit()
-        ks = [engine.draft_length(r, decision) for r in engine.scheduler.running]
-        outputs = engine.step(decision)
+        decisions = schedule(len(calls), len(engine.scheduler.running))
+        ks = [engine.draft_length(r, d) for r, d in zip(engine.scheduler.running, decisions)]
+        outputs = engine.step(decisions)
         record = engine.last_step
         calls.append({
             "rows": record.request_ids, "decisions": record.decisions, "ks": ks,
@@ -105,7 +115,9 @@ def profile_with_small() -> LatencyProfile:
     return LatencyProfile(profile.model, {**profile.levels, "small": profile.levels["draft"]})
 
 
-def test_the_engine_and_the_simulator_agree_call_by_call_on_all_but_tokens_and_clock(target, tokenizer, drafts):
+@pytest.mark.parametrize("schedule", [batch_schedule, row_schedule])
+def test_the_engine_and_the_simulator_agree_call_by_call_on_all_but_tokens_and_clock(target, tokenizer, drafts,
+                                                                                       schedule):
     proposals: dict = {}
     real = Engine(target, tokenizer, EngineConfig(**CONFIG), drafts=drafts)
     for drafter in list(real.drafters.values()):
@@ -115,10 +127,13 @@ def test_the_engine_and_the_simulator_agree_call_by_call_on_all_but_tokens_and_c
         real.add_request(prompt, SamplingParams(max_tokens=max_tokens, ignore_eos=True), request_id=f"r{i}")
         real_requests[f"r{i}"] = real.scheduler.requests[f"r{i}"]
     real_calls = run(real, real_requests, lambda r: {name: level.committed_length(r)
-                                                     for name, level in real.levels.items() if name in r.level_slots})
+                                                     for name, level in real.levels.items() if name in r.level_slots},
+                     schedule)
     assert any(any(call["shadow"]) for call in real_calls[:-1])                   # shadow drafting ran
     assert any(len(call["rows"]) == 2 for call in real_calls[:-1])                # rows shared steps
     assert {d for call in real_calls[:-1] for d in call["decisions"]} == set(SCHEDULE)
+    mixed = any(len(set(call["decisions"])) > 1 for call in real_calls[:-1])
+    assert mixed == (schedule is row_schedule)
 
     final_tokens = {rid: r.all_token_ids for rid, r in real_requests.items()}
     outcomes = [[RowResult([SIM_TOKEN_ID] * n, [PairOutcome(*p) for p in pairs])
@@ -132,15 +147,21 @@ def test_the_engine_and_the_simulator_agree_call_by_call_on_all_but_tokens_and_c
     for rid, request in real_requests.items():
         sim_requests[rid] = Request(rid, [SIM_TOKEN_ID] * len(request.prompt_token_ids), request.params)
         sim.scheduler.add(sim_requests[rid])
-    sim_calls = run(sim, sim_requests, lambda r: dict(executor.cached[r.request_id]))
+    sim_calls = run(sim, sim_requests, lambda r: dict(executor.cached[r.request_id]), schedule)
 
     assert len(sim_calls) == len(real_calls)
     for i, (real_call, sim_call) in enumerate(zip(real_calls, sim_calls)):
         assert sim_call == real_call, f"call {i}"
 
 
-@pytest.mark.parametrize("decision", [Decision(("ngram", "target"), 3), Decision(("draft", "target"), 2)])
-def test_the_simulator_refuses_mixed_decisions_in_one_step(decision):
+def test_a_simulated_step_draws_each_row_on_its_own_chain():
+    """Per-row routing in the simulator: a plain row commits one token and no pair outcome, a
+    speculating row reports each of its own chain's pairs."""
     executor = SimExecutor(make_profile(), make_calibration(), EngineConfig())
-    with pytest.raises(ValueError, match="one decision"):
-        executor.run([], [decision, Decision()], [0, 0])
+    rows = [Request(f"r{i}", [SIM_TOKEN_ID] * 8, SamplingParams(max_tokens=16)) for i in range(3)]
+    decisions = [Decision(), Decision(("ngram", "target"), 3), Decision(("draft", "target"), 2)]
+    results = executor.run(rows, decisions, [0, 3, 2])
+    assert results[0].tokens == [SIM_TOKEN_ID] and not results[0].pairs
+    assert [(p.drafter, p.verifier) for p in results[1].pairs] == [("ngram", "target")]
+    assert [(p.drafter, p.verifier, p.num_proposed) for p in results[2].pairs] == [("draft", "target", 2)]
+    assert executor.now() > 0

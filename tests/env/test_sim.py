@@ -196,3 +196,40 @@ def test_the_sim_charges_the_forwards_the_engine_runs_when_a_long_prompt_joins_d
     charged = [call for call in charged if call[0] == "target"]
     assert len(calls) == 2 and calls[0][1] == 1                 # the new prompt's catch-up, then the step
     assert charged == calls
+
+
+def test_the_sim_charges_every_forward_a_step_of_rows_on_different_chains_runs(target, tokenizer, drafts, monkeypatch):
+    """Per-row routing: rows on different chains share each level's forward (a level verifying at
+    two depths runs twice), and rows_forwards charges exactly the model forwards the engine ran."""
+    from collections import Counter
+
+    from env.sim_clock import rows_forwards
+    from tests.env.conftest import make_profile
+
+    engine = Engine(target, tokenizer, EngineConfig(max_model_len=256, max_num_tokens=8192, max_batch=4),
+                    drafts={"draft": drafts["draft"]})
+    calls = []
+    for name, level in engine.levels.items():
+        runner = level.runner
+
+        def recording(slots, tokens, num_logits, _name=name, _runner=runner, _forward=runner.forward):
+            calls.append((_name, len(slots), max(len(t) for t in tokens),
+                          max(_runner.cache.lengths[s] for s in slots)))
+            return _forward(slots, tokens, num_logits)
+
+        monkeypatch.setattr(runner, "forward", recording)
+    for prompt in ("one two one two", "abc abd abe", "the cat sat on the mat", "hello hello"):
+        engine.add_request(prompt, SamplingParams(max_tokens=30, ignore_eos=True))
+    decisions = [Decision(), Decision(("ngram", "target"), 3), Decision(("draft", "target"), 2),
+                 Decision(("ngram", "draft", "target"), 4)]
+    for step in range(4):
+        batch = engine.scheduler.admit()
+        rows = decisions[step:] + decisions[:step]           # each row goes through every chain
+        before = [r.num_tokens for r in batch]
+        cached = [{name: level.committed_length(r) for name, level in engine.levels.items()} for r in batch]
+        ks = [engine.draft_length(r, d) for r, d in zip(batch, rows)]
+        calls.clear()
+        engine.step(rows)
+        charged = rows_forwards(make_profile(), before, cached, [d.chain for d in rows], ks,
+                                engine.last_step.results, engine.config)
+        assert Counter(c for c in charged if c[0] in engine.levels) == Counter(calls), f"step {step}"
