@@ -6,7 +6,6 @@ that every row of a batch has its own position and length and rollback is a leng
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from engine.draft_model import vocab_subset_digest
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
 from engine.linear_kernels import Linear, PrepackedLinear, k_major, k_major_in_place, make_linear
@@ -25,6 +25,25 @@ SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 # runner). Keyed weakly by the nn.Linear, so a model's products go with it and a deep copy of
 # the model (a draft's initial layers) starts with none.
 _PRODUCTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# reduced-vocabulary heads by (id of the full head's Parameter, kernel, weights, subset digest):
+# a tensor cannot key a WeakKeyDictionary (its == is elementwise), so each entry holds a weak
+# reference to check that the id still names that Parameter, and goes when the Parameter does
+_SUBSET_HEADS: dict[tuple, tuple[weakref.ref, Linear]] = {}
+
+
+def _subset_head(weight: torch.Tensor, subset: torch.Tensor, rows: torch.Tensor, kernel: str,
+                 head_weights: str) -> Linear:
+    """The product of `rows` (the subset's rows of `weight`), one per (head, subset, kernel)."""
+    key = (id(weight), kernel, head_weights, vocab_subset_digest(subset.cpu()))
+    entry = _SUBSET_HEADS.get(key)
+    if entry is not None and entry[0]() is weight:
+        return entry[1]
+    product = make_linear(rows, None, kernel, head_weights)
+    _SUBSET_HEADS[key] = (weakref.ref(weight), product)
+    weakref.finalize(weight, _SUBSET_HEADS.pop, key, None)
+    return product
 
 
 @dataclass
@@ -133,12 +152,10 @@ class ModelRunner:
         """The LM head's product, shared by every runner over the same head: a target and its
         quantized copy score with one prepacked head, and drafts over the same reduced vocabulary
         of the target's head (the distilled draft and the EAGLE head: 36 MB each) with one."""
-        owner, key = module, ("head", kernel, head_weights)
         if self.vocab_subset is not None:
-            owner = module.weight           # the target's head Parameter, which the subset reads
-            digest = hashlib.sha256(self.vocab_subset.cpu().numpy().tobytes()).hexdigest()
-            key = (*key, digest)
-        products = _PRODUCTS.setdefault(owner, {})
+            return _subset_head(module.weight, self.vocab_subset, head, kernel, head_weights)
+        products = _PRODUCTS.setdefault(module, {})
+        key = ("head", kernel, head_weights)
         if key not in products:
             products[key] = make_linear(head, None, kernel, head_weights)
         return products[key]

@@ -182,3 +182,18 @@ def test_a_tied_embedding_is_the_head_s_storage():
     assert storage_of(runner.embed) == storage_of(runner.lm_head.weight) == storage_of(model.lm_head.weight)
     slot = runner.cache.allocate_slot()
     assert (runner.forward([slot], [row], [len(row)])[0] - reference).abs().max() < TOLERANCE
+
+
+def test_drafts_over_one_reduced_vocabulary_share_one_head_product():
+    """The distilled draft and the EAGLE head score the same subset of the target's head: one
+    product (36 MB for SmolLM2), not one each; another subset gets its own."""
+    from engine.draft_model import build_draft
+    target = build_tiny_llama(seed=0, num_layers=2)
+    subset = torch.arange(0, VOCAB, 2)
+    first = ModelRunner(build_draft(target, [0], subset), max_len=64)
+    second = ModelRunner(build_draft(target, [1], subset), max_len=64)
+    other = ModelRunner(build_draft(target, [0], torch.arange(1, VOCAB, 2)), max_len=64)
+    assert first.lm_head is second.lm_head and other.lm_head is not first.lm_head
+    slot = second.cache.allocate_slot()
+    logits = second.forward([slot], [[3, 5, 7]], [1])[0, -1]
+    assert torch.isinf(logits[1::2]).all() and torch.isfinite(logits[::2]).all()
