@@ -24,7 +24,7 @@ ALGOS = ("ppo", "dqn")
 @dataclass
 class TrainConfig:
     algo: str = field(default="ppo", metadata={"help": "ppo or dqn"})
-    timesteps: int = field(default=200_000, metadata={"help": "environment steps to train for"})
+    timesteps: int = field(default=500_000, metadata={"help": "environment steps to train for"})
     workload: str = field(default="mix", metadata={
         "help": "'mix' (every evaluation workload, loads scaled x0.67-1.5) or an env workload preset name"})
     seed: int = field(default=0, metadata={"help": "seed of the model and the environments"})

@@ -173,16 +173,16 @@ def top_shares(counts: Counter, n: int = 3) -> str:
 
 def render(data: dict) -> str:
     s = data["summary"]
-    lines = ["# Per-row routing: the most it could add over one decision per batch", "",
-             f"`{data['command']}` ({data['seconds']:.0f} s). At sampled steps of cost-model episodes in the "
-             "simulator, every row's outcome under every action is drawn from the simulator's acceptance "
-             "models given its category and this step's draft signals; the best single action for the batch "
-             "is compared with a per-row assignment (coordinate ascent), both charged the simulator's clock "
-             "for the mixed step. See agents/row_routing_bound.py.", "",
+    method = (f"`{data['command']}` ({data['seconds']:.0f} s). At sampled steps of cost-model episodes in the "
+              "simulator, every row's outcome under every action is drawn from the simulator's acceptance "
+              "models given its category and this step's draft signals; the best single action for the batch "
+              "and a per-row assignment (coordinate ascent) are chosen on half of the draws and scored on the "
+              "other half, both charged the simulator's clock for the mixed step. See agents/row_routing_bound.py.")
+    header = ("| workload | steps | per-row / batch goodput | by batch size | steps with > 5% gain | "
+              "batch actions | per-row actions |")
+    lines = ["# Per-row routing: the most it could add over one decision per batch", "", method, "",
              f"Choosing {'with' if data['config']['knows_signals'] else 'without'} the rows' draft signals.", "",
-             "| workload | steps | per-row / batch goodput | by batch size | steps with > 5% gain | "
-             "batch actions | per-row actions |",
-             "|---|---|---|---|---|---|---|"]
+             header, "|---|---|---|---|---|---|---|"]
     for w, rows in data["steps"].items():
         if rows:
             share = np.mean([r["gain"] > 1.05 for r in rows])
@@ -190,8 +190,8 @@ def render(data: dict) -> str:
             per_row = Counter(a for r in rows for a in r["row_actions"])
             lines.append(f"| {w} | {len(rows)} | {np.mean([r['gain'] for r in rows]):.4f} | "
                          f"{by_batch(rows)} | {share:.1%} | {top_shares(batch)} | {top_shares(per_row)} |")
-    lines += ["", f"All steps: per-row / batch {s['per_row_x_batch_goodput_mean']}, "
-              f"share of steps gaining > 5%: {s['share_steps_gain_over_5pct']}."]
+    lines += ["", (f"All steps: per-row / batch {s['per_row_x_batch_goodput_mean']}, "
+                   f"share of steps gaining > 5%: {s['share_steps_gain_over_5pct']}.")]
     return "\n".join(lines)
 
 

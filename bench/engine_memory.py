@@ -1,9 +1,11 @@
-"""Engine + draft on the default forward path at batch 16, alone in this process: peak RSS and
-the share of a step that is not model forward. bench_engine runs it as a subprocess and reads
-the JSON line it prints last. The prompts are Spec-Bench's, long ones included (summarization
+"""The engine with the levels the server loads (draft, EAGLE head, int4 copy) on the default
+forward path at batch 16, alone in this process: peak RSS (and each level's peak KV) and the
+share of a step that is not model forward. bench_engine runs it as a subprocess and reads the
+JSON line it prints last. `--chain draft,int4,target` runs a chain so that its levels hold KV too. The prompts are Spec-Bench's, long ones included (summarization
 and RAG, ~1000 tokens): the KV cache holds every row at the longest row's length.
 
     .venv/bin/python -m bench.engine_memory --num-threads 2
+    .venv/bin/python -m bench.engine_memory --num-threads 2 --chain ngram,draft,int4,target --k 4
 """
 
 from __future__ import annotations
@@ -17,31 +19,44 @@ import torch
 from bench.bench_models import encode_chat
 from bench.common import REPO_ROOT, PeakRSS, sample_prompts
 from bench.engine_columns import ForwardTimer
-from engine import Engine, EngineConfig, SamplingParams
+from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 
 
 @dataclass
 class MemoryArgs(PrecisionArgs):
-    """Peak RSS and non-forward share of a batch-16 plain run (engine + draft)."""
+    """Peak RSS and non-forward share of a batch-16 plain run (engine + every level the server loads)."""
 
     batch: int = field(default=16, metadata={"help": "requests running at once"})
     max_new_tokens: int = field(default=64, metadata={"help": "new tokens per request"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "draft checkpoint (loaded when present)"})
+    eagle: str = field(default="checkpoints/eagle", metadata={"help": "EAGLE head checkpoint (loaded when present)"})
+    quantized: str = field(default="int4", metadata={"help": "quantized copies of the target as levels; '' = none"})
+    chain: str = field(default="", metadata={
+        "help": "run this chain (e.g. draft,int4,target) at --k instead of plain decoding, so its levels hold KV too"})
+    k: int = field(default=4, metadata={"help": "draft length of --chain"})
     num_threads: int = field(default=2, metadata={"help": "torch threads"})
 
 
 def main(cfg: MemoryArgs) -> dict:
     from engine.draft_model import is_draft_checkpoint, load_draft
+    from engine.eagle_head import load_optional_eagle_head
     from engine.models import load_model
     torch.set_num_threads(cfg.num_threads)
     loaded = load_model("default")
     drafts = {}
     if is_draft_checkpoint(REPO_ROOT / cfg.draft):
         drafts["draft"] = load_draft(REPO_ROOT / cfg.draft, loaded)
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=cfg.batch, **cfg.precision_kwargs(release_model_weights=True)),
-                    drafts=drafts)
+    if cfg.eagle:
+        head, _ = load_optional_eagle_head(str(REPO_ROOT / cfg.eagle), loaded)
+        if head is not None:
+            drafts["eagle"] = head
+    engine = Engine(loaded.model, loaded.tokenizer,
+                    EngineConfig(max_batch=cfg.batch, quantized_levels=cfg.quantized,
+                                 **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
+    if cfg.chain:
+        engine.set_router(StaticRouter(Decision(cfg.chain, cfg.k)))
     # VmHWM, not ru_maxrss: a child started from a large parent inherits the parent's size in
     # ru_maxrss at the fork, while VmHWM starts anew at exec
     rss = PeakRSS()
@@ -54,12 +69,17 @@ def main(cfg: MemoryArgs) -> dict:
     # the decode phase only: the first step admits and prefills all 16 (model time by nature)
     engine.step()
     start, forward_before, steps = time.perf_counter(), timer.total_s, 0
+    kv_peak = {name: 0.0 for name in engine.levels}
     while engine.has_unfinished:
         engine.step()
         steps += 1
+        for name, level in engine.levels.items():
+            kv_peak[name] = max(kv_peak[name], level.runner.cache.nbytes() / 2**20)
     elapsed = time.perf_counter() - start
     forward = timer.total_s - forward_before
-    result = {"batch": cfg.batch, "path": engine.precision.name, "has_draft": bool(drafts), "decode_steps": steps,
+    levels = sorted(name for name in engine.levels if name != "target")
+    result = {"batch": cfg.batch, "path": engine.precision.name, "chain": cfg.chain or "plain", "has_draft": "draft" in drafts, "levels": levels,
+              "peak_kv_mib": {name: round(mib, 1) for name, mib in kv_peak.items()}, "decode_steps": steps,
               "built_rss_mib": round(built_mb, 1), "peak_rss_mib": round(rss.read_mb(), 1),
               "step_ms": round(elapsed / max(steps, 1) * 1e3, 2),
               "non_forward_share": round(1 - forward / elapsed, 4) if elapsed else None}

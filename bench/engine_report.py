@@ -120,7 +120,7 @@ def render_markdown(data: dict) -> str:
         for batch, row in curve.items():
             cells = ", ".join(f"{t}: {ms}" for t, ms in row.items())
             lines.append(f"- `{path}` batch {batch}: {cells} (9/1 = {row['9'] / row['1']:.2f})")
-    lines += ["", f"Batch 16 (engine + draft, fresh process): {data['batch16']}", "",
+    lines += ["", f"Batch 16 (engine + the levels the server loads, fresh process): {data['batch16']}", "",
               "## Per category, x ours plain", ""]
     names = [r["config"] for r in data["table"]]
     lines += ["| category | plain tok/s | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]

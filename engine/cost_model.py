@@ -165,6 +165,10 @@ class CostModel:
                 for rid in request_ids or ()]
         return [{**rates, **dict(key)} for key in keys] or [rates], rows or [0]
 
+    def _bucket(self, context: float) -> int:
+        """`context` rounded to a multiple of `context_bucket` (cached step times repeat)."""
+        return round(context / self.context_bucket) * self.context_bucket
+
     def _group_tokens(self, merged: Mapping[str, float], prior: float) -> list[float]:
         return [chain_expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
 
@@ -174,7 +178,7 @@ class CostModel:
             raise ValueError(f"batch must be >= 1, got {batch}")
         _, prior = acceptance_rates(acceptance)
         prior = self.prior_acceptance if prior is None else prior
-        context = int(round(context / self.context_bucket)) * self.context_bucket
+        context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
         counts = Counter(rows)
         tokens = [0.0] * len(self._plans)
@@ -266,7 +270,7 @@ class CostModel:
             return [start]
         _, prior = acceptance_rates(acceptance)
         prior = self.prior_acceptance if prior is None else prior
-        context = int(round(context / self.context_bucket)) * self.context_bucket
+        context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
         tokens = [self._group_tokens(merged, prior) for merged in groups]         # [group][decision]
         index = {d: i for i, d in enumerate(self.decisions)}

@@ -16,7 +16,13 @@ from transformers import PreTrainedModel
 from engine.draft_model import vocab_subset_digest
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
-from engine.linear_kernels import Linear, PrepackedLinear, k_major, k_major_in_place, make_linear
+from engine.linear_kernels import (
+    Linear,
+    PrepackedLinear,
+    k_major,
+    k_major_in_place,
+    make_linear,
+)
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 

@@ -73,3 +73,20 @@ def test_the_action_plot_draws_bars_for_a_single_load_point(tmp_path):
     pixels = matplotlib.image.imread(tmp_path / "one_actions_vs_load.png")[..., :3]
     saturated = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.3          # coloured, not white/grey/black
     assert saturated.mean() > 0.05
+
+
+def test_a_workload_where_the_cost_model_meets_no_slo_is_not_judged_by_goodput_ratio():
+    """The Azure trace: every policy misses its TTFT SLO, goodput is a few stray tokens, and a
+    ratio of two of them (2.7x once) must not become the headline maximum."""
+    from agents.evaluate import summarize
+
+    def cell(goodput: float, attainment: float) -> dict:
+        return {"goodput": {"mean": goodput, "per_seed": [goodput, goodput]},
+                "slo_attainment": {"mean": attainment}}
+
+    workloads = {"busy": {"learned": cell(10.0, 0.9), "cost-model": cell(9.0, 0.9)},
+                 "hopeless": {"learned": cell(0.3, 0.01), "cost-model": cell(0.1, 0.01)}}
+    summary = summarize(workloads)
+    assert summary["learned_x_cost_model_goodput_max"] == pytest.approx(10 / 9)
+    assert summary["learned_x_cost_model_skipped"] == ["hopeless"]
+    assert set(summary["learned_x_cost_model_by_workload"]) == {"busy"}
