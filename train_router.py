@@ -51,6 +51,8 @@ class TrainConfig:
     normalize: bool = field(default=True, metadata={"help": "normalise observations and rewards (VecNormalize)"})
     select_best: bool = field(default=True, metadata={
         "help": "keep the snapshot that scores best on validation episodes (else the last iterate)"})
+    select_metric: str = field(default="reward", metadata={
+        "help": "what validation judges snapshots by: 'reward' per decision or 'goodput' (what agents.evaluate judges)"})
     eval_every: int = field(default=20_000, metadata={"help": "steps between validation evaluations"})
     validation_requests: int = field(default=24, metadata={"help": "requests per validation episode"})
     eval_episodes: int = field(default=2, metadata={"help": "episodes per evaluation workload in the summary (0: none)"})
@@ -77,6 +79,8 @@ class TrainConfig:
             self.warm_start = None
         if self.warm_start is not None and (self.warm_start_steps < 1 or not 0 <= self.warm_start_epsilon <= 1):
             raise ValueError("warm_start_steps must be >= 1 and warm_start_epsilon in [0, 1]")
+        if self.select_metric not in ("reward", "goodput"):
+            raise ValueError(f"select_metric must be 'reward' or 'goodput', got {self.select_metric!r}")
         if self.learning_rate <= 0 or self.eval_episodes < 0:
             raise ValueError("learning_rate must be > 0 and eval_episodes >= 0")
         if not self.net_arch or any(n < 1 for n in self.net_arch):
@@ -165,7 +169,7 @@ def make_selection(cfg: TrainConfig, vec_normalize):
     eval_env = gymnasium.make("SpecRoute-v0", **kwargs)
     workloads = evaluation_workloads(kwargs, cfg.validation_requests)
     return SnapshotSelection(eval_env, workloads, make_policy("cost-model", eval_env), vec_normalize,
-                             eval_every=cfg.eval_every, verbose=1)
+                             eval_every=cfg.eval_every, verbose=1, metric=cfg.select_metric)
 
 
 def run_warm_start(cfg: TrainConfig, model, venv):
@@ -234,7 +238,7 @@ def main(cfg: TrainConfig) -> Path:
                 reset_num_timesteps=not cfg.resume)
     selected = selection.restore_best() if selection is not None else None
     if selected is not None:
-        print(f"kept the snapshot at {selected['best_timesteps']} steps: validation reward "
+        print(f"kept the snapshot at {selected['best_timesteps']} steps: validation {selected['metric']} "
               f"{selected['best_score']:.3f} x {selected['reference']}")
     train_seconds = time.perf_counter() - start
 

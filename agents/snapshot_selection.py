@@ -4,8 +4,9 @@ PPO's last iterate is not necessarily its best: step rewards are noisy (arrivals
 draws) and a policy can drift away from a good warm start. Every `eval_every` steps this
 callback exports the current network exactly as serving will load it, runs it greedily on
 validation episodes (seeds disjoint from training and from `agents.evaluate`), and scores it as
-the mean over workloads of its reward per decision relative to a reference router's on the
-same episodes. At the end of training the best snapshot (weights and observation statistics)
+the mean over workloads of its reward per decision (or, `metric="goodput"`, its goodput: what
+`agents.evaluate` judges) relative to a reference router's on the same episodes; goodput skips
+workloads where the reference's is ~0 (a ratio of stray tokens). At the end of training the best snapshot (weights and observation statistics)
 is put back into the model before export.
 """
 
@@ -22,6 +23,8 @@ from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
 
 VALIDATION_SEED = 30_000
+METRICS = ("reward", "goodput")
+MIN_GOODPUT = 0.5        # tokens/s: below it a reference's goodput is stray tokens, not a level to beat
 
 
 class SnapshotSelection(BaseCallback):
@@ -32,11 +35,15 @@ class SnapshotSelection(BaseCallback):
         vec_normalize: the training VecNormalize (its statistics belong to each snapshot), or None.
         eval_every: environment steps between evaluations.
         seeds: validation episodes per workload.
+        metric: "reward" (per decision) or "goodput".
     """
 
     def __init__(self, eval_env, workloads: dict, reference, vec_normalize=None, eval_every: int = 20_000,
-                 seeds: int = 1, verbose: int = 0):
+                 seeds: int = 1, verbose: int = 0, metric: str = "reward"):
         super().__init__(verbose)
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric = metric
         self.eval_env = eval_env
         self.workloads = dict(workloads)
         self.reference = reference
@@ -49,8 +56,10 @@ class SnapshotSelection(BaseCallback):
         self._last_eval = -eval_every
 
     def _rewards(self, policy) -> dict[str, float]:
-        return {name: float(np.mean([run_episode(self.eval_env, policy, VALIDATION_SEED + s, {"workload": spec})
-                                     .mean_reward for s in range(self.seeds)]))
+        def value(result) -> float:
+            return result.mean_reward if self.metric == "reward" else result.goodput
+        return {name: float(np.mean([value(run_episode(self.eval_env, policy, VALIDATION_SEED + s, {"workload": spec}))
+                                     for s in range(self.seeds)]))
                 for name, spec in self.workloads.items()}
 
     def evaluate_now(self) -> float:
@@ -65,7 +74,8 @@ class SnapshotSelection(BaseCallback):
                           vec_normalize=self.vec_normalize)
             policy = LearnedPolicy.load(directory)
         rewards = self._rewards(policy)
-        score = float(np.mean([rewards[w] / max(abs(self.reference_rewards[w]), 1e-9) for w in rewards]))
+        judged = [w for w in rewards if self.metric == "reward" or self.reference_rewards[w] > MIN_GOODPUT]
+        score = float(np.mean([rewards[w] / max(abs(self.reference_rewards[w]), 1e-9) for w in judged]))
         self.history.append({"timesteps": int(self.num_timesteps), "score": score})
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "timesteps": int(self.num_timesteps),
@@ -96,5 +106,5 @@ class SnapshotSelection(BaseCallback):
             self.vec_normalize.obs_rms = self.best["obs_rms"]
         return {"best_timesteps": self.best["timesteps"], "best_score": self.best["score"],
                 "reference": getattr(self.reference, "name", type(self.reference).__name__),
-                "reference_rewards": self.reference_rewards, "history": self.history,
+                "metric": self.metric, "reference_rewards": self.reference_rewards, "history": self.history,
                 "workloads": list(self.workloads), "seeds": self.seeds}

@@ -59,9 +59,10 @@ def test_dqn_training_exports_its_q_network(tmp_path, agent_sim_files, make_sim_
     cfg = TrainConfig(algo="dqn", timesteps=256, n_envs=1, batch_size=32, out=str(tmp_path / "router"),
                       runs_dir=str(tmp_path / "runs"), profile=profile, acceptance=acceptance, eval_episodes=0,
                       progress_bar=False, workload="sharegpt",
-                      validation_requests=4)
+                      validation_requests=4, select_metric="goodput")
     out = main(cfg)
     check_checkpoint(out, "dqn", make_sim_env)
+    assert json.loads((out / "manifest.json").read_text())["training"]["selection"]["metric"] == "goodput"
     assert json.loads((out / "manifest.json").read_text())["network"]["output"] == "q_values"
 
 
@@ -72,6 +73,8 @@ def test_bad_arguments_are_rejected_before_training(capsys):
         TrainConfig(workload="nope")
     with pytest.raises(ValueError, match="net_arch"):
         TrainConfig(net_arch=())
+    with pytest.raises(ValueError, match="select_metric must be 'reward' or 'goodput'"):
+        TrainConfig(select_metric="tokens")
     with pytest.raises(SystemExit) as exit_info:
         parse_dataclass(TrainConfig, ["--timesteps", "0"])
     assert exit_info.value.code == 2
