@@ -1,8 +1,9 @@
 """The engine with the levels the server loads (draft, EAGLE head, int4 copy) on the default
 forward path at batch 16, alone in this process: peak RSS (and each level's peak KV) and the
 share of a step that is not model forward. bench_engine runs it as a subprocess and reads the
-JSON line it prints last. `--chain draft,int4,target` runs a chain so that its levels hold KV too. The prompts are Spec-Bench's, long ones included (summarization
-and RAG, ~1000 tokens): the KV cache holds every row at the longest row's length.
+JSON line it prints last. `--chain draft,int4,target` runs a chain so that its levels hold KV
+too. The prompts are Spec-Bench's, long ones included (summarization and RAG, ~1000 tokens): the
+KV cache holds every row at the longest row's length.
 
     .venv/bin/python -m bench.engine_memory --num-threads 2
     .venv/bin/python -m bench.engine_memory --num-threads 2 --chain ngram,draft,int4,target --k 4
@@ -78,7 +79,8 @@ def main(cfg: MemoryArgs) -> dict:
     elapsed = time.perf_counter() - start
     forward = timer.total_s - forward_before
     levels = sorted(name for name in engine.levels if name != "target")
-    result = {"batch": cfg.batch, "path": engine.precision.name, "chain": cfg.chain or "plain", "has_draft": "draft" in drafts, "levels": levels,
+    result = {"batch": cfg.batch, "path": engine.precision.name, "chain": cfg.chain or "plain",
+              "has_draft": "draft" in drafts, "levels": levels,
               "peak_kv_mib": {name: round(mib, 1) for name, mib in kv_peak.items()}, "decode_steps": steps,
               "built_rss_mib": round(built_mb, 1), "peak_rss_mib": round(rss.read_mb(), 1),
               "step_ms": round(elapsed / max(steps, 1) * 1e3, 2),

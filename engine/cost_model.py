@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from engine.decision import TARGET, Decision
 from engine.expectation import acceptance_rates, chain_expected_tokens
 from engine.profile import LatencyProfile, ProfileError
-from engine.trackers import pair_key
+from engine.trackers import chain_pair_keys
 
 _MAX_CACHED_TIMES = 16384
 
@@ -108,16 +108,16 @@ class CostModel:
         self.prior_acceptance = prior_acceptance
         # per decision, what evaluating it needs, worked out once: (pair keys, K)
         self._plans = [((), 0) if d.is_plain else
-                       (tuple(pair_key(low, high) for low, high in zip(d.chain, d.chain[1:])), d.k)
+                       (chain_pair_keys(d.chain), d.k)
                        for d in self.decisions]
         self._times: dict[tuple, float] = {}
         self._plain = next((i for i, d in enumerate(self.decisions) if d.is_plain), None)
 
     def expected_tokens(self, decision: Decision, acceptance: Mapping) -> float:
         """Expected committed tokens per row in one step of `decision` (1 for plain decoding)."""
-        rates, prior = acceptance_rates(acceptance)
-        pairs = () if decision.is_plain else tuple(pair_key(a, b) for a, b in zip(decision.chain, decision.chain[1:]))
-        return chain_expected_tokens(pairs, decision.k, rates, self.prior_acceptance if prior is None else prior)
+        rates, _ = acceptance_rates(acceptance)
+        pairs = () if decision.is_plain else chain_pair_keys(decision.chain)
+        return chain_expected_tokens(pairs, decision.k, rates, self._prior(acceptance))
 
     def step_time(self, decision: Decision, batch: int, context: int) -> float:
         """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached)."""
@@ -165,6 +165,11 @@ class CostModel:
                 for rid in request_ids or ()]
         return [{**rates, **dict(key)} for key in keys] or [rates], rows or [0]
 
+    def _prior(self, acceptance: Mapping) -> float:
+        """The acceptance of a pair the mapping does not mention: its prior, else ours."""
+        _, prior = acceptance_rates(acceptance)
+        return self.prior_acceptance if prior is None else prior
+
     def _bucket(self, context: float) -> int:
         """`context` rounded to a multiple of `context_bucket` (cached step times repeat)."""
         return round(context / self.context_bucket) * self.context_bucket
@@ -176,8 +181,7 @@ class CostModel:
                 request_ids: Sequence[str] | None = None) -> tuple[list[float], list[float], int]:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        _, prior = acceptance_rates(acceptance)
-        prior = self.prior_acceptance if prior is None else prior
+        prior = self._prior(acceptance)
         context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
         counts = Counter(rows)
@@ -218,7 +222,6 @@ class CostModel:
         """The decision with the highest goodput that meets the TPOT SLO (else the fastest per
         token), plain decoding unless that is faster by more than `min_gain`."""
         return self.best_estimate(batch, context, acceptance, request_ids).decision
-
 
     def mixed_step_time(self, decisions: Sequence[Decision], context: int) -> float:
         """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed
@@ -268,8 +271,7 @@ class CostModel:
         start = start or self.best_estimate(batch, context, acceptance, request_ids).decision
         if batch == 1:
             return [start]
-        _, prior = acceptance_rates(acceptance)
-        prior = self.prior_acceptance if prior is None else prior
+        prior = self._prior(acceptance)
         context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
         tokens = [self._group_tokens(merged, prior) for merged in groups]         # [group][decision]

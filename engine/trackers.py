@@ -48,10 +48,16 @@ Pairs listed in `priors` appear with num_observed 0 before they have run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 def pair_key(drafter: str, verifier: str) -> str:
     return f"{drafter}>{verifier}"
+
+
+def chain_pair_keys(chain: tuple[str, ...]) -> tuple[str, ...]:
+    """The acceptance pairs of a chain, cheapest first: ("ngram", "target") -> ("ngram>target",)."""
+    return tuple(pair_key(a, b) for a, b in pairwise(chain))
 
 
 @dataclass

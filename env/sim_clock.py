@@ -29,6 +29,13 @@ class ForwardGroup(NamedTuple):
     distance: int = 0               # a verifier's levels below the target in its chain (0: the target)
 
 
+def per_row_chains(chains: tuple[str, ...] | Sequence[tuple[str, ...]], num_rows: int) -> list[tuple[str, ...]]:
+    """`chains` as one chain per row: a single chain (a tuple of level names) is every row's."""
+    if not chains or isinstance(chains[0], str):
+        return [tuple(chains)] * num_rows
+    return list(chains)
+
+
 def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[dict[str, int]],
                   chains: tuple[str, ...] | Sequence[tuple[str, ...]], ks: list[int], results: list,
                   config: EngineConfig) -> list[tuple[str, int, int, int]]:
@@ -41,8 +48,7 @@ def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[d
     `results[i]`: its RowResult (`pairs[j].num_proposed` is what level j + 1 was fed);
     `config`: the engine's catch-up threshold and token budget.
     """
-    if not chains or isinstance(chains[0], str):
-        chains = [tuple(chains)] * len(num_tokens)
+    chains = per_row_chains(chains, len(num_tokens))
     groups: dict[ForwardGroup, list[tuple[int, int, int]]] = {}   # -> [(pending, extra, cached)] per row
     drafting: dict[str, list[tuple[int, int]]] = {}     # model first level -> (committed tokens, k) per row
     model_free: dict[str, list[tuple[int, int]]] = {}   # model-free first level -> (committed tokens, k) per row

@@ -24,10 +24,10 @@ from engine.decision import TARGET, Decision
 from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter
 from engine.sequence import Request
 from engine.spec_step import PairOutcome, RowResult
-from engine.trackers import pair_key
+from engine.trackers import chain_pair_keys, pair_key
 from env.acceptance_model import signal_key
 from env.sim_calibration import SimCalibration
-from env.sim_clock import rows_forwards
+from env.sim_clock import per_row_chains, rows_forwards
 
 SIM_TOKEN_ID = 0                    # the simulator commits placeholder tokens; only their number matters
 SIM_REJECTED_ID = SIM_TOKEN_ID + 1  # a shadow proposal's first token the verifier would reject
@@ -134,8 +134,7 @@ class SimExecutor:
         """Every row's proposal and acceptances on its chain (one chain for all rows, or one per
         row), drawn from the acceptance models (given the first drafter's signal of each row,
         where it has one)."""
-        if chains and isinstance(chains[0], str):
-            chains = [tuple(chains)] * len(batch)
+        chains = per_row_chains(chains, len(batch))
         width = max(len(chain) for chain in chains) + 1 if chains else 1
         uniforms = self.rng.random(len(batch) * width).tolist()
         signals = signals or [None] * len(batch)
@@ -170,11 +169,6 @@ class SimExecutor:
 
     def step_latency(self, elapsed_s: float) -> float:
         return self._latency_s
-
-
-def chain_pair_keys(chain: tuple[str, ...]) -> tuple[str, ...]:
-    """The acceptance pairs of a chain, cheapest first: ("ngram", "target") -> ("ngram>target",)."""
-    return tuple(pair_key(a, b) for a, b in zip(chain, chain[1:]))
 
 
 def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,

@@ -186,7 +186,7 @@ class SpecRouteEnv(gymnasium.Env):
         rows = None
         if isinstance(action, (list, tuple)) and action and all(self._is_index(a) for a in action):
             rows = [int(a) for a in action]
-            num_rows = len(self.batch_view().rows)
+            num_rows = len(self.backend.scheduler.admit())     # the rows the step runs, as batch_view admits
             if len(rows) != num_rows:
                 raise gymnasium.error.InvalidAction(f"{len(rows)} per-row actions for a batch of {num_rows} rows")
             action = max(set(rows), key=rows.count)          # what the observation's last_action shows
