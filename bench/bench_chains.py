@@ -1,4 +1,5 @@
-"""Chains benchmark: no speculation, every static (chain, K) and the cost-model router, in one run.
+"""Chains benchmark: no speculation, every static (chain, K), the cost-model router and the learned
+policy, in one run.
 
 Two parts on one engine with the embedded model (and the trained draft when
 `--draft`/manifest.json exists; without it only the ngram and suffix chains run):
@@ -11,7 +12,9 @@ Two parts on one engine with the embedded model (and the trained draft when
 Every column gets its own drafter history and acceptance trackers (`ColumnSwitch`), so no column
 learns from another's run of the same prompt; a column's history carries over between its own
 prompts, as a server's would. The cost model is built as the server builds it
-(`serving.launch.build_fallback`: the shipped profile, levels it lacks measured at start-up).
+(`serving.launch.build_fallback`: the shipped profile, levels it lacks measured at start-up), and
+the learned policy runs as the server runs it (`serving.launch.state_for_engine`: the guarded
+router, the cost model as its fallback, its observer told of every arrival and step).
 Writes <results-dir>/<name>.json and .md.
 
     .venv/bin/python -m bench.bench_chains                  # 13 categories x 1 prompt, 48 tokens
@@ -25,10 +28,11 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.bench_models import encode_chat, load_target_and_draft
 from bench.chains_analysis import three_level_plane
-from bench.chains_report import PLAIN, render_markdown, summarise
+from bench.chains_report import COST_MODEL, LEARNED, PLAIN, render_markdown, summarise
 from bench.chains_runs import (
     ColumnSwitch,
     grid_columns,
@@ -90,6 +94,12 @@ class ChainsBenchArgs(PrecisionArgs):
     profile_budget_s: float = field(default=30.0, metadata={
         "help": "seconds to measure levels the profile lacks (the draft), as the server does"})
     slo_tpot_ms: float = field(default=250.0, metadata={"help": "the cost model's TPOT SLO (the server's default)"})
+    llama_cpp: bool = field(default=True, metadata={
+        "help": "run llama.cpp on the same GGUF at batch 1 as the speed anchor (skipped, with the reason "
+                "printed, when llama-cpp-python is not installed or the model is not a GGUF)"})
+    policy: str = field(default="checkpoints/router", metadata={
+        "help": "learned policy checkpoint run as the server runs it (its column is left out, with the "
+                "reason printed, when it cannot load here); '' = no learned column"})
     seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
     repeats: int = field(default=3, metadata={
         "help": "runs of plain and the cost model (batch 1: per prompt; under load: per concurrency), "
@@ -135,24 +145,34 @@ class ChainsBenchArgs(PrecisionArgs):
 
 
 def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],
-               load_prompts: list[list[int]], cfg: ChainsBenchArgs, model_levels: list[str], began: float) -> dict:
-    """The benchmark on a built engine (tests call it with tiny models): batch 1, then under load."""
+               load_prompts: list[list[int]], cfg: ChainsBenchArgs, model_levels: list[str], began: float,
+               learned_router=None, baselines: dict | None = None) -> dict:
+    """The benchmark on a built engine (tests call it with tiny models): batch 1, then under load.
+    `learned_router`: the served `GuardedRouter` with a loaded policy (see `build_learned_router`);
+    `baselines`: other engines run at batch 1 beside ours (`build_llama_cpp`)."""
     import psutil
 
     rss_before_mb = psutil.Process().memory_info().rss / 2**20    # model(s) loaded, engine built, no request yet
     priors = dict(engine.trackers.priors)                  # the calibrated acceptance the trackers start from
     has_draft = "draft" in model_levels
-    columns = grid_columns(model_levels, cfg.k_list)
-    switch = ColumnSwitch(engine, cost_router)
+    routers = {COST_MODEL: cost_router, **({LEARNED: learned_router} if learned_router is not None else {})}
+    columns = grid_columns(model_levels, cfg.k_list, tuple(routers))
+    switch = ColumnSwitch(engine, routers, reads_signals=frozenset(
+        {LEARNED} if learned_router is not None and learned_router.observer.builder.signal_drafters else ()))
     for column in columns:                  # warm-up: first calls allocate caches and pick kernels
-        switch.activate(column)
-        run_one(engine, prompts[0][1], 4)
+        router = switch.activate(column)
+        run_one(engine, prompts[0][1], 4, router)
+    for baseline in (baselines or {}).values():
+        baseline(prompts[0][1], 4)
+    if learned_router is not None:          # count the measured runs' decisions only
+        learned_router.counts = dict.fromkeys(learned_router.counts, 0)
+        learned_router.fallback_counts.clear()
     switch.forget()
     limit = 60 * cfg.max_minutes if cfg.max_minutes else None
     print(f"batch 1: {len(prompts)} prompts x {len(columns)} columns: {', '.join(c.name for c in columns)}",
           flush=True)
     records = run_batch1(switch, columns, prompts, cfg.max_new_tokens, began + 0.6 * limit if limit else None,
-                         cfg.repeats)
+                         cfg.repeats, baselines)
 
     load_cols = load_column_set(columns, records, cfg.load_columns)
     load_rows, rss = [], {}
@@ -183,8 +203,16 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
                        max_prompt_tokens=max(len(ids) for ids in requests))
     context = sum(len(ids) for _, ids in prompts) / max(len(prompts), 1) + cfg.max_new_tokens / 2
     plane = three_level_plane(cost_router.cost_model, priors, context) if has_draft else None
+    learned_status = None
+    if learned_router is not None:
+        status = learned_router.status()
+        total = sum(status["decisions"].values())
+        fallbacks = ", ".join(f"{k} {v}" for k, v in status["fallbacks"].items()) or "none"
+        learned_status = (f"policy {status['policy_version']}: {status['decisions'].get('fallback', 0)} of {total} "
+                          f"decisions fell back to the cost model ({fallbacks})")
     return dict(has_draft=has_draft, columns=[c.name for c in columns], load_columns=[c.name for c in load_cols],
-                three_level_plane=plane,
+                three_level_plane=plane, learned_router=learned_status,
+                learned_decisions=learned_router.status()["decisions"] if learned_router is not None else None,
                 chains={c.name: c.chain for c in columns if c.is_static},
                 num_prompts_planned=len(prompts), rss_before_runs_mb=rss_before_mb, rss_at_max_concurrency=rss,
                 process_peak_rss_mb=process_peak_rss_mb(), batch1_runs=records, load_runs=load_rows,
@@ -218,6 +246,41 @@ def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
     return build_fallback(engine, server, default_actions(engine), model_name)
 
 
+def build_learned_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str, cost_router):
+    """The server's guarded learned router on `engine`, `cost_router` its fallback; None (and why,
+    printed) when the policy cannot load here."""
+    from serving.config import ServerConfig
+    from serving.launch import state_for_engine
+
+    if not cfg.policy:
+        return None
+    server = ServerConfig(router="learned", policy=cfg.policy, slo_tpot_ms=cfg.slo_tpot_ms, decision_log="")
+    router = state_for_engine(engine, server, model_name, fallback=cost_router).router
+    if router.learned is None:
+        print(f"learned column left out: {router.load_error}", flush=True)
+        return None
+    return router
+
+
+def build_llama_cpp(cfg: ChainsBenchArgs, loaded, n_ctx: int) -> tuple[dict, str | None]:
+    """({"llama.cpp": column} or {}, why it is absent): llama.cpp on the embedded model's GGUF."""
+    from bench.chains_report import LLAMA_CPP
+    from bench.engine_columns import LlamaCppColumn, llama_cpp_missing_reason
+    from engine.models import fetch_embedded_gguf
+
+    if not cfg.llama_cpp:
+        return {}, "--no-llama-cpp"
+    reason = llama_cpp_missing_reason()
+    gguf = fetch_embedded_gguf() if cfg.model == "default" else Path(cfg.model)
+    if reason is None and gguf.suffix != ".gguf":
+        reason = f"{gguf} is not a GGUF file"
+    if reason is not None:
+        print(f"skipping {LLAMA_CPP}: {reason}", flush=True)
+        return {}, reason
+    eos = {t for t in (loaded.tokenizer.eos_token_id, loaded.model.config.eos_token_id) if t is not None}
+    return {LLAMA_CPP: LlamaCppColumn(gguf, cfg.num_threads or 2, n_ctx, eos)}, None
+
+
 def main(cfg: ChainsBenchArgs) -> dict:
     began = time.perf_counter()
     machine_start = machine_info()
@@ -234,15 +297,18 @@ def main(cfg: ChainsBenchArgs) -> dict:
                                                                  quantized_levels=cfg.quantized,
                                                                  **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
     cost_router = build_cost_router(engine, cfg, loaded.name)
+    learned_router = build_learned_router(engine, cfg, loaded.name, cost_router)
+    baselines, llama_cpp_skipped = build_llama_cpp(cfg, loaded, max_len)
     print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
           f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "
           f"{cfg.concurrency_list} over {len(load_prompts)} distinct prompts", flush=True)
     results = run_chains(engine, cost_router, encoded, load_prompts, cfg,
-                         [name for name in engine.levels if name != "target"], began)
+                         [name for name in engine.levels if name != "target"], began, learned_router, baselines)
     data = {"command": " ".join(["python -m bench.bench_chains", *sys.argv[1:]]),
             "args": vars(cfg),
             "model": loaded.name, "model_sha256": loaded.sha256, "draft": str(draft_path) if drafts else None,
             "cost_model_decisions": [d.label for d in cost_router.cost_model.decisions],
+            "llama_cpp_skipped": llama_cpp_skipped,
             "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
             **results}
     publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)

@@ -13,8 +13,10 @@ from collections import defaultdict
 from bench.chains_analysis import render_plane
 from bench.common import markdown_table
 
-PLAIN = "plain"              # column names bench_chains gives plain decoding and the cost-model router
+PLAIN = "plain"              # column names bench_chains gives plain decoding and the two routers
 COST_MODEL = "cost-model"
+LEARNED = "learned"          # the served learned policy (serving.router.GuardedRouter, cost-model fallback)
+LLAMA_CPP = "llama.cpp"      # the speed anchor: llama.cpp on the same GGUF (bench/engine_columns.py)
 COST_FLOOR = 0.97            # the cost model is never below this x plain
 MAX_OVERHEAD = 0.01          # routing decision time / step time
 MAX_RSS_MB = 1.5 * 1024      # engine + model + draft at batch 16
@@ -63,10 +65,15 @@ def _group_row(runs: list[dict], columns: list, cost_name: str = COST_MODEL, pla
                                       x_plain=_ratio(speed[c.name], plain))
     two = [v["tokens_per_s"] for v in per_chain.values() if v["levels"] == 2]
     three = [v["tokens_per_s"] for v in per_chain.values() if v["levels"] >= 3]
+    anchor = _speed(by_config[LLAMA_CPP])
     return dict(tokens_per_s=speed, x_plain={n: _ratio(s, plain) for n, s in speed.items()},
+                llama_cpp_tokens_per_s=anchor,
+                x_llama_cpp={n: _ratio(s, anchor) for n, s in speed.items()} if anchor else {},
                 best_static=best.name if best else None, best_static_tokens_per_s=speed[best.name] if best else None,
                 cost_x_plain=_ratio(speed.get(cost_name), plain),
                 cost_x_best_static=_ratio(speed.get(cost_name), speed[best.name] if best else None),
+                learned_x_plain=_ratio(speed.get(LEARNED), plain),
+                learned_x_cost_model=_ratio(speed.get(LEARNED), speed.get(cost_name)),
                 best_k_per_chain=per_chain,
                 three_level_x_best_two_level=_ratio(max(three), max(two)) if three and two else None,
                 identical_to_plain={n: all(r["is_identical_to_plain"] for r in by_config[n]) for n in speed},
@@ -91,23 +98,29 @@ def summarise(records: list[dict], load_rows: list[dict], columns: list, rss: di
     for concurrency in dict.fromkeys(r["concurrency"] for r in load_rows):
         rows = {r["config"]: r for r in load_rows if r["concurrency"] == concurrency}
         plain = rows.get(plain_name, {}).get("tokens_per_s")
-        statics = [r for name, r in rows.items() if name not in (plain_name, cost_name)]
+        statics = [r for name, r in rows.items() if name not in (plain_name, cost_name, LEARNED)]
         best = max(statics, key=lambda r: r["tokens_per_s"], default=None)
         cost = rows.get(cost_name, {}).get("tokens_per_s")
+        learned = rows.get(LEARNED, {}).get("tokens_per_s")
         load.append(dict(concurrency=concurrency, rows=[dict(r, x_plain=_ratio(r["tokens_per_s"], plain))
                                                         for r in rows.values()],
                          best_static=best["config"] if best else None, cost_x_plain=_ratio(cost, plain),
-                         cost_x_best_static=_ratio(cost, best["tokens_per_s"] if best else None)))
+                         cost_x_best_static=_ratio(cost, best["tokens_per_s"] if best else None),
+                         learned_x_plain=_ratio(learned, plain), learned_x_cost_model=_ratio(learned, cost)))
     cost_batch1 = [r for r in records if r["config"] == cost_name]
     cost_load = [r for r in load_rows if r["config"] == cost_name]
+    learned_rows = [r for r in records + load_rows if r["config"] == LEARNED]
     overhead = dict(batch1=_overhead(cost_batch1), load=_overhead(cost_load),
-                    all=_overhead(cost_batch1 + cost_load))
-    lossless = dict(batch1_identical=sum(r["is_identical_to_plain"] for r in records), batch1_runs=len(records),
+                    all=_overhead(cost_batch1 + cost_load), learned=_overhead(learned_rows))
+    ours = [r for r in records if not r.get("is_baseline")]
+    lossless = dict(batch1_identical=sum(r["is_identical_to_plain"] for r in ours), batch1_runs=len(ours),
                     load_identical=sum(r["num_identical_to_plain"] or 0 for r in load_rows
                                        if r["num_identical_to_plain"] is not None),
                     load_requests=sum(r["num_requests"] for r in load_rows if r["num_identical_to_plain"] is not None))
     summary = dict(categories=per_category, mixed=mixed, load=load, decision_overhead=overhead, lossless=lossless,
-                   cost_model_choices=_choices(cost_batch1), cost_model_load_choices=_choices(cost_load))
+                   cost_model_choices=_choices(cost_batch1), cost_model_load_choices=_choices(cost_load),
+                   learned_choices=_choices([r for r in records if r["config"] == LEARNED]),
+                   learned_load_choices=_choices([r for r in load_rows if r["config"] == LEARNED]))
     summary["targets"] = targets(summary, rss)
     summary["summary"] = headline(summary, load_rows, cost_name, plain_name)
     return summary
@@ -123,9 +136,16 @@ def _beats(ratio: float | None, spread: float | None) -> bool:
     return ratio is not None and ratio - 1 >= max(MULTILEVEL_MARGIN, spread or 0.0)
 
 
+def _best_router(row: dict) -> float | None:
+    """The faster router's speed / plain's in a summary row (the learned policy may be absent)."""
+    ratios = [r for r in (row.get("cost_x_plain"), row.get("learned_x_plain")) if r is not None]
+    return max(ratios) if ratios else None
+
+
 def headline(summary: dict, load_rows: list[dict], cost_name: str = COST_MODEL, plain_name: str = PLAIN) -> dict:
     """The issue's `summary` keys: multilevel wins over categories and concurrencies, and the
-    best router's speed over plain on the batch-1 mix and at concurrency 8."""
+    best router's (cost model or learned policy) speed over plain on the batch-1 mix and at
+    concurrency 8; beside them, the learned policy's own ratios."""
     wins = sum(_beats(row["three_level_x_best_two_level"], row["plain_run_spread"])
                for row in summary["categories"].values())
     for concurrency in dict.fromkeys(r["concurrency"] for r in load_rows):
@@ -135,9 +155,14 @@ def headline(summary: dict, load_rows: list[dict], cost_name: str = COST_MODEL, 
         plain = next((r.get("tokens_per_s_runs") or [] for r in rows if r["config"] == plain_name), [])
         spread = max(plain) / min(plain) - 1 if len(plain) > 1 else None
         wins += _beats(_ratio(max(three), max(two)) if three and two else None, spread)
-    c8 = next((row["cost_x_plain"] for row in summary["load"] if row["concurrency"] == 8), None)
-    return dict(multilevel_wins=float(wins), best_router_x_plain_mix=summary["mixed"].get("cost_x_plain"),
-                best_router_x_plain_c8=c8)
+    c8 = next((row for row in summary["load"] if row["concurrency"] == 8), {})
+    return dict(multilevel_wins=float(wins), best_router_x_plain_mix=_best_router(summary["mixed"]),
+                best_router_x_plain_c8=_best_router(c8), cost_model_x_plain_mix=summary["mixed"].get("cost_x_plain"),
+                cost_model_x_plain_c8=c8.get("cost_x_plain"), learned_x_plain_mix=summary["mixed"].get("learned_x_plain"),
+                learned_x_plain_c8=c8.get("learned_x_plain"),
+                best_router_x_llama_cpp_mix=max((summary["mixed"].get("x_llama_cpp", {}).get(n) or 0.0
+                                                 for n in (cost_name, LEARNED)), default=0.0) or None,
+                plain_x_llama_cpp_mix=summary["mixed"].get("x_llama_cpp", {}).get(plain_name))
 
 
 def _choices(rows: list[dict]) -> dict[str, int]:
@@ -198,14 +223,18 @@ def render_markdown(data: dict) -> str:
     rows_of = [*data["categories"].items(), *([("**mix**", data["mixed"])] if data["mixed"] else [])]
     lines += ["## Batch 1, per Spec-Bench category", "",
               markdown_table(["category", "plain tok/s", "plain run spread", "best static", "tok/s", "x plain",
-                              "cost model tok/s", "x plain", "x best static", "cost model steps plain"],
+                              "cost model tok/s", "x plain", "x best static", "cost model steps plain",
+                              "learned tok/s", "x plain", "x cost model"],
                              [[name, row["tokens_per_s"][PLAIN], _pct(row.get("plain_run_spread")), row["best_static"],
                                row["best_static_tokens_per_s"], _fmt_x(row["x_plain"].get(row["best_static"])),
                                row["tokens_per_s"][COST_MODEL], _fmt_x(row["cost_x_plain"]),
-                               _fmt_x(row["cost_x_best_static"]), _pct(row.get("cost_plain_share"))]
+                               _fmt_x(row["cost_x_best_static"]), _pct(row.get("cost_plain_share")),
+                               row["tokens_per_s"].get(LEARNED, "n/a"), _fmt_x(row.get("learned_x_plain")),
+                               _fmt_x(row.get("learned_x_cost_model"))]
                               for name, row in rows_of]), "",
               "Plain run spread: max / min - 1 of plain's own repeats (the same forwards timed again); "
               "a cost model that decoded plainly on 100% of the steps differs from plain by timing noise only.", "",
+              *_llama_cpp_lines(rows_of, data.get("llama_cpp_skipped")),
               "Each chain at its best K (x plain), and the best 3-level chain against the best 2-level one:", "",
               markdown_table(["category", *chains, "3-level / best 2-level"],
                              [[name, *[_best_k_cell(row, chain) for chain in chains],
@@ -231,6 +260,9 @@ def render_markdown(data: dict) -> str:
               f"{_pct(overhead['batch1'])}, under load {_pct(overhead['load'])}, all {_pct(overhead['all'])}.",
               f"- Cost model choices, batch 1: {_choice_text(data['cost_model_choices'])}; under load: "
               f"{_choice_text(data['cost_model_load_choices'])}.",
+              *([f"- Learned policy: decision overhead {_pct(overhead.get('learned'))}; choices, batch 1: "
+                 f"{_choice_text(data['learned_choices'])}; under load: {_choice_text(data['learned_load_choices'])}; "
+                 f"{data['learned_router']}."] if data.get("learned_router") else []),
               f"- Peak RSS at concurrency {rss.get('concurrency', 'n/a')} (model"
               f"{' + draft' if data['has_draft'] else ''}, {'window of that part' if rss.get('is_windowed') else 'process'}):"
               f" {rss.get('peak_rss_mb', 0):.0f} MiB with prompts up to {rss.get('max_prompt_tokens', 'n/a')} tokens; "
@@ -246,6 +278,23 @@ def render_markdown(data: dict) -> str:
         extra = {k: v for k, v in target.items() if k not in ("value", "is_met")}
         lines.append(f"- {name}: {shown} -> **{verdict}**{' ' + str(extra) if extra else ''}")
     return "\n".join(lines)
+
+
+def _llama_cpp_lines(rows_of: list[tuple[str, dict]], skipped: str | None) -> list[str]:
+    """The speed anchor's table (llama.cpp on the same GGUF, same prompts, same rotation), or why it is absent."""
+    if skipped:
+        return [f"llama.cpp column skipped: {skipped}", ""]
+    if not any(row.get("llama_cpp_tokens_per_s") for _, row in rows_of):
+        return []
+    names = [PLAIN, COST_MODEL, LEARNED]
+    return ["Against llama.cpp (the same GGUF, Q4_1, greedy; run once per prompt in the same rotation):", "",
+            markdown_table(["category", "llama.cpp tok/s", "plain x llama.cpp", "best static x llama.cpp",
+                            "cost model x llama.cpp", "learned x llama.cpp"],
+                           [[name, row.get("llama_cpp_tokens_per_s"),
+                             *[_fmt_x(row["x_llama_cpp"].get(n)) for n in names[:1]],
+                             _fmt_x(row["x_llama_cpp"].get(row["best_static"])),
+                             *[_fmt_x(row["x_llama_cpp"].get(n)) for n in names[1:]]]
+                            for name, row in rows_of if row.get("llama_cpp_tokens_per_s")]), ""]
 
 
 def _best_k_cell(row: dict, chain: str) -> str:

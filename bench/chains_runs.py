@@ -8,7 +8,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from bench.chains_report import COST_MODEL, PLAIN
+from bench.chains_report import COST_MODEL, LEARNED, PLAIN
 from bench.common import BenchPrompt
 from engine import Decision, Engine, FinishReason, SamplingParams, StaticRouter
 from engine.cost_model import decision_grid
@@ -17,10 +17,10 @@ from engine.ladder import ladder_chains
 
 @dataclass(frozen=True)
 class Column:
-    """One configuration: a fixed decision (plain or a static chain at K), or the cost-model router."""
+    """One configuration: a fixed decision (plain or a static chain at K), or a router (by name)."""
 
     name: str
-    decision: Decision | None = None          # None: the cost-model router
+    decision: Decision | None = None          # None: the router named `name` (cost-model or learned)
 
     @property
     def is_static(self) -> bool:
@@ -31,18 +31,29 @@ class Column:
         return ">".join(self.decision.chain) if self.is_static else self.name
 
 
-def grid_columns(model_levels: list[str], ks: list[int]) -> list[Column]:
-    """Plain, every (chain, K) the ladder of `model_levels` offers (engine/ladder.py), then the cost model."""
-    return [Column(d.label, d) for d in decision_grid(ladder_chains(model_levels), ks)] + [Column(COST_MODEL)]
+def grid_columns(model_levels: list[str], ks: list[int], routers: tuple[str, ...] = (COST_MODEL,)) -> list[Column]:
+    """Plain, every (chain, K) the ladder of `model_levels` offers (engine/ladder.py), then the routers."""
+    return [Column(d.label, d) for d in decision_grid(ladder_chains(model_levels), ks)] + [Column(r) for r in routers]
 
 
 class TimedRouter:
-    """Wraps a router: adds up the seconds spent deciding (the routing overhead) and what it chose."""
+    """Wraps a router: adds up the seconds spent deciding (the routing overhead) and what it chose,
+    and tells the router's observer (the served learned policy's `ServingObserver`) what the
+    server's engine loop would: arrivals, steps and removals."""
 
     def __init__(self, router):
         self.router = router
+        self.observer = getattr(router, "observer", None)
         self.decide_s = 0.0
         self.choices: Counter[str] = Counter()
+
+    def observe_added(self, engine: Engine, request_id: str) -> None:
+        if self.observer is not None:
+            self.observer.observe_added(engine.scheduler.requests[request_id])
+
+    def observe_step(self, engine: Engine, outputs: list) -> None:
+        if self.observer is not None:
+            self.observer.observe_step(engine, outputs)
 
     def decide(self, view):
         start = time.perf_counter()
@@ -55,11 +66,18 @@ class TimedRouter:
 
 
 class ColumnSwitch:
-    """Per column, its own drafters (suffix history) and acceptance trackers on one shared engine."""
+    """Per column, its own drafters (suffix history) and acceptance trackers on one shared engine.
 
-    def __init__(self, engine: Engine, cost_router):
+    Args:
+        routers: the router of each router column, by column name.
+        reads_signals: the router columns whose router reads per-step draft signals (the learned
+            policy): the engine computes them only while such a column runs, as the server does.
+    """
+
+    def __init__(self, engine: Engine, routers: dict[str, object], reads_signals: frozenset[str] = frozenset()):
         self.engine = engine
-        self.cost_router = cost_router
+        self.routers = routers
+        self.reads_signals = reads_signals
         self._blank = copy.deepcopy(engine.adaptive_state())
         self._states: dict[str, tuple] = {}
 
@@ -69,8 +87,9 @@ class ColumnSwitch:
         if state is None:
             state = self._states[column.name] = copy.deepcopy(self._blank)
         self.engine.load_adaptive_state(state)
-        router = TimedRouter(self.cost_router if column.decision is None else StaticRouter(column.decision))
+        router = TimedRouter(self.routers[column.name] if column.decision is None else StaticRouter(column.decision))
         self.engine.set_router(router)
+        self.engine.show_signals(column.name in self.reads_signals)
         return router
 
     def saved(self, column: Column) -> tuple:
@@ -83,17 +102,28 @@ class ColumnSwitch:
         return self.activate(column)
 
     def forget(self) -> None:
-        """Every column starts again from empty history and prior acceptance."""
+        """Every column starts again from empty history and prior acceptance, and a router's
+        observer from no load (a new episode)."""
         self._states.clear()
+        for router in self.routers.values():
+            if hasattr(router, "new_episode"):
+                router.new_episode()
 
 
-def run_one(engine: Engine, ids: list[int], max_new_tokens: int) -> tuple[list[int], float, int, float]:
-    """One request to completion alone: (tokens, seconds, steps, seconds inside engine.step)."""
+def run_one(engine: Engine, ids: list[int], max_new_tokens: int,
+            router: TimedRouter | None = None) -> tuple[list[int], float, int, float]:
+    """One request to completion alone: (tokens, seconds, steps, seconds inside engine.step).
+    `router` (the engine's) is told of the request and each step, as the server's loop would."""
     start = time.perf_counter()
-    engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))
+    request_id = engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))
+    if router is not None:
+        router.observe_added(engine, request_id)
     tokens, num_steps, step_s = [], 0, 0.0
     while engine.has_unfinished:
-        for output in engine.step():
+        outputs = engine.step()
+        if router is not None:
+            router.observe_step(engine, outputs)
+        for output in outputs:
             if output.finished:
                 if output.finish_reason is FinishReason.ERROR:
                     raise RuntimeError(f"request failed: {output.error}")
@@ -103,12 +133,12 @@ def run_one(engine: Engine, ids: list[int], max_new_tokens: int) -> tuple[list[i
     return tokens, time.perf_counter() - start, num_steps, step_s
 
 
-REPEATED = (PLAIN, COST_MODEL)
+REPEATED = (PLAIN, COST_MODEL, LEARNED)
 
 
 def repeat_passes(columns: list[Column], repeats: int) -> list[Column]:
-    """The runs after a first pass over `columns`: plain and the cost model `repeats - 1` more
-    times each, alternating which goes first, so a slow spell of the machine hits both alike."""
+    """The runs after a first pass over `columns`: plain and the routers `repeats - 1` more
+    times each, alternating which goes first, so a slow spell of the machine hits them alike."""
     repeated = [c for c in columns if c.name in REPEATED]
     return [c for r in range(1, repeats) for c in repeated[::(-1) ** r]]
 
@@ -121,29 +151,39 @@ def median_run(runs: list, seconds) -> tuple[object, list[float]]:
 
 
 def run_batch1(switch: ColumnSwitch, columns: list[Column], prompts: list[tuple[BenchPrompt, list[int]]],
-               max_new_tokens: int, deadline: float | None, repeats: int = 1) -> list[dict]:
+               max_new_tokens: int, deadline: float | None, repeats: int = 1,
+               baselines: dict | None = None) -> list[dict]:
     """Every column on every prompt, back to back in a rotated order; outputs compared with plain.
+    `baselines`: other engines by name (llama.cpp: `(ids, max new tokens) -> Generation`,
+    bench/engine_columns.py), run once per prompt in the same rotation; their records say
+    `is_baseline` (llama.cpp is not expected to match our outputs: other kernels, other rounding).
 
-    Plain and the cost model, the ratio the targets read, run `repeats` times, each repeat from
+    Plain and the routers, the ratios the targets read, run `repeats` times, each repeat from
     the column's state before the prompt (a repeat must not find the prompt in the suffix
     drafter's history or the trackers), alternating which goes first; their record is the
     median run. One run of the same forwards varies by +-15% on this machine (bench/results/chains.md)."""
     records = []
+    baselines = baselines or {}
+    order: list = [*columns, *baselines]
     for index, (prompt, ids) in enumerate(prompts):
         if deadline is not None and time.perf_counter() > deadline:
             print(f"time limit reached after {index} of {len(prompts)} prompts", flush=True)
             break
-        shift = index % len(columns)
+        shift = index % len(order)
         runs: dict[str, list] = {}
         before: dict[str, tuple] = {}
-        for column in columns[shift:] + columns[:shift]:
+        outside: dict[str, object] = {}
+        for column in order[shift:] + order[:shift]:
+            if isinstance(column, str):             # another engine (llama.cpp), not ours
+                outside[column] = baselines[column](ids, max_new_tokens)
+                continue
             router = switch.activate(column)
             if column.name in REPEATED:
                 before[column.name] = switch.saved(column)
-            runs[column.name] = [(*run_one(switch.engine, ids, max_new_tokens), router)]
+            runs[column.name] = [(*run_one(switch.engine, ids, max_new_tokens, router), router)]
         for column in repeat_passes(columns, repeats):
             router = switch.restore(column, before[column.name])
-            runs[column.name].append((*run_one(switch.engine, ids, max_new_tokens), router))
+            runs[column.name].append((*run_one(switch.engine, ids, max_new_tokens, router), router))
         reference = runs[PLAIN][0][0]
         for column in columns:
             (tokens, elapsed, steps, step_s, router), times = median_run(runs[column.name], lambda run: run[1])
@@ -155,6 +195,14 @@ def run_batch1(switch: ColumnSwitch, columns: list[Column], prompts: list[tuple[
             print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {column.name:<24} {len(tokens):>4} tok "
                   f"{len(tokens) / elapsed:6.2f} tok/s{' (median of ' + str(len(times)) + ')' if len(times) > 1 else ''} "
                   f"{'' if identical else 'DIFFERS FROM PLAIN'}", flush=True)
+        for name, generation in outside.items():
+            records.append(dict(config=name, question_id=prompt.question_id, category=prompt.category,
+                                num_prompt_tokens=len(ids), num_tokens=len(generation.tokens),
+                                elapsed_s=generation.elapsed_s, elapsed_runs_s=[generation.elapsed_s],
+                                num_steps=generation.num_steps, step_s=generation.elapsed_s, decide_s=0.0, choices={},
+                                is_identical_to_plain=generation.tokens == reference, is_baseline=True))
+            print(f"[{index + 1}/{len(prompts)} {prompt.category:<14}] {name:<24} {len(generation.tokens):>4} tok "
+                  f"{len(generation.tokens) / generation.elapsed_s:6.2f} tok/s", flush=True)
     return records
 
 
@@ -174,9 +222,12 @@ def run_load(switch: ColumnSwitch, column: Column, requests: list[list[int]], co
     while pending or in_flight:
         while pending and len(in_flight) < concurrency:
             index, ids = pending.popleft()
-            in_flight[engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))] = index
+            request_id = engine.add_request(ids, SamplingParams(max_tokens=max_new_tokens))
+            router.observe_added(engine, request_id)
+            in_flight[request_id] = index
             submitted[index] = time.perf_counter()
         step_outputs = engine.step()
+        router.observe_step(engine, step_outputs)
         now = time.perf_counter()
         num_steps += 1
         step_s += engine.last_step.latency_s
@@ -204,7 +255,7 @@ def run_load(switch: ColumnSwitch, column: Column, requests: list[list[int]], co
 
 
 def load_column_set(columns: list[Column], records: list[dict], which: str) -> list[Column]:
-    """'all', or plain + the cost model + each chain at its fastest K on the batch-1 mix."""
+    """'all', or plain + the routers + each chain at its fastest K on the batch-1 mix."""
     if which == "all" or not records:
         return columns
     speed = {}
@@ -216,6 +267,6 @@ def load_column_set(columns: list[Column], records: list[dict], which: str) -> l
     for column in columns:
         if column.is_static and (column.chain not in best or speed[column.name] > speed[best[column.chain].name]):
             best[column.chain] = column
-    chosen = {PLAIN, COST_MODEL} | {c.name for c in best.values()}
-    # plain and the cost model first: a --max-minutes cut then drops a static column, not the router
-    return sorted((c for c in columns if c.name in chosen), key=lambda c: (c.name != PLAIN, c.name != COST_MODEL))
+    chosen = {c.name for c in columns if not c.is_static} | {c.name for c in best.values()}
+    # plain and the routers first: a --max-minutes cut then drops a static column, not a router
+    return sorted((c for c in columns if c.name in chosen), key=lambda c: (c.name != PLAIN, c.is_static))

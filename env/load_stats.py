@@ -47,6 +47,10 @@ class LoadStats:
     _has_tpot: bool = False
     _has_ttft: bool = False
 
+    def fresh(self) -> LoadStats:
+        """The same SLOs and smoothing, with nothing observed yet."""
+        return LoadStats(self.slo_tpot_s, self.slo_ttft_s, self.ema_alpha, self.rate_horizon_s)
+
     def observe_time(self, now: float) -> None:
         """Decay the arrival-rate estimate up to `now`."""
         if now > self.last_time:

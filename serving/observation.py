@@ -41,6 +41,12 @@ class ServingObserver:
         self.last_reward = 0.0
         self._requests: dict[str, Request] = {}
 
+    def reset(self) -> None:
+        """Forget every request and the load seen so far (a benchmark's next run starts idle)."""
+        self.stats = self.stats.fresh()
+        self._requests.clear()
+        self.last_reward = 0.0
+
     def observe_added(self, request: Request) -> None:
         self.stats.observe_arrivals(1, time.monotonic())
         self._requests[request.request_id] = request

@@ -112,6 +112,14 @@ class GuardedRouter:
         self._last_action = action
         return decisions
 
+    def new_episode(self) -> None:
+        """Start again from no load and no previous action, as a freshly started server would
+        (benchmarks that run one router over several load levels call this between them)."""
+        if self.observer is not None:
+            self.observer.reset()
+        self._last_action = None
+        self._pending = None
+
     def _learned_decision(self, obs: np.ndarray, start: float) -> Decision | None:
         bad = self.learned.out_of_range(obs, self.range_margin)
         if bad:

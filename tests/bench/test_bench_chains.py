@@ -54,7 +54,8 @@ def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer,
     assert len(plane["ratio"]) == len(plane["rows"]) and all(len(r) == len(plane["columns"]) for r in plane["ratio"])
     assert all(len(label.split("@")[0].split(">")) >= 3 for row in plane["best_three"] for label in row)
     assert "best 3-level goodput / best 2-level goodput" in markdown
-    assert set(data["summary"]) == {"multilevel_wins", "best_router_x_plain_mix", "best_router_x_plain_c8"}
+    assert {"multilevel_wins", "best_router_x_plain_mix", "best_router_x_plain_c8"} <= set(data["summary"])
+    assert data["summary"]["learned_x_plain_mix"] is None            # no learned column here
     assert isinstance(data["summary"]["multilevel_wins"], float)
     assert data["summary"]["best_router_x_plain_mix"] == data["mixed"]["cost_x_plain"]
 
@@ -71,8 +72,9 @@ def test_a_multilevel_win_needs_5_percent_beyond_plain_s_spread():
                  dict(concurrency=8, config="ngram>draft>int4>target@k2", tokens_per_s=13.0),   # 1.083x: win
                  dict(concurrency=8, config="cost-model", tokens_per_s=12.5)]
     summary = dict(categories=categories, mixed=dict(cost_x_plain=1.3), load=[dict(concurrency=8, cost_x_plain=1.25)])
-    assert headline(summary, load_rows) == dict(multilevel_wins=2.0, best_router_x_plain_mix=1.3,
-                                                best_router_x_plain_c8=1.25)
+    figures = headline(summary, load_rows)
+    assert {k: figures[k] for k in ("multilevel_wins", "best_router_x_plain_mix", "best_router_x_plain_c8")} == dict(
+        multilevel_wins=2.0, best_router_x_plain_mix=1.3, best_router_x_plain_c8=1.25)
 
 
 def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, tokenizer):
@@ -81,7 +83,7 @@ def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, 
 
     engine = make_engine(max_batch=1)
     column = next(c for c in grid_columns([], [2]) if c.name == "suffix>target@k2")
-    switch = ColumnSwitch(engine, cost_router=None)
+    switch = ColumnSwitch(engine, routers={})
     switch.activate(column)
     before = switch.saved(column)
     run_one(engine, tokenizer.encode("abc abc abc abc", add_special_tokens=False), 6)
@@ -143,3 +145,92 @@ def test_the_three_level_plane_rises_with_the_draft_s_acceptances():
     ratio = plane["ratio"]
     assert ratio[0][0] < 1 < ratio[-1][-1]                   # loses at the measured point, wins when both are high
     assert ratio[-1][-1] > ratio[-1][1]                      # a better n-gram filter helps the 3-level chain
+
+
+def test_the_learned_policy_runs_as_served_and_stays_lossless(make_engine, tokenizer, tmp_path):
+    """The learned column routes every step with the served guarded router (no fallback), its
+    observer sees the load, and its outputs equal plain decoding's."""
+    from bench.bench_chains import build_learned_router
+    from engine import Decision
+    from serving.config import ServerConfig
+    from tests.serving.conftest import write_checkpoint
+
+    actions = [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 4)]
+    cfg = ChainsBenchArgs(categories="qa", max_new_tokens=6, ks="2", concurrency="2", repeats=2,
+                          profile=str(tmp_path / "absent.json"), profile_budget_s=1.0,
+                          policy=str(tmp_path / "router"))
+    write_checkpoint(tmp_path / "router", ServerConfig(router="learned", policy=cfg.policy, slo_tpot_ms=cfg.slo_tpot_ms),
+                     actions, preferred=2)
+    engine = make_engine(max_batch=2)
+    cost_router = build_cost_router(engine, cfg, "tiny")
+    learned = build_learned_router(engine, cfg, "tiny", cost_router)
+    assert learned is not None and learned.fallback is cost_router
+    text = "what is a cat? a cat is a cat. a cat is a cat."
+    prompts = [(BenchPrompt(0, "qa", text), tokenizer.encode(text, add_special_tokens=False))]
+    load_prompts = [tokenizer.encode(t, add_special_tokens=False) for t in ["abc abc abc", "hello hello", text, "a b a b"]]
+
+    data = run_chains(engine, cost_router, prompts, load_prompts, cfg, model_levels=[], began=time.perf_counter(),
+                      learned_router=learned)
+
+    assert data["columns"][-2:] == ["cost-model", "learned"]
+    runs = [r for r in data["batch1_runs"] if r["config"] == "learned"]
+    assert len(runs) == 1 and runs[0]["is_identical_to_plain"] and len(runs[0]["elapsed_runs_s"]) == 2
+    assert set(data["learned_choices"]) == {"ngram>target@k4"}
+    assert data["learned_decisions"]["fallback"] == 0 and data["learned_decisions"]["learned"] > 0
+    assert "0 of" in data["learned_router"]
+    load = {r["config"]: r for r in data["load"][0]["rows"]}
+    assert load["learned"]["num_identical_to_plain"] == 4 and data["load"][0]["learned_x_plain"] > 0
+    steps = sum(r["num_steps"] for r in data["batch1_runs"] + data["load_runs"] if r["config"] == "learned")
+    assert learned.observer.num_steps >= steps                   # its observer saw every step it routed
+    assert data["summary"]["learned_x_plain_mix"] == data["mixed"]["learned_x_plain"]
+    assert data["summary"]["best_router_x_plain_mix"] == max(data["mixed"]["cost_x_plain"],
+                                                             data["mixed"]["learned_x_plain"])
+    markdown = render_markdown({**data, "model": "tiny", "command": "test", "args": vars(cfg), "wall_s": 1.0,
+                                "machine_start": {}, "machine_end": {}})
+    assert "learned tok/s" in markdown and "Learned policy: decision overhead" in markdown
+
+
+def test_a_policy_that_cannot_load_leaves_the_learned_column_out(make_engine, tmp_path, capsys):
+    from bench.bench_chains import build_learned_router
+
+    cfg = ChainsBenchArgs(categories="qa", profile=str(tmp_path / "absent.json"), profile_budget_s=1.0,
+                          policy=str(tmp_path / "missing"))
+    engine = make_engine(max_batch=1)
+    assert build_learned_router(engine, cfg, "tiny", build_cost_router(engine, cfg, "tiny")) is None
+    assert "learned column left out" in capsys.readouterr().out
+
+
+def test_a_baseline_engine_runs_beside_ours_and_is_kept_out_of_the_lossless_count(make_engine, tokenizer, tmp_path):
+    """llama.cpp's column (here a stand-in generator twice as slow as plain that emits other tokens)
+    gets per-category speeds and ratios; its different outputs do not fail our losslessness."""
+    from bench.engine_columns import Generation
+
+    cfg = ChainsBenchArgs(categories="qa", max_new_tokens=6, ks="2", concurrency="", repeats=1,
+                          profile=str(tmp_path / "absent.json"), profile_budget_s=1.0)
+    engine = make_engine(max_batch=1)
+    cost_router = build_cost_router(engine, cfg, "tiny")
+    calls = []
+
+    def baseline(ids, max_new_tokens):
+        calls.append(len(ids))
+        return Generation([0] * max_new_tokens, elapsed_s=1.0, num_steps=max_new_tokens)
+
+    text = "what is a cat? a cat is a cat."
+    prompts = [(BenchPrompt(i, "qa", text + " " * i), tokenizer.encode(text, add_special_tokens=False)) for i in range(2)]
+    data = run_chains(engine, cost_router, prompts, [], cfg, model_levels=[], began=time.perf_counter(),
+                      baselines={"llama.cpp": baseline})
+
+    assert len(calls) == 1 + 2                                    # warm-up, then once per prompt
+    runs = [r for r in data["batch1_runs"] if r["config"] == "llama.cpp"]
+    assert len(runs) == 2 and all(r["is_baseline"] and not r["is_identical_to_plain"] for r in runs)
+    assert data["targets"]["lossless_batch1"]["is_met"] is True
+    mixed = data["mixed"]
+    assert mixed["llama_cpp_tokens_per_s"] == pytest.approx(6.0)
+    assert mixed["x_llama_cpp"]["plain"] == pytest.approx(mixed["tokens_per_s"]["plain"] / 6.0)
+    assert data["summary"]["plain_x_llama_cpp_mix"] == mixed["x_llama_cpp"]["plain"]
+    markdown = render_markdown({**data, "model": "tiny", "command": "test", "args": vars(cfg), "wall_s": 1.0,
+                                "machine_start": {}, "machine_end": {}})
+    assert "Against llama.cpp" in markdown
+    assert "llama.cpp column skipped: not installed" in render_markdown(
+        {**data, "llama_cpp_skipped": "not installed", "model": "tiny", "command": "test", "args": vars(cfg),
+         "wall_s": 1.0, "machine_start": {}, "machine_end": {}})
