@@ -29,11 +29,16 @@ class RowView:
     max_tokens: int
     arrival_time: float
     signals: tuple[tuple[str, int], ...] = ()    # (model-free drafter, its draft signal for this step)
+    # (model level, tokens its KV cache holds for the row): a level that sat out, or has not yet
+    # prefilled the prompt, catches up before it drafts or verifies; empty where unknown
+    cached: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def of(cls, request: Request, signals: Mapping[str, int] | None = None) -> RowView:
+    def of(cls, request: Request, signals: Mapping[str, int] | None = None,
+           cached: Mapping[str, int] | None = None) -> RowView:
         return cls(request.request_id, request.category, request.num_tokens, len(request.output_token_ids),
-                   request.params.max_tokens, request.arrival_time, tuple(sorted((signals or {}).items())))
+                   request.params.max_tokens, request.arrival_time, tuple(sorted((signals or {}).items())),
+                   tuple(sorted((cached or {}).items())))
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,12 @@ class BatchView:
 
     @classmethod
     def of(cls, running: Sequence[Request], waiting: Sequence[Request], acceptance: Mapping,
-           profile=None, max_model_len: int = 0, signals: Sequence[Mapping[str, int]] | None = None) -> BatchView:
+           profile=None, max_model_len: int = 0, signals: Sequence[Mapping[str, int]] | None = None,
+           cached: Sequence[Mapping[str, int]] | None = None) -> BatchView:
         signals = signals or [None] * len(running)
-        return cls(tuple(RowView.of(r, s) for r, s in zip(running, signals)), tuple(RowView.of(r) for r in waiting),
-                   acceptance, profile, max_model_len)
+        cached = cached or [None] * len(running)
+        return cls(tuple(RowView.of(r, s, c) for r, s, c in zip(running, signals, cached)),
+                   tuple(RowView.of(r) for r in waiting), acceptance, profile, max_model_len)
 
     @property
     def batch_size(self) -> int:

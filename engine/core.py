@@ -63,12 +63,14 @@ class EngineCore:
         return self.scheduler.has_unfinished
 
     def view(self) -> BatchView:
-        """The running batch (as the last admission left it), the queue, the trackers' snapshot,
-        and each row's draft signals when `show_signals` asked for them."""
+        """The running batch (as the last admission left it) with what each model level's cache
+        holds per row, the queue, the trackers' snapshot, and each row's draft signals when
+        `show_signals` asked for them."""
         running = self.scheduler.running
         signals = [self.executor.signals(r) for r in running] if self.shows_signals else None
         return BatchView.of(running, self.scheduler.waiting, self.trackers.snapshot(),
-                            self.profile, self.config.max_model_len, signals)
+                            self.profile, self.config.max_model_len, signals,
+                            [self.executor.cached_lengths(r) for r in running])
 
     def show_signals(self, on: bool = True) -> None:
         """Put each row's per-step draft signals (`StepExecutor.signals`) in its view: a router

@@ -8,7 +8,16 @@ Time. One step at batch B and mean context C, from the profile:
     Li, i >= 1:      forward_time(Li, B, K + i, C)  (one forward over the last committed token
                      plus the longest proposal it can receive, K + i - 1: the batch is padded)
     plain:           forward_time(target, B, 1, C)
-Lazy catch-up of a level that sat out earlier steps is not charged.
+
+Catch-up. A model level below the target that has not yet seen a row's prompt, or sat out
+its recent steps, first feeds what its cache lacks (engine/levels.py: lazy catch-up). That is
+paid once and buys every later step of the row on that level, so it is amortised over the
+row's remaining output (at most `catch_up_horizon` tokens): given the rows (`catch_up_rates`,
+from the view's cached lengths), a decision's step time gains, per level of its chain,
+E[tokens] x sum over rows of catch-up seconds / remaining tokens. On a 1,500-token RAG prompt
+with 32 tokens to go, the int4 copy's prefill (~2 s) costs more per token than it saves
+(bench_chains: int4>target ran at 0.60x plain there). The target prefills for every decision
+alike and is not charged.
 
 Goodput = B * expected committed tokens / step time. `best` returns the highest-goodput
 decision whose time per token (step time / expected tokens) meets the TPOT SLO, or, when none
@@ -79,11 +88,13 @@ class CostModel:
             lower by more than this fraction (see Margin above); 0 picks the plain argmax.
         min_row_gain: `best_rows` keeps one decision for the batch unless a per-row assignment
             is predicted to raise goodput by more than this fraction.
+        catch_up_horizon: the most output tokens a level's catch-up is amortised over (a row's
+            max_tokens is an upper bound on its reply, often a loose one).
     """
 
     def __init__(self, profile: LatencyProfile, decisions: Iterable[Decision], slo_tpot_s: float | None = None,
                  prior_acceptance: float = 0.5, context_bucket: int = 16, min_gain: float = 0.1,
-                 min_row_gain: float = 0.03):
+                 min_row_gain: float = 0.03, catch_up_horizon: int = 256):
         self.profile = profile
         self.decisions = list(dict.fromkeys(decisions))
         if not self.decisions:
@@ -96,8 +107,11 @@ class CostModel:
             raise ValueError(f"context_bucket must be >= 1, got {context_bucket}")
         if not 0 <= min_gain < 1 or not 0 <= min_row_gain < 1:
             raise ValueError(f"min_gain and min_row_gain must be in [0, 1), got {min_gain} and {min_row_gain}")
+        if catch_up_horizon < 1:
+            raise ValueError(f"catch_up_horizon must be >= 1, got {catch_up_horizon}")
         self.min_gain = min_gain
         self.min_row_gain = min_row_gain
+        self.catch_up_horizon = catch_up_horizon
         self.context_bucket = context_bucket
         missing = sorted({name for d in self.decisions for name in (d.chain if not d.is_plain else (TARGET,))
                           if name not in profile.levels})
@@ -110,8 +124,32 @@ class CostModel:
         self._plans = [((), 0) if d.is_plain else
                        (chain_pair_keys(d.chain), d.k)
                        for d in self.decisions]
+        # per decision, the model levels below the target whose catch-up it would pay
+        self._catch_up_levels = [() if d.is_plain else
+                                 tuple(name for name in d.chain[:-1] if profile.levels[name].kind == "model")
+                                 for d in self.decisions]
         self._times: dict[tuple, float] = {}
         self._plain = next((i for i, d in enumerate(self.decisions) if d.is_plain), None)
+
+    def catch_up_rates(self, rows: Sequence) -> list[dict[str, float]]:
+        """Per row (`engine.batch_view.RowView`s), per model level below the target: seconds of
+        that level's catch-up / the row's remaining output tokens (see Catch-up above). A row
+        whose view holds no cached lengths (an offline view) is charged nothing."""
+        forward_time, levels = self.profile.forward_time, self.profile.levels
+        rates = []
+        for row in rows:
+            remaining = max(1, min(row.max_tokens - row.num_output_tokens, self.catch_up_horizon))
+            mine = {}
+            for name, have in row.cached:
+                pending = row.num_tokens - have - 1       # the step's own forward feeds the last one
+                if pending > 0 and name != TARGET and name in levels and levels[name].kind == "model":
+                    mine[name] = forward_time(name, 1, pending, have) / remaining
+            rates.append(mine)
+        return rates
+
+    def _catch_up_s(self, i: int, tokens: float, rates: Mapping[str, float]) -> float:
+        """Decision i's amortised catch-up seconds per step, for rows committing `tokens` each."""
+        return tokens * sum(rates.get(name, 0.0) for name in self._catch_up_levels[i]) if rates else 0.0
 
     def expected_tokens(self, decision: Decision, acceptance: Mapping) -> float:
         """Expected committed tokens per row in one step of `decision` (1 for plain decoding)."""
@@ -177,8 +215,8 @@ class CostModel:
     def _group_tokens(self, merged: Mapping[str, float], prior: float) -> list[float]:
         return [chain_expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
 
-    def _scores(self, batch: int, context: float, acceptance: Mapping,
-                request_ids: Sequence[str] | None = None) -> tuple[list[float], list[float], int]:
+    def _scores(self, batch: int, context: float, acceptance: Mapping, request_ids: Sequence[str] | None = None,
+                catch_up: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float], int]:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         prior = self._prior(acceptance)
@@ -190,7 +228,14 @@ class CostModel:
             weight = counts[g] / len(rows)
             for i, n in enumerate(self._group_tokens(merged, prior)):
                 tokens[i] += weight * n
-        return tokens, self._step_times(batch, context), context
+        times = self._step_times(batch, context)
+        if catch_up:
+            total: dict[str, float] = {}
+            for row in catch_up:
+                for name, rate in row.items():
+                    total[name] = total.get(name, 0.0) + rate
+            times = [t + self._catch_up_s(i, n, total) for i, (n, t) in enumerate(zip(tokens, times))]
+        return tokens, times, context
 
     def _estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
         per_token = seconds / tokens
@@ -203,10 +248,12 @@ class CostModel:
         return [self._estimate(i, batch, n, t) for i, (n, t) in enumerate(zip(tokens, times))]
 
     def best_estimate(self, batch: int, context: float, acceptance: Mapping,
-                      request_ids: Sequence[str] | None = None) -> Estimate:
+                      request_ids: Sequence[str] | None = None,
+                      catch_up: Sequence[Mapping[str, float]] | None = None) -> Estimate:
         """See `best`; `request_ids` (the running rows) score each row with its own acceptance
-        from the snapshot's "requests" where it has one."""
-        tokens, times, _ = self._scores(batch, context, acceptance, request_ids)
+        from the snapshot's "requests" where it has one; `catch_up` (`catch_up_rates` of the
+        rows) charges each decision the catch-up of the levels it would bring in."""
+        tokens, times, _ = self._scores(batch, context, acceptance, request_ids, catch_up)
         per_token = [t / n for n, t in zip(tokens, times)]
         slo = self.slo_tpot_s
         candidates = [i for i, p in enumerate(per_token) if slo is None or p <= slo] or range(len(per_token))
@@ -218,10 +265,11 @@ class CostModel:
         return self._estimate(best, batch, tokens[best], times[best])
 
     def best(self, batch: int, context: float, acceptance: Mapping,
-             request_ids: Sequence[str] | None = None) -> Decision:
+             request_ids: Sequence[str] | None = None,
+             catch_up: Sequence[Mapping[str, float]] | None = None) -> Decision:
         """The decision with the highest goodput that meets the TPOT SLO (else the fastest per
         token), plain decoding unless that is faster by more than `min_gain`."""
-        return self.best_estimate(batch, context, acceptance, request_ids).decision
+        return self.best_estimate(batch, context, acceptance, request_ids, catch_up).decision
 
     def mixed_step_time(self, decisions: Sequence[Decision], context: int) -> float:
         """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed
@@ -263,12 +311,14 @@ class CostModel:
         return seconds
 
     def best_rows(self, context: float, acceptance: Mapping, request_ids: Sequence[str],
-                  start: Decision | None = None, passes: int = 2) -> list[Decision]:
+                  start: Decision | None = None, passes: int = 2,
+                  catch_up: Sequence[Mapping[str, float]] | None = None) -> list[Decision]:
         """One decision per row of the batch `request_ids` (see Per row above): `best`'s (or
         `start`, when the caller has it) for all, unless rows on their own decisions are
-        predicted faster by more than `min_row_gain`."""
+        predicted faster by more than `min_row_gain`; `catch_up` as in `best_estimate`, each
+        row charged its own."""
         batch = len(request_ids)
-        start = start or self.best_estimate(batch, context, acceptance, request_ids).decision
+        start = start or self.best_estimate(batch, context, acceptance, request_ids, catch_up).decision
         if batch == 1:
             return [start]
         prior = self._prior(acceptance)
@@ -277,8 +327,13 @@ class CostModel:
         tokens = [self._group_tokens(merged, prior) for merged in groups]         # [group][decision]
         index = {d: i for i, d in enumerate(self.decisions)}
         assignment = [index[start]] * batch
+        rates = list(catch_up) if catch_up else [{}] * batch
+        # [row][decision]: the row's amortised catch-up seconds per step on that decision
+        extra = [[self._catch_up_s(a, tokens[g][a], rates[r]) for a in range(len(self.decisions))]
+                 for r, g in enumerate(rows)]
         total = sum(tokens[g][assignment[r]] for r, g in enumerate(rows))
-        uniform = value = total / self.mixed_step_time([start] * batch, context)
+        paid = sum(extra[r][assignment[r]] for r in range(batch))
+        uniform = value = total / (self.mixed_step_time([start] * batch, context) + paid)
         for _ in range(passes):
             improved = False
             for r, g in enumerate(rows):
@@ -287,10 +342,11 @@ class CostModel:
                     if a == current:
                         continue
                     assignment[r] = a
-                    trial = (total - tokens[g][current] + tokens[g][a]) / self.mixed_step_time(
-                        [self.decisions[i] for i in assignment], context)
+                    trial = (total - tokens[g][current] + tokens[g][a]) / (self.mixed_step_time(
+                        [self.decisions[i] for i in assignment], context) + paid - extra[r][current] + extra[r][a])
                     if trial > value * (1 + 1e-9):
-                        total, value, current, improved = total - tokens[g][current] + tokens[g][a], trial, a, True
+                        total, paid = total - tokens[g][current] + tokens[g][a], paid - extra[r][current] + extra[r][a]
+                        value, current, improved = trial, a, True
                 assignment[r] = current
             if not improved:
                 break

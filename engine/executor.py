@@ -11,6 +11,8 @@ runs the speculative part of a step and keeps its levels' state:
     step_latency(elapsed_s)    the step's latency (the real one measured; a simulator's modelled)
     signals(request)           each model-free drafter's draft signal for the row's next step
                                (`ModelFreeDrafter.signal`), read before the step is routed
+    cached_lengths(request)    tokens each model level's cache holds for the row (0: none yet),
+                               so a router can charge a level's catch-up before choosing it
 
 `drafters` are the model-free drafters that shadow drafting scores (engine/shadow_drafts.py);
 `level_names` every level a chain may name and `model_free_names` those that may only start one.
@@ -49,6 +51,8 @@ class StepExecutor(Protocol):
 
     def signals(self, request: Request) -> dict[str, int]: ...
 
+    def cached_lengths(self, request: Request) -> dict[str, int]: ...
+
 
 class ModelExecutor:
     """The real step: `run_step` over the model levels and the model-free drafters."""
@@ -84,3 +88,6 @@ class ModelExecutor:
     def signals(self, request: Request) -> dict[str, int]:
         tokens = request.all_token_ids
         return {name: drafter.signal(request.request_id, tokens) for name, drafter in self.drafters.items()}
+
+    def cached_lengths(self, request: Request) -> dict[str, int]:
+        return {name: level.committed_length(request) for name, level in self.levels.items()}

@@ -170,6 +170,10 @@ class SimExecutor:
     def step_latency(self, elapsed_s: float) -> float:
         return self._latency_s
 
+    def cached_lengths(self, request: Request) -> dict[str, int]:
+        have = self.cached.get(request.request_id, {})
+        return {name: have.get(name, 0) for name, level in self.profile.levels.items() if level.kind == "model"}
+
 
 def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,
                 result: RowResult) -> None:

@@ -45,6 +45,24 @@ def test_the_router_sees_the_admitted_rows_the_queue_and_the_trackers(target, to
     assert router.views[1].rows[0].num_output_tokens == 1
 
 
+def test_each_row_shows_what_every_model_level_s_cache_holds(target, tokenizer, drafts):
+    """What the cost model charges a level's catch-up from: before the prompt's prefill nothing,
+    after plain steps the target alone, after a draft step the draft too."""
+    router = RecordingRouter()
+    engine = make_dummy_engine(target, tokenizer, drafts, router=router)
+    request_id = engine.add_request("the cat sat on the mat", PARAMS)
+    engine.step()
+    engine.step()
+    request = engine.scheduler.requests[request_id]
+    first, second = (dict(view.rows[0].cached) for view in router.views)
+    assert set(first) == set(engine.levels) and not any(first.values())
+    assert second["target"] == request.num_tokens - 2 and second["draft"] == 0
+    engine.step(Decision(("draft", "target"), 2))
+    assert dict(engine.view().rows[0].cached) == {name: level.committed_length(request)
+                                                  for name, level in engine.levels.items()}
+    assert dict(engine.view().rows[0].cached)["draft"] > 0
+
+
 def test_decisions_from_the_caller_replace_the_router_and_match_it(target, tokenizer, drafts):
     prompts = ["hello world hello world", "abc abc abc abc"]
     routed = make_dummy_engine(target, tokenizer, drafts, ("ngram", "target"), 3)

@@ -210,6 +210,32 @@ def test_the_router_passes_the_running_rows_to_the_cost_model(make_engine):
     assert chosen[0].is_plain and not chosen[-1].is_plain
 
 
+def test_a_level_s_catch_up_is_amortised_over_the_row_s_remaining_output():
+    """A draft that has not seen a 1,000-token prompt pays its prefill once: with 8 tokens to go
+    that costs more per token than drafting saves, with a long reply ahead (capped by the
+    horizon) or a cache already filled it does not."""
+    from engine.batch_view import RowView
+
+    profile = make_profile(memory_bound, draft=lambda b, t, c: 0.002 + 0.001 * b * t)
+    draft = Decision(("draft", "target"), 4)
+    model = CostModel(profile, [Decision(), draft], catch_up_horizon=256)
+    acceptance = {"draft>target": 0.9}
+
+    def best_for(cached_draft: int, max_tokens: int) -> Decision:
+        row = RowView("r", "", 1001, 10, max_tokens, 0.0, cached=(("draft", cached_draft), ("target", 1000)))
+        return model.best(1, 1001, acceptance, ["r"], model.catch_up_rates([row]))
+
+    assert model.best(1, 1001, acceptance) == draft                 # without catch-up: drafting pays
+    assert best_for(0, 18).is_plain                                  # ~1 s of prefill over 8 tokens
+    assert best_for(1000, 18) == draft                               # caught up already
+    assert best_for(0, 100_000) == draft                             # ~1 s over 256 tokens at most
+    row = RowView("r", "", 1001, 10, 18, 0.0, cached=(("draft", 0), ("target", 1000)))
+    assert model.catch_up_rates([row]) == [{"draft": pytest.approx(profile.forward_time("draft", 1, 1000, 0) / 8)}]
+    assert model.catch_up_rates([RowView("r", "", 1001, 10, 18, 0.0)]) == [{}]    # an offline view: unknown
+    per_row = model.best_rows(1001, acceptance, ["r", "s"], catch_up=[model.catch_up_rates([row])[0], {}])
+    assert per_row[1] == draft and per_row[0].is_plain                # only the row that lags stays plain
+
+
 def per_row_profile() -> LatencyProfile:
     levels = {"target": level(compute_bound), "draft": level(lambda b, t, c: 0.004 + 1e-4 * b * t)}
     levels |= {name: level(lambda b, t, c: 1e-5, "model_free") for name in ("ngram", "suffix")}
