@@ -62,6 +62,12 @@ from engine.profile import LatencyProfile, ProfileError
 from engine.trackers import chain_pair_keys
 
 _MAX_CACHED_TIMES = 16384
+CATCH_UP_HORIZON = 256      # the most output tokens a level's catch-up is amortised over (see Catch-up)
+
+
+def remaining_output(max_tokens: int, num_output_tokens: int, horizon: int = CATCH_UP_HORIZON) -> int:
+    """The output tokens a row's catch-up is amortised over: what is left of max_tokens, at most `horizon`."""
+    return max(1, min(max_tokens - num_output_tokens, horizon))
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class CostModel:
 
     def __init__(self, profile: LatencyProfile, decisions: Iterable[Decision], slo_tpot_s: float | None = None,
                  prior_acceptance: float = 0.5, context_bucket: int = 16, min_gain: float = 0.1,
-                 min_row_gain: float = 0.03, catch_up_horizon: int = 256):
+                 min_row_gain: float = 0.03, catch_up_horizon: int = CATCH_UP_HORIZON):
         self.profile = profile
         self.decisions = list(dict.fromkeys(decisions))
         if not self.decisions:
@@ -138,7 +144,7 @@ class CostModel:
         forward_time, levels = self.profile.forward_time, self.profile.levels
         rates = []
         for row in rows:
-            remaining = max(1, min(row.max_tokens - row.num_output_tokens, self.catch_up_horizon))
+            remaining = remaining_output(row.max_tokens, row.num_output_tokens, self.catch_up_horizon)
             mine = {}
             for name, have in row.cached:
                 pending = row.num_tokens - have - 1       # the step's own forward feeds the last one

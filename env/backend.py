@@ -32,6 +32,10 @@ class EngineBackend:
         """Each running row's draft signals for the next step (`StepExecutor.signals`)."""
         return [self.engine.executor.signals(r) for r in running]
 
+    def cached_lengths(self, running: list[Request]) -> list[dict[str, int]]:
+        """What each model level's cache holds per running row (`StepExecutor.cached_lengths`)."""
+        return [self.engine.executor.cached_lengths(r) for r in running]
+
     def acceptance(self, pairs: list[str]) -> dict[str, float]:
         trackers = self.engine.trackers
         return {pair: trackers.acceptance(pair) for pair in pairs}

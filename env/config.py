@@ -170,11 +170,19 @@ class EnvConfig(PrecisionArgs):
         starts = [d.chain[0] for d in self.decisions if not d.is_plain and d.chain[0] in MODEL_FREE_DRAFTERS]
         return list(dict.fromkeys(starts))
 
+    @property
+    def catch_up_levels(self) -> list[str]:
+        """The model levels below the target in the actions' chains, whose catch-up the observation shows."""
+        from engine.drafters import MODEL_FREE_DRAFTERS
+        levels = [name for d in self.decisions if not d.is_plain for name in d.chain[:-1]
+                  if name not in MODEL_FREE_DRAFTERS]
+        return list(dict.fromkeys(levels))
+
     def observation_spec(self) -> ObservationSpec:
         """The observation layout of these settings: the environment's, and the server's that
         reproduces it (serving.launch)."""
         return observation_spec(self.pairs, self.action_labels, signal_drafters=self.signal_drafters,
-                                max_batch=self.max_batch,
+                                catch_up_levels=self.catch_up_levels, max_batch=self.max_batch,
                                 max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
                                 slo_ttft_s=self.slo_ttft_s, max_queue=self.max_queue, max_rate=self.max_rate,
                                 max_latency_s=self.max_latency_s, max_wait_s=self.max_wait_s)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.batch_view import RowView
 from engine.decision import Decision
 from engine.sequence import Request
 from env.load_stats import LoadStats, StepOutcome
@@ -71,7 +72,13 @@ class Episode:
         return outcome
 
     def observe(self, backend, builder: ObservationBuilder) -> np.ndarray:
+        """The observation of the batch the next step runs: waiting requests that fit are admitted
+        first (the step would admit them before its forward), so the rows are those a served
+        router's view shows (`engine.core.EngineCore.admit`)."""
         scheduler = backend.scheduler
-        signals = backend.signals(scheduler.running) if builder.signal_drafters else ()
-        return builder.build(scheduler.running, scheduler.waiting, backend.acceptance(builder.pairs), self.stats,
-                             self.time, self.last_action, signals)
+        running = scheduler.admit()
+        signals = backend.signals(running) if builder.signal_drafters else [None] * len(running)
+        cached = backend.cached_lengths(running) if builder.catch_up_levels else [None] * len(running)
+        rows = [RowView.of(r, s, c) for r, s, c in zip(running, signals, cached)]
+        return builder.build(rows, scheduler.waiting, backend.acceptance(builder.pairs), self.stats,
+                             self.time, self.last_action)

@@ -39,7 +39,9 @@ class SpecRouteEnv(gymnasium.Env):
     ## Observation space
 
     `Box(float32)` with a versioned spec (`env.unwrapped.obs_spec`, version
-    `specroute-obs-v2`); values are clipped into [min, max]. With the default actions:
+    `specroute-obs-v3`); values are clipped into [min, max]. It shows the batch the next step runs
+    (waiting requests that fit are admitted first), as a served router's view does. With the
+    default actions:
 
     | index | name | min | max |
     |---|---|---|---|
@@ -62,10 +64,14 @@ class SpecRouteEnv(gymnasium.Env):
     | 16 | signal_max[ngram]: the largest row's | 0 | 1 |
     | 17 | signal_mean[suffix]: the same for suffix drafting | 0 | 1 |
     | 18 | signal_max[suffix]: the largest row's | 0 | 1 |
-    | 19..32 | last_action[label]: one-hot of the previous action | 0 | 1 |
+    | 19 | catch_up[int4]: log1p(tokens the int4 copy's cache lacks over the rows / their remaining output tokens, at most 256 each) | 0 | log1p(4096) |
+    | 20 | catch_up[draft]: the same for the distilled draft | 0 | log1p(4096) |
+    | 21..34 | last_action[label]: one-hot of the previous action | 0 | 1 |
 
     One acceptance entry per (drafter > verifier) pair the actions use, two signal entries per
-    model-free drafter that starts a chain, one last-action entry per action;
+    model-free drafter that starts a chain, one catch-up entry per model level below the target
+    (what the cost model charges before bringing a level in: a new prompt's prefill there, or
+    the tokens it missed while it sat out), one last-action entry per action;
     `obs_spec.table()` prints the table for any configuration. A draft signal
     (`ModelFreeDrafter.signal`, 0..3) says before the step how promising the drafter's proposal
     is: the matched n-gram's length, the suffix drafter's confident proposal length; the
@@ -105,7 +111,8 @@ class SpecRouteEnv(gymnasium.Env):
     ## Version History
 
     * v0: initial version (observation spec `specroute-obs-v1`); the spec `specroute-obs-v2` adds the
-      per-step draft signals (`signal_mean[drafter]`, `signal_max[drafter]`).
+      per-step draft signals (`signal_mean[drafter]`, `signal_max[drafter]`); `specroute-obs-v3`
+      adds each model level's catch-up (`catch_up[level]`) and shows the batch after admission.
     """
 
     metadata = {"render_modes": []}

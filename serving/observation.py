@@ -71,4 +71,4 @@ class ServingObserver:
         """The router's observation of the step `view` shows (the arrival rate decays at arrivals
         only, as in the env)."""
         return self.builder.build(view.rows, view.waiting, self.acceptance(view), self.stats, time.monotonic(),
-                                  last_action, [dict(row.signals) for row in view.rows])
+                                  last_action)
