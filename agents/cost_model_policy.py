@@ -4,8 +4,8 @@ One cost model: evaluation, the environment's baselines and the server all run
 `CostModelRouter.decide` on a `BatchView`. Built from an environment, the policy reads the view
 of the env's engine (the rows, their own acceptance estimates, the queue), exactly what the
 served router reads. Without one (scoring logged observations offline) it rebuilds the view
-from the observation: the batch size, the mean context and each pair's pooled acceptance, which
-is all a logged row holds.
+from the observation: the batch size, the mean context, each pair's pooled acceptance and each
+level's catch-up, which is all a logged row holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from agents.policies import BasePolicy, ObservationIndex
 from engine.batch_view import BatchView, RowView
-from engine.cost_model import CostModel
+from engine.cost_model import CATCH_UP_HORIZON, CostModel
 from engine.cost_router import CostModelRouter
 from engine.decision import Decision
 
@@ -44,6 +44,7 @@ class CostModelPolicy(BasePolicy):
             raise ValueError(f"the cost model does not evaluate actions {unknown}")
         self._labels = {d.label: i for i, d in enumerate(self.decisions)}
         self._pairs = [name[len("acceptance["):-1] for name in self.index.names if name.startswith("acceptance[")]
+        self._catch_up = [name[len("catch_up["):-1] for name in self.index.names if name.startswith("catch_up[")]
         self.view_of = view_of
         self.name = "cost-model-rows" if per_row else "cost-model"
 
@@ -72,10 +73,16 @@ class CostModelPolicy(BasePolicy):
 
     def view_from_obs(self, obs) -> BatchView:
         """What a logged observation says of the batch: `running_batch` rows at the mean context,
-        the pooled acceptance of each pair."""
+        the pooled acceptance of each pair, and each level's catch-up spread evenly over rows
+        with `CATCH_UP_HORIZON` tokens to go (`env.observation.catch_up_feature` inverted)."""
         batch = round(float(self.index.get(obs, "running_batch")))
         context = max(round(float(self.index.get(obs, "context_mean"))), 1)
-        rows = tuple(RowView(f"row-{i}", "", context, 0, 0, 0.0) for i in range(batch))
+        cached = []
+        for level in self._catch_up:
+            lacking = round(float(np.expm1(self.index.get(obs, f"catch_up[{level}]"))) * CATCH_UP_HORIZON)
+            cached.append((level, context - 1 - min(max(lacking, 0), context - 1)))
+        rows = tuple(RowView(f"row-{i}", "", context, 0, CATCH_UP_HORIZON, 0.0, cached=tuple(sorted(cached)))
+                     for i in range(batch))
         pairs = {pair: {"acceptance": a} for pair, a in self.acceptance(obs).items()}
         return BatchView(rows, (), {"pairs": pairs, "requests": {}})
 

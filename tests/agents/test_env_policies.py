@@ -120,3 +120,20 @@ def test_the_per_row_cost_model_gives_each_row_the_served_routers_decision(make_
     assert steps > 10
     result = run_episode(environment, policy, seed=3)
     assert result.num_steps == len(result.actions) and 0 <= result.num_mixed_steps <= result.num_steps
+
+
+def test_the_offline_cost_model_reads_a_level_s_catch_up_from_the_observation(make_sim_env):
+    """A logged observation holds no cached lengths, only `catch_up[level]`: the offline cost
+    model turns it back into rows lacking that many tokens, so it charges what the live one does."""
+    environment = make_sim_env()
+    policy = CostModelPolicy.from_env(environment).offline()
+    names = environment.unwrapped.obs_spec.names
+    assert "catch_up[int4]" in names
+    obs = np.zeros(len(names), dtype=np.float32)
+    obs[names.index("context_mean")] = 2000.0
+    obs[names.index("running_batch")] = 1.0
+    obs[names.index("acceptance[int4>target]")] = 0.95
+    labels = environment.unwrapped.action_labels
+    assert labels[policy.act(obs)].startswith("int4>")                 # caught up: the int4 copy pays
+    obs[names.index("catch_up[int4]")] = np.log1p(1999 / 256)          # its cache lacks the whole prompt
+    assert not labels[policy.act(obs)].startswith("int4>")
