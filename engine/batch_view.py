@@ -33,6 +33,12 @@ class RowView:
     # prefilled the prompt, catches up before it drafts or verifies; empty where unknown
     cached: tuple[tuple[str, int], ...] = ()
 
+    def lacking(self, level: str) -> int | None:
+        """Tokens `level`'s cache lacks beyond what the step's own forward feeds (the last
+        committed token): what its catch-up would feed first; None where the view does not say."""
+        have = dict(self.cached).get(level)
+        return None if have is None else max(0, self.num_tokens - have - 1)
+
     @classmethod
     def of(cls, request: Request, signals: Mapping[str, int] | None = None,
            cached: Mapping[str, int] | None = None) -> RowView:

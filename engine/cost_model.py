@@ -147,8 +147,8 @@ class CostModel:
             remaining = remaining_output(row.max_tokens, row.num_output_tokens, self.catch_up_horizon)
             mine = {}
             for name, have in row.cached:
-                pending = row.num_tokens - have - 1       # the step's own forward feeds the last one
-                if pending > 0 and name != TARGET and name in levels and levels[name].kind == "model":
+                pending = row.lacking(name)
+                if pending and name != TARGET and name in levels and levels[name].kind == "model":
                     mine[name] = forward_time(name, 1, pending, have) / remaining
             rates.append(mine)
         return rates

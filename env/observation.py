@@ -107,10 +107,10 @@ def catch_up_feature(rows: Sequence, level: str) -> float:
     (engine/cost_model.py, Catch-up) in tokens rather than seconds. Rows: `RowView`s."""
     lacking = remaining = 0
     for row in rows:
-        have = dict(row.cached).get(level)
-        if have is None:
+        pending = row.lacking(level)
+        if pending is None:
             continue
-        lacking += max(0, row.num_tokens - have - 1)
+        lacking += pending
         remaining += remaining_output(row.max_tokens, row.num_output_tokens)
     return math.log1p(lacking / remaining) if remaining else 0.0
 
