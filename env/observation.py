@@ -8,10 +8,9 @@ Values are clipped into the spec's [low, high].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 
