@@ -33,7 +33,7 @@ from bench.reliability_inputs import COMPLETIONS, bad_inputs, run_bad_inputs, ru
 from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
 from engine.dataclass_args import parse_dataclass
 from serving.server_process import ServerProcess
-from tests.serving.schema_strategies import response_errors
+from tests.serving.response_schema import response_errors
 
 PROMPT = "the cat sat on the mat. the cat sat on the"
 

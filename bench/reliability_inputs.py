@@ -1,5 +1,5 @@
-"""What `bench.reliability` sends the server's generation routes: a hypothesis fuzz built from its
-own OpenAPI document, and hand-written bad inputs (malformed JSON, wrong content type,
+"""What `bench.reliability` sends the server's generation routes besides schemathesis' cases
+(`tests/serving/contract.py`): hand-written bad inputs (malformed JSON, wrong content type,
 NaN/Infinity, lone surrogates in every string field, out-of-range numbers, an oversize body,
 unknown and unsupported fields). `tally` is `bench.reliability.Tally`: it sends a request and
 checks the response against the document."""
@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 
 import httpx
-from hypothesis import HealthCheck, given, seed, settings
-
-from tests.serving.schema_strategies import request_bodies
 
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
 SURROGATE = "\\ud800"      # as JSON text: decodes to a lone surrogate
@@ -39,7 +36,7 @@ def bad_inputs() -> list[tuple[str, str, bytes | str, dict, str]]:
               ("surrogate in text part", CHAT, f'{{"messages": [{{"role": "user", "content": [{{"type": "text", '
                                                f'"text": "{SURROGATE}"}}]}}]}}', json_type, "400"),
               ("surrogate in suffix", COMPLETIONS, f'{{"prompt": "a", "suffix": "{SURROGATE}"}}', json_type, "400")]
-    for name, value in [("max_tokens", 0), ("max_tokens", 10 ** 30), ("n", 17), ("temperature", -1), ("top_p", 1.5),
+    for name, value in [("max_tokens", 0), ("max_tokens", -1), ("n", 17), ("temperature", -1), ("top_p", 1.5),
                         ("seed", 2 ** 70), ("top_k", -2), ("presence_penalty", 3), ("prompt", [10 ** 9]),
                         ("prompt", [-1]), ("prompt", [])]:
         cases.append((f"{name}={value!r:.20}", COMPLETIONS, json.dumps({"prompt": "hi", name: value}), json_type, "400"))
@@ -60,18 +57,6 @@ def bad_inputs() -> list[tuple[str, str, bytes | str, dict, str]]:
         label = "unsupported " + ",".join(extra) + (f" {json.dumps(extra)[:40]}" if "messages" in extra else "")
         cases.append((label, path, json.dumps({**base, "max_tokens": 2, **extra}), json_type, "refused"))
     return cases
-
-
-def run_fuzz(client: httpx.Client, document: dict, tally, args) -> None:
-    for path in (COMPLETIONS, CHAT):
-        @seed(args.seed)
-        @settings(max_examples=args.fuzz_cases // 2, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(body=request_bodies(document, path))
-        def case(body):
-            tally.send(client, document, path, f"fuzz {path} {json.dumps(body)[:120]}",
-                       content=json.dumps(body), headers={"content-type": "application/json"})
-        case()
 
 
 def run_bad_inputs(client: httpx.Client, document: dict, tally) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from engine import Engine
+from engine import TARGET, Engine
 from serving.config import ServerConfig
 from serving.engine_loop import EngineLoop
 from serving.errors import BodySizeLimit, error_response, install_error_handlers
@@ -43,6 +43,10 @@ class ServingState:
     def tokenizer(self):
         return self.engine.tokenizer
 
+    @property
+    def vocab_size(self) -> int:
+        return self.engine.levels[TARGET].runner.vocab_size
+
     def router_status(self) -> dict:
         status = getattr(self.router, "status", None)
         return status() if callable(status) else {"source": "static"}
@@ -74,7 +78,7 @@ def create_app(state: ServingState) -> FastAPI:
                   description="OpenAI-compatible server with multi-level speculative decoding and a learned router.")
     app.state.serving = state
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, state.vocab_size)
     app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes)
 
     @app.post("/v1/completions")

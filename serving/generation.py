@@ -37,7 +37,8 @@ class PreparedPrompt:
 
 
 def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
-    """Tokenise and check that prompt + max_tokens fit the context (400 otherwise)."""
+    """Tokenise (400 for a prompt the engine refuses: empty, out-of-vocabulary ids, filling the
+    context) and cap max_tokens at the room the context leaves, as an upper bound should be."""
     is_chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
     try:
         ids = state.engine.encode_prompt(prompt)
@@ -49,17 +50,10 @@ def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
         logger.debug("tokenizer refused a prompt: %r", exc)
         raise RequestError("the tokenizer could not encode this " + ("conversation" if is_chat else "prompt"),
                            param="messages" if is_chat else "prompt") from exc
-    limit = state.config.max_model_len
     requested = body.requested_max_tokens()
-    if requested is None:
-        return PreparedPrompt(ids, max(1, min(state.config.default_max_tokens, limit - len(ids))))
-    if len(ids) + requested > limit:
-        raise RequestError(
-            f"This model's maximum context length is {limit} tokens. However, you requested "
-            f"{len(ids) + requested} tokens ({len(ids)} in the prompt, {requested} for the completion). "
-            "Please reduce the length of the prompt or of max_tokens.", param="max_tokens",
-            code="context_length_exceeded")
-    return PreparedPrompt(ids, requested)
+    wanted = state.config.default_max_tokens if requested is None else requested
+    room = state.config.max_model_len - len(ids)        # >= 1: encode_prompt refuses a prompt that fills the context
+    return PreparedPrompt(ids, max(1, min(wanted, room)))
 
 
 MAX_RETRY_AFTER_S = 60
@@ -73,15 +67,15 @@ def retry_after_s(state, num_requests: int) -> int:
 
 
 def admit(state, num_requests: int) -> None:
-    """Refuse with 503 while draining and 429 when the bounded queue is full."""
+    """Refuse with 503 while draining and 429 when the bounded queue is full. A request with more
+    sequences than the server holds (n x prompts, both bounded by the document) waits for an
+    idle server instead of being refused outright: what the document allows is served."""
     if state.is_draining:
         state.metrics.observe_rejection("draining")
         raise RequestError("the server is shutting down", status_code=503, error_type="service_unavailable",
                            headers={"Retry-After": "5"})
-    if num_requests > state.config.max_in_flight:
-        raise RequestError(f"this request needs {num_requests} sequences; the server holds at most "
-                           f"{state.config.max_in_flight}", param="n")
-    if state.engine_loop.num_in_flight + num_requests > state.config.max_in_flight:
+    in_flight = state.engine_loop.num_in_flight
+    if in_flight and in_flight + num_requests > state.config.max_in_flight:
         state.metrics.observe_rejection("queue_full")
         raise RequestError("the server is overloaded: the request queue is full; retry later",
                            status_code=429, error_type="rate_limit_error", code="queue_full",

@@ -3,8 +3,8 @@
 FastAPI's own document lists a 422 the server never sends (validation errors are 400s), no
 SSE, and empty 200 schemas. `install_openapi(app)` replaces it: each route gets its real
 statuses (400/404/413/429/503, 500 when a generation fails), JSON 200 schemas from the models
-below, `text/event-stream` for streamed responses (`itemSchema`: one chunk per `data:` event,
-then `data: [DONE]`) and `text/plain` for the Prometheus `/metrics`. A schema-driven fuzzer
+below, `text/event-stream` for streamed responses (OpenAPI 3.2's `itemSchema`: each event's
+`data` is a chunk as JSON (`contentSchema`), the last one `[DONE]`) and `text/plain` for the Prometheus `/metrics`. A schema-driven fuzzer
 can then check every response against it (`bench/reliability.py`, `tests/serving/test_fuzz.py`).
 """
 
@@ -15,6 +15,8 @@ from typing import Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
+
+from serving.request_schema import fit_request_schemas
 
 
 class ErrorDetail(BaseModel):
@@ -183,10 +185,11 @@ def _errors(*statuses: int) -> dict:
 
 def _generation(full: type[BaseModel], chunk: type[BaseModel]) -> dict:
     ok = _json(full, "the completion (stream: false), or server-sent events (stream: true)")
-    ok["content"]["text/event-stream"] = {
-        "schema": {"type": "string", "description": "`data: <chunk JSON>` events, then `data: [DONE]`"},
-        "itemSchema": {"anyOf": [{"$ref": _REF.format(model=chunk.__name__)},
-                                 {"$ref": _REF.format(model="StreamError")}, {"const": "[DONE]"}]}}
+    event_json = {"type": "string", "contentMediaType": "application/json", "contentSchema": {
+        "anyOf": [{"$ref": _REF.format(model=chunk.__name__)}, {"$ref": _REF.format(model="StreamError")}]}}
+    ok["content"]["text/event-stream"] = {      # OpenAPI 3.2's server-sent events: one itemSchema per event
+        "itemSchema": {"description": "`data: <chunk JSON>` events, then `data: [DONE]`", "type": "object", "required": ["data"],
+                       "properties": {"data": {"anyOf": [{"const": "[DONE]"}, event_json]}}}}
     return {"200": ok, **_errors(400, 404, 413, 429, 500, 503)}
 
 
@@ -202,8 +205,9 @@ def _responses() -> dict[tuple[str, str], dict]:
     }
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Replace `app.openapi()` with the document described above (built once, then cached)."""
+def install_openapi(app: FastAPI, vocab_size: int) -> None:
+    """Replace `app.openapi()` with the document described above (built once, then cached);
+    request bodies are fitted to what the server accepts for a model of `vocab_size` tokens."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -213,6 +217,7 @@ def install_openapi(app: FastAPI) -> None:
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)
             schemas.update(defs.get("$defs", {}))
+            fit_request_schemas(schemas, vocab_size)
             for (path, method), responses in _responses().items():
                 document["paths"][path][method]["responses"] = responses
             app.openapi_schema = document

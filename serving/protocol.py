@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from engine import SamplingParams
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
@@ -24,6 +24,7 @@ from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
 MAX_N = 16
 GREEDY_BELOW = 1e-5          # temperatures this small are greedy (as vLLM does): dividing by them overflows
 MAX_STOP = 16
+MAX_PROMPTS = 16            # prompts in one completions request (each makes n sequences)
 MIN_SEED, MAX_SEED = -(2 ** 63), 2 ** 64 - 1    # the range torch.Generator.manual_seed accepts
 
 # Field -> the values that mean "off" (None always does). Anything else gets a 400 naming it.
@@ -83,13 +84,45 @@ def _whole_number(value):
     return value
 
 
+def whole_int(minimum: int | None = None, maximum: int | None = None, **schema) -> Any:
+    """An integer (whole-number floats included) in [minimum, maximum], checked with the exact
+    bounds in its message (pydantic's own would print 2**64 - 1 as a rounded float) and
+    documented as JSON Schema `minimum` / `maximum` (pydantic emits `ge` / `le` here)."""
+
+    def check(value: int) -> int:
+        if minimum is not None and value < minimum:
+            raise ValueError(f"Input should be greater than or equal to {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"Input should be less than or equal to {maximum}")
+        return value
+
+    bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum)) if v is not None}
+    return Annotated[int, BeforeValidator(_whole_number), AfterValidator(check),
+                     WithJsonSchema({"type": "integer", **bounds, **schema})]
+
+
+def documented_as(schema: dict) -> WithJsonSchema:
+    """The JSON Schema of a field the server parses more loosely than it accepts (a refused
+    value gets a 400 naming it): the document lists only what is accepted."""
+    return WithJsonSchema(schema)
+
+
 Text = Annotated[str, AfterValidator(_valid_unicode)]
-WholeInt = Annotated[int, BeforeValidator(_whole_number)]
-TokenIds = Annotated[list[Annotated[WholeInt, Field(ge=0)]], Field(min_length=1)]
+NonEmptyText = Annotated[Text, Field(min_length=1)]
+WholeInt = whole_int()
+TOKEN_ID_MARK = "x-token-id"        # serving/request_schema.py sets its maximum from the served vocabulary
+TokenIds = Annotated[list[whole_int(0, **{TOKEN_ID_MARK: True})], Field(min_length=1)]
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    """JSON's kinds: 1 and 1.0 are one number, true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b)
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) or type(a) is type(b)
 
 
 def _is_neutral(value: Any, neutral: tuple) -> bool:
-    return value is None or any(type(value) is type(n) and value == n for n in neutral)
+    return value is None or any(_same_kind(value, n) and value == n for n in neutral)
 
 
 def refuse_set_fields(extra: dict[str, Any] | None, refused: dict[str, tuple], prefix: str = "") -> None:
@@ -97,6 +130,13 @@ def refuse_set_fields(extra: dict[str, Any] | None, refused: dict[str, tuple], p
     for name, value in (extra or {}).items():
         if name in refused and not _is_neutral(value, refused[name]):
             raise RequestError(f"{prefix}{name} is not supported by this server", param=f"{prefix}{name}")
+
+
+# Conditional requirements, in the document as the server applies them (JSON Schema `anyOf`).
+STREAM_OPTIONS_NEED_STREAM = {"anyOf": [{"properties": {"stream_options": {"type": "null"}}},
+                                        {"required": ["stream"], "properties": {"stream": {"const": True}}}]}
+CONTENT_UNLESS_ASSISTANT = {"anyOf": [{"properties": {"role": {"const": "assistant"}}},
+                                      {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}}]}
 
 
 class StrictModel(BaseModel):
@@ -110,24 +150,27 @@ class StreamOptions(StrictModel):
 class SamplingFields(StrictModel):
     """The sampling fields shared by both endpoints (vLLM's extensions top_k and ignore_eos included)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"x-refused-fields": sorted(REFUSED_COMMON)})
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-refused-fields": sorted(REFUSED_COMMON),
+                                                                **STREAM_OPTIONS_NEED_STREAM})
     REFUSED: ClassVar[dict[str, tuple]] = REFUSED_COMMON
 
     model: Text | None = Field(default=None, description="model id from /v1/models (default: the served model)")
-    max_tokens: WholeInt | None = Field(default=None, ge=1, description="most tokens to generate")
+    max_tokens: whole_int(1) | None = Field(default=None, description=(
+        "most tokens to generate; fewer when the context fills first (finish_reason 'length')"))
     temperature: float | None = Field(default=None, ge=0.0,
                                       description="0 is greedy; default: the model's (see /v1/models)")
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="default: the model's (see /v1/models)")
-    top_k: WholeInt | None = Field(default=None, ge=-1, description="vLLM extension; 0 or -1 disable it; "
-                                                                    "default: the model's")
-    n: WholeInt = Field(default=1, ge=1, le=MAX_N, description="choices per prompt")
+    top_k: whole_int(-1) | None = Field(default=None, description="vLLM extension; 0 or -1 disable it; "
+                                                                  "default: the model's")
+    n: whole_int(1, MAX_N) = Field(default=1, description="choices per prompt")
     stream: bool = False
     stream_options: StreamOptions | None = Field(default=None, description="only with stream: true")
-    stop: Text | Annotated[list[Text], Field(max_length=MAX_STOP)] | None = None
-    seed: WholeInt | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
+    stop: NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=MAX_STOP)] | None = None
+    seed: whole_int(MIN_SEED, MAX_SEED) | None = None
     ignore_eos: bool = Field(default=False, description="vLLM extension: keep going past EOS")
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, description="only 0 is supported")
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, description="only 0 is supported")
+    presence_penalty: Annotated[float, documented_as({"const": 0})] = Field(default=0.0, description="only 0 is supported")
+    frequency_penalty: Annotated[float, documented_as({"const": 0})] = Field(default=0.0,
+                                                                              description="only 0 is supported")
     user: Text | None = None
 
     def requested_max_tokens(self) -> int | None:
@@ -168,10 +211,13 @@ class SamplingFields(StrictModel):
 class CompletionRequest(SamplingFields):
     """POST /v1/completions."""
 
-    prompt: Text | TokenIds | Annotated[list[Text], Field(min_length=1)] | Annotated[list[TokenIds], Field(min_length=1)]
-    echo: bool = Field(default=False, description="only false is supported")
-    logprobs: WholeInt | None = Field(default=None, ge=0, le=5, description="not supported: send null")
-    suffix: Text | None = Field(default=None, description="not supported: send null or ''")
+    prompt: (NonEmptyText | TokenIds | Annotated[list[NonEmptyText], Field(min_length=1, max_length=MAX_PROMPTS)]
+             | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)])
+    echo: Annotated[bool, documented_as({"const": False})] = Field(default=False, description="only false is supported")
+    logprobs: Annotated[WholeInt | None, documented_as({"type": "null"})] = Field(
+        default=None, description="not supported: send null")
+    suffix: Annotated[Text | None, documented_as({"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]})] = (
+        Field(default=None, description="not supported: send null or ''"))
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -200,11 +246,13 @@ class ChatMessage(StrictModel):
     """One message; tool-calling fields (`REFUSED_MESSAGE`) are refused by name, as is `name`
     (the chat template cannot render it)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"x-refused-fields": sorted(REFUSED_MESSAGE)})
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-refused-fields": sorted(REFUSED_MESSAGE),
+                                                                **CONTENT_UNLESS_ASSISTANT})
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | Annotated[list[TextPart], Field(min_length=1)] | None = None
-    name: Text | None = Field(default=None, description="not supported: send null")
+    name: Annotated[Text | None, documented_as({"type": "null"})] = Field(default=None,
+                                                                          description="not supported: send null")
 
     @model_validator(mode="after")
     def _content_required(self) -> "ChatMessage":
@@ -229,15 +277,20 @@ class ChatMessage(StrictModel):
 class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
-    model_config = ConfigDict(json_schema_extra={"x-refused-fields": sorted(REFUSED_CHAT)})
+    model_config = ConfigDict(json_schema_extra={"x-refused-fields": sorted(REFUSED_CHAT), **STREAM_OPTIONS_NEED_STREAM})
     REFUSED: ClassVar[dict[str, tuple]] = REFUSED_CHAT
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: WholeInt | None = Field(default=None, ge=1)
-    logprobs: bool = Field(default=False, description="only false is supported")
-    top_logprobs: WholeInt | None = Field(default=None, ge=0, le=20, description="not supported: send null")
-    tools: list[dict] | None = Field(default=None, description="not supported: send null or []")
-    response_format: dict | None = Field(default=None, description="only {'type': 'text'} is supported")
+    max_completion_tokens: whole_int(1) | None = Field(default=None, description="as max_tokens (wins over it)")
+    logprobs: Annotated[bool, documented_as({"const": False})] = Field(default=False,
+                                                                       description="only false is supported")
+    top_logprobs: Annotated[WholeInt | None, documented_as({"type": "null"})] = Field(
+        default=None, description="not supported: send null")
+    tools: Annotated[list[dict] | None, documented_as({"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]})] = (
+        Field(default=None, description="not supported: send null or []"))
+    response_format: Annotated[dict | None, documented_as({"anyOf": [
+        {"type": "null"}, {"type": "object", "properties": {"type": {"const": "text"}}}]})] = Field(
+        default=None, description="only {'type': 'text'} is supported")
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.schema_strategies import response_errors
+from tests.serving.response_schema import response_errors
 
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
 PROMPT = "the cat sat on the mat. the cat sat on the"

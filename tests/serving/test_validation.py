@@ -51,10 +51,18 @@ def test_non_positive_max_tokens_is_400(client, max_tokens):
     assert_openai_error(client.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": max_tokens}), 400, "max_tokens")
 
 
-def test_max_tokens_beyond_the_context_is_400(client):
-    error = assert_openai_error(client.post(COMPLETIONS, json={"prompt": "hello", "max_tokens": 252}), 400, "max_tokens")
-    assert "maximum context length is 256" in error["message"] and error["code"] == "context_length_exceeded"
-    assert client.post(COMPLETIONS, json={"prompt": "hello", "max_tokens": 251, "temperature": 0}).status_code == 200
+def test_max_tokens_beyond_the_context_stops_where_the_context_fills(client):
+    """max_tokens is an upper bound the document allows without a maximum: the server honours it
+    by generating until the context is full (finish_reason 'length'), never refuses it."""
+    response = client.post(COMPLETIONS, json={"prompt": "hello", "max_tokens": 10 ** 6, "temperature": 0,
+                                              "ignore_eos": True})
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    assert usage["total_tokens"] == 256 and response.json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_prompt_that_fills_the_context_is_400(client):
+    assert_openai_error(client.post(COMPLETIONS, json={"prompt": [5] * 256, "max_tokens": 1}), 400, "prompt")
 
 
 def test_prompt_longer_than_the_context_is_400(client):
