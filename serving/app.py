@@ -17,9 +17,9 @@ from serving.generation import generate, prepare_prompt
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.openapi import install_openapi
 from serving.protocol import ChatCompletionRequest, CompletionRequest, RequestError
+from serving.retry_after import RetryPromises
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
 from serving.spec_metrics import PerRequestSpecMetrics
-from serving.wait_estimate import WaitEstimator
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ServingState:
     router: object | None = None
     sampling_defaults: SamplingDefaults = OPENAI_DEFAULTS
     spec_metrics: PerRequestSpecMetrics | None = None      # None: --per-request-spec-metrics none
-    wait_estimator: WaitEstimator | None = None
+    retry_promises: RetryPromises = field(default_factory=lambda: RetryPromises(None))    # Retry-After of 429s
     is_draining: bool = False
     started_at: float = field(default_factory=time.time)
 

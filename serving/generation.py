@@ -1,7 +1,7 @@
 """Running one HTTP request's prompts through the engine loop: admission, streaming, disconnects.
 
 Admission is bounded: the server holds at most `max_batch + max_queue` engine requests; one
-more gets 429 with a Retry-After from the queue's expected wait (`serving/wait_estimate.py`). A client that goes
+more gets 429 with a Retry-After from the queue ahead of it (`serving/retry_after.py`). A client that goes
 away (streaming or not) has every one of its engine requests aborted at once, which frees
 their KV at every level.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,16 +55,6 @@ def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
     return PreparedPrompt(ids, max(1, min(wanted, room)))
 
 
-MAX_RETRY_AFTER_S = 60
-
-
-def retry_after_s(state, num_requests: int) -> int:
-    """Whole seconds until `num_requests` places are expected to free (1 to MAX_RETRY_AFTER_S)."""
-    needed = state.engine_loop.num_in_flight + num_requests - state.config.max_in_flight
-    estimate = state.wait_estimator.expected_wait_s(max(needed, 1)) if state.wait_estimator else None
-    return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(estimate if estimate is not None else 1.0))))
-
-
 def admit(state, num_requests: int) -> None:
     """Refuse with 503 while draining and 429 when the bounded queue is full. A request with more
     sequences than the server holds (n x prompts, both bounded by the document) waits for an
@@ -74,12 +63,14 @@ def admit(state, num_requests: int) -> None:
         state.metrics.observe_rejection("draining")
         raise RequestError("the server is shutting down", status_code=503, error_type="service_unavailable",
                            headers={"Retry-After": "5"})
+    state.retry_promises.observe_arrival()
     in_flight = state.engine_loop.num_in_flight
     if in_flight and in_flight + num_requests > state.config.max_in_flight:
         state.metrics.observe_rejection("queue_full")
         raise RequestError("the server is overloaded: the request queue is full; retry later",
                            status_code=429, error_type="rate_limit_error", code="queue_full",
-                           headers={"Retry-After": str(retry_after_s(state, num_requests))})
+                           headers={"Retry-After": str(state.retry_promises.refuse(
+                               in_flight + num_requests - state.config.max_in_flight))})
 
 
 async def generate(state, http_request: Request, body: SamplingFields, prompts: list[PreparedPrompt],

@@ -32,6 +32,7 @@ from serving.observation import ServingObserver
 from serving.router import GuardedRouter
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults, resolve_sampling_defaults
 from serving.spec_metrics import PerRequestSpecMetrics
+from serving.retry_after import RetryPromises
 from serving.wait_estimate import WaitEstimator
 
 logger = logging.getLogger("serving")
@@ -172,7 +173,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
     if learned is not None:
         logger.info("router: learned policy %s (%d actions)", router.policy_version, len(actions))
     return ServingState(engine, loop, config, model_name, metrics, router, sampling_defaults=sampling_defaults,
-                        spec_metrics=spec_metrics, wait_estimator=wait_estimator)
+                        spec_metrics=spec_metrics, retry_promises=RetryPromises(wait_estimator))
 
 
 def build_state(config: ServerConfig) -> ServingState:
@@ -204,8 +205,11 @@ def build_state(config: ServerConfig) -> ServingState:
                                  num_threads=config.num_threads, quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
     engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
-    logger.info("forward path: %s on %s (--dtype %s, --kernel %s, --weights %s)", engine.precision.name,
-                engine.precision.device, config.dtype, config.kernel, config.weights)
+    logger.info("forward path: %s on %s (--dtype %s, --kernel %s, --weights %s, --attention %s)",
+                engine.precision.name, engine.precision.device, config.dtype, config.kernel, config.weights,
+                config.attention)
+    if engine.path_choice is not None:
+        logger.info("forward-path self-test:\n%s", engine.path_choice.table())
     defaults = resolve_sampling_defaults(config.generation_config, config.model, loaded.name)
     logger.info("sampling defaults (%s): temperature %g, top_p %g, top_k %d", defaults.source, defaults.temperature,
                 defaults.top_p, defaults.top_k)

@@ -1,5 +1,5 @@
-"""Retry-After is the queue's expected wait: the replay of remaining tokens on the batch's slots,
-and under real overload it is within 2x of the time a place actually took to free."""
+"""Retry-After is the queue's expected wait: the queue replayed on the batch's slots at the observed
+service time, and under real overload it is within 2x of the time a place actually took to free."""
 
 from __future__ import annotations
 
@@ -53,3 +53,19 @@ def test_retry_after_is_within_twice_the_real_wait_under_overload(make_state):
         retry_after = int(refused.headers["Retry-After"])
         assert 0.5 <= retry_after / waited <= 2.0, (retry_after, waited)
         assert all(f.result().status_code == 200 for f in held)
+
+
+def test_a_job_lasts_the_observed_service_time_within_its_token_bound():
+    clock = [0.0]
+    estimator = WaitEstimator(max_batch=1, smoothing=1.0, clock=lambda: clock[0])
+    first, second = (Request(rid, [1], SamplingParams(max_tokens=100)) for rid in ("a", "b"))
+    step = SimpleNamespace(batch_size=1, num_committed=1, latency_s=0.1)          # 0.1 s per token
+    estimator.observe_step(SimpleNamespace(scheduler=SimpleNamespace(running=[first], waiting=[second]),
+                                           last_step=step), [])
+    assert estimator.expected_wait_s(2) == pytest.approx(20.0)        # no request finished yet: token bounds
+    clock[0] = 2.9                                                    # "a" ends early (EOS), 3 s after it began
+    estimator.observe_step(SimpleNamespace(scheduler=SimpleNamespace(running=[second], waiting=[]), last_step=step),
+                           [SimpleNamespace(request_id="a", finished=True)])
+    assert estimator.seconds_per_request == pytest.approx(3.0)
+    assert estimator.expected_wait_s(1) == pytest.approx(2.9)         # "b" has run 0.1 s of its expected 3
+    assert estimator.expected_wait_s(1, num_promised=1) == pytest.approx(5.9)     # then a promised client's 3 s
