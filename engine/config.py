@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.linear_kernels import QUANTIZED_FORMATS
-from engine.precision import check_choices
+from engine.precision import ATTENTION_CHOICES, check_choices
 
 
 @dataclass
@@ -25,6 +25,10 @@ class EngineConfig:
             tokens costs ~1.1x a decode step instead of 1.7x).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
         device: `auto` (cuda when available), `cpu` or `cuda`.
+        attention: the target's attention. `invariant` (engine/attention.py) reduces in an order
+            fixed by each query's position, so decode and verification agree in every bit where
+            the products are row-invariant (the self-test checks); `sdpa` is torch's kernel,
+            exact only by fp32 margin.
         catch_up_threshold: a row with more pending tokens than this is caught up in forwards
             of its own when the batch also has decoding rows (engine/levels.py).
         token_budget: most padded positions (rows x longest feed) of one forward; longer
@@ -57,6 +61,7 @@ class EngineConfig:
     kernel: str = "auto"
     weights: str = "dense"
     device: str = "auto"
+    attention: str = "invariant"
     catch_up_threshold: int = 32
     token_budget: int = 2048
     release_model_weights: bool = False
@@ -73,6 +78,8 @@ class EngineConfig:
         if self.shadow_draft_length < 0:
             raise ValueError(f"shadow_draft_length must be >= 0, got {self.shadow_draft_length}")
         check_choices(self.dtype, self.kernel, self.weights, self.device)
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, got {self.attention!r}")
         parse_quantized_levels(self.quantized_levels)
         if self.max_num_tokens < self.max_model_len:
             raise ValueError("max_num_tokens must be at least max_model_len")

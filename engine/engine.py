@@ -11,6 +11,7 @@ import itertools
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from engine.autotune import resolve_engine_precision
 from engine.config import EngineConfig
 from engine.core import EngineCore, StepRecord
 from engine.decision import TARGET
@@ -19,7 +20,7 @@ from engine.eagle_head import is_eagle_head
 from engine.eagle_level import EagleLevel
 from engine.executor import ModelExecutor
 from engine.levels import ModelLevel
-from engine.precision import prepare_model, resolve_precision
+from engine.precision import prepare_model
 from engine.prompts import encode_prompt, eos_token_ids
 from engine.runner import ModelRunner
 from engine.sampling import SamplingParams
@@ -40,7 +41,9 @@ class Engine(EngineCore):
         self.config = config or EngineConfig()
         self.tokenizer = tokenizer
         cfg = self.config
-        self.precision = resolve_precision(cfg.dtype, cfg.kernel, cfg.weights, cfg.device)
+        # `auto`: the cached forward-path self-test on this machine and model (engine/autotune)
+        self.precision, self.path_choice = resolve_engine_precision(target, cfg.dtype, cfg.kernel, cfg.weights,
+                                                                    cfg.device)
 
         drafts = drafts or {}
         # an EAGLE head reads the target's features: the target then keeps them (engine/eagle_level.py)
@@ -51,7 +54,8 @@ class Engine(EngineCore):
             prepare_model(model, self.precision)
             runner = ModelRunner(model, cfg.max_model_len, self.precision.kernel, weights,
                                  release_weights=cfg.release_model_weights, head_weights=head_weights,
-                                 keep_features=needs_features and name == TARGET)
+                                 keep_features=needs_features and name == TARGET,
+                                 invariant=name == TARGET and cfg.attention == "invariant")
             if is_eagle_head(model):
                 return EagleLevel(name, runner, self.levels[TARGET], cfg.catch_up_threshold, cfg.token_budget)
             return ModelLevel(name, runner, cfg.catch_up_threshold, cfg.token_budget)

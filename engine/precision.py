@@ -30,6 +30,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES)
 KERNEL_CHOICES = ("auto", *KERNELS)
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+ATTENTION_CHOICES = ("invariant", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,11 @@ class PrecisionArgs:
     weights: str = field(default="dense", metadata={
         "help": "dense, or int8 / int4 weight-only quantization (changes the model: a different target)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda"})
+    attention: str = field(default="invariant", metadata={
+        "help": "the target's attention: invariant (decode and verification agree in every bit) or sdpa"})
 
     def precision_kwargs(self, release_model_weights: bool = False) -> dict:
         """The EngineConfig fields these options set. A command whose engine owns the model it
         loaded passes `release_model_weights=True` (EngineConfig documents what that means)."""
         return {"dtype": self.dtype, "kernel": self.kernel, "weights": self.weights, "device": self.device,
-                "release_model_weights": release_model_weights}
+                "attention": self.attention, "release_model_weights": release_model_weights}

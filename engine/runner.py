@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from engine.attention import ATTENTION_BLOCK, invariant_attention
 from engine.draft_model import vocab_subset_digest
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
@@ -96,6 +97,10 @@ class ModelRunner:
         keep_features: also write every fed position's final hidden state (before the final
             norm) into `cache.features`, one indexed copy per forward, so that an EAGLE level
             (engine/eagle_level.py) reads the target's features of committed positions.
+        invariant: attend with `engine.attention.invariant_attention` instead of SDPA, so a
+            position's logits are the same bits whether it is decoded alone, verified among
+            drafted tokens or batched with other rows, wherever the products are row-invariant
+            too (the forward-path self-test, engine/autotune.py, checks both on the loaded model).
 
     A model whose `model.feature_fc` exists is an EAGLE head (engine/eagle_head.py): its input
     is `feature_fc(concat(embedding, final_norm(features)))`, so `forward` then needs `features`.
@@ -103,7 +108,7 @@ class ModelRunner:
 
     def __init__(self, model: PreTrainedModel, max_len: int | None = None, kernel: str = "dense",
                  weights: str = "dense", release_weights: bool = False, head_weights: str = "dense",
-                 keep_features: bool = False):
+                 keep_features: bool = False, invariant: bool = False):
         config = model.config
         if config.model_type not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"unsupported architecture {config.model_type!r}; "
@@ -112,6 +117,7 @@ class ModelRunner:
         self.kernel = kernel
         self.weights = weights
         self.release_weights = release_weights
+        self.invariant = invariant
         self.vocab_size = config.vocab_size
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -257,8 +263,12 @@ class ModelRunner:
         write_pos = torch.tensor([p for s, n in zip(starts, counts) for p in range(s, s + n)]).to(device, non_blocking=True)
         contiguous = slots == list(range(slots[0], slots[0] + batch))
         slot_t = None if contiguous else torch.tensor(slots).to(device, non_blocking=True)
-        key_pos = torch.arange(span, device=device)
-        mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                      # [b, 1, t, span]
+        if self.invariant:     # whole key blocks: the cache's capacity is a multiple of a block
+            span = min(-(-span // ATTENTION_BLOCK) * ATTENTION_BLOCK, cache.capacity)
+            mask = None
+        else:
+            key_pos = torch.arange(span, device=device)
+            mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                  # [b, 1, t, span]
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]                   # [b, 1, t, d]
 
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
@@ -284,7 +294,10 @@ class ModelRunner:
             else:
                 keys = cache_k[:, :, :span].index_select(0, slot_t)      # gather the span only
                 values = cache_v[:, :, :span].index_select(0, slot_t)
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=kvh != nh)
+            if mask is None:
+                attn = invariant_attention(q, keys, values, positions)                         # [b, nh, t, d]
+            else:
+                attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=kvh != nh)
             x = x + layer.o(attn.transpose(1, 2).reshape(batch, width, nh * d))
             h = self._rms_norm(x, layer.post_norm)
             x = x + layer.down(F.silu(layer.gate(h)) * layer.up(h))

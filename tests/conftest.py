@@ -41,8 +41,13 @@ def make_engine(target, tokenizer, drafts):
 
 
 def pytest_configure(config):
-    """Tiny models: one torch thread avoids oversubscription on 2 shared cores."""
+    """Tiny models: one torch thread avoids oversubscription on 2 shared cores. `auto` is pinned to
+    the fp32 path the tests' tolerances assume (the self-test's timing-based choice is tested on
+    its own in tests/engine/test_autotune.py); subprocesses inherit the pin."""
     torch.set_num_threads(1)
+    from engine.linear_kernels import prepacked_available
+    fp32_kernel = "prepacked" if prepacked_available(torch.float32, torch.device("cpu")) else "dense"
+    os.environ.setdefault("SPECROUTE_AUTO_PATH", f"float32-{fp32_kernel}")
 
 
 def pytest_sessionfinish(session, exitstatus):

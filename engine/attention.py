@@ -1,0 +1,73 @@
+"""Batch-invariant attention: a query's output does not depend on what else the forward holds.
+
+Speculation is exact only if the target gives a position the same logits when it decodes it
+alone and when it verifies it among drafted tokens. SDPA does not: its kernels pick their
+blocking from how many queries and keys a forward holds, so the reduction over keys changes
+order with them (measured: bitwise differences at every position between decode and
+verification on fp32, argmax flips on bf16). This attention reduces in an order fixed by the
+query's own position, the way the GPU batch-invariant modes (Thinking Machines'
+batch_invariant_ops, vLLM `VLLM_BATCH_INVARIANT`, SGLang deterministic mode) fix their split
+sizes:
+
+- Queries go in tiles of `tile` positions; every tile is its own batched-matmul entry of
+  exactly `heads_per_kv x tile` rows, so a matmul's shape never depends on how many tokens a row
+  feeds (CPU GEMMs change their reduction with M: measured on oneDNN/MKL, fp32).
+- Keys go in fixed blocks of `block` from key 0. Per block: scores (a fixed [M, d] x [d, block]
+  product), the exponentials against the query's exact maximum over all its keys, their sum over
+  the block and their product with the block's values (a fixed [M, block] x [block, d] product).
+- Blocks are summed in order from block 0 with `cumsum` (a sequential scan on CPU), so blocks a
+  query cannot see (all-masked: exactly zero) change nothing, whatever the span of the forward.
+
+Masked keys contribute exact zeros, so stale cache contents (finite: the cache is zero-filled)
+never reach a result.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ATTENTION_BLOCK = 64                 # keys per block; the KV cache's capacity is a multiple of it
+
+
+def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+                        tile: int = 1, block: int = ATTENTION_BLOCK) -> torch.Tensor:
+    """Causal attention of `q` [b, nh, t, d] over `keys`/`values` [b, kvh, span, d], where query
+    (i, j) sees keys 0..positions[i, j]; returns [b, nh, t, d] in q's dtype. `span` may exceed
+    what any query sees (padding to a block is free); it must be >= max(positions) + 1."""
+    batch, num_heads, width, dim = q.shape
+    num_kv = keys.shape[1]
+    rep = num_heads // num_kv
+    span = keys.shape[2]
+    padded_span = -(-span // block) * block
+    if padded_span != span:
+        pad = padded_span - span
+        keys = torch.nn.functional.pad(keys, (0, 0, 0, pad))
+        values = torch.nn.functional.pad(values, (0, 0, 0, pad))
+    num_blocks = padded_span // block
+    padded_width = -(-width // tile) * tile
+    num_tiles = padded_width // tile
+    if padded_width != width:
+        q = torch.nn.functional.pad(q, (0, 0, 0, padded_width - width))
+        positions = torch.nn.functional.pad(positions, (0, padded_width - width))   # pad queries see key 0
+    rows = rep * tile
+    scale = dim ** -0.5
+    # [b, kvh, tiles, 1, d, rows]: one matmul entry per tile, rows ordered (head, tile position),
+    # laid out afresh so that every entry's operands have the same layout whatever the batch
+    q_tiles = (q.float() * scale).view(batch, num_kv, rep, num_tiles, tile, dim).permute(0, 1, 3, 5, 2, 4)
+    q_tiles = q_tiles.reshape(batch, num_kv, num_tiles, 1, dim, rows).contiguous()
+    key_blocks = keys.float().view(batch, num_kv, 1, num_blocks, block, dim)             # [b, kvh, 1, nblk, block, d]
+    value_blocks = values.float().view(batch, num_kv, 1, num_blocks, block, dim)
+    scores = torch.matmul(key_blocks, q_tiles)                                            # [b, kvh, tiles, nblk, block, rows]
+    key_index = torch.arange(padded_span, device=q.device).view(num_blocks, block, 1)    # [nblk, block, 1]
+    query_pos = positions.view(batch, num_tiles, 1, tile).expand(batch, num_tiles, rep, tile)
+    query_pos = query_pos.reshape(batch, 1, num_tiles, 1, 1, rows)                        # [b, 1, tiles, 1, 1, rows]
+    visible = key_index <= query_pos                                                      # [b, 1, tiles, nblk, block, rows]
+    scores = scores.masked_fill(~visible, float("-inf"))
+    peak = scores.amax(dim=(3, 4), keepdim=True)                                          # exact: order-free
+    weights = torch.exp(scores - peak).transpose(-1, -2).contiguous()                     # [b, kvh, tiles, nblk, rows, block]
+    totals = weights.sum(-1).cumsum(3)[:, :, :, -1]                                       # [b, kvh, tiles, rows]
+    mixed = torch.matmul(weights, value_blocks).cumsum(3)[:, :, :, -1]                    # [b, kvh, tiles, rows, d]
+    out = mixed / totals[..., None]
+    out = out.view(batch, num_kv, num_tiles, rep, tile, dim).permute(0, 1, 3, 2, 4, 5)
+    out = out.reshape(batch, num_heads, padded_width, dim)[:, :, :width]
+    return out.to(q.dtype)
