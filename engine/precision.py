@@ -79,8 +79,9 @@ def resolve_precision(dtype: str = "auto", kernel: str = "auto", weights: str = 
 
 
 def prepare_model(model: PreTrainedModel, precision: Precision) -> PreTrainedModel:
-    """Cast and move the model in place (tied weights stay tied); returns it."""
-    if next(model.parameters()).dtype != precision.dtype or next(model.parameters()).device != precision.device:
+    """Cast and move the model in place (tied weights stay tied); returns it. Every parameter is
+    checked: a head that shares the target's (already cast) embedding has its own layers too."""
+    if any(p.dtype != precision.dtype or p.device != precision.device for p in model.parameters()):
         model.to(device=precision.device, dtype=precision.dtype)
     return model.eval()
 
