@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,7 @@ from engine import TARGET, Engine
 from serving.config import ServerConfig
 from serving.engine_loop import EngineLoop
 from serving.errors import BodySizeLimit, error_response, install_error_handlers
-from serving.generation import generate, prepare_prompt
+from serving.generation import generate, prepare_prompts
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.openapi import install_openapi
 from serving.protocol import ChatCompletionRequest, CompletionRequest, RequestError
@@ -38,6 +39,7 @@ class ServingState:
     retry_promises: RetryPromises = field(default_factory=lambda: RetryPromises(None))    # Retry-After of 429s
     is_draining: bool = False
     started_at: float = field(default_factory=time.time)
+    tokenizer_pool: ThreadPoolExecutor | None = None     # see `prepare_pool`
 
     @property
     def tokenizer(self):
@@ -46,6 +48,13 @@ class ServingState:
     @property
     def vocab_size(self) -> int:
         return self.engine.levels[TARGET].runner.vocab_size
+
+    def prepare_pool(self) -> ThreadPoolExecutor:
+        """The bounded pool that tokenises and templates requests, so a 1 MB prompt never holds
+        the event loop (the tokenizer releases the GIL while it works)."""
+        if self.tokenizer_pool is None:
+            self.tokenizer_pool = ThreadPoolExecutor(self.config.tokenizer_threads, thread_name_prefix="tokenize")
+        return self.tokenizer_pool
 
     def router_status(self) -> dict:
         status = getattr(self.router, "status", None)
@@ -70,6 +79,9 @@ def create_app(state: ServingState) -> FastAPI:
         finally:
             state.is_draining = True
             state.engine_loop.stop(timeout_s=state.config.drain_timeout_s)
+            if state.tokenizer_pool is not None:
+                state.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+                state.tokenizer_pool = None
             close = getattr(state.router, "close", None)
             if callable(close):
                 close()
@@ -85,14 +97,14 @@ def create_app(state: ServingState) -> FastAPI:
     async def completions(body: CompletionRequest, request: Request):
         _check_model(state, body.model)
         body.check_supported()
-        prompts = [prepare_prompt(state, prompt, body) for prompt in body.prompts()]
+        prompts = await prepare_prompts(state, body.prompts(), body)
         return await generate(state, request, body, prompts, "completion")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(state, body.model)
         body.check_supported()
-        prompts = [prepare_prompt(state, body.template_messages(), body)]
+        prompts = await prepare_prompts(state, [body.template_messages()], body)
         return await generate(state, request, body, prompts, "chat")
 
     @app.get("/v1/models")

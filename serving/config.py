@@ -69,12 +69,14 @@ class ServerConfig(PrecisionArgs):
     drain_timeout_s: float = field(default=60.0, metadata=_help(
         "on SIGTERM, how long in-flight requests may run before they are cut off (/ready says 'draining' meanwhile)"))
     num_threads: int = field(default=0, metadata=_help("torch threads for the engine (0: torch's default)"))
+    tokenizer_threads: int = field(default=1, metadata=_help(
+        "threads that tokenise and template requests off the event loop (a bounded pool)"))
     log_level: str = field(default="info", metadata=_help(
         "log level", choices=["critical", "error", "warning", "info", "debug"]))
 
     def __post_init__(self) -> None:
         parse_quantized_levels(self.quantized_levels)
-        for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes"):
+        for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes", "tokenizer_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_queue < 0:

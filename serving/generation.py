@@ -55,6 +55,12 @@ def prepare_prompt(state, prompt, body: SamplingFields) -> PreparedPrompt:
     return PreparedPrompt(ids, max(1, min(wanted, room)))
 
 
+async def prepare_prompts(state, prompts: list, body: SamplingFields) -> list[PreparedPrompt]:
+    """`prepare_prompt` for each prompt on the state's bounded tokenizer pool, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(
+        state.prepare_pool(), lambda: [prepare_prompt(state, prompt, body) for prompt in prompts])
+
+
 def admit(state, num_requests: int) -> None:
     """Refuse with 503 while draining and 429 when the bounded queue is full. A request with more
     sequences than the server holds (n x prompts, both bounded by the document) waits for an
