@@ -15,6 +15,7 @@ from serving.config import ServerConfig
 from serving.engine_loop import EngineLoop
 from serving.errors import BodySizeLimit, error_response, install_error_handlers
 from serving.generation import generate, prepare_prompts
+from serving.http_guard import HttpGuard, parse_allowed_hosts
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.openapi import install_openapi
 from serving.protocol import ChatCompletionRequest, CompletionRequest, RequestError
@@ -86,12 +87,15 @@ def create_app(state: ServingState) -> FastAPI:
             if callable(close):
                 close()
 
+    docs = state.config.docs
     app = FastAPI(title="SpecRoute", version="0.1.0", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   description="OpenAI-compatible server with multi-level speculative decoding and a learned router.")
     app.state.serving = state
     install_error_handlers(app)
     install_openapi(app, state.vocab_size)
-    app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes, read_timeout_s=state.config.body_timeout_s)
+    app.add_middleware(HttpGuard, allowed_hosts=parse_allowed_hosts(state.config.allowed_hosts))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):

@@ -49,6 +49,18 @@ class ServerConfig(PrecisionArgs):
     default_max_tokens: int = field(default=256, metadata=_help(
         "max_tokens when a request gives none (capped by the room left in the context)"))
     max_body_bytes: int = field(default=1 << 20, metadata=_help("largest request body; larger -> 413"))
+    header_timeout_s: float = field(default=5.0, metadata=_help(
+        "seconds a connection may take to send a request's headers; slower -> 408, connection closed"))
+    body_timeout_s: float = field(default=10.0, metadata=_help(
+        "seconds a request may take to send its body once its headers are in; slower -> 408"))
+    max_connections: int = field(default=256, metadata=_help(
+        "most open connections; one more gets 503 and is closed"))
+    allowed_hosts: str = field(default="", metadata=_help(
+        "comma-separated Host names the server answers (e.g. 'api.example.com,*.internal'); '' or '*': any. "
+        "Set it when binding beyond loopback"))
+    docs: bool = field(default=False, metadata=_help(
+        "serve /docs and /redoc (their scripts load from a public CDN, so off by default; "
+        "/openapi.json is always served)"))
     slo_tpot_ms: float = field(default=250.0, metadata=_help("time-per-output-token SLO (ms), seen by the router"))
     slo_ttft_ms: float = field(default=5000.0, metadata=_help("time-to-first-token SLO (ms), seen by the router"))
     max_decision_ms: float = field(default=5.0, metadata=_help(
@@ -76,7 +88,8 @@ class ServerConfig(PrecisionArgs):
 
     def __post_init__(self) -> None:
         parse_quantized_levels(self.quantized_levels)
-        for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes", "tokenizer_threads"):
+        for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes", "tokenizer_threads",
+                     "max_connections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_queue < 0:
@@ -84,7 +97,7 @@ class ServerConfig(PrecisionArgs):
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s", "profile_budget_s",
-                     "decision_log_max_mb"):
+                     "decision_log_max_mb", "header_timeout_s", "body_timeout_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")

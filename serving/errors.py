@@ -8,6 +8,7 @@ logged with its traceback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -21,8 +22,8 @@ from serving.protocol import EXPECTED_FORMS, RequestError
 
 logger = logging.getLogger("serving")
 
-_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 429: "rate_limit_error", 500: "internal_error",
+ERROR_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
+          408: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "internal_error",
           503: "service_unavailable"}
 
 
@@ -43,7 +44,7 @@ def error_body(message: str, error_type: str = "invalid_request_error", param: s
 
 def error_response(status_code: int, message: str, param: str | None = None, code: str | None = None,
                    error_type: str | None = None, headers: dict | None = None) -> JSONResponse:
-    body = error_body(message, error_type or _TYPES.get(status_code, "invalid_request_error"), param, code)
+    body = error_body(message, error_type or ERROR_TYPES.get(status_code, "invalid_request_error"), param, code)
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
@@ -125,16 +126,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, f"internal error: {type(exc).__name__}")
 
 
+async def send_json_error(send: Send, status: int, message: str, code: str) -> None:
+    """An error response straight from ASGI middleware (below FastAPI's handlers); closes the connection."""
+    body = json.dumps(error_body(message, ERROR_TYPES.get(status, "invalid_request_error"), None, code)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodySizeLimit:
-    """ASGI middleware: refuse a request body over `max_bytes` with 413, declared or streamed.
+    """ASGI middleware: refuse a request body over `max_bytes` with 413, declared or streamed, and
+    one not received within `read_timeout_s` with 408 (a client trickling its body cannot hold a
+    connection and a handler open).
 
     The body is read here (up to the limit) and replayed to the app, so a chunked upload
     cannot slip past a Content-Length check; later `receive` calls (disconnects) pass through.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 10.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -142,18 +155,25 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", ())).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await send_json_error(send, 413, f"request body is larger than {self.max_bytes} bytes", "request_too_large")
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.read_timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0))
+            except asyncio.TimeoutError:
+                await send_json_error(send, 408, f"request body not received within {self.read_timeout_s:g} s",
+                                   "request_timeout")
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await send_json_error(send, 413, f"request body is larger than {self.max_bytes} bytes",
+                                   "request_too_large")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -168,11 +188,3 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(f"request body is larger than {self.max_bytes} bytes",
-                                     "invalid_request_error", None, "request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})

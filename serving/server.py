@@ -19,6 +19,7 @@ import time
 import uvicorn
 
 from serving.app import ServingState, create_app
+from serving.http_protocol import ConnectionLimits, protocol_factory
 
 DRAIN_POLL_S = 0.05
 ABORT_GRACE_S = 2.0         # after the drain timeout, time for aborted requests to send what they have
@@ -61,9 +62,10 @@ class DrainingServer(uvicorn.Server):
 
 def build_server(state: ServingState, host: str, port: int, drain_timeout_s: float = 60.0,
                  log_level: str = "info") -> DrainingServer:
+    limits = ConnectionLimits(state.config.header_timeout_s, state.config.max_connections)
     config = uvicorn.Config(create_app(state), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=int(max(1, drain_timeout_s)), access_log=False,
-                            lifespan="on")
+                            lifespan="on", http=protocol_factory(limits))
     return DrainingServer(config, state, drain_timeout_s)
 
 
