@@ -265,7 +265,8 @@ def build_learned_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str, 
 def build_llama_cpp(cfg: ChainsBenchArgs, loaded, n_ctx: int) -> tuple[dict, str | None]:
     """({"llama.cpp": column} or {}, why it is absent): llama.cpp on the embedded model's GGUF."""
     from bench.chains_report import LLAMA_CPP
-    from bench.engine_columns import LlamaCppColumn, llama_cpp_missing_reason
+    from bench.engine_columns import llama_cpp_missing_reason
+    from bench.llama_cpp_column import LlamaCppProcess
     from engine.models import fetch_embedded_gguf
 
     if not cfg.llama_cpp:
@@ -278,7 +279,7 @@ def build_llama_cpp(cfg: ChainsBenchArgs, loaded, n_ctx: int) -> tuple[dict, str
         print(f"skipping {LLAMA_CPP}: {reason}", flush=True)
         return {}, reason
     eos = {t for t in (loaded.tokenizer.eos_token_id, loaded.model.config.eos_token_id) if t is not None}
-    return {LLAMA_CPP: LlamaCppColumn(gguf, cfg.num_threads or 2, n_ctx, eos)}, None
+    return {LLAMA_CPP: LlamaCppProcess(gguf, cfg.num_threads or 2, n_ctx, eos).column("plain")}, None
 
 
 def main(cfg: ChainsBenchArgs) -> dict:

@@ -31,6 +31,7 @@ from bench.common import (
     RESULTS_DIR,
     BenchPrompt,
     PeakRSS,
+    cpu_model,
     machine_info,
     process_peak_rss_mb,
     publish_results,
@@ -41,18 +42,19 @@ from bench.engine_columns import (
     ForwardTimer,
     Generation,
     HFColumn,
-    LlamaCppColumn,
     llama_cpp_missing_reason,
     served_router,
 )
-from bench.engine_curve import verification_curve
+from bench.engine_curve import decode_verify_bitwise, non_product_share, verification_curve
 from bench.engine_report import LLAMA_CPP, render_markdown, summarize
+from bench.llama_cpp_column import ColumnFailed, LlamaCppProcess
 from engine import Decision, Engine, EngineConfig
+from engine.autotune import choose_path
 from engine.dataclass_args import parse_dataclass
-from engine.precision import resolve_precision
 from env.prompt_sources import load_prompts
 
-DRAFTER_GRID = {"ngram": (2, 4, 8), "suffix": (2, 4, 8)}
+DRAFTER_GRID = {"ngram": (2, 4), "suffix": (4, 8)}
+INT4_K = 5
 
 
 @dataclass
@@ -64,8 +66,13 @@ class BenchArgs:
     mt_bench: int = field(default=8, metadata={"help": "MT-bench prompts (not among the Spec-Bench ones)"})
     sharegpt: int = field(default=8, metadata={"help": "ShareGPT prompts"})
     max_new_tokens: int = field(default=128, metadata={"help": "new tokens per prompt (EOS may stop earlier)"})
-    paths: str = field(default="float32-dense,float32-prepacked,bfloat16-prepacked", metadata={
-        "help": "forward paths for 'ours plain' (dtype-kernel); the default path (auto) always runs"})
+    paths: str = field(default="", metadata={
+        "help": "forward paths for 'ours plain' (dtype-kernel); empty: every path the self-test measured "
+                "(engine.autotune); the default path (auto) always runs"})
+    llama_lookup: str = field(default="2,10", metadata={
+        "help": "llama.cpp prompt-lookup columns: draft tokens per step, comma-separated ('' = none)"})
+    max_slowdown: float = field(default=6.0, metadata={
+        "help": "drop a column whose warm-up is this many times slower than ours plain (printed, kept in the JSON)"})
     configs: str = field(default="", metadata={"help": "column names or patterns to run (empty: all)"})
     policy: str = field(default="checkpoints/router", metadata={"help": "learned router checkpoint"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "draft checkpoint for the default path's engine"})
@@ -94,9 +101,9 @@ def bench_prompts(cfg: BenchArgs) -> list[BenchPrompt]:
     return prompts
 
 
-def build_engine(model: str, path: str, max_len: int, draft: str = "") -> Engine:
-    """A fresh model on one forward path; the default path's engine also gets the draft, whose
-    chains the learned router's actions include."""
+def build_engine(model: str, path: str, max_len: int, draft: str = "", quantized_levels: str = "") -> Engine:
+    """A fresh model on one forward path; the default path's engine also gets the draft and the
+    int4 copy, whose chains the routers' actions include."""
     from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
     dtype, kernel = path.split("-")
@@ -104,7 +111,7 @@ def build_engine(model: str, path: str, max_len: int, draft: str = "") -> Engine
     drafts = {"draft": load_draft(REPO_ROOT / draft, loaded)} if draft and is_draft_checkpoint(REPO_ROOT / draft) else {}
     # suffix history off: every prompt is replayed once per column, so remembered outputs would leak answers
     config = EngineConfig(max_model_len=max_len, suffix_max_history=0, dtype=dtype, kernel=kernel,
-                          release_model_weights=True)
+                          release_model_weights=True, quantized_levels=quantized_levels)
     return Engine(loaded.model, loaded.tokenizer, config, drafts=drafts)
 
 
@@ -127,10 +134,14 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     torch.set_num_threads(cfg.num_threads)
     began = time.perf_counter()
     machine_start = machine_info()
-    default_path = resolve_precision().name
-    paths = list(dict.fromkeys([default_path, *[p.strip() for p in cfg.paths.split(",") if p.strip()]]))
     loaded = load_model(cfg.model)
     tokenizer = loaded.tokenizer
+    choice = choose_path(load_model(cfg.model).model)   # the self-test `auto` runs, on a copy (cached)
+    print(choice.table(), flush=True)
+    default_path = choice.path
+    measured = [m.path for m in choice.measurements if m.available]
+    wanted_paths = [p.strip() for p in cfg.paths.split(",") if p.strip()] or measured
+    paths = list(dict.fromkeys([default_path, *wanted_paths]))
     prompts = bench_prompts(cfg)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
@@ -139,10 +150,17 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     columns: dict[str, object] = {}
     skipped: dict[str, str] = {}
     reason = llama_cpp_missing_reason()
+    llama = None
     if reason is None:
         gguf = fetch_embedded_gguf() if cfg.model == "default" else cfg.model
-        columns[LLAMA_CPP] = LlamaCppColumn(gguf, cfg.num_threads, max_len, eos)
-    else:
+        lookups = tuple(int(k) for k in cfg.llama_lookup.split(",") if k.strip())
+        try:
+            llama = LlamaCppProcess(gguf, cfg.num_threads, max_len, eos, lookups)
+            for variant in llama.variants:
+                columns[LLAMA_CPP if variant == "plain" else f"llamacpp-{variant}"] = llama.column(variant)
+        except ColumnFailed as exc:
+            reason = str(exc)
+    if reason is not None:
         skipped[LLAMA_CPP] = reason
         print(f"skipping {LLAMA_CPP}: {reason}", flush=True)
     columns["hf-float32"] = HFColumn(loaded.model, eos)
@@ -151,13 +169,15 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     engines: dict[str, Engine] = {}
     timers: dict[str, ForwardTimer] = {}
     for path in paths:
-        engines[path] = build_engine(cfg.model, path, max_len, cfg.draft if path == default_path else "")
+        default = path == default_path
+        engines[path] = build_engine(cfg.model, path, max_len, cfg.draft if default else "", "int4" if default else "")
         timers[path] = ForwardTimer(engines[path].levels["target"].runner)
         columns[f"ours-plain-{path}"] = EngineColumn(engines[path], timers[path], Decision())
     default = engines[default_path]
     for drafter, ks in DRAFTER_GRID.items():
         for k in ks:
             columns[f"ours-{drafter}-k{k}"] = EngineColumn(default, timers[default_path], Decision((drafter, "target"), k))
+    columns[f"ours-int4-k{INT4_K}"] = EngineColumn(default, timers[default_path], Decision(("int4", "target"), INT4_K))
     for router in ("cost_model", "learned"):
         state = served_router(default, router, loaded.name, cfg.policy)
         columns[f"ours-{router.replace('_', '-')}"] = EngineColumn(default, timers[default_path], state=state)
@@ -165,12 +185,27 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     if wanted:
         keep = {f"ours-plain-{default_path}"}
         columns = {n: c for n, c in columns.items() if n in keep or any(fnmatch.fnmatch(n, w) for w in wanted)}
-    names = list(columns)
-    print(f"{loaded.name}; default path {default_path}; {len(prompts)} prompts; columns: {', '.join(names)}", flush=True)
+    print(f"{loaded.name}; default path {default_path}; {len(prompts)} prompts; columns: {', '.join(columns)}",
+          flush=True)
 
     warm = encode_chat(tokenizer, "Say hello and repeat: hello hello hello.")
-    for name in names:                      # first calls allocate caches and pick kernels
-        columns[name](warm, 8)
+    warm_tok_s = {}
+    for name in list(columns):                      # first calls allocate caches and pick kernels
+        try:
+            columns[name](warm, 8)
+            generation = columns[name](warm, 16)
+            warm_tok_s[name] = len(generation.tokens) / generation.elapsed_s
+        except ColumnFailed as exc:
+            skipped[name] = str(exc)
+            del columns[name]
+    reference = warm_tok_s[f"ours-plain-{default_path}"]
+    for name, rate in warm_tok_s.items():
+        if name in columns and rate * cfg.max_slowdown < reference:
+            skipped[name] = (f"{rate:.1f} tok/s at warm-up, over {cfg.max_slowdown:g}x slower than ours plain "
+                             f"({reference:.1f}) on this CPU: not run on the prompts")
+            print(f"dropping {name}: {skipped[name]}", flush=True)
+            del columns[name]
+    names = list(columns)
 
     runs: list[dict] = []
     rss = PeakRSS()
@@ -180,19 +215,40 @@ def run_benchmark(cfg: BenchArgs) -> dict:
             print(f"time limit reached: {num_done} of {len(prompts)} prompts done", flush=True)
             break
         shift = index % len(names)
+        done = []
         for name in names[shift:] + names[:shift]:
             rss.reset()
-            generation: Generation = columns[name](ids, cfg.max_new_tokens)
+            try:
+                generation: Generation = columns[name](ids, cfg.max_new_tokens)
+            except ColumnFailed as exc:
+                skipped[name] = str(exc)
+                print(f"dropping {name}: {exc}", flush=True)
+                continue
+            done.append(name)
             runs.append({"config": name, "question_id": prompt.question_id, "category": prompt.category,
                          "num_prompt_tokens": len(ids), "tokens": generation.tokens,
                          "elapsed_s": generation.elapsed_s, "num_steps": generation.num_steps,
                          "num_draft_tokens": generation.num_draft_tokens,
                          "num_accepted_tokens": generation.num_accepted_tokens,
                          "forward_s": generation.forward_s, "peak_rss_mb": rss.read_mb()})
-        line = " ".join(f"{r['config']}={len(r['tokens']) / r['elapsed_s']:.1f}" for r in runs[-len(names):])
+        names = [n for n in names if n not in skipped]
+        line = " ".join(f"{r['config']}={len(r['tokens']) / r['elapsed_s']:.1f}" for r in runs[-len(done):])
         print(f"[{index + 1}/{len(prompts)} {prompt.category} q{prompt.question_id}] tok/s {line}", flush=True)
         num_done += 1
+    if llama is not None:
+        llama.close()
 
+    print("decode vs verify on the default path ...", flush=True)
+    invariance = decode_verify_bitwise(default.levels["target"].runner, encoded[:: max(1, len(encoded) // 6)][:6])
+    print(f"  {invariance}", flush=True)
+    print("non-product share of a decode step (before: SDPA attention; after: invariant attention) ...", flush=True)
+    runner = default.levels["target"].runner
+    overhead = {}
+    for label, invariant in (("before_sdpa", False), ("after_invariant", True)):
+        runner.invariant = invariant
+        overhead[label] = {str(b): non_product_share(runner, b) for b in (1, 16)}
+    runner.invariant = default.config.attention == "invariant"
+    print(f"  {overhead}", flush=True)
     print("verification curve ...", flush=True)
     curves = {path: verification_curve(engines[path].levels["target"].runner,
                                        batches=(1, 4, 16) if path == default_path else (1,))
@@ -202,6 +258,8 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     data = {
         "command": " ".join(["python -m bench.bench_engine", *sys.argv[1:]]),
         "args": vars(cfg), "model": loaded.name, "model_sha256": loaded.sha256, "default_path": default_path,
+        "cpu": cpu_model(), "path_selftest": choice.to_json(), "decode_verify": invariance,
+        "non_product_share": overhead,
         "paths": paths, "columns": names, "skipped_columns": skipped, "num_prompts_planned": len(prompts),
         "num_prompts_done": num_done, "wall_s": time.perf_counter() - began,
         "process_peak_rss_mb": process_peak_rss_mb(), "machine_start": machine_start, "machine_end": machine_info(),

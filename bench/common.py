@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import random
 import resource
 import sys
@@ -129,9 +130,23 @@ def process_peak_rss_mb() -> float:
 
 
 # ---- results --------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name as `lscpu` prints it (every results file names the CPU that produced it)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        name = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
+        family = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("CPU family")), "")
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model:")), "")
+    except (OSError, subprocess.SubprocessError):
+        name = family = model = ""
+    name = name or platform.processor() or platform.machine()
+    return f"{name} (family {family}, model {model})" if family else name
+
+
 def machine_info() -> dict:
-    """What a reader needs to judge timings: cores, load, library versions."""
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    """What a reader needs to judge timings: the CPU, cores, load, library versions."""
+    info = {"cpu": cpu_model(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -34,28 +33,6 @@ def llama_cpp_missing_reason() -> str | None:
         return (f"llama-cpp-python is not installed ({exc}); install the bench extra: "
                 "pip install -e '.[bench]' (builds llama.cpp from source, ~10 minutes on 2 cores)")
     return None
-
-
-class LlamaCppColumn:
-    """llama.cpp on the same GGUF file, fed the same prompt token ids, greedy (top_k 1)."""
-
-    def __init__(self, gguf: Path, num_threads: int, n_ctx: int, eos_ids: set[int]):
-        from llama_cpp import Llama
-        self.llm = Llama(model_path=str(gguf), n_threads=num_threads, n_threads_batch=num_threads, n_ctx=n_ctx,
-                         n_batch=512, verbose=False, seed=0)
-        self.eos_ids = eos_ids | {self.llm.token_eos()}
-
-    def __call__(self, ids: list[int], max_new_tokens: int) -> Generation:
-        self.llm.reset()
-        tokens: list[int] = []
-        start = time.perf_counter()
-        for token in self.llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
-            if token in self.eos_ids:
-                break
-            tokens.append(token)
-            if len(tokens) >= max_new_tokens:
-                break
-        return Generation(tokens, time.perf_counter() - start, num_steps=len(tokens))
 
 
 class HFColumn:

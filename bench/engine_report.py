@@ -77,18 +77,29 @@ def summarize(data: dict, hf_model=None, tokenizer=None, encoded: dict | None = 
         if names:
             best_k[drafter] = max(names, key=lambda n: mix[n])
     curve = data["verification_curves"][data["default_path"]]["1"]
+    routers = [n for n in ("ours-cost-model", "ours-learned") if n in mix]
+    best_router = max(routers, key=lambda n: mix[n]) if routers else None
     cost = "ours-cost-model"
     summary = {
         "ours_plain_x_llamacpp": round(mix[default_plain] / llama, 4) if llama else None,
-        "cost_model_x_llamacpp": round(mix[cost] / llama, 4) if llama and cost in mix else None,
+        "best_router_x_llamacpp": round(mix[best_router] / llama, 4) if llama and best_router else None,
         "cost_model_x_plain": round(mix[cost] / mix[default_plain], 4) if cost in mix else None,
+        "greedy_identity": round(len(identical_prompts) / len(prompts), 4) if prompts else None,
+        "decode_verify_bitwise_share": (data.get("decode_verify") or {}).get("bitwise_share"),
+        "verify16_x_verify1": round(curve["16"] / curve["1"], 4) if "16" in curve else None,
+        "peak_rss_mib_batch16": data["batch16"].get("peak_rss_mib"),
+        "cpu": data.get("cpu") or data.get("machine_start", {}).get("cpu"),
+    }
+    figures = {
+        "best_router": best_router,
+        "best_router_x_plain": round(mix[best_router] / mix[default_plain], 4) if best_router else None,
         "cost_model_min_category_x_plain": (round(min(per_category[c][cost] / per_category[c][default_plain]
                                                       for c in categories), 4) if cost in mix else None),
         "verify9_x_verify1": round(curve["9"] / curve["1"], 4),
-        "greedy_identity": round(len(identical_prompts) / len(prompts), 4) if prompts else None,
-        "peak_rss_mib_batch16": data["batch16"].get("peak_rss_mib"),
+        "best_static_x_llamacpp": (round(max(mix[n] for n in default_chains if n not in routers) / llama, 4)
+                                   if llama and set(default_chains) - set(routers) else None),
     }
-    return {"summary": summary, "table": table, "best_k": best_k, "mismatches": mismatches,
+    return {"summary": summary, "figures": figures, "table": table, "best_k": best_k, "mismatches": mismatches,
             "per_category_x_plain": {c: {n: round(v / per_category[c][default_plain], 3)
                                          for n, v in row.items() if per_category[c][default_plain]}
                                      for c, row in per_category.items()},
@@ -115,11 +126,30 @@ def render_markdown(data: dict) -> str:
                      f"{fmt(row['non_forward_share'])} | {row['peak_rss_mb']} |")
     lines += ["", f"Best K: {data['best_k']}", "", "## Summary", "", "| key | value |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in s.items()]
+    lines += [f"| ({k}) | {v} |" for k, v in data.get("figures", {}).items()]
+    if data.get("decode_verify"):
+        lines += ["", f"Decode vs verify on the default path (real prompts, 9-token windows, alone and beside "
+                      f"other rows): {data['decode_verify']}"]
+    if data.get("non_product_share"):
+        lines += ["", "Share of a decode step outside the matrix products (context 200): "
+                      + "; ".join(f"{label} batch {b}: {v['non_product_share']:.1%} of {v['step_ms']} ms"
+                                  for label, by_batch in data["non_product_share"].items()
+                                  for b, v in by_batch.items())]
+    if data.get("path_selftest"):
+        lines += ["", "## Forward-path self-test (engine.autotune) on this CPU", "",
+                  f"CPU: {data.get('cpu')}; chosen `{data['default_path']}`: {data['path_selftest']['reason']}", "",
+                  "| path | ms by (rows, tokens per row) | invariant | logits differ / positions | argmax flips |",
+                  "|---|---|---|---:|---:|"]
+        for m in data["path_selftest"]["measurements"]:
+            ms = ", ".join(f"{k}: {v}" for k, v in m["ms"].items()) or m["reason"]
+            lines.append(f"| {m['path']} | {ms} | {m['invariant']} | {m['logits_differ']} / {m['positions']} | "
+                         f"{m['argmax_flips']} |")
     lines += ["", "## Verification curve (ms per target forward, context 200)", ""]
     for path, curve in data["verification_curves"].items():
         for batch, row in curve.items():
             cells = ", ".join(f"{t}: {ms}" for t, ms in row.items())
-            lines.append(f"- `{path}` batch {batch}: {cells} (9/1 = {row['9'] / row['1']:.2f})")
+            lines.append(f"- `{path}` batch {batch}: {cells} (9/1 = {row['9'] / row['1']:.2f}"
+                         + (f", 16/1 = {row['16'] / row['1']:.2f})" if "16" in row else ")"))
     lines += ["", f"Batch 16 (engine + the levels the server loads, fresh process): {data['batch16']}", "",
               "## Per category, x ours plain", ""]
     names = [r["config"] for r in data["table"]]

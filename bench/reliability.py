@@ -1,17 +1,19 @@
-"""Reliability: the real server on loopback against everything a careless or hostile client sends.
+"""Reliability: the real server on loopback against everything a careless, hostile or impatient client does.
 
-Starts `python -m serving` (a tiny random model by default, so it runs in a minute or two on a
-laptop) and runs, in order: a hypothesis fuzz of the two generation routes built from the
-server's own `/openapi.json`, every response checked against that document; a hand-written list
-of bad inputs (malformed JSON, wrong content type, NaN/Infinity, lone surrogates in every string
-field, out-of-range numbers, an oversize body, unknown fields, unsupported fields); overload,
-with each 429's Retry-After compared with the time a place really took to free; streaming and
-non-streaming disconnects, then the in-flight count and free KV slots; concurrent identical
-greedy requests; and SIGTERM, watching `/ready` say `draining` while a stream finishes.
-Writes bench/results/<name>.json (a `summary` object) and .md. It is a script, not a CI test.
+Starts `python -m serving` on tiny random models (so it runs in minutes on 2 cores) and runs:
+schemathesis over the server's own `/openapi.json` (positive data must be accepted, negative
+data refused, every response must match the document) and a hand-written list of bad inputs
+(malformed JSON, NaN/Infinity, lone surrogates, out-of-range numbers, an oversize body,
+unknown and unsupported fields), on a small fast model; then, on a slower one: overload, with a
+probe's Retry-After against the time a place took to free; 5x as many clients as places, each
+sleeping Retry-After and trying up to 6 times (none may give up; Retry-After against when, first
+come first served, a place really freed for it); /health p99 while 8 clients send maximum-size
+prompts; 100 connections sending their headers or body too slowly (each must get 408 and be
+closed within its timeout); disconnects, then the in-flight count and free KV slots; concurrent
+identical greedy requests; and SIGTERM, watching `/ready` say `draining` while a stream
+finishes. Writes bench/results/<name>.json (a `summary` object) and .md. A script, not a CI test.
 
-    .venv/bin/python -m bench.reliability                       # tiny model, 1000 fuzz cases
-    .venv/bin/python -m bench.reliability --model default       # the embedded SmolLM2
+    .venv/bin/python -m bench.reliability
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ from pathlib import Path
 
 import httpx
 
-from bench.reliability_inputs import COMPLETIONS, bad_inputs, run_bad_inputs, run_fuzz
-from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
+from bench.common import machine_info, publish_results
+from bench.reliability_inputs import COMPLETIONS, bad_inputs, run_bad_inputs
+from bench.reliability_load import run_big_prompts, run_retrying_clients, run_slow_reads
+from bench.reliability_report import summarize, targets_met, targets_table
+from bench.reliability_servers import forward_path, start_server, tiny_model_dir
 from engine.dataclass_args import parse_dataclass
+from serving.config import ServerConfig
 from serving.server_process import ServerProcess
+from tests.serving.contract import ContractReport, run_contract
 from tests.serving.response_schema import response_errors
 
 PROMPT = "the cat sat on the mat. the cat sat on the"
@@ -40,26 +47,30 @@ PROMPT = "the cat sat on the mat. the cat sat on the"
 
 @dataclass
 class ReliabilityArgs:
-    """Fuzz, bad inputs, overload, disconnects, determinism and drain against the real server."""
+    """Contract, bad inputs, overload, retrying clients, big prompts, slow reads, disconnects,
+    determinism and drain against the real server."""
 
-    model: str = field(default="tiny", metadata={"help": "'tiny' (a random Llama built here), 'default' "
-                                                         "(the embedded SmolLM2) or a local HF directory"})
-    fuzz_cases: int = field(default=1000, metadata={"help": "hypothesis cases, split over the two routes"})
-    max_batch: int = field(default=2, metadata={"help": "server --max-batch"})
-    max_queue: int = field(default=2, metadata={"help": "server --max-queue"})
+    contract_examples: int = field(default=380, metadata={"help": "schemathesis cases per operation and mode "
+                                                                  "(positive, negative)"})
+    contract_max_model_len: int = field(default=128, metadata={"help": "the contract server's context (bounds what "
+                                                                      "a schema-valid request may cost)"})
+    max_batch: int = field(default=4, metadata={"help": "server --max-batch"})
+    max_queue: int = field(default=4, metadata={"help": "server --max-queue"})
     tiny_hidden_size: int = field(default=384, metadata={"help": "hidden size of the 'tiny' model (slow enough "
                                                                  "that a full server stays full for seconds)"})
     tiny_layers: int = field(default=6, metadata={"help": "layers of the 'tiny' model"})
     overload_tokens: int = field(default=600, metadata={"help": "max_tokens of the requests that fill the server "
                                                                 "(and of the stream cut by SIGTERM)"})
     overload_rounds: int = field(default=2, metadata={"help": "times the server is filled and probed"})
+    oversubscription: int = field(default=5, metadata={"help": "retrying clients per place (max_batch + max_queue)"})
+    retry_tokens: int = field(default=150, metadata={"help": "max_tokens of each retrying client's request"})
     num_threads: int = field(default=1, metadata={"help": "server torch threads (1 on a shared machine)"})
     seed: int = field(default=0, metadata={"help": "hypothesis seed"})
     output_name: str = field(default="reliability", metadata={"help": "bench/results/<name>.json and .md"})
 
     def __post_init__(self) -> None:
-        if self.fuzz_cases < 2 or self.max_batch < 1 or self.max_queue < 1 or self.overload_rounds < 1:
-            raise ValueError("fuzz_cases >= 2, max_batch, max_queue and overload_rounds >= 1")
+        if min(self.contract_examples, self.max_batch, self.max_queue, self.overload_rounds, self.oversubscription) < 1:
+            raise ValueError("contract_examples, max_batch, max_queue, overload_rounds and oversubscription must be >= 1")
 
 
 @dataclass
@@ -97,14 +108,6 @@ class Tally:
             return None
         self.check(document, path, "post", response, label)
         return response
-
-
-def tiny_model_dir(directory: Path, args: ReliabilityArgs) -> Path:
-    from engine.tiny_models import build_char_tokenizer, build_tiny_llama
-    build_tiny_llama(hidden_size=args.tiny_hidden_size, num_layers=args.tiny_layers, num_heads=4, num_kv_heads=2,
-                     max_position=1024).save_pretrained(directory)
-    build_char_tokenizer().save_pretrained(directory)
-    return directory
 
 
 def ready(url: str) -> dict:
@@ -222,51 +225,65 @@ def run_drain(server: ServerProcess, args: ReliabilityArgs) -> dict:
             "exit_code": exit_code, "drain_ok": bool(seen_draining and seen_draining[0]) and finished and exit_code == 0}
 
 
+def server_flags(args: ReliabilityArgs) -> list[str]:
+    return ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue), "--num-threads", str(args.num_threads)]
+
+
+def run_contract_phase(directory: Path, args: ReliabilityArgs, tally: Tally) -> tuple[ContractReport, int]:
+    """schemathesis and the hand-written bad inputs, on a small fast model with a short context
+    (a schema-valid request may ask for 16 prompts x 16 choices up to the context)."""
+    model = str(tiny_model_dir(directory / "small", 64, 2))
+    server = start_server(model, server_flags(args) + ["--max-model-len", str(args.contract_max_model_len),
+                                                       "--default-max-tokens", "8"], f"{args.output_name}-contract")
+    try:
+        contract = run_contract(server.url, args.contract_examples, args.seed)
+        document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            wrong_status = run_bad_inputs(client, document, tally)
+    finally:
+        server.stop(timeout_s=30)
+    for example in contract.examples:
+        tally.note(f"contract: {example}")
+    return contract, wrong_status
+
+
 def main(args: ReliabilityArgs) -> dict:
     started = time.monotonic()
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp:
-        model = str(tiny_model_dir(Path(tmp) / "tiny", args)) if args.model == "tiny" else args.model
-        server = ServerProcess(["--model", model, "--policy", "", "--draft", "", "--router", "ngram>target@4",
-                                "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
-                                "--num-threads", str(args.num_threads), "--profile-budget-s", "1",
-                                "--default-max-tokens", "16", "--decision-log", "", "--log-level", "warning",
-                                "--per-request-spec-metrics", "summary", "--drain-timeout-s", "60"],
-                               RESULTS_DIR / "logs" / f"{args.output_name}.log", ready_timeout_s=600)
-        server.start()
+        contract, wrong_status = run_contract_phase(Path(tmp), args, tally)
+        model = str(tiny_model_dir(Path(tmp) / "tiny", args.tiny_hidden_size, args.tiny_layers))
+        server = start_server(model, server_flags(args) + ["--default-max-tokens", "16"], args.output_name)
+        config = ServerConfig()
         try:
             document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
-            with httpx.Client(base_url=server.url, timeout=120) as client:
-                run_fuzz(client, document, tally, args)
-                wrong_status = run_bad_inputs(client, document, tally)
             overload = run_overload(server.url, document, tally, args)
+            capacity = args.max_batch + args.max_queue
+            retrying = run_retrying_clients(server.url, args.oversubscription * capacity, args.retry_tokens)
+            big = run_big_prompts(server.url, config.max_body_bytes)
+            slow = run_slow_reads(server.url, config.header_timeout_s, config.body_timeout_s)
             disconnects = run_disconnects(server.url)
-            greedy_identical = run_determinism(server.url, args.max_batch + args.max_queue)
+            greedy_identical = run_determinism(server.url, capacity)
             drain = run_drain(server, args)
         finally:
             server.stop(timeout_s=30)
-    summary = {"cases": tally.cases, "responses_5xx": tally.responses_5xx, "schema_violations": tally.schema_violations,
-               "ignored_fields_accepted": tally.ignored_fields_accepted,
-               "retry_after_over_wait": max((r["ratio"] for r in overload), default=None),
-               "retry_after_over_wait_min": min((r["ratio"] for r in overload), default=None),
-               "lost_requests": tally.lost_requests, "kv_slots_leaked": disconnects["kv_slots_leaked"],
-               "drain_ok": drain["drain_ok"], "bad_inputs_wrong_status": wrong_status,
-               "greedy_identical": greedy_identical}
-    data = {"args": asdict(args), "summary": summary, "overload": overload, "disconnects": disconnects, "drain": drain,
-            "notes": tally.notes, "elapsed_s": time.monotonic() - started, "machine": machine_info()}
-    targets = {"responses_5xx": summary["responses_5xx"] == 0, "schema_violations": summary["schema_violations"] == 0,
-               "ignored_fields_accepted": summary["ignored_fields_accepted"] == 0,
-               "retry_after_over_wait": summary["retry_after_over_wait"] is not None
-               and 0.5 <= summary["retry_after_over_wait_min"] and summary["retry_after_over_wait"] <= 2,
-               "lost_requests": summary["lost_requests"] == 0, "kv_slots_leaked": summary["kv_slots_leaked"] == 0,
-               "drain_ok": summary["drain_ok"]}
+        path = forward_path(server.log_path)
+    summary = summarize(tally, contract, wrong_status, overload, retrying, big, slow, disconnects, drain,
+                        greedy_identical, path)
+    data = {"args": asdict(args), "summary": summary, "contract": {"cases": dict(contract.cases),
+                                                                   "failures": dict(contract.failures)},
+            "overload": overload, "retrying_clients": retrying, "big_prompts": big, "slow_reads": slow,
+            "disconnects": disconnects, "drain": drain, "notes": tally.notes,
+            "elapsed_s": time.monotonic() - started, "machine": machine_info()}
+    targets = targets_met(summary)
     data["passed"] = all(targets.values())
-    rows = [[name, summary[name], "pass" if ok else "FAIL"] for name, ok in targets.items()]
-    markdown = "\n\n".join([markdown_table(["check", "value", "target met"], rows),
-                            f"{summary['cases']} cases against `python -m serving --model {args.model}` "
-                            f"({args.fuzz_cases} fuzzed from /openapi.json, {len(bad_inputs())} hand-written bad "
-                            f"inputs, {args.overload_rounds} overload rounds); greedy determinism: "
-                            f"{'identical' if greedy_identical else 'DIFFERENT'}; {data['elapsed_s']:.0f} s. "
+    markdown = "\n\n".join([targets_table(summary, targets),
+                            f"{summary['cases']} cases against `python -m serving` on tiny random models "
+                            f"({contract.num_cases} from schemathesis over /openapi.json, {len(bad_inputs())} "
+                            f"hand-written bad inputs, {args.overload_rounds} overload rounds, "
+                            f"{retrying['clients']} retrying clients on {args.max_batch} + {args.max_queue} places); "
+                            f"greedy determinism: {'identical' if greedy_identical else 'DIFFERENT'}; "
+                            f"forward path {path}; CPU {summary['cpu']}; {data['elapsed_s']:.0f} s. "
                             "Rerun: `.venv/bin/python -m bench.reliability`."])
     publish_results(args.output_name, data, markdown)
     return data

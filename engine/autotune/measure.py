@@ -105,11 +105,15 @@ def measure_speed(runner: ModelRunner, context: int, repeats: int, seed: int,
     return ms
 
 
-def count_drift(runner: ModelRunner, prompt_len: int, steps: int, seed: int) -> tuple[int, int, int]:
-    """(positions, logits differing, argmax flips) between decode and verification forwards."""
+def count_drift(runner: ModelRunner, prompt_len: int, steps: int, seed: int,
+                prompt: list[int] | None = None) -> tuple[int, int, int]:
+    """(positions, logits differing, argmax flips) between decode and verification forwards,
+    from `prompt` (random tokens when None); the other rows' prompts are random."""
     generator = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(runner.vocab_size, (n,), generator=generator).tolist()
                for n in (prompt_len, prompt_len // 2 + 3, prompt_len + 11)]
+    if prompt is not None:
+        prompts[0] = list(prompt)
     slots = [runner.cache.allocate_slot() for _ in prompts]
     first = slots[0]
     for slot, prompt in zip(slots, prompts):
@@ -137,6 +141,8 @@ def count_drift(runner: ModelRunner, prompt_len: int, steps: int, seed: int) -> 
                 positions += 1
                 differ += not torch.equal(out[j], decoded[start + j])
                 flips += int(out[j].argmax()) != int(decoded[start + j].argmax())
+    for slot in slots:
+        runner.cache.free_slot(slot)
     return positions, differ, flips
 
 

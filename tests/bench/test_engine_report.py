@@ -19,25 +19,32 @@ def run(config: str, qid: int, category: str, tokens: list[int], elapsed: float,
 
 
 def data(runs: list[dict]) -> dict:
-    curve = {"1": {"1": 40.0, "9": 44.0}}
+    curve = {"1": {"1": 40.0, "9": 44.0, "16": 46.0}}
     return {"runs": runs, "default_path": "float32-prepacked", "verification_curves": {"float32-prepacked": curve},
             "batch16": {"peak_rss_mib": 1100.0}, "model": "m", "args": {"max_new_tokens": 4, "num_threads": 2},
             "command": "python -m bench.bench_engine", "num_prompts_done": 2, "num_prompts_planned": 2,
-            "wall_s": 60.0}
+            "wall_s": 60.0, "cpu": "Test CPU", "decode_verify": {"positions": 10, "logits_differ": 1,
+                                                            "bitwise_share": 0.9}}
 
 
 def test_summary_ratios_identity_and_worst_category():
     runs = [run("llamacpp-plain", 1, "qa", [1, 2, 3, 4], 0.1), run("llamacpp-plain", 2, "rag", [5, 6], 0.1),
             run(PLAIN, 1, "qa", [1, 2, 3, 4], 0.4), run(PLAIN, 2, "rag", [5, 6], 0.2),
             run("ours-cost-model", 1, "qa", [1, 2, 3, 4], 0.2, steps=2, drafted=4, accepted=2),
-            run("ours-cost-model", 2, "rag", [5, 7], 0.25)]
+            run("ours-cost-model", 2, "rag", [5, 7], 0.25),
+            run("ours-learned", 1, "qa", [1, 2, 3, 4], 0.3), run("ours-learned", 2, "rag", [5, 6], 0.3)]
     d = data(runs)
     d.update(summarize(d))
     s = d["summary"]
+    assert set(s) == {"ours_plain_x_llamacpp", "best_router_x_llamacpp", "cost_model_x_plain", "greedy_identity",
+                      "decode_verify_bitwise_share", "verify16_x_verify1", "peak_rss_mib_batch16", "cpu"}
     assert s["ours_plain_x_llamacpp"] == pytest.approx((6 / 0.6) / (6 / 0.2), abs=1e-4)
     assert s["cost_model_x_plain"] == pytest.approx((6 / 0.45) / (6 / 0.6), abs=1e-4)
-    assert s["cost_model_min_category_x_plain"] == pytest.approx(0.2 / 0.25, abs=1e-4)    # rag
-    assert s["verify9_x_verify1"] == pytest.approx(1.1)
+    assert s["best_router_x_llamacpp"] == pytest.approx((6 / 0.45) / (6 / 0.2), abs=1e-4)   # the faster router
+    assert d["figures"]["cost_model_min_category_x_plain"] == pytest.approx(0.2 / 0.25, abs=1e-4)    # rag
+    assert d["figures"]["verify9_x_verify1"] == pytest.approx(1.1)
+    assert s["verify16_x_verify1"] == pytest.approx(46 / 40)
+    assert s["decode_verify_bitwise_share"] == 0.9 and s["cpu"] == "Test CPU"
     assert s["greedy_identity"] == 0.5                     # prompt 2 differs from plain
     assert s["peak_rss_mib_batch16"] == 1100.0
     row = next(r for r in d["table"] if r["config"] == "ours-cost-model")

@@ -1,0 +1,98 @@
+"""llama.cpp columns run in a child process, so that a llama.cpp build that crashes (seen on AMX
+CPUs built natively: a segfault in `llama_decode`) costs its columns and a printed reason, not
+the benchmark.
+
+The child loads one `Llama` per variant on the same GGUF: `plain`, and prompt lookup
+(`LlamaPromptLookupDecoding`, llama.cpp's n-gram drafting from the prompt) at each requested
+number of draft tokens. It times each generation itself (prefill included), so the pipe costs
+nothing that is measured.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+from bench.engine_columns import Generation
+
+
+class ColumnFailed(RuntimeError):
+    """The column cannot run any more (its process died): the benchmark drops it with this reason."""
+
+
+def _serve(conn, gguf: str, num_threads: int, n_ctx: int, lookups: tuple[int, ...]) -> None:
+    from llama_cpp import Llama
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    def load(draft=None):
+        return Llama(model_path=gguf, n_threads=num_threads, n_threads_batch=num_threads, n_ctx=n_ctx,
+                     n_batch=512, verbose=False, seed=0, draft_model=draft)
+
+    models = {"plain": load()}
+    for k in lookups:
+        models[f"lookup{k}"] = load(LlamaPromptLookupDecoding(num_pred_tokens=k))
+    eos = {models["plain"].token_eos()}
+    conn.send("ready")
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        variant, ids, max_new_tokens, eos_ids = message
+        llm = models[variant]
+        llm.reset()
+        tokens: list[int] = []
+        start = time.perf_counter()
+        for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            if token in eos or token in eos_ids:
+                break
+            tokens.append(token)
+            if len(tokens) >= max_new_tokens:
+                break
+        conn.send((tokens, time.perf_counter() - start))
+
+
+class LlamaCppProcess:
+    """The child holding every llama.cpp variant; `column(variant)` is a bench column."""
+
+    def __init__(self, gguf: Path, num_threads: int, n_ctx: int, eos_ids: set[int], lookups: tuple[int, ...] = ()):
+        context = mp.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.eos_ids = eos_ids
+        self.process = context.Process(target=_serve, args=(child, str(gguf), num_threads, n_ctx, tuple(lookups)),
+                                       daemon=True)
+        self.process.start()
+        child.close()                            # the child holds its end: its death is then an EOF here
+        self.failure = ""
+        self._receive()                          # "ready", or the reason it died while loading
+        self.variants = ["plain", *[f"lookup{k}" for k in lookups]]
+
+    def _receive(self):
+        if self.failure:
+            raise ColumnFailed(self.failure)
+        try:
+            return self.conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            self.failure = f"the llama.cpp child process died ({how})"
+            raise ColumnFailed(self.failure) from None
+
+    def generate(self, variant: str, ids: list[int], max_new_tokens: int) -> Generation:
+        if self.failure:
+            raise ColumnFailed(self.failure)
+        self.conn.send((variant, list(ids), max_new_tokens, self.eos_ids))
+        tokens, elapsed = self._receive()
+        return Generation(tokens, elapsed, num_steps=len(tokens))
+
+    def column(self, variant: str):
+        return lambda ids, max_new_tokens: self.generate(variant, ids, max_new_tokens)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=10)
