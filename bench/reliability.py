@@ -52,7 +52,7 @@ class ReliabilityArgs:
 
     contract_examples: int = field(default=380, metadata={"help": "schemathesis cases per operation and mode "
                                                                   "(positive, negative)"})
-    contract_max_model_len: int = field(default=128, metadata={"help": "the contract server's context (bounds what "
+    contract_max_model_len: int = field(default=512, metadata={"help": "the contract server's context (bounds what "
                                                                       "a schema-valid request may cost)"})
     max_batch: int = field(default=4, metadata={"help": "server --max-batch"})
     max_queue: int = field(default=4, metadata={"help": "server --max-queue"})

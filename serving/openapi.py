@@ -176,7 +176,8 @@ def _json(model: type[BaseModel], description: str) -> dict:
 
 def _errors(*statuses: int) -> dict:
     why = {400: "invalid or unsupported request (OpenAI error body naming the field)",
-           404: "unknown model", 413: "request body over --max-body-bytes",
+           404: "unknown model", 408: "request body not received within --body-timeout-s",
+           413: "request body over --max-body-bytes",
            429: "queue full; Retry-After says when a slot is expected to free",
            500: "the generation failed (the engine loop goes on)",
            503: "the server is draining (SIGTERM) or the engine loop is not running"}
@@ -190,7 +191,7 @@ def _generation(full: type[BaseModel], chunk: type[BaseModel]) -> dict:
     ok["content"]["text/event-stream"] = {      # OpenAPI 3.2's server-sent events: one itemSchema per event
         "itemSchema": {"description": "`data: <chunk JSON>` events, then `data: [DONE]`", "type": "object", "required": ["data"],
                        "properties": {"data": {"anyOf": [{"const": "[DONE]"}, event_json]}}}}
-    return {"200": ok, **_errors(400, 404, 413, 429, 500, 503)}
+    return {"200": ok, **_errors(400, 404, 408, 413, 429, 500, 503)}
 
 
 def _responses() -> dict[tuple[str, str], dict]:
