@@ -29,11 +29,28 @@ import torch
 ATTENTION_BLOCK = 64                 # keys per block; the KV cache's capacity is a multiple of it
 
 
+def hidden_keys(positions: torch.Tensor, span: int, heads_per_kv: int, tile: int = 1,
+                block: int = ATTENTION_BLOCK) -> torch.Tensor:
+    """What each query may not see, in the layout `invariant_attention` scores in:
+    [b, 1, tiles, nblk, block, heads_per_kv * tile]; the same for every layer of a forward."""
+    batch, width = positions.shape
+    padded_span = -(-span // block) * block
+    num_tiles = -(-width // tile)
+    if num_tiles * tile != width:
+        positions = torch.nn.functional.pad(positions, (0, num_tiles * tile - width))   # pad queries see key 0
+    rows = heads_per_kv * tile
+    key_index = torch.arange(padded_span, device=positions.device).view(padded_span // block, block, 1)
+    query_pos = positions.view(batch, num_tiles, 1, tile).expand(batch, num_tiles, heads_per_kv, tile)
+    query_pos = query_pos.reshape(batch, 1, num_tiles, 1, 1, rows)                       # [b, 1, tiles, 1, 1, rows]
+    return key_index > query_pos                                                         # [b, 1, tiles, nblk, block, rows]
+
+
 def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
-                        tile: int = 1, block: int = ATTENTION_BLOCK) -> torch.Tensor:
+                        tile: int = 1, block: int = ATTENTION_BLOCK, hidden: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention of `q` [b, nh, t, d] over `keys`/`values` [b, kvh, span, d], where query
     (i, j) sees keys 0..positions[i, j]; returns [b, nh, t, d] in q's dtype. `span` may exceed
-    what any query sees (padding to a block is free); it must be >= max(positions) + 1."""
+    what any query sees (padding to a block is free); it must be >= max(positions) + 1. `hidden`
+    is `hidden_keys(...)` for these arguments, computed once per forward by a caller with layers."""
     batch, num_heads, width, dim = q.shape
     num_kv = keys.shape[1]
     rep = num_heads // num_kv
@@ -48,7 +65,8 @@ def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
     num_tiles = padded_width // tile
     if padded_width != width:
         q = torch.nn.functional.pad(q, (0, 0, 0, padded_width - width))
-        positions = torch.nn.functional.pad(positions, (0, padded_width - width))   # pad queries see key 0
+    if hidden is None:
+        hidden = hidden_keys(positions, span, rep, tile, block)
     rows = rep * tile
     scale = dim ** -0.5
     # [b, kvh, tiles, 1, d, rows]: one matmul entry per tile, rows ordered (head, tile position),
@@ -58,11 +76,7 @@ def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
     key_blocks = keys.float().view(batch, num_kv, 1, num_blocks, block, dim)             # [b, kvh, 1, nblk, block, d]
     value_blocks = values.float().view(batch, num_kv, 1, num_blocks, block, dim)
     scores = torch.matmul(key_blocks, q_tiles)                                            # [b, kvh, tiles, nblk, block, rows]
-    key_index = torch.arange(padded_span, device=q.device).view(num_blocks, block, 1)    # [nblk, block, 1]
-    query_pos = positions.view(batch, num_tiles, 1, tile).expand(batch, num_tiles, rep, tile)
-    query_pos = query_pos.reshape(batch, 1, num_tiles, 1, 1, rows)                        # [b, 1, tiles, 1, 1, rows]
-    visible = key_index <= query_pos                                                      # [b, 1, tiles, nblk, block, rows]
-    scores = scores.masked_fill(~visible, float("-inf"))
+    scores.masked_fill_(hidden, float("-inf"))
     peak = scores.amax(dim=(3, 4), keepdim=True)                                          # exact: order-free
     weights = torch.exp(scores - peak).transpose(-1, -2).contiguous()                     # [b, kvh, tiles, nblk, rows, block]
     totals = weights.sum(-1).cumsum(3)[:, :, :, -1]                                       # [b, kvh, tiles, rows]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from engine.attention import ATTENTION_BLOCK, invariant_attention
+from engine.attention import ATTENTION_BLOCK, hidden_keys, invariant_attention
 from engine.draft_model import vocab_subset_digest
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
@@ -266,6 +266,7 @@ class ModelRunner:
         if self.invariant:     # whole key blocks: the cache's capacity is a multiple of a block
             span = min(-(-span // ATTENTION_BLOCK) * ATTENTION_BLOCK, cache.capacity)
             mask = None
+            hidden = hidden_keys(positions, span, self.num_heads // self.num_kv_heads)     # every layer's
         else:
             key_pos = torch.arange(span, device=device)
             mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                  # [b, 1, t, span]
@@ -295,7 +296,7 @@ class ModelRunner:
                 keys = cache_k[:, :, :span].index_select(0, slot_t)      # gather the span only
                 values = cache_v[:, :, :span].index_select(0, slot_t)
             if mask is None:
-                attn = invariant_attention(q, keys, values, positions)                         # [b, nh, t, d]
+                attn = invariant_attention(q, keys, values, positions, hidden=hidden)           # [b, nh, t, d]
             else:
                 attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=kvh != nh)
             x = x + layer.o(attn.transpose(1, 2).reshape(batch, width, nh * d))
