@@ -53,7 +53,7 @@ from engine.autotune import choose_path
 from engine.dataclass_args import parse_dataclass
 from env.prompt_sources import load_prompts
 
-DRAFTER_GRID = {"ngram": (2, 4), "suffix": (4, 8)}
+DRAFTER_GRID = {"ngram": (4,), "suffix": (4, 8)}
 INT4_K = 5
 
 
@@ -69,7 +69,7 @@ class BenchArgs:
     paths: str = field(default="", metadata={
         "help": "forward paths for 'ours plain' (dtype-kernel); empty: every path the self-test measured "
                 "(engine.autotune); the default path (auto) always runs"})
-    llama_lookup: str = field(default="2,10", metadata={
+    llama_lookup: str = field(default="2", metadata={
         "help": "llama.cpp prompt-lookup columns: draft tokens per step, comma-separated ('' = none)"})
     max_slowdown: float = field(default=6.0, metadata={
         "help": "drop a column whose warm-up is this many times slower than ours plain (printed, kept in the JSON)"})
