@@ -226,7 +226,10 @@ def run_drain(server: ServerProcess, args: ReliabilityArgs) -> dict:
 
 
 def server_flags(args: ReliabilityArgs) -> list[str]:
-    return ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue), "--num-threads", str(args.num_threads)]
+    """--dtype float32 keeps both servers on the default path (float32-prepacked): `auto` picks
+    bfloat16-dense for the 64-wide contract model, whose steps fail (a dtype mismatch in the engine)."""
+    return ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+            "--num-threads", str(args.num_threads), "--dtype", "float32"]
 
 
 def run_contract_phase(directory: Path, args: ReliabilityArgs, tally: Tally) -> tuple[ContractReport, int]:
@@ -242,6 +245,7 @@ def run_contract_phase(directory: Path, args: ReliabilityArgs, tally: Tally) -> 
             wrong_status = run_bad_inputs(client, document, tally)
     finally:
         server.stop(timeout_s=30)
+    contract.forward_path = forward_path(server.log_path)
     for example in contract.examples:
         tally.note(f"contract: {example}")
     return contract, wrong_status
@@ -271,7 +275,8 @@ def main(args: ReliabilityArgs) -> dict:
     summary = summarize(tally, contract, wrong_status, overload, retrying, big, slow, disconnects, drain,
                         greedy_identical, path)
     data = {"args": asdict(args), "summary": summary, "contract": {"cases": dict(contract.cases),
-                                                                   "failures": dict(contract.failures)},
+                                                                   "failures": dict(contract.failures),
+                                                                   "forward_path": contract.forward_path},
             "overload": overload, "retrying_clients": retrying, "big_prompts": big, "slow_reads": slow,
             "disconnects": disconnects, "drain": drain, "notes": tally.notes,
             "elapsed_s": time.monotonic() - started, "machine": machine_info()}

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from tests.serving.test_event_loop import health_latencies_s, max_size_body
+from tests.serving.big_prompts import health_under_big_prompts
 
-COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
 
 
 @dataclass
@@ -90,24 +90,7 @@ def run_retrying_clients(url: str, num_clients: int, max_tokens: int, max_tries:
 
 def run_big_prompts(url: str, max_body_bytes: int, num_clients: int = 8, bodies_per_client: int = 2) -> dict:
     """/health p99 idle and while `num_clients` clients send maximum-size prompts (each refused)."""
-    paths = (COMPLETIONS, CHAT)
-    bodies = [max_size_body(max_body_bytes, path) for path in paths]
-    statuses: list[int] = []
-
-    def send_big(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=600) as http:
-            for _ in range(bodies_per_client):
-                statuses.append(http.post(paths[index % 2], content=bodies[index % 2],
-                                          headers={"content-type": "application/json"}).status_code)
-
-    with httpx.Client(base_url=url, timeout=60) as http:
-        idle = health_latencies_s(http, lambda: False, 200)
-        senders = [threading.Thread(target=send_big, args=(i,)) for i in range(num_clients)]
-        for sender in senders:
-            sender.start()
-        loaded = health_latencies_s(http, lambda: any(s.is_alive() for s in senders), 20)
-        for sender in senders:
-            sender.join()
+    idle, loaded, statuses = health_under_big_prompts(url, max_body_bytes, num_clients, bodies_per_client)
     return {"health_p99_ms_idle": 1e3 * float(np.percentile(idle, 99)),
             "health_p99_ms_under_big_prompts": 1e3 * float(np.percentile(loaded, 99)),
             "health_max_ms_under_big_prompts": 1e3 * max(loaded), "health_probes": len(loaded),

@@ -7,18 +7,24 @@ UTF-16 surrogate such as `"\\ud800"` is refused by name, before a tokenizer sees
 
 Every field is honoured or refused: fields OpenAI (or vLLM) defines that the engine cannot
 honour are refused with a 400 naming the field when set to anything but their neutral value
-(`REFUSED_*` below, also listed in the OpenAPI document as `x-refused-fields`); fields nobody
-defines are ignored, as vLLM does. Sampling fields a request leaves out take the model's
-defaults (`serving/sampling_defaults.py`).
+(`REFUSED_*` below, listed in the OpenAPI document as `x-refused-fields` and as properties that
+allow only the neutral value); fields nobody defines are ignored, as vLLM does. Sampling fields
+a request leaves out take the model's defaults (`serving/sampling_defaults.py`).
+
+The JSON Schema of each model is the contract (`serving/openapi.py`): a field the server parses
+more loosely than it accepts (so that a refusal can name it) is documented with what it accepts
+(`documented_as`), integer bounds are JSON Schema `minimum` / `maximum` (`whole_int`), and the
+conditional requirements are `anyOf`s the server applies as written.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine import SamplingParams
+from serving.json_types import NonEmptyText, Text, TokenIds, WholeInt, documented_as, whole_int
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
 
 MAX_N = 16
@@ -66,52 +72,6 @@ class RequestError(ValueError):
         self.error_type = error_type
         self.code = code
         self.headers = headers
-
-
-def _valid_unicode(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"contains a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}; "
-                         "strings must be valid Unicode") from None
-    return text
-
-
-def _whole_number(value):
-    """4.0 -> 4 (JSON Schema's integers include whole-number floats); anything else unchanged."""
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return value
-
-
-def whole_int(minimum: int | None = None, maximum: int | None = None, **schema) -> Any:
-    """An integer (whole-number floats included) in [minimum, maximum], checked with the exact
-    bounds in its message (pydantic's own would print 2**64 - 1 as a rounded float) and
-    documented as JSON Schema `minimum` / `maximum` (pydantic emits `ge` / `le` here)."""
-
-    def check(value: int) -> int:
-        if minimum is not None and value < minimum:
-            raise ValueError(f"Input should be greater than or equal to {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"Input should be less than or equal to {maximum}")
-        return value
-
-    bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum)) if v is not None}
-    return Annotated[int, BeforeValidator(_whole_number), AfterValidator(check),
-                     WithJsonSchema({"type": "integer", **bounds, **schema})]
-
-
-def documented_as(schema: dict) -> WithJsonSchema:
-    """The JSON Schema of a field the server parses more loosely than it accepts (a refused
-    value gets a 400 naming it): the document lists only what is accepted."""
-    return WithJsonSchema(schema)
-
-
-Text = Annotated[str, AfterValidator(_valid_unicode)]
-NonEmptyText = Annotated[Text, Field(min_length=1)]
-WholeInt = whole_int()
-TOKEN_ID_MARK = "x-token-id"        # serving/request_schema.py sets its maximum from the served vocabulary
-TokenIds = Annotated[list[whole_int(0, **{TOKEN_ID_MARK: True})], Field(min_length=1)]
 
 
 def _same_kind(a: Any, b: Any) -> bool:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.protocol import REFUSED_CHAT, REFUSED_COMMON, REFUSED_MESSAGE, TOKEN_ID_MARK
+from serving.json_types import TOKEN_ID_MARK
+from serving.protocol import REFUSED_CHAT, REFUSED_COMMON, REFUSED_MESSAGE
 
 REFUSED_BY_SCHEMA = {"CompletionRequest": REFUSED_COMMON, "ChatCompletionRequest": REFUSED_CHAT,
                      "ChatMessage": REFUSED_MESSAGE}

@@ -3,8 +3,8 @@ batch's slots at the observed per-request service time.
 
 `WaitEstimator` observes each engine step on the engine thread: the per-request service time
 (EWMA of the time from a request's first step in the batch to its end, which reflects the
-current batch size and how early requests really stop), the time one row takes per output
-token, and the requests running and waiting. `expected_wait_s(n, num_promised)` replays that
+current batch size and how early requests really stop), that time per output token, the time
+one row takes per output token in a step, and the requests running and waiting. `expected_wait_s(n, num_promised)` replays that
 queue, plus `num_promised` clients told earlier to come back (`serving/retry_after.py`), on
 `max_batch` slots, first come first served, and returns when the (num_promised + n)-th place
 frees. A job lasts the service time (what is left of it, for a running request), never more
@@ -34,6 +34,7 @@ class WaitEstimator:
         self.clock = clock
         self.seconds_per_token: float | None = None
         self.seconds_per_request: float | None = None
+        self.seconds_per_request_token: float | None = None     # a finished request's service time per token
         self._started: dict[str, float] = {}           # request id -> when it first ran in the batch
         self._running: tuple[tuple[int, float], ...] = ()     # (tokens left, seconds run) per running request
         self._waiting: tuple[int, ...] = ()         # tokens each waiting request may need, in order
@@ -51,6 +52,8 @@ class WaitEstimator:
             started = self._started.pop(output.request_id, None) if output.finished else None
             if started is not None:
                 self.seconds_per_request = self._smooth(self.seconds_per_request, now - started)
+                self.seconds_per_request_token = self._smooth(
+                    self.seconds_per_request_token, (now - started) / max(len(output.output_token_ids), 1))
         scheduler = engine.scheduler
         running_ids = {r.request_id for r in scheduler.running}
         self._started = {rid: t for rid, t in self._started.items() if rid in running_ids}
@@ -64,11 +67,14 @@ class WaitEstimator:
         self._started.pop(request_id, None)
 
     def _job_s(self, tokens_left: int, seconds_run: float = 0.0) -> float:
-        """Expected seconds left of one request: the service time less what it has run, within its token bound."""
-        bound = tokens_left * self.seconds_per_token
+        """Expected seconds left of one request: the service time less what it has run, within its
+        token bound. Once requests have finished, the bound uses their time per token, which holds
+        over a whole request (a step's rate swings with how well the drafts are doing)."""
+        per_token = self.seconds_per_request_token or self.seconds_per_token
+        bound = tokens_left * per_token
         if self.seconds_per_request is None:
             return bound
-        return min(bound, max(self.seconds_per_request - seconds_run, self.seconds_per_token))
+        return min(bound, max(self.seconds_per_request - seconds_run, per_token))
 
     def expected_wait_s(self, num_needed: int = 1, num_promised: int = 0) -> float | None:
         """Seconds until `num_promised + num_needed` places have freed (None: no step observed yet)."""

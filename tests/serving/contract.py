@@ -36,6 +36,7 @@ class ContractReport:
     failures: collections.Counter = field(default_factory=collections.Counter)
     responses_5xx: int = 0
     examples: list[str] = field(default_factory=list)
+    forward_path: str = ""          # the server's, where the caller knows it
 
     @property
     def num_cases(self) -> int:

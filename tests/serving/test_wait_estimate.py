@@ -65,7 +65,8 @@ def test_a_job_lasts_the_observed_service_time_within_its_token_bound():
     assert estimator.expected_wait_s(2) == pytest.approx(20.0)        # no request finished yet: token bounds
     clock[0] = 2.9                                                    # "a" ends early (EOS), 3 s after it began
     estimator.observe_step(SimpleNamespace(scheduler=SimpleNamespace(running=[second], waiting=[]), last_step=step),
-                           [SimpleNamespace(request_id="a", finished=True)])
+                           [SimpleNamespace(request_id="a", finished=True, output_token_ids=[0] * 60)])
     assert estimator.seconds_per_request == pytest.approx(3.0)
     assert estimator.expected_wait_s(1) == pytest.approx(2.9)         # "b" has run 0.1 s of its expected 3
     assert estimator.expected_wait_s(1, num_promised=1) == pytest.approx(5.9)     # then a promised client's 3 s
+    assert estimator.seconds_per_request_token == pytest.approx(0.05)          # 3 s for its 60 tokens
