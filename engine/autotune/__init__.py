@@ -130,14 +130,16 @@ def decide(measurements: list[PathMeasurement]) -> tuple[PathMeasurement, str]:
     return fallback, "no candidate kept greedy identity in the self-test: float32-dense, the reference path"
 
 
-def run_selftest(model: PreTrainedModel, candidates=CANDIDATES, **measure_kwargs) -> PathChoice:
-    """Measure every candidate now (no cache)."""
+def run_selftest(model: PreTrainedModel, candidates=CANDIDATES, give_up_factor: float = GIVE_UP_FACTOR,
+                 **measure_kwargs) -> PathChoice:
+    """Measure every candidate now (no cache); one whose decode step is over `give_up_factor` times
+    the fastest so far is dropped after that first shape (a bf16 path without bf16 hardware)."""
     key = selftest_key(model, candidates)
     measurements: list[PathMeasurement] = []
     for dtype, kernel in candidates:
         logger.info("forward-path self-test: %s-%s ...", dtype, kernel)
         decode = [m.ms["b1_t1"] for m in measurements if "b1_t1" in m.ms and m.available]
-        give_up = GIVE_UP_FACTOR * min(decode) if decode else float("inf")
+        give_up = give_up_factor * min(decode) if decode else float("inf")
         measurements.append(measure_path(model, dtype, kernel, give_up_ms=give_up, **measure_kwargs))
     best, reason = decide(measurements)
     dtype, kernel = best.path.split("-")
@@ -177,7 +179,10 @@ def resolve_engine_precision(model: PreTrainedModel, dtype: str = "auto", kernel
     pinned = os.environ.get("SPECROUTE_AUTO_PATH", "")
     if pinned:
         pinned_dtype, _, pinned_kernel = pinned.partition("-")
-        return resolve_precision(pinned_dtype if dtype == "auto" else dtype,
-                                 pinned_kernel if kernel == "auto" else kernel, weights, device), None
+        dtype = pinned_dtype if dtype == "auto" else dtype
+        try:
+            return resolve_precision(dtype, pinned_kernel if kernel == "auto" else kernel, weights, device), None
+        except ValueError:               # the pinned kernel has no version in the dtype asked for
+            return resolve_precision(dtype, kernel, weights, device), None
     choice = choose_path(model, dtype, kernel)
     return resolve_precision(choice.dtype, choice.kernel, weights, device), choice

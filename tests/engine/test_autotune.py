@@ -9,6 +9,7 @@ import torch
 from engine import Decision, SamplingParams
 from engine import autotune
 from engine.autotune import choose_path, decide, measure, resolve_engine_precision, run_selftest
+from engine.linear_kernels import prepacked_available
 from engine.runner import ModelRunner
 from engine.tiny_models import build_tiny_llama, noisy_copy
 from tests.engine.builders import make_dummy_engine, single_thread  # noqa: F401
@@ -68,7 +69,8 @@ class DriftingRunner(ModelRunner):
 
 def test_a_path_that_drifts_is_refused_and_the_choice_says_so(model, monkeypatch):
     monkeypatch.setattr(measure, "ModelRunner", DriftingRunner)
-    choice = run_selftest(model, candidates=(("float32", "prepacked"), ("float32", "dense")), **FAST)
+    choice = run_selftest(model, candidates=(("float32", "prepacked"), ("float32", "dense")),
+                          give_up_factor=float("inf"), **FAST)
     assert all(m.available and not m.invariant and m.logits_differ > 0 for m in choice.measurements)
     assert not choice.invariant and "not by invariance" in choice.reason
     assert choice.path.startswith("float32")
@@ -101,6 +103,9 @@ def test_explicit_and_pinned_paths_skip_the_self_test(model, monkeypatch):
     monkeypatch.setenv("SPECROUTE_AUTO_PATH", "bfloat16-dense")
     assert resolve_engine_precision(model)[0].name == "bfloat16-dense"
     assert resolve_engine_precision(model, "float32")[0].name == "float32-dense"
+    monkeypatch.setenv("SPECROUTE_AUTO_PATH", "float32-prepacked")     # bf16 asked for: its own kernel
+    expected = "bfloat16-prepacked" if prepacked_available(torch.bfloat16, torch.device("cpu")) else "bfloat16-dense"
+    assert resolve_engine_precision(model, "bfloat16")[0].name == expected
 
 
 PATHS = [(d, k) for d, k in autotune.CANDIDATES
