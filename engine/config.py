@@ -19,8 +19,8 @@ class EngineConfig:
         suffix_max_history: finished outputs the suffix drafter remembers.
         num_threads: torch intra-op threads (0 keeps torch's default) for the command that owns the
             process to apply (engine, serving, env.calibrate, engine.profile); the Engine never does.
-        dtype: `auto` (float32 on CPU: the exact path, engine/precision.py), `float32` or
-            `bfloat16` (faster, opt-in: greedy output may drift from plain decoding).
+        dtype: `auto` (on CPU: the fastest batch-invariant path of the cached self-test,
+            engine/autotune), `float32` or `bfloat16`.
         kernel: `auto`, `dense` or `prepacked` (oneDNN-prepacked weights: verification of 9
             tokens costs ~1.1x a decode step instead of 1.7x).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).

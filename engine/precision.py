@@ -1,20 +1,20 @@
 """Which dtype, matrix kernel, weight format and device a forward runs in, and the model cast.
 
-`auto` resolves from measurements on this project's reference CPU (AMD EPYC Zen 4, 2 threads,
-SmolLM2-135M, one target forward at context 200; bench/results/engine.md has the full run, and
-`python -m engine.profile` re-measures any machine):
+An engine's `auto` is decided on the machine that runs, by the cached self-test of
+`engine.autotune` (speed at 1/9/16 tokens per row and decode-vs-verify invariance on the loaded
+model). `resolve_precision` here only validates explicit choices and is the fallback where no
+model is at hand (distillation): fp32, prepacked where oneDNN has the kernel. No machine's
+figures are another's default; what each tested CPU chose is in the README and in
+bench/results/engine.json (`path_selftest`).
 
-| path | 1 token | 9 tokens | 9 / 1 | plain tok/s | greedy identity |
-|---|---:|---:|---:|---:|---|
-| float32 dense (K-major) | 43 ms | 85 ms | 1.95 | 18.6 | exact to fp32 rounding |
-| float32 prepacked (oneDNN) | 46 ms | 43 ms | 0.93 | 21.9 | same; 55/55 chains' outputs equal plain |
-| bfloat16 prepacked (oneDNN) | 35 ms | 37 ms | 1.05 | 25.7 | decode vs 9-token forward: argmax flips at 5 of 130 positions (4 exact bf16 ties) |
-
-bf16 is faster but not batch-invariant: oneDNN's bf16 products and SDPA give a row results that
-differ by an ulp with the number of rows they share (measured at the attention output and the
-MLP's down product), and bf16 logits tie often, so a speculative run's greedy output drifts from plain
-decoding. float32 prepacked keeps the identity promise and is flat, so it is `auto` on CPU;
-bf16 is a documented opt-in (bench_engine: 13 of its 55 plain replies equal the fp32 ones).
+Measured so far (bench/results, `python -m engine.autotune`):
+- AMD EPYC Zen 3 (AVX2, no AVX-512/AMX; this session): no oneDNN bf16 kernel; fp32 prepacked is
+  row-invariant for every row count, and with the invariant attention (engine/attention.py)
+  decode and verification agree in every bit: auto = float32-prepacked.
+- AMD EPYC Zen 4 (an earlier session): fp32 prepacked flat from 1 to 17 rows; bf16 flipped argmaxes
+  under SDPA (before the invariant attention existed).
+- Intel Xeon with AMX (an earlier session, issue 26): bf16 prepacked 1.5x faster than fp32 and
+  row-invariant in its products; its self-test decides there.
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ class PrecisionArgs:
     """The forward-path options every command that builds an engine takes (`--dtype` ...)."""
 
     dtype: str = field(default="auto", metadata={
-        "help": "auto (float32 on CPU: exact greedy identity), float32 or bfloat16 (faster opt-in; "
-                "greedy output may drift from plain decoding)"})
-    kernel: str = field(default="auto", metadata={"help": "matrix kernel: auto, dense or prepacked (oneDNN)"})
+        "help": "auto (the fastest batch-invariant path the cached self-test finds on this machine: "
+                "python -m engine.autotune), float32 or bfloat16"})
+    kernel: str = field(default="auto", metadata={"help": "matrix kernel: auto (self-test), dense or prepacked (oneDNN)"})
     weights: str = field(default="dense", metadata={
         "help": "dense, or int8 / int4 weight-only quantization (changes the model: a different target)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda"})
