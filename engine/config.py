@@ -21,8 +21,9 @@ class EngineConfig:
             process to apply (engine, serving, env.calibrate, engine.profile); the Engine never does.
         dtype: `auto` (on CPU: the fastest batch-invariant path of the cached self-test,
             engine/autotune), `float32` or `bfloat16`.
-        kernel: `auto`, `dense` or `prepacked` (oneDNN-prepacked weights: verification of 9
-            tokens costs ~1.1x a decode step instead of 1.7x).
+        kernel: `auto` (the self-test's), `dense` or `prepacked` (weights reordered once into
+            oneDNN's blocked layout; what verifying 9 or 16 tokens costs against a decode step
+            is measured per machine: 1.7x / 1.8x on the Zen 3 of bench/results/engine.md).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
         device: `auto` (cuda when available), `cpu` or `cuda`.
         attention: the target's attention. `invariant` (engine/attention.py) reduces in an order
