@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 
 import torch
@@ -13,6 +14,22 @@ MAX_EXPLAINED = 40
 def _tok_s(runs: list[dict]) -> float:
     elapsed = sum(r["elapsed_s"] for r in runs)
     return sum(len(r["tokens"]) for r in runs) / elapsed if elapsed else 0.0
+
+
+def paired_ratio(by_config: dict[str, list[dict]], a: str, b: str, median: bool = False) -> float | None:
+    """tok/s of `a` over tok/s of `b` on the prompts both ran (a column dropped mid-run is compared
+    on its own prompts only); with `median`, the median of the per-prompt ratios (robust to a
+    prompt that another process slowed)."""
+    runs_a = {r["question_id"]: r for r in by_config.get(a, [])}
+    runs_b = {r["question_id"]: r for r in by_config.get(b, [])}
+    common = sorted(set(runs_a) & set(runs_b))
+    if not common:
+        return None
+    if median:
+        ratios = [_tok_s([runs_a[q]]) / _tok_s([runs_b[q]]) for q in common if _tok_s([runs_b[q]])]
+        return round(statistics.median(ratios), 4) if ratios else None
+    rate_b = _tok_s([runs_b[q] for q in common])
+    return round(_tok_s([runs_a[q] for q in common]) / rate_b, 4) if rate_b else None
 
 
 def explain_mismatch(model, ids: list[int], reference: list[int], other: list[int]) -> dict:
@@ -53,8 +70,8 @@ def summarize(data: dict, hf_model=None, tokenizer=None, encoded: dict | None = 
         forward = sum(r.get("forward_s", 0.0) for r in rs)
         table.append({
             "config": name, "tok_s": round(mix[name], 2),
-            "x_llamacpp": round(mix[name] / llama, 3) if llama else None,
-            "x_ours_plain": round(mix[name] / mix[default_plain], 3),
+            "x_llamacpp": paired_ratio(by_config, name, LLAMA_CPP),
+            "x_ours_plain": paired_ratio(by_config, name, default_plain),
             "acceptance": round(sum(r["num_accepted_tokens"] for r in rs) / drafted, 3) if drafted else None,
             "tokens_per_step": round(sum(len(r["tokens"]) for r in rs) / steps, 3) if steps else None,
             "identical_to_plain": round(sum(same) / len(same), 3),
@@ -81,9 +98,9 @@ def summarize(data: dict, hf_model=None, tokenizer=None, encoded: dict | None = 
     best_router = max(routers, key=lambda n: mix[n]) if routers else None
     cost = "ours-cost-model"
     summary = {
-        "ours_plain_x_llamacpp": round(mix[default_plain] / llama, 4) if llama else None,
-        "best_router_x_llamacpp": round(mix[best_router] / llama, 4) if llama and best_router else None,
-        "cost_model_x_plain": round(mix[cost] / mix[default_plain], 4) if cost in mix else None,
+        "ours_plain_x_llamacpp": paired_ratio(by_config, default_plain, LLAMA_CPP),
+        "best_router_x_llamacpp": paired_ratio(by_config, best_router, LLAMA_CPP) if best_router else None,
+        "cost_model_x_plain": paired_ratio(by_config, cost, default_plain),
         "greedy_identity": round(len(identical_prompts) / len(prompts), 4) if prompts else None,
         "decode_verify_bitwise_share": (data.get("decode_verify") or {}).get("bitwise_share"),
         "verify16_x_verify1": round(curve["16"] / curve["1"], 4) if "16" in curve else None,
@@ -91,13 +108,17 @@ def summarize(data: dict, hf_model=None, tokenizer=None, encoded: dict | None = 
         "cpu": data.get("cpu") or data.get("machine_start", {}).get("cpu"),
     }
     figures = {
+        "median_per_prompt": {f"{a}_x_{b}": paired_ratio(by_config, a, b, median=True) for a, b in (
+            (default_plain, LLAMA_CPP), (best_router, LLAMA_CPP), (cost, default_plain),
+            ("ours-learned", default_plain)) if a in by_config and b in by_config},
+        "llamacpp_prompts": len(by_config.get(LLAMA_CPP, [])),
         "best_router": best_router,
-        "best_router_x_plain": round(mix[best_router] / mix[default_plain], 4) if best_router else None,
+        "best_router_x_plain": paired_ratio(by_config, best_router, default_plain) if best_router else None,
         "cost_model_min_category_x_plain": (round(min(per_category[c][cost] / per_category[c][default_plain]
                                                       for c in categories), 4) if cost in mix else None),
         "verify9_x_verify1": round(curve["9"] / curve["1"], 4),
-        "best_static_x_llamacpp": (round(max(mix[n] for n in default_chains if n not in routers) / llama, 4)
-                                   if llama and set(default_chains) - set(routers) else None),
+        "best_static_x_llamacpp": max((paired_ratio(by_config, n, LLAMA_CPP) or 0.0
+                                       for n in default_chains if n not in routers), default=None),
     }
     return {"summary": summary, "figures": figures, "table": table, "best_k": best_k, "mismatches": mismatches,
             "per_category_x_plain": {c: {n: round(v / per_category[c][default_plain], 3)

@@ -26,8 +26,10 @@ def _serve(conn, gguf: str, num_threads: int, n_ctx: int, lookups: tuple[int, ..
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
     def load(draft=None):
+        # with a draft model llama-cpp-python 0.3.36 keeps logits of every position but sizes its
+        # score buffer by the `logits_all` argument: a prompt over n_batch tokens then fails to fit
         return Llama(model_path=gguf, n_threads=num_threads, n_threads_batch=num_threads, n_ctx=n_ctx,
-                     n_batch=512, verbose=False, seed=0, draft_model=draft)
+                     n_batch=512, verbose=False, seed=0, draft_model=draft, logits_all=draft is not None)
 
     models = {"plain": load()}
     for k in lookups:
@@ -39,17 +41,24 @@ def _serve(conn, gguf: str, num_threads: int, n_ctx: int, lookups: tuple[int, ..
         if message is None:
             return
         variant, ids, max_new_tokens, eos_ids = message
-        llm = models[variant]
-        llm.reset()
-        tokens: list[int] = []
-        start = time.perf_counter()
-        for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
-            if token in eos or token in eos_ids:
-                break
-            tokens.append(token)
-            if len(tokens) >= max_new_tokens:
-                break
-        conn.send((tokens, time.perf_counter() - start))
+        try:
+            conn.send(_generate(models[variant], ids, max_new_tokens, eos | eos_ids))
+        except Exception as exc:                 # this variant's failure, not the other columns'
+            conn.send(("error", f"{type(exc).__name__}: {str(exc)[:300]}"))
+
+
+def _generate(llm, ids: list[int], max_new_tokens: int, eos: set[int]) -> tuple[list[int], float]:
+    """Greedy tokens and the seconds they took, prefill included."""
+    llm.reset()
+    tokens: list[int] = []
+    start = time.perf_counter()
+    for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        if token in eos:
+            break
+        tokens.append(token)
+        if len(tokens) >= max_new_tokens:
+            break
+    return tokens, time.perf_counter() - start
 
 
 class LlamaCppProcess:
@@ -64,6 +73,7 @@ class LlamaCppProcess:
         self.process.start()
         child.close()                            # the child holds its end: its death is then an EOF here
         self.failure = ""
+        self.variant_failures: dict[str, str] = {}
         self._receive()                          # "ready", or the reason it died while loading
         self.variants = ["plain", *[f"lookup{k}" for k in lookups]]
 
@@ -80,10 +90,14 @@ class LlamaCppProcess:
             raise ColumnFailed(self.failure) from None
 
     def generate(self, variant: str, ids: list[int], max_new_tokens: int) -> Generation:
-        if self.failure:
-            raise ColumnFailed(self.failure)
+        if self.failure or variant in self.variant_failures:
+            raise ColumnFailed(self.failure or self.variant_failures[variant])
         self.conn.send((variant, list(ids), max_new_tokens, self.eos_ids))
-        tokens, elapsed = self._receive()
+        reply = self._receive()
+        if reply[0] == "error":                  # the child lives on; this variant is dropped
+            self.variant_failures[variant] = f"llama.cpp {variant} raised {reply[1]}"
+            raise ColumnFailed(self.variant_failures[variant])
+        tokens, elapsed = reply
         return Generation(tokens, elapsed, num_steps=len(tokens))
 
     def column(self, variant: str):

@@ -58,3 +58,14 @@ def test_prompts_cover_spec_bench_mt_bench_and_sharegpt_without_repeats():
     assert len(prompts) == 13 * 3 + 16
     assert categories.count("mt_bench") == 8 and categories.count("sharegpt") == 8
     assert len({p.question_id for p in prompts}) == len(prompts)
+
+
+def test_a_column_dropped_mid_run_is_compared_on_the_prompts_it_ran():
+    runs = [run("llamacpp-plain", 1, "qa", [1, 2, 3, 4], 0.1),                # then its process died
+            run(PLAIN, 1, "qa", [1, 2, 3, 4], 0.4), run(PLAIN, 2, "rag", [5, 6], 2.0),
+            run("ours-cost-model", 1, "qa", [1, 2, 3, 4], 0.2), run("ours-cost-model", 2, "rag", [5, 6], 1.0)]
+    d = data(runs)
+    d.update(summarize(d))
+    assert d["summary"]["ours_plain_x_llamacpp"] == pytest.approx(0.1 / 0.4)      # prompt 1 only
+    assert d["summary"]["cost_model_x_plain"] == pytest.approx(2.4 / 1.2)
+    assert d["figures"]["median_per_prompt"]["ours-cost-model_x_ours-plain-float32-prepacked"] == pytest.approx(2.0)
