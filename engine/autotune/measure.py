@@ -68,10 +68,10 @@ def path_unavailable_reason(model: PreTrainedModel, dtype: str, kernel: str) -> 
 
 
 def _runner_for(model: PreTrainedModel, dtype: str, kernel: str, max_len: int) -> ModelRunner:
-    """A runner on a path; another dtype's runs on a cast copy, so the model itself is untouched."""
-    if next(model.parameters()).dtype != DTYPES[dtype]:
-        model = copy.deepcopy(model).to(DTYPES[dtype])
-    return ModelRunner(model.eval(), max_len, kernel=kernel, invariant=True)
+    """A runner on a path over a copy of the model: the model, its parameters' layout and the
+    products shared by every runner over it (engine/runner.py) stay as they were, so the engine
+    built next on another path does not find this path's products cached on its modules."""
+    return ModelRunner(copy.deepcopy(model).to(DTYPES[dtype]).eval(), max_len, kernel=kernel, invariant=True)
 
 
 def _time_forward(runner: ModelRunner, slots: list[int], width: int, context: int, repeats: int,

@@ -125,3 +125,12 @@ def test_every_path_runs_a_chain_through_every_level(dtype, kernel, tokenizer):
     for chain in (("ngram", "draft", "int4", "target"), ("eagle", "int4", "target"), ("eagle", "target")):
         engine.router.decision = Decision(chain, 3)
         assert engine.generate(["abc abc abc"], params)[0].output_token_ids == expected, chain
+
+
+def test_an_engine_on_another_path_after_the_self_test_runs(tokenizer):
+    """The self-test measures copies: an engine then built on bf16 dense over the same model does not
+    meet the fp32 products the self-test made (every step failed with a dtype mismatch before)."""
+    target = build_tiny_llama(seed=6, init_std=0.2)
+    run_selftest(target, candidates=(("float32", "dense"), ("float32", "prepacked")), **FAST)
+    engine = make_dummy_engine(target, tokenizer, dtype="bfloat16", kernel="dense")
+    assert len(engine.generate(["abc abc"], SamplingParams(max_tokens=8, ignore_eos=True))[0].output_token_ids) == 8
