@@ -18,7 +18,6 @@ from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, decision_grid
 from engine.cost_router import CostModelRouter
 from engine.ladder import ladder_chains
-from engine.precision import PrecisionArgs
 from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
 from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
 from env.load_stats import LoadStats
