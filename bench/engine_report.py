@@ -56,7 +56,6 @@ def summarize(data: dict, hf_model=None, tokenizer=None, encoded: dict | None = 
         by_config[run["config"]].append(run)
     plain_tokens = {r["question_id"]: r["tokens"] for r in by_config[default_plain]}
     mix = {name: _tok_s(rs) for name, rs in by_config.items()}
-    llama = mix.get(LLAMA_CPP)
     categories = sorted({r["category"] for r in runs})
     per_category = {c: {name: _tok_s([r for r in rs if r["category"] == c]) for name, rs in by_config.items()}
                     for c in categories}
