@@ -247,5 +247,5 @@ def main(cfg: EvaluateConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from engine.dataclass_args import parse_dataclass
+    from cli.dataclass_args import parse_dataclass
     main(parse_dataclass(EvaluateConfig, description="Evaluate every router on every workload in the simulator."))

@@ -114,6 +114,6 @@ def main(cfg: OPECliConfig) -> dict:
 
 
 if __name__ == "__main__":
-    from engine.dataclass_args import parse_dataclass
+    from cli.dataclass_args import parse_dataclass
     main(parse_dataclass(OPECliConfig, description="Off-policy evaluation of a router from decision logs.",
                          positional=("logs",)))

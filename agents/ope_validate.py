@@ -148,5 +148,5 @@ def main(cfg: ValidateConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from engine.dataclass_args import parse_dataclass
+    from cli.dataclass_args import parse_dataclass
     main(parse_dataclass(ValidateConfig, description="Validate OPE estimators against on-policy truth in the sim."))

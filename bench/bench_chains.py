@@ -55,7 +55,7 @@ from bench.common import (
     sample_prompts,
 )
 from engine import Engine, EngineConfig
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 
 

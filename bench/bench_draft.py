@@ -32,7 +32,7 @@ from bench.draft_report import render_markdown, summarise
 from bench.level_probes import step_time_ratio, top1_agreement
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.config import parse_quantized_levels
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from engine.trackers import pair_key
 
@@ -44,7 +44,7 @@ class DraftBenchArgs(PrecisionArgs):
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "distilled draft checkpoint directory"})
     eagle: str = field(default="checkpoints/eagle", metadata={
-        "help": "EAGLE head checkpoint (engine.distill_eagle), benched as a level beside the draft; '' = none"})
+        "help": "EAGLE head checkpoint (distill.eagle), benched as a level beside the draft; '' = none"})
     prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category"})
     categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
     max_new_tokens: int = field(default=64, metadata={"help": "new tokens per prompt (greedy; EOS may stop earlier)"})

@@ -50,7 +50,7 @@ from bench.engine_report import LLAMA_CPP, render_markdown, summarize
 from bench.llama_cpp_column import ColumnFailed, LlamaCppProcess
 from engine import Decision, Engine, EngineConfig
 from engine.autotune import choose_path
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from env.prompt_sources import load_prompts
 
 DRAFTER_GRID = {"ngram": (4,), "suffix": (4, 8)}

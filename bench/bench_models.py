@@ -38,7 +38,7 @@ def load_target_and_draft(model: str, draft: str, required: bool, num_threads: i
     if not is_draft_checkpoint(draft_path):
         if required:
             raise FileNotFoundError(f"no trained draft at {draft_path} (no manifest.json); "
-                                    "train one with `python -m engine.distill`")
+                                    "train one with `python -m distill.draft`")
         print(f"no trained draft at {draft_path} (no manifest.json): only the ngram and suffix chains run", flush=True)
         return loaded, {}, draft_path
     return loaded, {"draft": load_draft(draft_path, loaded)}, draft_path

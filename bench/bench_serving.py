@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, publish_results
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from env.config import parse_action
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize

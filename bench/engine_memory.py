@@ -21,7 +21,7 @@ from bench.bench_models import encode_chat
 from bench.common import REPO_ROOT, PeakRSS, sample_prompts
 from bench.engine_columns import ForwardTimer
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.common import REPO_ROOT
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 
 LOSSLESS_TESTS = ["tests/engine/test_greedy_identity.py", "tests/engine/test_precision.py",
                   "tests/engine/test_sampling_lossless.py"]

@@ -10,7 +10,7 @@ from serving.server_process import ServerProcess
 
 
 def tiny_model_dir(directory: Path, hidden_size: int, num_layers: int) -> Path:
-    from engine.tiny_models import build_char_tokenizer, build_tiny_llama
+    from tests.tiny_models import build_char_tokenizer, build_tiny_llama
     build_tiny_llama(hidden_size=hidden_size, num_layers=num_layers, num_heads=4, num_kv_heads=2,
                      max_position=1024).save_pretrained(directory)
     build_char_tokenizer().save_pretrained(directory)

@@ -24,7 +24,7 @@ import httpx
 import psutil
 
 from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
+from cli.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
 from engine.decision import TARGET, Decision, validate_decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.linear_kernels import QUANTIZED_FORMATS
@@ -49,8 +49,8 @@ class GenerateArgs(PrecisionArgs):
     chat: bool | None = field(default=None, metadata={
         "help": "wrap the prompt in the tokenizer's chat template (default: when the tokenizer has one)"})
     draft: list[str] = field(default_factory=list, metadata={
-        "help": "draft models as NAME=PATH: a distilled draft checkpoint (python -m engine.distill), an "
-                "EAGLE head (python -m engine.distill_eagle) or a local HF directory / .gguf file sharing the "
+        "help": "draft models as NAME=PATH: a distilled draft checkpoint (python -m distill.draft), an "
+                "EAGLE head (python -m distill.eagle) or a local HF directory / .gguf file sharing the "
                 "target's tokenizer"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
     json: bool = field(default=False, metadata={"help": "print one JSON object (text + stats) instead"})

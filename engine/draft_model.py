@@ -206,7 +206,7 @@ def check_manifest(path: str | Path, target: LoadedModel, kind: str) -> DraftMan
         raise ModelLoadError(f"draft format {manifest.format_version} is not supported (want {FORMAT_VERSION})")
     if manifest.kind != kind:
         raise DraftMismatchError(f"{path} holds a {manifest.kind!r} checkpoint, not a {kind!r} one")
-    command = "engine.distill" if kind == "draft" else "engine.distill_eagle"
+    command = "distill.draft" if kind == "draft" else "distill.eagle"
     if manifest.target_sha256 != target.sha256:
         raise DraftMismatchError(
             f"{kind} at {path} was distilled for target {manifest.target_name!r} "

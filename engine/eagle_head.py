@@ -9,7 +9,7 @@ its last decoder layer, before the final norm):
 
 Features enter through the target's final norm (a departure from EAGLE-1, which feeds them raw):
 SmolLM2's pre-norm features have a few outlier dimensions of large magnitude that otherwise
-dominate the layer's input and the feature loss (engine/eagle_loss.py compares normed features).
+dominate the layer's input and the feature loss (distill/eagle_loss.py compares normed features).
 
 It is a transformers `LlamaForCausalLM` of one layer (built like engine/draft_model.py's drafts)
 whose embedding, final norm and LM head ARE the target's modules, plus `model.feature_fc`; the
@@ -99,7 +99,7 @@ def load_optional_eagle_head(path: str | Path, target: LoadedModel) -> tuple[Lla
     from engine.models import ModelLoadError
 
     if not is_draft_checkpoint(path):
-        return None, f"no EAGLE head at {path} (train one with `python -m engine.distill_eagle`)"
+        return None, f"no EAGLE head at {path} (train one with `python -m distill.eagle`)"
     try:
         return load_eagle_head(path, target), f"loaded {path}"
     except ModelLoadError as error:

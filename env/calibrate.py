@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
 from env.config import REPO_ROOT, EnvConfig, parse_action, resolve_path

@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from serving.config import ServerConfig
 
 

@@ -28,7 +28,7 @@ class ServerConfig(PrecisionArgs):
     draft: str = field(default="checkpoints/draft", metadata=_help(
         "trained draft directory (used when it exists; '' disables it)"))
     eagle: str = field(default="checkpoints/eagle", metadata=_help(
-        "EAGLE head directory (python -m engine.distill_eagle; used when it exists and was made for "
+        "EAGLE head directory (python -m distill.eagle; used when it exists and was made for "
         "the model; '' disables it)"))
     quantized_levels: str = field(default="int4", metadata=_help(
         "quantized copies of the target added as intermediate levels the cost model may route "

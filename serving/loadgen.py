@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from env.prompt_sources import Prompt
 from env.workloads import WorkloadSpec, build_window
 from serving.loadgen_report import format_table, summarize

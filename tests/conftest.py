@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import Decision, Engine, EngineConfig, StaticRouter
-from engine.tiny_models import build_char_tokenizer, build_tiny_llama, noisy_copy, truncated_copy
+from tests.tiny_models import build_char_tokenizer, build_tiny_llama, noisy_copy, truncated_copy
 
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.autotune import cache_file, choose_path
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.models import ModelLoadError, load_model
 from engine.precision import DTYPE_CHOICES, KERNEL_CHOICES
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from agents.decision_log import DecisionLogWriter, read_decision_log
 from agents.exploration import EpsilonGreedy, SoftmaxExploration, log_episodes
 from agents.ope import OPECliConfig, main
 from agents.policies import StaticPolicy
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 
 
 def test_epsilon_greedy_logs_propensities_that_match_its_sampling(make_sim_env, tmp_path):

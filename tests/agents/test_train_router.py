@@ -12,7 +12,7 @@ import pytest
 
 from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 from train_router import TrainConfig, main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

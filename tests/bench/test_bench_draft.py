@@ -13,7 +13,7 @@ from bench.bench_draft import DraftBenchArgs
 from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
 from engine.eagle_head import build_eagle_head
 from engine.models import load_model
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[2]
 

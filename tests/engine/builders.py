@@ -1,6 +1,6 @@
 """make_dummy-style builders shared by the engine tests: engines, prompts, reference decoding.
 
-Everything is built in code from the tiny models of `engine.tiny_models`; nothing is downloaded.
+Everything is built in code from the tiny models of `tests.tiny_models`; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from engine import Decision, Engine, EngineConfig, RequestOutput, SamplingParams, StaticRouter
-from engine.tiny_models import CHARACTERS, build_tiny_llama
+from tests.tiny_models import CHARACTERS, build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from engine import autotune
 from engine.autotune import choose_path, decide, measure, resolve_engine_precision, run_selftest
 from engine.linear_kernels import prepacked_available
 from engine.runner import ModelRunner
-from engine.tiny_models import build_tiny_llama, noisy_copy
+from tests.tiny_models import build_tiny_llama, noisy_copy
 from tests.engine.builders import make_dummy_engine, single_thread  # noqa: F401
 from tests.engine.test_eagle import make_eagle
 

@@ -1,4 +1,4 @@
-"""`engine.dataclass_args`: the one dataclass -> command line parser every script uses."""
+"""`cli.dataclass_args`: the one dataclass -> command line parser every script uses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.dataclass_args import parse_dataclass
+from cli.dataclass_args import parse_dataclass
 
 
 @dataclass

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from engine.distill import DistillConfig, parse_config, train_draft
-from engine.distill_data import (frequency_ranked_vocab, generate_teacher_data, render_prompt,
+from distill.draft import DistillConfig, parse_config, train_draft
+from distill.data import (frequency_ranked_vocab, generate_teacher_data, render_prompt,
                                  spec_bench_turns, split_held_out, training_prompts)
-from engine.distill_loss import evaluate, position_kl, sparse_kl
+from distill.loss import evaluate, position_kl, sparse_kl
 from engine.draft_model import build_draft, load_draft
 from engine.models import load_model
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from tests.engine.builders import run_training_cli
 
 TEXTS = ["the cat sat on the mat and the dog sat on the log.", "count: 1 2 3 4 5 6 7 8 9.",
@@ -111,7 +111,7 @@ def test_config_rejects_bad_values(capsys):
 
 
 def test_cli_writes_a_draft_that_loads_onto_its_target(tmp_path, tokenizer):
-    model_dir, out, done = run_training_cli("engine.distill", tmp_path, tokenizer, "draft", "--init_layers", "1")
+    model_dir, out, done = run_training_cli("distill.draft", tmp_path, tokenizer, "draft", "--init_layers", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out kl" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())

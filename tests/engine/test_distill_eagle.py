@@ -6,16 +6,16 @@ import json
 
 import torch
 
-from engine.distill import DistillConfig, train_draft
-from engine.distill_data import generate_teacher_data, render_prompt
-from engine.distill_eagle import EagleDistillConfig, capture_features
-from engine.distill_loss import evaluate
+from distill.draft import DistillConfig, train_draft
+from distill.data import generate_teacher_data, render_prompt
+from distill.eagle import EagleDistillConfig, capture_features
+from distill.loss import evaluate
 from engine.draft_model import load_draft_level
 from engine.eagle_head import build_eagle_head
-from engine.eagle_loss import eagle_loss
+from distill.eagle_loss import eagle_loss
 from engine.models import load_model
 from engine.runner import ModelRunner
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from tests.engine.builders import run_training_cli
 
 TEXTS = ["the cat sat on the mat.", "count: 1 2 3 4 5 6 7.", "hello there, how are you?", "a b c d e f g h",
@@ -52,7 +52,7 @@ def test_a_few_steps_raise_held_out_agreement(tokenizer):
 
 
 def test_cli_writes_an_eagle_head_that_loads_onto_its_target(tmp_path, tokenizer):
-    model_dir, out, done = run_training_cli("engine.distill_eagle", tmp_path, tokenizer, "eagle")
+    model_dir, out, done = run_training_cli("distill.eagle", tmp_path, tokenizer, "eagle")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out top-1 agreement" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())

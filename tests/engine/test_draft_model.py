@@ -10,7 +10,7 @@ from engine.draft_model import (DraftManifest, DraftMismatchError, architecture_
                                 trainable_state)
 from engine.models import LoadedModel, ModelLoadError
 from engine.runner import ModelRunner
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 
 SUBSET = torch.tensor(sorted({0, 1, 2} | set(range(3, 45, 2)) | {4, 6, 8, 10, 12}))
 

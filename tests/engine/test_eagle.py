@@ -30,7 +30,7 @@ from engine.eagle_head import (
 )
 from engine.models import LoadedModel
 from engine.runner import ModelRunner
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from tests.engine.builders import (
     assert_same_outputs,
     make_dummy_engine,

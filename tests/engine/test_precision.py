@@ -12,7 +12,7 @@ from engine import Decision, EngineConfig, SamplingParams
 from engine.linear_kernels import prepacked_available
 from engine.precision import resolve_precision
 from engine.runner import ModelRunner
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from tests.engine.builders import make_dummy_engine, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from engine.runner import ModelRunner
-from engine.tiny_models import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from tests.engine.builders import single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -18,7 +18,7 @@ from scipy.stats import chisquare
 import engine.spec_step
 from engine import SamplingParams
 from engine.sampling import sample_from
-from engine.tiny_models import build_tiny_llama, noisy_copy
+from tests.tiny_models import build_tiny_llama, noisy_copy
 from engine.verify import verify_sampling
 from tests.engine.builders import make_dummy_engine, single_thread  # noqa: F401
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.tiny_models import build_char_tokenizer, build_tiny_llama
+from tests.tiny_models import build_char_tokenizer, build_tiny_llama
 from env import SpecRouteEnv
 from env.calibrate import CalibrateArgs, main, parse_args
 from env.sim_calibration import SimCalibration

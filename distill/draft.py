@@ -1,4 +1,4 @@
-"""`python -m engine.distill`: distil a few-layer draft from the target (KL to its next-token law).
+"""`python -m distill.draft`: distil a few-layer draft from the target (KL to its next-token law).
 
 Stages: training prompts (ShareGPT, MT-bench, HumanEval; never a Spec-Bench turn, which the
 benchmarks use) -> the target's greedy replies and its top-k next-token probabilities at every position
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from engine.dataclass_args import parse_dataclass
-from engine.distill_data import (
+from cli.dataclass_args import parse_dataclass
+from distill.data import (
     SOURCES,
     data_dir,
     frequency_ranked_vocab,
@@ -32,7 +32,7 @@ from engine.distill_data import (
     split_held_out,
     training_prompts,
 )
-from engine.distill_loss import evaluate, sparse_kl
+from distill.loss import evaluate, sparse_kl
 from engine.draft_model import (
     STORAGE_DTYPES,
     DraftManifest,
@@ -92,7 +92,7 @@ class DistillConfig(PrecisionArgs):
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
-    return parse_dataclass(DistillConfig, argv, __doc__.split("\n")[0], prog="python -m engine.distill")
+    return parse_dataclass(DistillConfig, argv, __doc__.split("\n")[0], prog="python -m distill.draft")
 
 
 def encoded_prompts(cfg: DistillConfig, tokenizer) -> list[tuple[str, list[int]]]:
@@ -172,7 +172,7 @@ def _lr_at(step: int, time_fraction: float, cfg: DistillConfig) -> float:
 
 def train_draft(draft, train: list, held_out: list, cfg: DistillConfig, deadline: float, log=print,
                 loss_fn=sparse_kl) -> dict:
-    """AdamW on `loss_fn` (the sparse KL; an EAGLE head's is engine/eagle_loss.py); returns the
+    """AdamW on `loss_fn` (the sparse KL; an EAGLE head's is distill/eagle_loss.py); returns the
     curve (step, seconds, train loss, held-out metrics)."""
     params = [p for p in draft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

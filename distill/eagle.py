@@ -1,11 +1,11 @@
-"""`python -m engine.distill_eagle`: train an EAGLE feature head (engine/eagle_head.py) on the target.
+"""`python -m distill.eagle`: train an EAGLE feature head (engine/eagle_head.py) on the target.
 
-Stages: the distillation sequences of engine/distill.py (ShareGPT, MT-bench, HumanEval prompts with
+Stages: the distillation sequences of distill/draft.py (ShareGPT, MT-bench, HumanEval prompts with
 the target's greedy replies; never a Spec-Bench turn; cached under $SPECROUTE_CACHE/distill) -> one
 batched target prefill per group of sequences, capturing the target's final hidden state (before
 the final norm) and its top-k next-token law at every position (cached under
 $SPECROUTE_CACHE/eagle) -> a one-layer head trained teacher-forced on smooth-L1 of features + KL
-(engine/eagle_loss.py) -> `draft.safetensors` + `manifest.json` (kind "eagle") in `--out`.
+(distill/eagle_loss.py) -> `draft.safetensors` + `manifest.json` (kind "eagle") in `--out`.
 Held-out top-1 agreement with the target (the first drafted token) is printed as it goes.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from engine.dataclass_args import parse_dataclass
-from engine.distill import (
+from cli.dataclass_args import parse_dataclass
+from distill.draft import (
     EVAL_RESERVE_S,
     DistillConfig,
     _teacher_data,
@@ -32,11 +32,11 @@ from engine.distill import (
     teacher_precision,
     train_draft,
 )
-from engine.distill_data import _top_k, data_dir, frequency_ranked_vocab, split_held_out
-from engine.distill_loss import evaluate
+from distill.data import _top_k, data_dir, frequency_ranked_vocab, split_held_out
+from distill.loss import evaluate
 from engine.draft_model import DraftManifest, architecture_of, save_draft
 from engine.eagle_head import build_eagle_head
-from engine.eagle_loss import FeatureSequence, eagle_loss
+from distill.eagle_loss import FeatureSequence, eagle_loss
 from engine.models import cache_dir
 from engine.runner import ModelRunner
 
@@ -58,7 +58,7 @@ class EagleDistillConfig(DistillConfig):
 
 
 def parse_config(argv: list[str] | None = None) -> EagleDistillConfig:
-    return parse_dataclass(EagleDistillConfig, argv, __doc__.split("\n")[0], prog="python -m engine.distill_eagle")
+    return parse_dataclass(EagleDistillConfig, argv, __doc__.split("\n")[0], prog="python -m distill.eagle")
 
 
 def _groups(sequences: list, budget: int) -> list[list[int]]:

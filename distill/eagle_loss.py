@@ -2,7 +2,7 @@
 
 A training sequence (tokens x_0..x_{n-1}, the target's features f_0..f_{n-1} and its top-k law
 at every position) gives n - 2 inputs: the pair (x_{p+1}, f_p) for p = 0..n-3, whose targets
-are f_{p+1} (features) and the target's law of x_{p+2} (the sparse KL of engine/distill_loss.py).
+are f_{p+1} (features) and the target's law of x_{p+2} (the sparse KL of distill/loss.py).
 Training is teacher-forced on the target's features; EAGLE adds uniform noise to the input
 features so that the head tolerates its own, slightly wrong, features while it drafts.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.distill_data import TeacherSequence
-from engine.distill_loss import index_in_head_of, position_kl, stats_of
+from distill.data import TeacherSequence
+from distill.loss import index_in_head_of, position_kl, stats_of
 from engine.eagle_head import predict_features
 
 
