@@ -33,13 +33,8 @@ from distill.data import (
     training_prompts,
 )
 from distill.loss import evaluate, sparse_kl
-from engine.draft_model import (
-    STORAGE_DTYPES,
-    DraftManifest,
-    architecture_of,
-    build_draft,
-    save_draft,
-)
+from engine.draft_checkpoint import STORAGE_DTYPES, DraftManifest, architecture_of, save_draft
+from engine.draft_model import build_draft
 from engine.models import cache_dir, load_model
 from engine.precision import Precision, PrecisionArgs, prepare_model, resolve_precision
 

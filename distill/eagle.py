@@ -34,7 +34,7 @@ from distill.draft import (
 )
 from distill.data import _top_k, data_dir, frequency_ranked_vocab, split_held_out
 from distill.loss import evaluate
-from engine.draft_model import DraftManifest, architecture_of, save_draft
+from engine.draft_checkpoint import DraftManifest, architecture_of, save_draft
 from engine.eagle_head import build_eagle_head
 from distill.eagle_loss import FeatureSequence, eagle_loss
 from engine.models import cache_dir

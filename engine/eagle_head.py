@@ -15,21 +15,18 @@ It is a transformers `LlamaForCausalLM` of one layer (built like engine/draft_mo
 whose embedding, final norm and LM head ARE the target's modules, plus `model.feature_fc`; the
 engine's ModelRunner runs it (it sees `feature_fc` and takes features), engine/eagle_level.py
 drafts with it. The head may score a vocabulary subset (VocabSubsetHead), as the draft does.
-On disk it is a draft checkpoint of kind "eagle" (engine/draft_model.py `save_draft`):
-its layer, its `feature_fc` and the subset; `load_eagle_head` checks the manifest.
+On disk it is a draft checkpoint of kind "eagle" (engine/draft_checkpoint.py `save_draft`,
+`load_draft(path, target, "eagle")`): its layer, its `feature_fc` and the subset.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedModel
 
-from engine.draft_model import build_draft, check_manifest, copy_weights, read_weights
-from engine.models import LoadedModel
+from engine.draft_model import build_draft
 
 
 def is_eagle_head(model: PreTrainedModel) -> bool:
@@ -79,28 +76,3 @@ def predict_features(head: PreTrainedModel, ids: torch.Tensor, features: torch.T
     lm_head = head.lm_head
     weight = lm_head.subset_weight() if hasattr(lm_head, "subset_weight") else lm_head.weight
     return captured[0], F.linear(normed, weight)
-
-
-def load_eagle_head(path: str | Path, target: LoadedModel) -> LlamaForCausalLM:
-    """Load an EAGLE head onto `target` (fp32, sharing its embedding, norm and head).
-
-    Raises DraftMismatchError when the checkpoint was made for another target or architecture or
-    is a plain draft, ModelLoadError when files are missing or do not match the manifest.
-    """
-    manifest = check_manifest(path, target, "eagle")
-    tensors, subset = read_weights(path, manifest)
-    return copy_weights(build_eagle_head(target.model, manifest.init_layers[0], subset), tensors, path)
-
-
-def load_optional_eagle_head(path: str | Path, target: LoadedModel) -> tuple[LlamaForCausalLM | None, str]:
-    """The EAGLE head at `path` if one was made for `target`, else (None, why): a default head that
-    is missing or made for another model must not keep a server or environment from starting."""
-    from engine.draft_model import is_draft_checkpoint
-    from engine.models import ModelLoadError
-
-    if not is_draft_checkpoint(path):
-        return None, f"no EAGLE head at {path} (train one with `python -m distill.eagle`)"
-    try:
-        return load_eagle_head(path, target), f"loaded {path}"
-    except ModelLoadError as error:
-        return None, f"EAGLE head {path} not used: {error}"

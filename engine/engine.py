@@ -8,10 +8,12 @@ class adds the models, prompts and what benchmarks and the server set on a live 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.autotune import resolve_engine_precision
+from engine.build import DraftSpec, load_pretrained
 from engine.config import EngineConfig
 from engine.core import EngineCore, StepRecord
 from engine.decision import TARGET
@@ -20,6 +22,7 @@ from engine.eagle_head import is_eagle_head
 from engine.eagle_level import EagleLevel
 from engine.executor import ModelExecutor
 from engine.levels import ModelLevel
+from engine.models import LoadedModel
 from engine.precision import prepare_model
 from engine.prompts import encode_prompt, eos_token_ids
 from engine.runner import ModelRunner
@@ -78,6 +81,25 @@ class Engine(EngineCore):
         scheduler = Scheduler(cfg, eos_token_ids(target, tokenizer), self._detokenize if tokenizer is not None else None)
         super().__init__(cfg, ModelExecutor(self.levels, drafters), scheduler, router)    # levels shared with it
         self._ids = itertools.count()
+        self.model_name = ""                        # from_pretrained: the LoadedModel's name (profiles key on it)
+        self.draft_notes: dict[str, str] = {}       # from_pretrained: per DraftSpec, loaded or why not
+
+    @classmethod
+    def from_pretrained(cls, model: str | LoadedModel = "default", *, drafts: Sequence[DraftSpec] = (),
+                        config: EngineConfig | None = None, router=None) -> Engine:
+        """The engine every command builds: the target `model` ('default', a local HF directory or
+        .gguf, or a LoadedModel in hand), the draft levels `drafts`, and the quantized copies and
+        forward path (`auto`: the cached self-test) that `config` names.
+
+        A required draft with nothing at its path raises MissingDraftError before the target is
+        loaded; other load failures raise ModelLoadError (DraftMismatchError for a checkpoint made
+        for another target) unless the spec skips them. `draft_notes` says per spec what happened.
+        """
+        pretrained = load_pretrained(model, drafts)
+        engine = cls(pretrained.target.model, pretrained.target.tokenizer, config, drafts=pretrained.drafts,
+                     router=router)
+        engine.model_name, engine.draft_notes = pretrained.target.name, pretrained.notes
+        return engine
 
     def load_or_measure_profile(self, path, **measure_kwargs):
         """Set `self.profile` from `path`, measuring (and saving) the levels it lacks."""

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.bench_draft import DraftBenchArgs
-from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
+from engine.draft_checkpoint import DraftManifest, architecture_of, save_draft
+from engine.draft_model import build_draft
 from engine.eagle_head import build_eagle_head
 from engine.models import load_model
 from tests.tiny_models import build_tiny_llama

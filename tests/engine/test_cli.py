@@ -12,7 +12,8 @@ import pytest
 
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.__main__ import EXIT_BAD_INPUT, GenerateArgs, cli
-from engine.draft_model import DraftManifest, architecture_of, build_draft, save_draft
+from engine.draft_checkpoint import DraftManifest, architecture_of, save_draft
+from engine.draft_model import build_draft
 from engine.models import load_model
 from tests.tiny_models import build_char_tokenizer, build_tiny_llama
 

@@ -11,7 +11,8 @@ from distill.draft import DistillConfig, parse_config, train_draft
 from distill.data import (frequency_ranked_vocab, generate_teacher_data, render_prompt,
                                  spec_bench_turns, split_held_out, training_prompts)
 from distill.loss import evaluate, position_kl, sparse_kl
-from engine.draft_model import build_draft, load_draft
+from engine.draft_checkpoint import load_draft
+from engine.draft_model import build_draft
 from engine.models import load_model
 from tests.tiny_models import build_tiny_llama
 from tests.engine.builders import run_training_cli

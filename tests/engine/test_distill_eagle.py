@@ -10,7 +10,7 @@ from distill.draft import DistillConfig, train_draft
 from distill.data import generate_teacher_data, render_prompt
 from distill.eagle import EagleDistillConfig, capture_features
 from distill.loss import evaluate
-from engine.draft_model import load_draft_level
+from engine.draft_checkpoint import load_draft
 from engine.eagle_head import build_eagle_head
 from distill.eagle_loss import eagle_loss
 from engine.models import load_model
@@ -59,6 +59,6 @@ def test_cli_writes_an_eagle_head_that_loads_onto_its_target(tmp_path, tokenizer
     assert manifest["kind"] == "eagle" and manifest["init_layers"] == [1] and manifest["vocab_subset_size"] == 32
     assert manifest["training"]["steps_done"] == 4
     target = load_model(str(model_dir))
-    head = load_draft_level(out, target)
+    head = load_draft(out, target, "eagle")
     assert head.model.feature_fc.weight.shape == (64, 128)
     assert EagleDistillConfig().out == "checkpoints/eagle"

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
-from engine.draft_model import (DraftManifest, DraftMismatchError, architecture_of, build_draft, load_draft, save_draft,
-                                trainable_state)
+from engine.draft_checkpoint import (DraftManifest, DraftMismatchError, architecture_of, load_draft, save_draft,
+                                     trainable_state)
+from engine.draft_model import build_draft
 from engine.models import LoadedModel, ModelLoadError
 from engine.runner import ModelRunner
 from tests.tiny_models import build_tiny_llama

@@ -14,20 +14,9 @@ import pytest
 import torch
 
 from engine import Decision, SamplingParams
-from engine.draft_model import (
-    DraftManifest,
-    DraftMismatchError,
-    architecture_of,
-    load_draft,
-    load_draft_level,
-    save_draft,
-)
-from engine.eagle_head import (
-    build_eagle_head,
-    load_eagle_head,
-    load_optional_eagle_head,
-    predict_features,
-)
+from engine.build import DraftSpec, load_drafts
+from engine.draft_checkpoint import DraftManifest, DraftMismatchError, architecture_of, load_draft, save_draft
+from engine.eagle_head import build_eagle_head, predict_features
 from engine.models import LoadedModel
 from engine.runner import ModelRunner
 from tests.tiny_models import build_tiny_llama
@@ -197,21 +186,26 @@ def test_checkpoint_round_trip_and_mismatch_errors(target, tokenizer, tmp_path):
     manifest = DraftManifest(target_name="tiny", target_sha256="a" * 64, kind="eagle", init_layers=[1],
                              architecture=architecture_of(target.config, 1), storage_dtype="float32")
     save_draft(head, tmp_path, manifest)
-    again = load_draft_level(tmp_path, loaded)
+    again = load_draft(tmp_path, loaded, kind=None)
     assert torch.equal(again.model.feature_fc.weight, head.model.feature_fc.weight)
     assert again.model.embed_tokens.weight is target.model.embed_tokens.weight      # shared, not stored
     assert again.model.norm is target.model.norm and torch.equal(again.lm_head.vocab_subset, torch.arange(0, 40))
     with pytest.raises(DraftMismatchError, match="distilled for target 'tiny'"):
-        load_eagle_head(tmp_path, LoadedModel("other", target, tokenizer, "b" * 64))
+        load_draft(tmp_path, LoadedModel("other", target, tokenizer, "b" * 64), "eagle")
     with pytest.raises(DraftMismatchError, match="holds a 'eagle' checkpoint, not a 'draft' one"):
         load_draft(tmp_path, loaded)
-    head, why = load_optional_eagle_head(tmp_path, LoadedModel("other", target, tokenizer, "b" * 64))
-    assert head is None and "not used" in why          # a default head made for another model is skipped
-    assert load_optional_eagle_head(tmp_path / "missing", loaded)[0] is None
-    assert load_optional_eagle_head(tmp_path, loaded)[0] is not None
+
+    def optional_eagle(path):           # what the server asks for: a default head it can run without
+        return [DraftSpec("eagle", path, kind="eagle", if_absent="skip", if_unusable="skip")]
+
+    models, notes = load_drafts(optional_eagle(tmp_path), LoadedModel("other", target, tokenizer, "b" * 64))
+    assert not models and "not used" in notes["eagle"]      # a default head made for another model is skipped
+    models, notes = load_drafts(optional_eagle(tmp_path / "missing"), loaded)
+    assert not models and "no EAGLE head at" in notes["eagle"]
+    assert "eagle" in load_drafts(optional_eagle(tmp_path), loaded)[0]
     bigger = build_tiny_llama(hidden_size=96, num_layers=2)
     with pytest.raises(DraftMismatchError, match="architecture"):
-        load_eagle_head(tmp_path, LoadedModel("tiny", bigger, tokenizer, "a" * 64))
+        load_draft(tmp_path, LoadedModel("tiny", bigger, tokenizer, "a" * 64), "eagle")
 
 
 def test_an_eagle_level_needs_an_eagle_head_and_target_features(target, drafts):
