@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cli.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
 from engine.decision import TARGET, Decision, validate_decision
@@ -142,46 +141,33 @@ class GenerationReport:
                 f"finish {self.finish_reason}")
 
 
-def load_draft(path: str, target):
-    """A draft level from a distilled draft checkpoint (a directory with the draft manifest,
-    checked against `target`, a LoadedModel) or from any local causal LM sharing the tokenizer."""
-    from engine.draft_model import load_draft_level
-    from engine.models import ModelLoadError
-    try:
-        return load_draft_level(Path(path).expanduser(), target)
-    except ModelLoadError as error:
-        raise BadInput(f"draft {path}: {error}") from None
-
-
 def generate(cfg: GenerateArgs) -> GenerationReport:
     """Load the model(s), run the request to completion and return what happened."""
     import torch
 
+    from engine.build import DraftSpec
     from engine.config import EngineConfig
     from engine.decision import StaticRouter
     from engine.engine import Engine
-    from engine.models import ModelLoadError, load_model
+    from engine.models import ModelLoadError
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    for name, path in cfg.draft_paths.items():      # fail before the (slow) target load
-        if not Path(path).expanduser().exists():
-            raise BadInput(f"draft {name!r}: path {path} does not exist")
+    # a draft checkpoint (either kind) or any local causal LM sharing the tokenizer; a missing
+    # path fails before the (slow) target load
+    drafts = [DraftSpec(name, path, kind=None) for name, path in cfg.draft_paths.items()]
+    quantized = ",".join(name for name in cfg.decision.chain if name in QUANTIZED_FORMATS)
     try:
-        loaded = load_model(cfg.model)
+        engine = Engine.from_pretrained(cfg.model, drafts=drafts, router=StaticRouter(cfg.decision),
+                                        config=EngineConfig(num_threads=cfg.num_threads, quantized_levels=quantized,
+                                                            **cfg.precision_kwargs(release_model_weights=True)))
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
-    drafts = {name: load_draft(path, loaded) for name, path in cfg.draft_paths.items()}
-    quantized = ",".join(name for name in cfg.decision.chain if name in QUANTIZED_FORMATS)
-    engine = Engine(loaded.model, loaded.tokenizer,
-                    EngineConfig(num_threads=cfg.num_threads, quantized_levels=quantized,
-                                 **cfg.precision_kwargs(release_model_weights=True)),
-                    drafts=drafts, router=StaticRouter(cfg.decision))
     engine.validate_decision(cfg.decision)
-    has_template = bool(getattr(loaded.tokenizer, "chat_template", None))
+    has_template = bool(getattr(engine.tokenizer, "chat_template", None))
     use_chat = has_template if cfg.chat is None else cfg.chat
     if use_chat and not has_template:
-        raise BadInput(f"--chat: the tokenizer of {loaded.name} has no chat template")
+        raise BadInput(f"--chat: the tokenizer of {engine.model_name} has no chat template")
     prompt = [{"role": "user", "content": cfg.prompt}] if use_chat else cfg.prompt
     start = time.perf_counter()
     request_id = engine.add_request(prompt, cfg.sampling_params)
@@ -193,7 +179,7 @@ def generate(cfg: GenerateArgs) -> GenerationReport:
                 final = output
     elapsed = time.perf_counter() - start
     return GenerationReport(
-        text=final.text or "", model=loaded.name, chain=cfg.decision.label, num_prompt_tokens=num_prompt_tokens,
+        text=final.text or "", model=engine.model_name, chain=cfg.decision.label, num_prompt_tokens=num_prompt_tokens,
         num_output_tokens=len(final.output_token_ids), finish_reason=final.finish_reason.value, elapsed_s=elapsed,
         num_steps=final.stats.num_steps, num_draft_tokens=final.stats.num_draft_tokens,
         num_accepted_tokens=final.stats.num_accepted_tokens)

@@ -65,29 +65,24 @@ def main(cfg: ProfileArgs) -> Path:
     import torch
 
     from engine import Engine, EngineConfig
-    from engine.draft_model import load_draft_level
-    from engine.models import load_model
+    from engine.build import DraftSpec
     from engine.profile import measure_profile, profile_file
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)      # this command owns the process
-    target = load_model(cfg.model)
-    drafts = {}
-    for spec in cfg.draft:
-        name, _, path = spec.partition("=")
-        drafts[name] = load_draft_level(path, target)
-    engine = Engine(target.model, target.tokenizer, EngineConfig(max_model_len=cfg.max_model_len,
-                                                                 num_threads=cfg.num_threads,
-                                                                 quantized_levels=cfg.quantized_levels,
-                                                                 **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
+    drafts = [DraftSpec(*spec.split("=", 1), kind=None) for spec in cfg.draft]     # a checkpoint or any local LM
+    engine = Engine.from_pretrained(cfg.model, drafts=drafts,
+                                    config=EngineConfig(max_model_len=cfg.max_model_len, num_threads=cfg.num_threads,
+                                                        quantized_levels=cfg.quantized_levels,
+                                                        **cfg.precision_kwargs(release_model_weights=True)))
     load_s = time.perf_counter() - start
     # the measurement gets what loading left of the budget, but always a little
     budget = max(cfg.budget_s - load_s - 1.0, 0.25 * cfg.budget_s)
     profile = measure_profile(engine, batches=cfg.batches, tokens=cfg.tokens, contexts=cfg.contexts,
-                              budget_s=budget, repeats=cfg.repeats, model=target.name, clock=cfg.clock)
+                              budget_s=budget, repeats=cfg.repeats, model=engine.model_name, clock=cfg.clock)
     profile.meta["load_s"] = round(load_s, 3)
     profile.meta["total_s"] = round(time.perf_counter() - start, 3)
-    out = Path(cfg.out) if cfg.out else REPO_ROOT / profile_file(target.name, engine.precision.name)
+    out = Path(cfg.out) if cfg.out else REPO_ROOT / profile_file(engine.model_name, engine.precision.name)
     profile.save(out)
     target_grid = profile.levels["target"]
     print(f"wrote {out} ({engine.precision.name}): levels {', '.join(profile.levels)}; load {load_s:.1f} s, "
