@@ -132,32 +132,27 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     import torch
 
     from engine import Engine, EngineConfig
-    from engine.draft_model import is_draft_checkpoint, load_draft
-    from engine.models import load_model
+    from engine.build import DraftSpec
     from env.specroute_env import SpecRouteEnv
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    target = load_model(cfg.model)
-    drafts = {}
-    draft_path = resolve_path(cfg.draft)
-    if is_draft_checkpoint(draft_path):
-        drafts["draft"] = load_draft(draft_path, target)
-    engine = Engine(target.model, target.tokenizer, EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads,
-                                                                 quantized_levels=cfg.quantized_levels,
-                                                                 **cfg.precision_kwargs()),
-                    drafts=drafts)
-    print(f"loaded {target.name}{' + draft' if drafts else ''} in {time.perf_counter() - started:.1f} s; "
+    engine = Engine.from_pretrained(cfg.model, drafts=[DraftSpec("draft", resolve_path(cfg.draft), if_absent="skip")],
+                                    config=EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads,
+                                                        quantized_levels=cfg.quantized_levels,
+                                                        **cfg.precision_kwargs()))
+    model_name, has_draft = engine.model_name, "draft" in engine.levels
+    print(f"loaded {model_name}{' + draft' if has_draft else ''} in {time.perf_counter() - started:.1f} s; "
           f"{cfg.clock} clock, {torch.get_num_threads()} torch threads")
 
-    profile_path = resolve_path(cfg.profile) if cfg.profile else REPO_ROOT / "profiles" / f"{target.name}.json"
-    base = base_profile(engine, profile_path, cfg, target.name)
+    profile_path = resolve_path(cfg.profile) if cfg.profile else REPO_ROOT / "profiles" / f"{model_name}.json"
+    base = base_profile(engine, profile_path, cfg, model_name)
 
     rng = np.random.default_rng(cfg.seed)
     chains = [("ngram", "target"), ("suffix", "target")]
     chains += [c for fmt in engine.config.quantized_formats for c in ((fmt, "target"), ("ngram", fmt, "target"))]
-    chains += [("draft", "target"), ("ngram", "draft", "target")] if drafts else []
-    calibration = SimCalibration(target.name, prompt_lengths=fit_prompt_lengths(engine))
+    chains += [("draft", "target"), ("ngram", "draft", "target")] if has_draft else []
+    calibration = SimCalibration(model_name, prompt_lengths=fit_prompt_lengths(engine))
     steps: list[StepSample] = []
     tick = time.perf_counter()
     prompts = sample_prompts(cfg.fit_prompts * len(chains) + cfg.fit_prompts // 2, rng)
@@ -184,7 +179,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
                                 for c in CATEGORIES
                                 if any(k.partition("|")[0] == c for k in calibration.acceptance.pairs[pair]))
         print(f"  acceptance {pair}: {calibration.acceptance.mean_acceptance(pair):.2f} ({by_category})")
-    out = resolve_path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"acceptance_{target.name}.json"
+    out = resolve_path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"acceptance_{model_name}.json"
     calibration.save(out)
     print(f"wrote {out}")
 

@@ -34,19 +34,15 @@ def build_engine(config: EnvConfig) -> Engine:
         if not isinstance(engine, Engine):
             raise EnvConfigError(f"engine_factory returned {type(engine).__name__}, not an Engine")
         return engine
-    from engine.draft_model import is_draft_checkpoint, load_draft
-    from engine.models import load_model
+    from engine.build import DraftSpec
     if config.num_threads:          # the environment loads and runs its own engine in this process
         torch.set_num_threads(config.num_threads)
-    loaded = load_model(config.model)
-    drafts = {}
-    if config.draft is not None and is_draft_checkpoint(resolve_path(config.draft)):
-        drafts[DRAFT_NAME] = load_draft(resolve_path(config.draft), loaded)
+    drafts = [] if config.draft is None else [DraftSpec(DRAFT_NAME, resolve_path(config.draft), if_absent="skip")]
     engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
                                  max_model_len=config.max_model_len, num_threads=config.num_threads,
                                  quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
-    return Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
+    return Engine.from_pretrained(config.model, drafts=drafts, config=engine_config)
 
 
 def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[int]:
