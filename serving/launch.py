@@ -176,9 +176,10 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
 
 
 def build_state(config: ServerConfig) -> ServingState:
-    """Load the model (and the trained draft when there is one) and wrap it for serving."""
+    """Load the model (and the trained draft and EAGLE head when there are) and wrap it for serving."""
     import torch
 
+    from engine.build import DraftSpec
     from engine.models import load_model
 
     if config.num_threads:
@@ -188,22 +189,18 @@ def build_state(config: ServerConfig) -> ServingState:
     if limit and config.max_model_len > limit:
         logger.info("max_model_len %d exceeds the model's %d positions; using %d", config.max_model_len, limit, limit)
         config = dataclasses.replace(config, max_model_len=limit)
-    drafts = {}
-    if config.draft and Path(config.draft).exists():
-        from engine.draft_model import load_draft  # written alongside; only needed with a draft
-        drafts["draft"] = load_draft(config.draft, loaded)
-        logger.info("draft: loaded %s", config.draft)
-    if config.eagle:
-        from engine.eagle_head import load_optional_eagle_head
-        head, why = load_optional_eagle_head(config.eagle, loaded)
-        if head is not None:
-            drafts["eagle"] = head
-        logger.info("eagle: %s", why)
+    drafts = []
+    if config.draft and Path(config.draft).exists():     # a path that exists must hold a draft made for this model
+        drafts.append(DraftSpec("draft", config.draft))
+    if config.eagle:                # a default head that is missing or made for another model is skipped, and logged
+        drafts.append(DraftSpec("eagle", config.eagle, kind="eagle", if_absent="skip", if_unusable="skip"))
     engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
                                  max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
                                  num_threads=config.num_threads, quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
-    engine = Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
+    engine = Engine.from_pretrained(loaded, drafts=drafts, config=engine_config)
+    for name, note in engine.draft_notes.items():
+        logger.info("%s: %s", name, note)
     logger.info("forward path: %s on %s (--dtype %s, --kernel %s, --weights %s, --attention %s)",
                 engine.precision.name, engine.precision.device, config.dtype, config.kernel, config.weights,
                 config.attention)
