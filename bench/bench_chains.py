@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.bench_models import encode_chat, load_target_and_draft
+from bench.bench_models import draft_spec, encode_chat, load_bench_model, report_missing_draft, resolve_checkpoint
 from bench.chains_analysis import three_level_plane
 from bench.chains_report import COST_MODEL, LEARNED, PLAIN, render_markdown, summarise
 from bench.chains_runs import (
@@ -285,29 +285,30 @@ def build_llama_cpp(cfg: ChainsBenchArgs, loaded, n_ctx: int) -> tuple[dict, str
 def main(cfg: ChainsBenchArgs) -> dict:
     began = time.perf_counter()
     machine_start = machine_info()
-    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=False,
-                                                       num_threads=cfg.num_threads)
+    loaded = load_bench_model(cfg.model, cfg.num_threads)
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [(p, encode_chat(loaded.tokenizer, p.text)) for p in prompts]
     load_prompts = select_load_prompts(cfg, loaded.tokenizer)
     max_batch = max(cfg.concurrency_list, default=1)
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
     max_len = max(2048, longest + cfg.max_new_tokens + 16)
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=max_batch, max_model_len=max_len,
-                                                                 max_num_tokens=max_len * max_batch,
-                                                                 quantized_levels=cfg.quantized,
-                                                                 **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
+    engine = Engine.from_pretrained(loaded, drafts=[draft_spec(cfg.draft, required=False)],
+                                    config=EngineConfig(max_batch=max_batch, max_model_len=max_len,
+                                                        max_num_tokens=max_len * max_batch, quantized_levels=cfg.quantized,
+                                                        **cfg.precision_kwargs(release_model_weights=True)))
+    report_missing_draft(engine)
+    draft_path = str(resolve_checkpoint(cfg.draft)) if "draft" in engine.levels else None
     cost_router = build_cost_router(engine, cfg, loaded.name)
     learned_router = build_learned_router(engine, cfg, loaded.name, cost_router)
     baselines, llama_cpp_skipped = build_llama_cpp(cfg, loaded, max_len)
-    print(f"{loaded.name}{' + draft ' + str(draft_path) if drafts else ''}; cost model over "
+    print(f"{loaded.name}{' + draft ' + draft_path if draft_path else ''}; cost model over "
           f"{len(cost_router.cost_model.decisions)} decisions; {len(encoded)} prompts; load "
           f"{cfg.concurrency_list} over {len(load_prompts)} distinct prompts", flush=True)
     results = run_chains(engine, cost_router, encoded, load_prompts, cfg,
                          [name for name in engine.levels if name != "target"], began, learned_router, baselines)
     data = {"command": " ".join(["python -m bench.bench_chains", *sys.argv[1:]]),
             "args": vars(cfg),
-            "model": loaded.name, "model_sha256": loaded.sha256, "draft": str(draft_path) if drafts else None,
+            "model": loaded.name, "model_sha256": loaded.sha256, "draft": draft_path,
             "cost_model_decisions": [d.label for d in cost_router.cost_model.decisions],
             "llama_cpp_skipped": llama_cpp_skipped,
             "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.bench_models import encode_chat, load_target_and_draft, resolve_checkpoint
+from bench.bench_models import draft_spec, encode_chat, load_bench_model, resolve_checkpoint
 from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
 from bench.draft_report import render_markdown, summarise
 from bench.level_probes import step_time_ratio, top1_agreement
@@ -174,27 +174,26 @@ def cost_table(engine: Engine, target_model, context: list[int], repeats: int = 
 
 
 def main(cfg: DraftBenchArgs) -> dict:
-    from engine.draft_model import read_manifest
-    from engine.eagle_head import load_eagle_head
+    from engine.build import DraftSpec
+    from engine.draft_checkpoint import read_manifest
 
     began = time.perf_counter()
     machine_start = machine_info()
-    loaded, drafts, draft_path = load_target_and_draft(cfg.model, cfg.draft, required=True,
-                                                       num_threads=cfg.num_threads)
-    draft = drafts["draft"]
-    manifest = read_manifest(draft_path)
-    if cfg.eagle:
-        drafts["eagle"] = load_eagle_head(resolve_checkpoint(cfg.eagle), loaded)
+    loaded = load_bench_model(cfg.model, cfg.num_threads)
+    drafts = [draft_spec(cfg.draft, required=True)]
+    drafts += [DraftSpec("eagle", resolve_checkpoint(cfg.eagle), kind="eagle")] if cfg.eagle else []
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
     max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
-    engine = Engine(model, tokenizer, EngineConfig(max_model_len=max_len, quantized_levels=cfg.quantized,
-                                                   **cfg.precision_kwargs()), drafts=drafts)
+    engine = Engine.from_pretrained(loaded, drafts=drafts, config=EngineConfig(
+        max_model_len=max_len, quantized_levels=cfg.quantized, **cfg.precision_kwargs()))
+    draft_path = drafts[0].location
+    manifest = read_manifest(draft_path)
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     cols = columns(cfg)
-    print(f"{loaded.name} + draft {draft_path} ({len(draft.model.layers)} layers, vocabulary "
+    print(f"{loaded.name} + draft {draft_path} ({len(manifest.init_layers)} layers, vocabulary "
           f"{manifest.vocab_subset_size or model.config.vocab_size}); {len(prompts)} prompts; "
           f"{', '.join(c.name for c in cols)}", flush=True)
 

@@ -104,15 +104,13 @@ def bench_prompts(cfg: BenchArgs) -> list[BenchPrompt]:
 def build_engine(model: str, path: str, max_len: int, draft: str = "", quantized_levels: str = "") -> Engine:
     """A fresh model on one forward path; the default path's engine also gets the draft and the
     int4 copy, whose chains the routers' actions include."""
-    from engine.draft_model import is_draft_checkpoint, load_draft
-    from engine.models import load_model
+    from engine.build import DraftSpec
     dtype, kernel = path.split("-")
-    loaded = load_model(model)
-    drafts = {"draft": load_draft(REPO_ROOT / draft, loaded)} if draft and is_draft_checkpoint(REPO_ROOT / draft) else {}
+    drafts = [DraftSpec("draft", REPO_ROOT / draft, if_absent="skip")] if draft else []
     # suffix history off: every prompt is replayed once per column, so remembered outputs would leak answers
     config = EngineConfig(max_model_len=max_len, suffix_max_history=0, dtype=dtype, kernel=kernel,
                           release_model_weights=True, quantized_levels=quantized_levels)
-    return Engine(loaded.model, loaded.tokenizer, config, drafts=drafts)
+    return Engine.from_pretrained(model, drafts=drafts, config=config)
 
 
 def peak_rss_batch16(cfg: BenchArgs) -> dict:

@@ -1,4 +1,4 @@
-"""Loading the embedded model (and its trained draft) and encoding prompts, as every benchmark does."""
+"""Loading the target (and describing its trained draft) and encoding prompts, as every benchmark does."""
 
 from __future__ import annotations
 
@@ -19,26 +19,28 @@ def resolve_checkpoint(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
-def load_target_and_draft(model: str, draft: str, required: bool, num_threads: int = 0):
-    """(LoadedModel, {"draft": model} or {}, resolved draft path), with torch's threads set first
-    (0 keeps its default) and transformers' logging quiet. A draft directory without a manifest
-    is an error when `required`, else the benchmark runs without it (and says so)."""
+def load_bench_model(model: str, num_threads: int = 0):
+    """The target as a LoadedModel, with torch's threads set first (0 keeps its default) and
+    transformers' logging quiet; `Engine.from_pretrained` takes it once the prompts set its length."""
     import torch
     from transformers.utils import logging as hf_logging
 
-    from engine.draft_model import is_draft_checkpoint, load_draft
     from engine.models import load_model
 
     hf_logging.set_verbosity_error()
     if num_threads:
         torch.set_num_threads(num_threads)
+    return load_model(model)
 
-    loaded = load_model(model)
-    draft_path = resolve_checkpoint(draft)
-    if not is_draft_checkpoint(draft_path):
-        if required:
-            raise FileNotFoundError(f"no trained draft at {draft_path} (no manifest.json); "
-                                    "train one with `python -m distill.draft`")
-        print(f"no trained draft at {draft_path} (no manifest.json): only the ngram and suffix chains run", flush=True)
-        return loaded, {}, draft_path
-    return loaded, {"draft": load_draft(draft_path, loaded)}, draft_path
+
+def draft_spec(draft: str, required: bool):
+    """The trained draft as a level: absent, it is an error when `required` (saying how to train
+    one), else the benchmark runs without it (and says so: `report_missing_draft`)."""
+    from engine.build import DraftSpec
+
+    return DraftSpec("draft", resolve_checkpoint(draft), if_absent="error" if required else "skip")
+
+
+def report_missing_draft(engine) -> None:
+    if "draft" not in engine.levels:
+        print(f"{engine.draft_notes['draft']}; only the ngram and suffix chains run", flush=True)

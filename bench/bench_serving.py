@@ -92,14 +92,15 @@ def workloads(args: BenchServingArgs, url: str) -> dict[str, LoadgenConfig]:
 
 def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
     """The candidate (chain, K) with the most greedy tokens/s offline on both workloads' prompts."""
-    from bench.bench_models import load_target_and_draft
+    from bench.bench_models import draft_spec, load_bench_model, report_missing_draft
     from engine import Engine, EngineConfig, SamplingParams, StaticRouter
     from env.real_backend import encode_prompt
     from serving.launch import default_actions
 
-    loaded, drafts, _ = load_target_and_draft(args.model, args.draft, required=False, num_threads=args.num_threads)
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_model_len=2048, **args.precision_kwargs()),
-                    drafts=drafts)
+    engine = Engine.from_pretrained(load_bench_model(args.model, args.num_threads),
+                                    drafts=[draft_spec(args.draft, required=False)],
+                                    config=EngineConfig(max_model_len=2048, **args.precision_kwargs()))
+    report_missing_draft(engine)
     candidates = [d for d in default_actions(engine) if not d.is_plain]     # the server's actions, each once
     prompts = []
     for cfg in workloads(args, "http://127.0.0.1:1").values():

@@ -41,21 +41,14 @@ class MemoryArgs(PrecisionArgs):
 
 
 def main(cfg: MemoryArgs) -> dict:
-    from engine.draft_model import is_draft_checkpoint, load_draft
-    from engine.eagle_head import load_optional_eagle_head
-    from engine.models import load_model
+    from engine.build import DraftSpec
     torch.set_num_threads(cfg.num_threads)
-    loaded = load_model("default")
-    drafts = {}
-    if is_draft_checkpoint(REPO_ROOT / cfg.draft):
-        drafts["draft"] = load_draft(REPO_ROOT / cfg.draft, loaded)
+    drafts = [DraftSpec("draft", REPO_ROOT / cfg.draft, if_absent="skip")]      # as the server loads them
     if cfg.eagle:
-        head, _ = load_optional_eagle_head(str(REPO_ROOT / cfg.eagle), loaded)
-        if head is not None:
-            drafts["eagle"] = head
-    engine = Engine(loaded.model, loaded.tokenizer,
-                    EngineConfig(max_batch=cfg.batch, quantized_levels=cfg.quantized,
-                                 **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
+        drafts.append(DraftSpec("eagle", REPO_ROOT / cfg.eagle, kind="eagle", if_absent="skip", if_unusable="skip"))
+    engine = Engine.from_pretrained("default", drafts=drafts,
+                                    config=EngineConfig(max_batch=cfg.batch, quantized_levels=cfg.quantized,
+                                                        **cfg.precision_kwargs(release_model_weights=True)))
     if cfg.chain:
         engine.set_router(StaticRouter(Decision(cfg.chain, cfg.k)))
     # VmHWM, not ru_maxrss: a child started from a large parent inherits the parent's size in
@@ -66,7 +59,7 @@ def main(cfg: MemoryArgs) -> dict:
     prompts = sample_prompts(2, None, 1)[: cfg.batch]
     params = SamplingParams(max_tokens=cfg.max_new_tokens, ignore_eos=True)
     for prompt in prompts:
-        engine.add_request(encode_chat(loaded.tokenizer, prompt.text), params)
+        engine.add_request(encode_chat(engine.tokenizer, prompt.text), params)
     # the decode phase only: the first step admits and prefills all 16 (model time by nature)
     engine.step()
     start, forward_before, steps = time.perf_counter(), timer.total_s, 0
