@@ -28,7 +28,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench.bench_models import draft_spec, encode_chat, load_bench_model, report_missing_draft, resolve_checkpoint
 from bench.chains_analysis import three_level_plane
@@ -54,6 +53,7 @@ from bench.common import (
     publish_results,
     sample_prompts,
 )
+from bench.llama_cpp_column import build_llama_cpp
 from engine import Engine, EngineConfig
 from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
@@ -149,7 +149,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
                learned_router=None, baselines: dict | None = None) -> dict:
     """The benchmark on a built engine (tests call it with tiny models): batch 1, then under load.
     `learned_router`: the served `GuardedRouter` with a loaded policy (see `build_learned_router`);
-    `baselines`: other engines run at batch 1 beside ours (`build_llama_cpp`)."""
+    `baselines`: other engines run at batch 1 beside ours (bench/llama_cpp_column.py `build_llama_cpp`)."""
     import psutil
 
     rss_before_mb = psutil.Process().memory_info().rss / 2**20    # model(s) loaded, engine built, no request yet
@@ -262,26 +262,6 @@ def build_learned_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str, 
     return router
 
 
-def build_llama_cpp(cfg: ChainsBenchArgs, loaded, n_ctx: int) -> tuple[dict, str | None]:
-    """({"llama.cpp": column} or {}, why it is absent): llama.cpp on the embedded model's GGUF."""
-    from bench.chains_report import LLAMA_CPP
-    from bench.engine_columns import llama_cpp_missing_reason
-    from bench.llama_cpp_column import LlamaCppProcess
-    from engine.models import fetch_embedded_gguf
-
-    if not cfg.llama_cpp:
-        return {}, "--no-llama-cpp"
-    reason = llama_cpp_missing_reason()
-    gguf = fetch_embedded_gguf() if cfg.model == "default" else Path(cfg.model)
-    if reason is None and gguf.suffix != ".gguf":
-        reason = f"{gguf} is not a GGUF file"
-    if reason is not None:
-        print(f"skipping {LLAMA_CPP}: {reason}", flush=True)
-        return {}, reason
-    eos = {t for t in (loaded.tokenizer.eos_token_id, loaded.model.config.eos_token_id) if t is not None}
-    return {LLAMA_CPP: LlamaCppProcess(gguf, cfg.num_threads or 2, n_ctx, eos).column("plain")}, None
-
-
 def main(cfg: ChainsBenchArgs) -> dict:
     began = time.perf_counter()
     machine_start = machine_info()
@@ -292,10 +272,9 @@ def main(cfg: ChainsBenchArgs) -> dict:
     max_batch = max(cfg.concurrency_list, default=1)
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
     max_len = max(2048, longest + cfg.max_new_tokens + 16)
-    engine = Engine.from_pretrained(loaded, drafts=[draft_spec(cfg.draft, required=False)],
-                                    config=EngineConfig(max_batch=max_batch, max_model_len=max_len,
-                                                        max_num_tokens=max_len * max_batch, quantized_levels=cfg.quantized,
-                                                        **cfg.precision_kwargs(release_model_weights=True)))
+    engine = Engine.from_pretrained(loaded, drafts=[draft_spec(cfg.draft, required=False)], config=EngineConfig(
+        max_batch=max_batch, max_model_len=max_len, max_num_tokens=max_len * max_batch, quantized_levels=cfg.quantized,
+        **cfg.precision_kwargs(release_model_weights=True)))
     report_missing_draft(engine)
     draft_path = str(resolve_checkpoint(cfg.draft)) if "draft" in engine.levels else None
     cost_router = build_cost_router(engine, cfg, loaded.name)

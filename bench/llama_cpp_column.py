@@ -110,3 +110,23 @@ class LlamaCppProcess:
             except OSError:
                 pass
             self.process.join(timeout=10)
+
+
+def build_llama_cpp(cfg, loaded, n_ctx: int) -> tuple[dict, str | None]:
+    """bench_chains' baseline (`cfg` a ChainsBenchArgs, `loaded` the LoadedModel): ({"llama.cpp":
+    column} or {}, why it is absent), llama.cpp plain on the embedded model's GGUF."""
+    from bench.chains_report import LLAMA_CPP
+    from bench.engine_columns import llama_cpp_missing_reason
+    from engine.models import fetch_embedded_gguf
+
+    if not cfg.llama_cpp:
+        return {}, "--no-llama-cpp"
+    reason = llama_cpp_missing_reason()
+    gguf = fetch_embedded_gguf() if cfg.model == "default" else Path(cfg.model)
+    if reason is None and gguf.suffix != ".gguf":
+        reason = f"{gguf} is not a GGUF file"
+    if reason is not None:
+        print(f"skipping {LLAMA_CPP}: {reason}", flush=True)
+        return {}, reason
+    eos = {t for t in (loaded.tokenizer.eos_token_id, loaded.model.config.eos_token_id) if t is not None}
+    return {LLAMA_CPP: LlamaCppProcess(gguf, cfg.num_threads or 2, n_ctx, eos).column("plain")}, None

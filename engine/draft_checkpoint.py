@@ -41,7 +41,7 @@ class CheckpointKind:
 
     label: str                   # in messages: "no trained draft at ..."
     train_command: str           # `python -m <train_command> --model ...`
-    build: Callable[[PreTrainedModel, list[int], torch.Tensor | None], PreTrainedModel]   # (target, init_layers, subset)
+    build: Callable[[PreTrainedModel, list[int], torch.Tensor | None], PreTrainedModel]  # target, layers, subset
 
 
 KINDS = {
