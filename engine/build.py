@@ -71,7 +71,7 @@ class DraftSpec:
 
 
 @dataclass
-class Pretrained:
+class PretrainedModels:
     """The loaded target, its draft models by level name and a note per DraftSpec: loaded, or why not."""
 
     target: LoadedModel
@@ -112,9 +112,9 @@ def load_drafts(specs: Sequence[DraftSpec], target: LoadedModel) -> tuple[dict[s
     return models, notes
 
 
-def load_pretrained(model: str | LoadedModel, drafts: Sequence[DraftSpec] = ()) -> Pretrained:
+def load_pretrained(model: str | LoadedModel, drafts: Sequence[DraftSpec] = ()) -> PretrainedModels:
     """The target (`model` as engine.models.load_model takes it, or already loaded) and its drafts."""
     check_required(drafts)                  # before the target: loading it is the slow part
     target = model if isinstance(model, LoadedModel) else load_model(model)
     models, notes = load_drafts(drafts, target)
-    return Pretrained(target, models, notes)
+    return PretrainedModels(target, models, notes)
