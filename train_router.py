@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-REPO_ROOT = Path(__file__).resolve().parent
+from data.paths import REPO_ROOT
+
 ALGOS = ("ppo", "dqn")
 
 

@@ -19,9 +19,9 @@ import numpy as np
 from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
 from agents.scenarios import (GOODPUT_SLO_TPOT_S, LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads,
+from data.paths import REPO_ROOT
                               load_sweep, sim_env_kwargs)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward",
            "mixed_step_share")
 MIN_SLO_ATTAINMENT = 0.05  # below it a workload's goodput ratios are not judged (see summarize)

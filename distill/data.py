@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from data.paths import data_dir
+from data.spec_bench import load_spec_bench, spec_bench_path
 from engine.runner import ModelRunner
 
 SOURCES = ("sharegpt", "mt_bench", "humaneval")
-
-
-def data_dir() -> Path:
-    """../shared/data relative to the repository, or $SPECROUTE_DATA."""
-    default = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    return Path(os.environ.get("SPECROUTE_DATA", default))
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -36,13 +31,9 @@ def _read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def spec_bench_rows(directory: Path | None = None) -> list[dict]:
-    return _read_jsonl((directory or data_dir()) / "spec_bench" / "question.jsonl")
-
-
 def spec_bench_turns(directory: Path | None = None) -> set[str]:
     """Every user turn of every Spec-Bench row (stripped): text that is never trained on."""
-    return {turn.strip() for row in spec_bench_rows(directory) for turn in row["turns"]}
+    return {turn.strip() for question in load_spec_bench(spec_bench_path(directory)) for turn in question.turns}
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ import csv
 import functools
 import gzip
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-SPEC_BENCH_TASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
+from data.paths import data_dir
+from data.spec_bench import SPEC_BENCH_TASKS, load_spec_bench, spec_bench_path
+
 PROMPT_SOURCES = ("spec_bench", "mt_bench", "humaneval", "sharegpt", "azure_code")
 CATEGORIES = SPEC_BENCH_TASKS + ("humaneval", "sharegpt", "azure_code")
 CHARS_PER_TOKEN = 4.0      # the usual English estimate; only turns reference answers into lengths
@@ -44,15 +45,6 @@ class TraceRow:
     generated_tokens: int
 
 
-def data_dir() -> Path:
-    """../shared/data next to the repository, or $SPECROUTE_DATA."""
-    override = os.environ.get("SPECROUTE_DATA")
-    path = Path(override) if override else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"workload data directory {path} does not exist; set SPECROUTE_DATA")
-    return path
-
-
 def _jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
@@ -65,13 +57,8 @@ def _reference_tokens(text: str | None) -> int | None:
 
 @functools.lru_cache(maxsize=8)
 def _spec_bench(directory: Path) -> tuple[Prompt, ...]:
-    prompts = []
-    for row in _jsonl(directory / "spec_bench" / "question.jsonl"):
-        category = "mt_bench" if row["question_id"] <= 160 else row["category"]
-        reference = (row.get("reference") or [None])[0]
-        prompts.append(Prompt("spec_bench", str(row["question_id"]), category, row["turns"][0],
-                              reference_tokens=_reference_tokens(reference)))
-    return tuple(prompts)
+    return tuple(Prompt("spec_bench", str(q.question_id), q.task, q.text, reference_tokens=_reference_tokens(q.reference))
+                 for q in load_spec_bench(spec_bench_path(directory)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -13,9 +13,8 @@ import pytest
 from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
 from cli.dataclass_args import parse_dataclass
+from data.paths import REPO_ROOT
 from train_router import TrainConfig, main
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_checkpoint(out: Path, algo: str, make_sim_env) -> None:
