@@ -20,7 +20,7 @@ from train_router import TrainConfig, main
 def check_checkpoint(out: Path, algo: str, make_sim_env) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["algo"] == algo and manifest["training"]["timesteps"] == 256
-    assert manifest["normalization"] is not None
+    assert manifest["normalization"] is not None and manifest["normalization"]["count"] > 0
     assert (out / "sb3_resume.zip").is_file()
 
     environment = make_sim_env()
