@@ -2,12 +2,8 @@
 
 Expected tokens come from the expectation model (engine/expectation.py: f(a, K) level by level).
 
-Time. One step at batch B and mean context C, from the profile:
-    L0 model-free:   forward_time(L0, B, K, C)  (B proposals of K tokens)
-    L0 draft model:  K * forward_time(L0, B, 1, C)  (K autoregressive forwards of one token)
-    Li, i >= 1:      forward_time(Li, B, K + i, C)  (one forward over the last committed token
-                     plus the longest proposal it can receive, K + i - 1: the batch is padded)
-    plain:           forward_time(target, B, 1, C)
+Time. One step's seconds come from the latency profile as engine/step_time.py groups its
+forwards (`step_time`: a mixed batch, each level's forward padded to its widest row).
 
 Catch-up. A model level below the target that has not yet seen a row's prompt, or sat out
 its recent steps, first feeds what its cache lacks (engine/levels.py: lazy catch-up). That is
@@ -59,6 +55,7 @@ from dataclasses import dataclass
 from engine.decision import TARGET, Decision
 from engine.expectation import acceptance_rates, chain_expected_tokens
 from engine.profile import LatencyProfile, ProfileError
+from engine.step_time import step_time
 from engine.trackers import chain_pair_keys
 
 _MAX_CACHED_TIMES = 16384
@@ -167,19 +164,11 @@ class CostModel:
         """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached)."""
         key = (decision, batch, context)
         cached = self._times.get(key)
-        if cached is not None:
-            return cached
-        forward_time = self.profile.forward_time
-        if decision.is_plain:
-            seconds = forward_time(TARGET, batch, 1, context)
-        else:
-            first, k = decision.chain[0], decision.k
-            if self.profile.levels[first].kind == "model_free":
-                seconds = forward_time(first, batch, k, context)
-            else:
-                seconds = k * forward_time(first, batch, 1, context)
-            for i, level in enumerate(decision.chain[1:], start=1):
-                seconds += forward_time(level, batch, k + i, context)
+        if cached is None:
+            cached = self._cache(key, step_time(self.profile, [decision] * batch, context))
+        return cached
+
+    def _cache(self, key: tuple, seconds: float) -> float:
         if len(self._times) >= _MAX_CACHED_TIMES:
             self._times.clear()
         self._times[key] = seconds
@@ -278,43 +267,14 @@ class CostModel:
         return self.best_estimate(batch, context, acceptance, request_ids, catch_up).decision
 
     def mixed_step_time(self, decisions: Sequence[Decision], context: int) -> float:
-        """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed
-        batch: each model-free drafter proposes for its rows at once (the longest K), a model
-        drafter runs a forward per token for the rows still drafting, each verifier one forward
-        per depth over its rows (widest row), the target one over every row. Equals `step_time`
-        when every row runs the same decision."""
+        """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed batch
+        (`engine.step_time.step_time`, cached). Equals `step_time` when every row runs the same
+        decision."""
         key = ("mixed", tuple(sorted(Counter(decisions).items(), key=lambda item: item[0].label)), context)
         cached = self._times.get(key)
-        if cached is not None:
-            return cached
-        forward_time, levels = self.profile.forward_time, self.profile.levels
-        target_width, free, drafting, verifiers = 1, {}, {}, {}
-        for d in decisions:
-            if d.is_plain:
-                continue
-            first, k = d.chain[0], d.k
-            if levels[first].kind == "model_free":
-                n, widest = free.get(first, (0, 0))
-                free[first] = (n + 1, max(widest, k))
-            else:
-                drafting.setdefault(first, []).append(k)
-            for i, level in enumerate(d.chain[1:], start=1):
-                if level == TARGET:
-                    target_width = max(target_width, k + i)
-                else:
-                    n, widest = verifiers.get((level, len(d.chain) - 1 - i), (0, 0))
-                    verifiers[(level, len(d.chain) - 1 - i)] = (n + 1, max(widest, k + i))
-        seconds = forward_time(TARGET, len(decisions), target_width, context)
-        for (level, _), (n, width) in verifiers.items():
-            seconds += forward_time(level, n, width, context)
-        for name, (n, widest) in free.items():
-            seconds += forward_time(name, n, widest, context)
-        for name, ks in drafting.items():
-            seconds += sum(forward_time(name, sum(k > j for k in ks), 1, context) for j in range(max(ks)))
-        if len(self._times) >= _MAX_CACHED_TIMES:
-            self._times.clear()
-        self._times[key] = seconds
-        return seconds
+        if cached is None:
+            cached = self._cache(key, step_time(self.profile, decisions, context))
+        return cached
 
     def best_rows(self, context: float, acceptance: Mapping, request_ids: Sequence[str],
                   start: Decision | None = None, passes: int = 2,
