@@ -8,10 +8,10 @@ tasks the paper reports: "mt_bench" for the 8 MT-bench categories, else its cate
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.jsonl import read_jsonl
 from data.paths import data_dir
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
@@ -56,7 +56,6 @@ def load_spec_bench(path: Path | None = None) -> tuple[SpecBenchQuestion, ...]:
 def _read_questions(path: Path) -> tuple[SpecBenchQuestion, ...]:
     if not path.exists():
         raise FileNotFoundError(f"Spec-Bench questions not found at {path} (set SPECROUTE_DATA)")
-    with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    rows = read_jsonl(path)
     return tuple(SpecBenchQuestion(int(row["question_id"]), row["category"], tuple(row["turns"]),
                                    (row.get("reference") or [None])[0]) for row in rows)

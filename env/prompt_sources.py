@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import functools
-import gzip
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from data.jsonl import read_jsonl
 from data.paths import data_dir
 from data.spec_bench import SPEC_BENCH_TASKS, load_spec_bench, spec_bench_path
 
@@ -45,12 +44,6 @@ class TraceRow:
     generated_tokens: int
 
 
-def _jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _reference_tokens(text: str | None) -> int | None:
     return max(1, round(len(text) / CHARS_PER_TOKEN)) if text else None
 
@@ -65,20 +58,20 @@ def _spec_bench(directory: Path) -> tuple[Prompt, ...]:
 def _mt_bench(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("mt_bench", str(row["question_id"]), "mt_bench", row["turns"][0],
                         reference_tokens=_reference_tokens((row.get("reference") or [None])[0]))
-                 for row in _jsonl(directory / "mt_bench" / "question.jsonl"))
+                 for row in read_jsonl(directory / "mt_bench" / "question.jsonl"))
 
 
 @functools.lru_cache(maxsize=8)
 def _humaneval(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("humaneval", row["task_id"], "humaneval", row["prompt"], is_chat=False,
                         reference_tokens=_reference_tokens(row["canonical_solution"]))
-                 for row in _jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"))
+                 for row in read_jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"))
 
 
 @functools.lru_cache(maxsize=8)
 def _sharegpt(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("sharegpt", row["id"], "sharegpt", row["conversations"][0]["value"])
-                 for row in _jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"))
+                 for row in read_jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"))
 
 
 @functools.lru_cache(maxsize=8)
