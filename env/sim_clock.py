@@ -13,6 +13,7 @@ feed no proposal, form a group of their own (`ForwardGroup(level, is_drafting=Tr
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from engine.config import EngineConfig
 from engine.levels import plan_catch_up
 from engine.profile import LatencyProfile
