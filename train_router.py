@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-REPO_ROOT = Path(__file__).resolve().parent
+from data.paths import REPO_ROOT
+
 ALGOS = ("ppo", "dqn")
 
 
@@ -193,10 +194,11 @@ def run_warm_start(cfg: TrainConfig, model, venv):
 
 def restore_normalization(cfg: TrainConfig, venv) -> None:
     """On --resume, start VecNormalize from the statistics the exported manifest recorded."""
-    manifest = Path(cfg.resume).resolve().parent / "manifest.json"
+    from agents.checkpoint import manifest_path, read_manifest
+    manifest = manifest_path(Path(cfg.resume).resolve().parent)
     if not manifest.is_file() or not hasattr(venv, "obs_rms"):
         return
-    norm = json.loads(manifest.read_text()).get("normalization")
+    norm = read_manifest(manifest).normalization
     if norm:
         venv.obs_rms.mean = np.asarray(norm["mean"], dtype=np.float64)
         venv.obs_rms.var = np.asarray(norm["var"], dtype=np.float64)
@@ -206,8 +208,9 @@ def restore_normalization(cfg: TrainConfig, venv) -> None:
 def main(cfg: TrainConfig) -> Path:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    from agents.export import export_policy
-    from agents.checkpoint import update_manifest
+    from agents.export import pack_policy, write_policy
+    from agents.learned_policy import LearnedPolicy
+    from agents.training_summary import summarize_policy
 
     import torch
     torch.set_num_threads(cfg.torch_threads)
@@ -256,14 +259,12 @@ def main(cfg: TrainConfig) -> Path:
                 "num_timesteps": int(model.num_timesteps),
                 "env": {"id": "SpecRoute-v0", **cfg.env_kwargs, "slo_tpot_s": probe.config.slo_tpot_s,
                         "slo_ttft_s": probe.config.slo_ttft_s, "slo_penalty": probe.config.slo_penalty}}
-    manifest = export_policy(model, out, obs_spec_version=probe.obs_spec.version, obs_names=probe.obs_spec.names,
-                             actions=probe.decisions, obs_min=low, obs_max=high, vec_normalize=vec_normalize,
-                             training=json.loads(json.dumps(training, default=str)))
-    if vec_normalize is not None:
-        manifest.normalization["count"] = float(vec_normalize.obs_rms.count)
-        update_manifest(out, normalization=manifest.normalization)
+    packed = pack_policy(model, obs_spec_version=probe.obs_spec.version, obs_names=probe.obs_spec.names,
+                         actions=probe.decisions, obs_min=low, obs_max=high, vec_normalize=vec_normalize,
+                         training=json.loads(json.dumps(training, default=str)))
     venv.close()
 
+    out.mkdir(parents=True, exist_ok=True)
     zip_path = out / "sb3_resume.zip"
     model.save(zip_path)
     if zip_path.stat().st_size > cfg.max_resume_bytes:
@@ -271,9 +272,9 @@ def main(cfg: TrainConfig) -> Path:
         runs = runs if runs.is_absolute() else REPO_ROOT / runs
         runs.mkdir(parents=True, exist_ok=True)
         zip_path = zip_path.replace(runs / "sb3_resume.zip")
-    from agents.training_summary import summarize_policy
-    summary = summarize_policy(out, cfg.env_kwargs, cfg.eval_episodes)
-    update_manifest(out, evaluation=summary)
+    summary = summarize_policy(LearnedPolicy(packed.manifest, packed.tensors), cfg.env_kwargs, cfg.eval_episodes)
+    packed.manifest.evaluation = summary
+    manifest = write_policy(out, packed)
     print(f"trained {cfg.algo} for {model.num_timesteps} steps in {train_seconds:.0f} s; "
           f"policy: {out / 'manifest.json'} (sha256 {manifest.sha256[:12]}), resume: {zip_path}")
     for name, rows in summary.get("workloads", {}).items():
@@ -283,5 +284,5 @@ def main(cfg: TrainConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from engine.dataclass_args import parse_dataclass
+    from cli.dataclass_args import parse_dataclass
     main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))

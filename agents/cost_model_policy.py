@@ -16,7 +16,8 @@ import numpy as np
 
 from agents.policies import BasePolicy, ObservationIndex
 from engine.batch_view import BatchView, RowView
-from engine.cost_model import CATCH_UP_HORIZON, CostModel
+from engine.catch_up_cost import CATCH_UP_HORIZON
+from engine.cost_model import CostModel
 from engine.cost_router import CostModelRouter
 from engine.decision import Decision
 

@@ -19,9 +19,9 @@ import numpy as np
 from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
 from agents.scenarios import (GOODPUT_SLO_TPOT_S, LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads,
-                              load_sweep, sim_env_kwargs)
+                              sim_env_kwargs, spec_bench_load_sweep)
+from data.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("tokens_per_s", "tpot_p50_s", "tpot_p99_s", "ttft_p99_s", "slo_attainment", "goodput", "mean_reward",
            "mixed_step_share")
 MIN_SLO_ATTAINMENT = 0.05  # below it a workload's goodput ratios are not judged (see summarize)
@@ -136,7 +136,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     workloads = evaluation_workloads(cfg.env_kwargs, cfg.num_requests)
     jobs = [(("table", w, p, s), p, cfg.checkpoint, kwargs_json, workloads[w], SEED_BASE + s)
             for w in cfg.workloads for p in policies for s in range(cfg.seeds)]
-    sweep = load_sweep(cfg.env_kwargs, cfg.sweep_loads, cfg.num_requests) if cfg.sweep_loads else {}
+    sweep = spec_bench_load_sweep(cfg.env_kwargs, cfg.sweep_loads, cfg.num_requests) if cfg.sweep_loads else {}
     jobs += [(("sweep", rate, p, s), p, cfg.checkpoint, kwargs_json, spec, SEED_BASE + 1000 + s)
              for rate, spec in sweep.items() for p in policies for s in range(cfg.sweep_seeds)]
     start = time.perf_counter()

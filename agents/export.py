@@ -7,6 +7,7 @@ between them. Anything else is refused with a ValueError rather than exported wr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +54,30 @@ def extract_mlp(model) -> tuple[str, str, list[tuple[LayerSpec, nn.Linear]]]:
 
 
 def normalization_of(vec_normalize) -> dict | None:
-    """Observation statistics of a VecNormalize wrapper, or None when there is none."""
+    """Observation statistics of a VecNormalize wrapper (with the count a resumed run starts
+    from), or None when there is none."""
     if vec_normalize is None or not getattr(vec_normalize, "norm_obs", False):
         return None
     rms = vec_normalize.obs_rms
     return {"mean": [float(v) for v in rms.mean], "var": [float(v) for v in rms.var],
-            "clip": float(vec_normalize.clip_obs), "epsilon": float(vec_normalize.epsilon)}
+            "clip": float(vec_normalize.clip_obs), "epsilon": float(vec_normalize.epsilon),
+            "count": float(rms.count)}
 
 
-def export_policy(model, directory: str | Path, *, obs_spec_version: str, obs_names: Sequence[str],
-                  actions: Sequence, obs_min: Sequence[float], obs_max: Sequence[float],
-                  vec_normalize=None, training: dict | None = None, evaluation: dict | None = None) -> Manifest:
-    """Write `policy.safetensors` and `manifest.json` into `directory`; return the manifest.
+@dataclass
+class PackedPolicy:
+    """An exported policy held in memory: its manifest, its tensors and their safetensors bytes."""
+
+    manifest: Manifest
+    tensors: dict[str, np.ndarray]
+    weights: bytes
+
+
+def pack_policy(model, *, obs_spec_version: str, obs_names: Sequence[str], actions: Sequence,
+                obs_min: Sequence[float], obs_max: Sequence[float], vec_normalize=None,
+                training: dict | None = None, evaluation: dict | None = None) -> PackedPolicy:
+    """The checkpoint of `model` without writing it: `LearnedPolicy(packed.manifest,
+    packed.tensors)` acts as the written one will; `write_policy` writes it.
 
     `actions` are engine Decisions (or ActionSpecs) in Discrete-action order; `obs_min`/`obs_max`
     are the raw observation ranges seen in training (the server's out-of-range guard).
@@ -77,9 +90,6 @@ def export_policy(model, directory: str | Path, *, obs_spec_version: str, obs_na
     if not all(np.isfinite(t).all() for t in tensors.values()):
         raise ValueError("refusing to export a policy with NaN or infinite weights")
     data = save_safetensors(tensors)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / WEIGHTS_NAME).write_bytes(data)
     manifest = Manifest(
         algo=algo, obs_spec_version=str(obs_spec_version), obs_names=list(obs_names),
         actions=[a if isinstance(a, ActionSpec) else ActionSpec.from_decision(a) for a in actions],
@@ -90,5 +100,19 @@ def export_policy(model, directory: str | Path, *, obs_spec_version: str, obs_na
         training=dict(training or {}), evaluation=dict(evaluation or {}),
     )
     manifest.validate()
-    write_manifest(directory, manifest)
-    return manifest
+    return PackedPolicy(manifest, tensors, data)
+
+
+def write_policy(directory: str | Path, packed: PackedPolicy) -> Manifest:
+    """Write `policy.safetensors` and `manifest.json` (once) into `directory`; return the manifest."""
+    packed.manifest.validate()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / WEIGHTS_NAME).write_bytes(packed.weights)
+    write_manifest(directory, packed.manifest)
+    return packed.manifest
+
+
+def export_policy(model, directory: str | Path, **fields) -> Manifest:
+    """Write `model`'s checkpoint into `directory` (`pack_policy`'s fields); return the manifest."""
+    return write_policy(directory, pack_policy(model, **fields))

@@ -27,8 +27,7 @@ from agents.ope_estimators import OPEConfig
 from agents.policy_registry import DEFAULT_CHECKPOINT, make_policy
 from agents.rollout import run_episode
 from agents.scenarios import WORKLOAD_NAMES, evaluation_workloads, sim_env_kwargs
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from data.paths import REPO_ROOT
 
 
 @dataclass

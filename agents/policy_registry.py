@@ -22,8 +22,8 @@ from agents.cost_model_policy import CostModelPolicy
 from agents.learned_policy import LearnedPolicy
 from agents.policies import (AcceptanceEMAPolicy, HindsightOraclePolicy, NoSpeculationPolicy, StaticPolicy,
                              UCBPolicy)
+from data.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "router"
 POLICY_NAMES = ("learned", "cost-model", "cost-model-rows", "static:*", "no-spec", "acceptance-ema", "ucb", "oracle")
 

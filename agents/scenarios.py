@@ -17,7 +17,7 @@ from functools import lru_cache
 import gymnasium
 import numpy as np
 
-from env.workloads import WorkloadSpec, resolve_workload
+from env.workloads import WorkloadSpec, load_sweep, resolve_workload
 
 NUM_REQUESTS = 48
 LOAD_LOW, LOAD_MEDIUM, LOAD_HIGH = 0.15, 0.5, 1.0
@@ -98,13 +98,15 @@ WORKLOAD_NAMES = ("spec_bench-mix", "azure_code", "poisson-low", "poisson-medium
 GOODPUT_SLO_TPOT_S = {"spec_bench-low-tight": 0.05}
 
 
-def load_sweep(env_kwargs: dict | None = None, loads=LOAD_SWEEP,
-               num_requests: int = NUM_REQUESTS) -> dict[float, WorkloadSpec]:
-    """Spec-Bench prompts with Poisson arrivals at each load (fraction of the saturation rate)."""
+def spec_bench_load_sweep(env_kwargs: dict | None = None, loads=LOAD_SWEEP,
+                          num_requests: int = NUM_REQUESTS) -> dict[float, WorkloadSpec]:
+    """Spec-Bench prompts with Poisson arrivals at each load (fraction of the saturation rate),
+    as `env.workloads.load_sweep` of the rates."""
     kwargs = {"backend": "sim", **(env_kwargs or {})}
     kwargs.pop("workload", None)
     rate = saturation_rate(kwargs, SPEC_BENCH, num_requests)
-    return {float(load): _spec(SPEC_BENCH, num_requests, rate=float(load) * rate) for load in loads}
+    loads = [float(load) for load in loads]
+    return dict(zip(loads, load_sweep(_spec(SPEC_BENCH, num_requests), [load * rate for load in loads])))
 
 
 class WorkloadMixture(gymnasium.Wrapper):

@@ -13,12 +13,11 @@ is put back into the model before export.
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.export import export_policy
+from agents.export import pack_policy
 from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
 
@@ -67,12 +66,10 @@ class SnapshotSelection(BaseCallback):
         if not self.reference_rewards:
             self.reference_rewards = self._rewards(self.reference)
         inner = self.eval_env.unwrapped
-        with tempfile.TemporaryDirectory() as directory:
-            export_policy(self.model, directory, obs_spec_version=inner.obs_spec.version,
-                          obs_names=inner.obs_spec.names, actions=inner.decisions,
-                          obs_min=inner.observation_space.low, obs_max=inner.observation_space.high,
-                          vec_normalize=self.vec_normalize)
-            policy = LearnedPolicy.load(directory)
+        packed = pack_policy(self.model, obs_spec_version=inner.obs_spec.version, obs_names=inner.obs_spec.names,
+                             actions=inner.decisions, obs_min=inner.observation_space.low,
+                             obs_max=inner.observation_space.high, vec_normalize=self.vec_normalize)
+        policy = LearnedPolicy(packed.manifest, packed.tensors)
         rewards = self._rewards(policy)
         judged = [w for w in rewards if self.metric == "reward" or self.reference_rewards[w] > MIN_GOODPUT]
         score = float(np.mean([rewards[w] / max(abs(self.reference_rewards[w]), 1e-9) for w in judged]))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gymnasium
 import numpy as np
 
@@ -15,16 +13,14 @@ from agents.rollout import run_episode
 from agents.scenarios import evaluation_workloads
 
 
-def summarize_policy(policy_dir: Path, env_kwargs: dict, episodes: int) -> dict:
-    """Mean reward per decision, goodput and SLO attainment of the exported policy vs the cost model
+def summarize_policy(learned: LearnedPolicy, env_kwargs: dict, episodes: int) -> dict:
+    """Mean reward per decision, goodput and SLO attainment of the trained policy vs the cost model
     and no speculation, over `episodes` seeds of every evaluation workload (none: {})."""
     if episodes == 0:
         return {}
     kwargs = {k: v for k, v in env_kwargs.items() if k != "workload"}
     evaluation = gymnasium.make("SpecRoute-v0", **kwargs)
     inner = evaluation.unwrapped
-    learned = LearnedPolicy.load(policy_dir, obs_spec_version=inner.obs_spec.version,
-                                 obs_names=inner.obs_spec.names, actions=inner.decisions)
     policies = {"learned": learned, "cost-model": CostModelPolicy.from_env(evaluation),
                 "no-spec": NoSpeculationPolicy(inner.decisions)}
     summary: dict = {"episodes_per_workload": episodes, "seeds_from": 10_000, "workloads": {}}

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, publish_results
+from bench.served_args import ServedArgs
 from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from env.config import parse_action
@@ -34,11 +35,9 @@ logger = logging.getLogger("bench")
 
 
 @dataclass
-class BenchServingArgs(PrecisionArgs):
+class BenchServingArgs(PrecisionArgs, ServedArgs):
     """Learned router vs cost model vs best static vs no speculation, behind the real server."""
 
-    model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
-    policy: str = field(default="checkpoints/router", metadata={"help": "learned router checkpoint"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft (used when it exists)"})
     routers: str = field(default=",".join(ROUTERS), metadata={"help": "comma-separated subset of " + ", ".join(ROUTERS)})
     static: str = field(default="auto", metadata={"help": "'auto' (offline calibration) or a fixed chain@K"})
@@ -48,14 +47,9 @@ class BenchServingArgs(PrecisionArgs):
     duration_s: float = field(default=20.0, metadata={"help": "seconds of arrivals per workload"})
     prompts: str = field(default="specbench", metadata={"help": "prompts of the Poisson workloads"})
     max_tokens: int = field(default=24, metadata={"help": "cap on output length per request"})
-    max_prompt_tokens: int = field(default=96, metadata={"help": "prompts are cut to about this many tokens"})
-    max_batch: int = field(default=8, metadata={"help": "server --max-batch"})
-    max_queue: int = field(default=64, metadata={"help": "server --max-queue"})
     slo_tpot_ms: float = field(default=250.0, metadata={"help": "TPOT SLO (server and goodput)"})
     slo_ttft_ms: float = field(default=5000.0, metadata={"help": "TTFT SLO (server and goodput)"})
     calibration_prompts: int = field(default=1, metadata={"help": "prompts per workload for the static calibration"})
-    num_threads: int = field(default=1, metadata={
-        "help": "server torch threads; 1 avoids oversubscription on a shared 2-core machine (0 = torch's default)"})
     seed: int = field(default=0, metadata={"help": "arrival and prompt seed (same plan for every router)"})
     max_minutes: float = field(default=12.0, metadata={"help": "stop starting new runs after this"})
     output_name: str = field(default="serving", metadata={"help": "writes bench/results/<name>.json and .md"})
@@ -143,10 +137,8 @@ def _difference(after: dict, before: dict) -> dict:
 
 def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProcess:
     flag = {"learned": "learned", "cost_model": "cost_model", "static": static, "plain": "plain"}[router]
-    server_args = ["--model", args.model, "--policy", args.policy, "--draft", args.draft, "--router", flag,
-                   "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+    server_args = [*args.server_flags(), "--draft", args.draft, "--router", flag,
                    "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
-                   "--num-threads", str(args.num_threads), "--log-level", "warning",
                    *(arg for key in ("dtype", "kernel", "weights", "device") for arg in (f"--{key}", getattr(args, key))),
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
     return ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log", ready_timeout_s=900)

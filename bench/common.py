@@ -15,34 +15,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
+from data.paths import REPO_ROOT
+from data.spec_bench import SPEC_BENCH_CATEGORIES, load_spec_bench
 
-MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
-SPEC_BENCH_CATEGORIES = MT_BENCH_CATEGORIES + ("translation", "summarization", "qa", "math_reasoning", "rag")
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 
 # ---- data -----------------------------------------------------------------------------------
-def data_dir() -> Path:
-    """`../shared/data` next to the repository, or $SPECROUTE_DATA."""
-    override = os.environ.get("SPECROUTE_DATA")
-    return Path(override) if override else (REPO_ROOT / ".." / "shared" / "data").resolve()
-
-
 @dataclass(frozen=True)
 class BenchPrompt:
     question_id: int
     category: str
     text: str               # the first user turn
-
-
-def load_spec_bench(path: Path | None = None) -> list[BenchPrompt]:
-    path = path or data_dir() / "spec_bench" / "question.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"Spec-Bench questions not found at {path} (set SPECROUTE_DATA)")
-    with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return [BenchPrompt(int(r["question_id"]), r["category"], r["turns"][0]) for r in rows]
 
 
 def sample_prompts(per_category: int, categories: list[str] | None = None, seed: int = 0,
@@ -55,7 +39,7 @@ def sample_prompts(per_category: int, categories: list[str] | None = None, seed:
         raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
     if per_category <= 0:
         raise ValueError(f"per_category must be > 0, got {per_category}")
-    rows = load_spec_bench(path)
+    rows = [BenchPrompt(q.question_id, q.category, q.text) for q in load_spec_bench(path)]
     rng = random.Random(seed)
     picked = {}
     for category in categories:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.common import REPO_ROOT
 from cli.dataclass_args import parse_dataclass
+from data.paths import REPO_ROOT
 
 LOSSLESS_TESTS = ["tests/engine/test_greedy_identity.py", "tests/engine/test_precision.py",
                   "tests/engine/test_sampling_lossless.py"]

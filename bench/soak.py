@@ -24,6 +24,7 @@ import httpx
 import psutil
 
 from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
+from bench.served_args import ServedArgs
 from cli.dataclass_args import parse_dataclass
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
@@ -32,24 +33,17 @@ logger = logging.getLogger("bench")
 
 
 @dataclass
-class SoakArgs:
+class SoakArgs(ServedArgs):
     """Run the server under moderate load for minutes; check answers and memory growth."""
 
-    model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
-    policy: str = field(default="checkpoints/router", metadata={"help": "learned router checkpoint"})
     router: str = field(default="learned", metadata={"help": "server --router"})
     minutes: float = field(default=10.0, metadata={"help": "how long requests keep arriving"})
     rate: float = field(default=0.15, metadata={"help": "Poisson arrival rate (req/s): moderate for the machine"})
     prompts: str = field(default="sharegpt", metadata={"help": "prompt source"})
     max_tokens: int = field(default=32, metadata={"help": "cap on output length"})
-    max_prompt_tokens: int = field(default=96, metadata={"help": "prompts are cut to about this many tokens"})
-    max_batch: int = field(default=8, metadata={"help": "server --max-batch"})
-    max_queue: int = field(default=64, metadata={"help": "server --max-queue"})
     warmup_fraction: float = field(default=0.2, metadata={"help": "share of the run before the RSS baseline"})
     sample_every_s: float = field(default=2.0, metadata={"help": "RSS sampling period"})
     max_rss_growth: float = field(default=0.05, metadata={"help": "largest allowed RSS growth after warm-up"})
-    num_threads: int = field(default=1, metadata={
-        "help": "server torch threads; 1 avoids oversubscription on a shared 2-core machine (0 = torch's default)"})
     seed: int = field(default=0, metadata={"help": "arrival and prompt seed"})
     output_name: str = field(default="serving_soak", metadata={"help": "writes bench/results/<name>.json and .md"})
 
@@ -63,9 +57,7 @@ class SoakArgs:
 def main(args: SoakArgs) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    server_args = ["--model", args.model, "--policy", args.policy, "--router", args.router,
-                   "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
-                   "--num-threads", str(args.num_threads), "--log-level", "warning",
+    server_args = [*args.server_flags(), "--router", args.router,
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-decisions.jsonl")]
     duration_s = 60 * args.minutes
     samples: list[tuple[float, float]] = []          # (seconds since load start, RSS MiB)

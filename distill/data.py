@@ -10,39 +10,23 @@ so the MT-bench source is filtered to nothing unless the data directory holds ot
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from data.jsonl import read_jsonl
+from data.paths import data_dir
+from data.spec_bench import load_spec_bench, spec_bench_path
 from engine.runner import ModelRunner
 
 SOURCES = ("sharegpt", "mt_bench", "humaneval")
 
 
-def data_dir() -> Path:
-    """../shared/data relative to the repository, or $SPECROUTE_DATA."""
-    default = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    return Path(os.environ.get("SPECROUTE_DATA", default))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def spec_bench_rows(directory: Path | None = None) -> list[dict]:
-    return _read_jsonl((directory or data_dir()) / "spec_bench" / "question.jsonl")
-
-
 def spec_bench_turns(directory: Path | None = None) -> set[str]:
     """Every user turn of every Spec-Bench row (stripped): text that is never trained on."""
-    return {turn.strip() for row in spec_bench_rows(directory) for turn in row["turns"]}
+    return {turn.strip() for question in load_spec_bench(spec_bench_path(directory)) for turn in question.turns}
 
 
 @dataclass(frozen=True)
@@ -63,13 +47,13 @@ def training_prompts(sources: tuple[str, ...] = SOURCES, directory: Path | None 
     reserved = spec_bench_turns(directory)
     prompts: list[TrainingPrompt] = []
     if "sharegpt" in sources:
-        for row in _read_jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"):
+        for row in read_jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"):
             prompts.append(TrainingPrompt("sharegpt", row["conversations"][0]["value"]))
     if "mt_bench" in sources:
-        for row in _read_jsonl(directory / "mt_bench" / "question.jsonl"):
+        for row in read_jsonl(directory / "mt_bench" / "question.jsonl"):
             prompts.extend(TrainingPrompt("mt_bench", turn) for turn in row["turns"])
     if "humaneval" in sources:
-        for row in _read_jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"):
+        for row in read_jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"):
             text = "Complete this Python function.\n\n" + row["prompt"]
             prompts.append(TrainingPrompt("humaneval", text))
     seen: set[str] = set()

@@ -23,9 +23,9 @@ import torch
 from tqdm import tqdm
 
 from cli.dataclass_args import parse_dataclass
+from data.paths import data_dir
 from distill.data import (
     SOURCES,
-    data_dir,
     frequency_ranked_vocab,
     generate_teacher_data,
     render_prompt,

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from cli.dataclass_args import parse_dataclass
+from data.paths import data_dir
 from distill.draft import (
     EVAL_RESERVE_S,
     DistillConfig,
@@ -32,7 +33,7 @@ from distill.draft import (
     teacher_precision,
     train_draft,
 )
-from distill.data import _top_k, data_dir, frequency_ranked_vocab, split_held_out
+from distill.data import _top_k, frequency_ranked_vocab, split_held_out
 from distill.loss import evaluate
 from engine.draft_checkpoint import DraftManifest, architecture_of, save_draft
 from engine.eagle_head import build_eagle_head

@@ -47,6 +47,15 @@ class RowView:
                    tuple(sorted((cached or {}).items())))
 
 
+def row_views(requests: Sequence[Request], signals: Sequence[Mapping[str, int] | None] | None = None,
+              cached: Sequence[Mapping[str, int] | None] | None = None) -> tuple[RowView, ...]:
+    """`requests` as routers read them: row i with draft signals `signals[i]` and cached lengths
+    `cached[i]` where given (None, or no list at all: the view does not say)."""
+    signals = signals or [None] * len(requests)
+    cached = cached or [None] * len(requests)
+    return tuple(RowView.of(r, s, c) for r, s, c in zip(requests, signals, cached))
+
+
 @dataclass(frozen=True)
 class BatchView:
     """Args:
@@ -67,10 +76,7 @@ class BatchView:
     def of(cls, running: Sequence[Request], waiting: Sequence[Request], acceptance: Mapping,
            profile=None, max_model_len: int = 0, signals: Sequence[Mapping[str, int]] | None = None,
            cached: Sequence[Mapping[str, int]] | None = None) -> BatchView:
-        signals = signals or [None] * len(running)
-        cached = cached or [None] * len(running)
-        return cls(tuple(RowView.of(r, s, c) for r, s, c in zip(running, signals, cached)),
-                   tuple(RowView.of(r) for r in waiting), acceptance, profile, max_model_len)
+        return cls(row_views(running, signals, cached), row_views(waiting), acceptance, profile, max_model_len)
 
     @property
     def batch_size(self) -> int:

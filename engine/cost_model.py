@@ -2,22 +2,8 @@
 
 Expected tokens come from the expectation model (engine/expectation.py: f(a, K) level by level).
 
-Time. One step at batch B and mean context C, from the profile:
-    L0 model-free:   forward_time(L0, B, K, C)  (B proposals of K tokens)
-    L0 draft model:  K * forward_time(L0, B, 1, C)  (K autoregressive forwards of one token)
-    Li, i >= 1:      forward_time(Li, B, K + i, C)  (one forward over the last committed token
-                     plus the longest proposal it can receive, K + i - 1: the batch is padded)
-    plain:           forward_time(target, B, 1, C)
-
-Catch-up. A model level below the target that has not yet seen a row's prompt, or sat out
-its recent steps, first feeds what its cache lacks (engine/levels.py: lazy catch-up). That is
-paid once and buys every later step of the row on that level, so it is amortised over the
-row's remaining output (at most `catch_up_horizon` tokens): given the rows (`catch_up_rates`,
-from the view's cached lengths), a decision's step time gains, per level of its chain,
-E[tokens] x sum over rows of catch-up seconds / remaining tokens. On a 1,500-token RAG prompt
-with 32 tokens to go, the int4 copy's prefill (~2 s) costs more per token than it saves
-(bench_chains: int4>target ran at 0.60x plain there). The target prefills for every decision
-alike and is not charged.
+Time of a step: engine/step_time.py. Catch-up of a level, amortised over the row's remaining
+output: engine/catch_up_cost.py; `best` and `best_rows` charge a decision that of its levels.
 
 Goodput = B * expected committed tokens / step time. `best` returns the highest-goodput
 decision whose time per token (step time / expected tokens) meets the TPOT SLO, or, when none
@@ -39,11 +25,10 @@ tokens of the mean acceptance.
 Per row. `best_rows` lets rows take different decisions in one step (the engine runs them
 together: `engine.spec_step.run_step`): from `best`'s decision for all, each row in turn takes
 the decision that raises the batch's predicted goodput most, the step charged as the engine
-runs a mixed batch (`mixed_step_time`: one forward per level for the rows that use it, padded
-to its widest row; the target's forward covers every row). A plain row beside speculating ones
-saves no target time but the drafting; what per-row choice buys is each request on the chain
-and K that suit it. It keeps the batch's decision unless the assignment is predicted faster by
-more than `min_row_gain`.
+runs a mixed batch (`mixed_step_time`). A plain row beside speculating ones saves no target
+time but the drafting; what per-row choice buys is each request on the chain and K that suit
+it. It keeps the batch's decision unless the assignment is predicted faster by more than
+`min_row_gain`.
 
 Acceptance comes as the trackers' snapshot ({"pairs": {"a>b": {"acceptance": ...}}, "prior": p})
 or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior, else
@@ -56,18 +41,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.catch_up_cost import CATCH_UP_HORIZON, catch_up_rates
 from engine.decision import TARGET, Decision
 from engine.expectation import acceptance_rates, chain_expected_tokens
 from engine.profile import LatencyProfile, ProfileError
+from engine.step_time import step_time
 from engine.trackers import chain_pair_keys
 
 _MAX_CACHED_TIMES = 16384
-CATCH_UP_HORIZON = 256      # the most output tokens a level's catch-up is amortised over (see Catch-up)
-
-
-def remaining_output(max_tokens: int, num_output_tokens: int, horizon: int = CATCH_UP_HORIZON) -> int:
-    """The output tokens a row's catch-up is amortised over: what is left of max_tokens, at most `horizon`."""
-    return max(1, min(max_tokens - num_output_tokens, horizon))
 
 
 @dataclass(frozen=True)
@@ -127,9 +108,7 @@ class CostModel:
         self.slo_tpot_s = slo_tpot_s
         self.prior_acceptance = prior_acceptance
         # per decision, what evaluating it needs, worked out once: (pair keys, K)
-        self._plans = [((), 0) if d.is_plain else
-                       (chain_pair_keys(d.chain), d.k)
-                       for d in self.decisions]
+        self._plans = [((), 0) if d.is_plain else (chain_pair_keys(d.chain), d.k) for d in self.decisions]
         # per decision, the model levels below the target whose catch-up it would pay
         self._catch_up_levels = [() if d.is_plain else
                                  tuple(name for name in d.chain[:-1] if profile.levels[name].kind == "model")
@@ -138,20 +117,8 @@ class CostModel:
         self._plain = next((i for i, d in enumerate(self.decisions) if d.is_plain), None)
 
     def catch_up_rates(self, rows: Sequence) -> list[dict[str, float]]:
-        """Per row (`engine.batch_view.RowView`s), per model level below the target: seconds of
-        that level's catch-up / the row's remaining output tokens (see Catch-up above). A row
-        whose view holds no cached lengths (an offline view) is charged nothing."""
-        forward_time, levels = self.profile.forward_time, self.profile.levels
-        rates = []
-        for row in rows:
-            remaining = remaining_output(row.max_tokens, row.num_output_tokens, self.catch_up_horizon)
-            mine = {}
-            for name, have in row.cached:
-                pending = row.lacking(name)
-                if pending and name != TARGET and name in levels and levels[name].kind == "model":
-                    mine[name] = forward_time(name, 1, pending, have) / remaining
-            rates.append(mine)
-        return rates
+        """Per row, per model level below the target: its amortised catch-up (`catch_up_cost.catch_up_rates`)."""
+        return catch_up_rates(self.profile, rows, self.catch_up_horizon)
 
     def _catch_up_s(self, i: int, tokens: float, rates: Mapping[str, float]) -> float:
         """Decision i's amortised catch-up seconds per step, for rows committing `tokens` each."""
@@ -165,33 +132,21 @@ class CostModel:
 
     def step_time(self, decision: Decision, batch: int, context: int) -> float:
         """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached)."""
-        key = (decision, batch, context)
-        cached = self._times.get(key)
-        if cached is not None:
-            return cached
-        forward_time = self.profile.forward_time
-        if decision.is_plain:
-            seconds = forward_time(TARGET, batch, 1, context)
-        else:
-            first, k = decision.chain[0], decision.k
-            if self.profile.levels[first].kind == "model_free":
-                seconds = forward_time(first, batch, k, context)
-            else:
-                seconds = k * forward_time(first, batch, 1, context)
-            for i, level in enumerate(decision.chain[1:], start=1):
-                seconds += forward_time(level, batch, k + i, context)
-        if len(self._times) >= _MAX_CACHED_TIMES:
-            self._times.clear()
-        self._times[key] = seconds
+        return self._cached_time((decision, batch, context), [decision] * batch, context)
+
+    def _cached_time(self, key: tuple, decisions: Sequence[Decision], context: int) -> float:
+        seconds = self._times.get(key)
+        if seconds is None:
+            if len(self._times) >= _MAX_CACHED_TIMES:
+                self._times.clear()
+            seconds = self._times[key] = step_time(self.profile, decisions, context)
         return seconds
 
     def _step_times(self, batch: int, context: int) -> list[float]:
         """step_time of every decision, cached as one list per (batch, context)."""
-        key = (batch, context)
-        times = self._times.get(key)
+        times = self._times.get((batch, context))
         if times is None:
-            times = [self.step_time(d, batch, context) for d in self.decisions]
-            self._times[key] = times
+            times = self._times[(batch, context)] = [self.step_time(d, batch, context) for d in self.decisions]
         return times
 
     def goodput(self, decision: Decision, batch: int, context: int, acceptance: Mapping) -> float:
@@ -278,43 +233,11 @@ class CostModel:
         return self.best_estimate(batch, context, acceptance, request_ids, catch_up).decision
 
     def mixed_step_time(self, decisions: Sequence[Decision], context: int) -> float:
-        """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed
-        batch: each model-free drafter proposes for its rows at once (the longest K), a model
-        drafter runs a forward per token for the rows still drafting, each verifier one forward
-        per depth over its rows (widest row), the target one over every row. Equals `step_time`
-        when every row runs the same decision."""
+        """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed batch
+        (`engine.step_time.step_time`, cached). Equals `step_time` when every row runs the same
+        decision."""
         key = ("mixed", tuple(sorted(Counter(decisions).items(), key=lambda item: item[0].label)), context)
-        cached = self._times.get(key)
-        if cached is not None:
-            return cached
-        forward_time, levels = self.profile.forward_time, self.profile.levels
-        target_width, free, drafting, verifiers = 1, {}, {}, {}
-        for d in decisions:
-            if d.is_plain:
-                continue
-            first, k = d.chain[0], d.k
-            if levels[first].kind == "model_free":
-                n, widest = free.get(first, (0, 0))
-                free[first] = (n + 1, max(widest, k))
-            else:
-                drafting.setdefault(first, []).append(k)
-            for i, level in enumerate(d.chain[1:], start=1):
-                if level == TARGET:
-                    target_width = max(target_width, k + i)
-                else:
-                    n, widest = verifiers.get((level, len(d.chain) - 1 - i), (0, 0))
-                    verifiers[(level, len(d.chain) - 1 - i)] = (n + 1, max(widest, k + i))
-        seconds = forward_time(TARGET, len(decisions), target_width, context)
-        for (level, _), (n, width) in verifiers.items():
-            seconds += forward_time(level, n, width, context)
-        for name, (n, widest) in free.items():
-            seconds += forward_time(name, n, widest, context)
-        for name, ks in drafting.items():
-            seconds += sum(forward_time(name, sum(k > j for k in ks), 1, context) for j in range(max(ks)))
-        if len(self._times) >= _MAX_CACHED_TIMES:
-            self._times.clear()
-        self._times[key] = seconds
-        return seconds
+        return self._cached_time(key, decisions, context)
 
     def best_rows(self, context: float, acceptance: Mapping, request_ids: Sequence[str],
                   start: Decision | None = None, passes: int = 2,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from engine.config import EngineConfig
 from engine.sequence import FinishReason, Request, RequestStatus
+from engine.stop_strings import find_stop, num_stable_chars
 
 
 class Scheduler:
@@ -68,9 +69,10 @@ class Scheduler:
             return FinishReason.STOP
         if params.stop and self.detokenize is not None:
             text = self.detokenize(request.output_token_ids)
-            hits = [text.find(s) for s in params.stop if s in text]
-            if hits:
-                request.stop_text_end = min(hits)
+            start = find_stop(text, params.stop, request.num_stop_scanned)
+            request.num_stop_scanned = num_stable_chars(text)
+            if start is not None:
+                request.stop_text_end = start
                 return FinishReason.STOP
         if len(request.output_token_ids) >= params.max_tokens:
             return FinishReason.LENGTH

@@ -61,6 +61,7 @@ class Request:
     finish_reason: FinishReason | None = None
     error: str | None = None
     stop_text_end: int | None = None        # where a stop string starts in the output text
+    num_stop_scanned: int = 0               # output text characters already searched for stop strings
     level_slots: dict[str, int] = field(default_factory=dict)
     stats: SpecStats = field(default_factory=SpecStats)
     first_token_time: float | None = None

@@ -20,74 +20,12 @@ real drafter's match length foretells its acceptance.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
 
 import numpy as np
 
-POOLED = "*"
+from env.acceptance_counts import POOLED, PositionCounts, ProposalCounts, split_key
+
 PRIOR_TRIALS = 8.0          # pseudo-observations pulling a category towards the pooled curve
-SIGNAL_SEP = "|"
-
-
-def signal_key(category: str, signal: int | None) -> str:
-    """The fitting key of a step whose first drafter showed `signal` (the category when None)."""
-    return category if signal is None else f"{category}{SIGNAL_SEP}{signal}"
-
-
-def _split(key: str) -> tuple[str, str | None]:
-    category, sep, signal = key.partition(SIGNAL_SEP)
-    return category, signal if sep else None
-
-
-@dataclass
-class PositionCounts:
-    """Sufficient statistics of one acceptance curve."""
-
-    trials: list[int] = field(default_factory=list)
-    accepts: list[int] = field(default_factory=list)
-    num_proposed_tokens: int = 0
-    num_accepted_tokens: int = 0
-
-    def observe(self, num_proposed: int, num_accepted: int) -> None:
-        self.num_proposed_tokens += num_proposed
-        self.num_accepted_tokens += num_accepted
-        reached = min(num_accepted + 1, num_proposed)       # positions that were judged
-        while len(self.trials) < reached:
-            self.trials.append(0)
-            self.accepts.append(0)
-        for j in range(reached):
-            self.trials[j] += 1
-            self.accepts[j] += j < num_accepted
-
-    def merged(self, other: PositionCounts) -> PositionCounts:
-        n = max(len(self.trials), len(other.trials))
-        pad = lambda xs: xs + [0] * (n - len(xs))
-        return PositionCounts([a + b for a, b in zip(pad(self.trials), pad(other.trials))],
-                              [a + b for a, b in zip(pad(self.accepts), pad(other.accepts))],
-                              self.num_proposed_tokens + other.num_proposed_tokens,
-                              self.num_accepted_tokens + other.num_accepted_tokens)
-
-    @property
-    def num_observed(self) -> int:
-        return self.trials[0] if self.trials else 0
-
-
-@dataclass
-class ProposalCounts:
-    """How often a model-free first level proposed nothing, all K, or part of K."""
-
-    num_steps: int = 0
-    num_nonempty: int = 0
-    num_full: int = 0
-
-    def observe(self, num_requested: int, num_proposed: int) -> None:
-        self.num_steps += 1
-        self.num_nonempty += num_proposed > 0
-        self.num_full += num_proposed >= num_requested
-
-    def merged(self, other: ProposalCounts) -> ProposalCounts:
-        return ProposalCounts(self.num_steps + other.num_steps, self.num_nonempty + other.num_nonempty,
-                              self.num_full + other.num_full)
 
 
 class AcceptanceModel:
@@ -164,14 +102,14 @@ class AcceptanceModel:
 
     def _own(self, pair: str, key: str) -> PositionCounts:
         """A signal key's own counts; a plain category's merged over its signal keys."""
-        if _split(key)[1] is not None:
+        if split_key(key)[1] is not None:
             return self.pairs[pair].get(key, PositionCounts())
-        return self._pooled(pair, lambda k: _split(k)[0] == key)
+        return self._pooled(pair, lambda k: split_key(k)[0] == key)
 
     def _prior_curve(self, pair: str, key: str) -> list[float]:
         """What a key shrinks towards: its signal pooled over categories, else the pair's pooled curve."""
-        signal = _split(key)[1]
-        pooled = self._pooled(pair, lambda k: _split(k)[1] == signal) if signal is not None else PositionCounts()
+        signal = split_key(key)[1]
+        pooled = self._pooled(pair, lambda k: split_key(k)[1] == signal) if signal is not None else PositionCounts()
         if not pooled.num_observed:
             pooled = self._pooled(pair)
         return [(a + 0.5) / (t + 1.0) for t, a in zip(pooled.trials, pooled.accepts)]
@@ -246,16 +184,16 @@ class AcceptanceModel:
             if not cats:
                 rates = (1.0, 1.0)
             else:
-                name, signal = _split(category)
+                name, signal = split_key(category)
                 pooled = ProposalCounts()
-                for counts in (c for k, c in cats.items() if signal is None or _split(k)[1] == signal):
+                for counts in (c for k, c in cats.items() if signal is None or split_key(k)[1] == signal):
                     pooled = pooled.merged(counts)
                 if not pooled.num_steps:                     # an unseen signal: all of the drafter's steps
                     for counts in cats.values():
                         pooled = pooled.merged(counts)
                 own = ProposalCounts()
                 for fitted, counts in cats.items():
-                    if fitted == category or (signal is None and _split(fitted)[0] == name):
+                    if fitted == category or (signal is None and split_key(fitted)[0] == name):
                         own = own.merged(counts)
                 p_nonempty = (pooled.num_nonempty + 0.5) / (pooled.num_steps + 1.0)
                 p_full = (pooled.num_full + 0.5) / (pooled.num_nonempty + 1.0)

@@ -11,7 +11,8 @@ from engine.decision import Decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.sampling import SamplingParams
 from engine.trackers import pair_key
-from env.acceptance_model import AcceptanceModel, signal_key
+from env.acceptance_counts import signal_key
+from env.acceptance_model import AcceptanceModel
 from env.prompt_sources import CATEGORIES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, azure_code_trace, load_prompts
 from env.real_backend import encode_prompt
 from env.sim_calibration import PromptLength

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import gymnasium
 
+from data.paths import REPO_ROOT
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
 from engine.trackers import pair_key
 from env.observation import ObservationSpec, observation_spec
 from env.workloads import WorkloadSpec, resolve_workload
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("sim", "real")
 DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8",
                    "suffix>target@2", "suffix>target@4", "suffix>target@8",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.batch_view import RowView
+from engine.batch_view import row_views
 from engine.decision import Decision
 from engine.sequence import Request
 from env.load_stats import LoadStats, StepOutcome
@@ -77,8 +77,7 @@ class Episode:
         router's view shows (`engine.core.EngineCore.admit`)."""
         scheduler = backend.scheduler
         running = scheduler.admit()
-        signals = backend.signals(running) if builder.signal_drafters else [None] * len(running)
-        cached = backend.cached_lengths(running) if builder.catch_up_levels else [None] * len(running)
-        rows = [RowView.of(r, s, c) for r, s, c in zip(running, signals, cached)]
+        rows = row_views(running, backend.signals(running) if builder.signal_drafters else None,
+                         backend.cached_lengths(running) if builder.catch_up_levels else None)
         return builder.build(rows, scheduler.waiting, backend.acceptance(builder.pairs), self.stats,
                              self.time, self.last_action)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.cost_model import remaining_output
+from engine.catch_up_cost import remaining_output
 from engine.drafters import SIGNAL_LEVELS
 from env.load_stats import LoadStats
 

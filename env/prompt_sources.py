@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import csv
 import functools
-import gzip
-import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-SPEC_BENCH_TASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
+from data.jsonl import read_jsonl
+from data.paths import data_dir
+from data.spec_bench import SPEC_BENCH_TASKS, load_spec_bench, spec_bench_path
+
 PROMPT_SOURCES = ("spec_bench", "mt_bench", "humaneval", "sharegpt", "azure_code")
 CATEGORIES = SPEC_BENCH_TASKS + ("humaneval", "sharegpt", "azure_code")
 CHARS_PER_TOKEN = 4.0      # the usual English estimate; only turns reference answers into lengths
@@ -44,54 +44,34 @@ class TraceRow:
     generated_tokens: int
 
 
-def data_dir() -> Path:
-    """../shared/data next to the repository, or $SPECROUTE_DATA."""
-    override = os.environ.get("SPECROUTE_DATA")
-    path = Path(override) if override else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"workload data directory {path} does not exist; set SPECROUTE_DATA")
-    return path
-
-
-def _jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _reference_tokens(text: str | None) -> int | None:
     return max(1, round(len(text) / CHARS_PER_TOKEN)) if text else None
 
 
 @functools.lru_cache(maxsize=8)
 def _spec_bench(directory: Path) -> tuple[Prompt, ...]:
-    prompts = []
-    for row in _jsonl(directory / "spec_bench" / "question.jsonl"):
-        category = "mt_bench" if row["question_id"] <= 160 else row["category"]
-        reference = (row.get("reference") or [None])[0]
-        prompts.append(Prompt("spec_bench", str(row["question_id"]), category, row["turns"][0],
-                              reference_tokens=_reference_tokens(reference)))
-    return tuple(prompts)
+    return tuple(Prompt("spec_bench", str(q.question_id), q.task, q.text, reference_tokens=_reference_tokens(q.reference))
+                 for q in load_spec_bench(spec_bench_path(directory)))
 
 
 @functools.lru_cache(maxsize=8)
 def _mt_bench(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("mt_bench", str(row["question_id"]), "mt_bench", row["turns"][0],
                         reference_tokens=_reference_tokens((row.get("reference") or [None])[0]))
-                 for row in _jsonl(directory / "mt_bench" / "question.jsonl"))
+                 for row in read_jsonl(directory / "mt_bench" / "question.jsonl"))
 
 
 @functools.lru_cache(maxsize=8)
 def _humaneval(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("humaneval", row["task_id"], "humaneval", row["prompt"], is_chat=False,
                         reference_tokens=_reference_tokens(row["canonical_solution"]))
-                 for row in _jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"))
+                 for row in read_jsonl(directory / "humaneval" / "HumanEval.jsonl.gz"))
 
 
 @functools.lru_cache(maxsize=8)
 def _sharegpt(directory: Path) -> tuple[Prompt, ...]:
     return tuple(Prompt("sharegpt", row["id"], "sharegpt", row["conversations"][0]["value"])
-                 for row in _jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"))
+                 for row in read_jsonl(directory / "sharegpt" / "ShareGPT_V3_filtered_500.jsonl"))
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,7 +25,7 @@ from engine.drafters import MODEL_FREE_DRAFTERS, ModelFreeDrafter
 from engine.sequence import Request
 from engine.spec_step import PairOutcome, RowResult
 from engine.trackers import chain_pair_keys, pair_key
-from env.acceptance_model import signal_key
+from env.acceptance_counts import signal_key
 from env.sim_calibration import SimCalibration
 from env.sim_clock import per_row_chains, rows_forwards
 

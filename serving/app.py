@@ -135,7 +135,7 @@ def create_app(state: ServingState) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics():
-        state.metrics.observe_occupancy(state.engine)
+        state.metrics.observe_occupancy(state.engine_loop.snapshot)
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

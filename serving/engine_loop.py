@@ -36,6 +36,23 @@ class StreamEnd:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What the HTTP side may read of the engine: the engine thread publishes a new one after
+    each step and each batch of commands (the engine itself is never read from another thread)."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_free_slots: tuple[tuple[str, int], ...] = ()     # (level, free KV slots)
+    kv_bytes: tuple[tuple[str, int], ...] = ()          # (level, bytes its KV cache holds)
+
+    @classmethod
+    def of(cls, engine: Engine) -> EngineSnapshot:
+        return cls(len(engine.scheduler.running), len(engine.scheduler.waiting),
+                   tuple((name, level.cache.num_free_slots) for name, level in engine.levels.items()),
+                   tuple((name, level.cache.nbytes()) for name, level in engine.levels.items()))
+
+
 class RequestStream:
     """Outputs of one engine request, in order, on the event loop that submitted it."""
 
@@ -83,6 +100,7 @@ class EngineLoop:
         self._consecutive_failures = 0
         self.num_steps = 0
         self.num_failed_steps = 0
+        self.snapshot = EngineSnapshot.of(engine)      # replaced whole by the engine thread, read anywhere
 
     # ---- asyncio side ---------------------------------------------------------------------
     def start(self) -> None:
@@ -146,6 +164,8 @@ class EngineLoop:
             self._end(request_id, StreamEnd(FinishReason.ABORT, "the server shut down"))
 
     def _apply_commands(self) -> None:
+        if not self._commands:
+            return
         while self._commands:
             command = self._commands.popleft()
             if command[0] == "add":
@@ -161,6 +181,7 @@ class EngineLoop:
                     logger.debug("aborted %s", command[1])
                     self._notify("observe_removed", command[1])
                 self._end(command[1], StreamEnd(FinishReason.ABORT, command[2]) if command[2] else None)
+        self.snapshot = EngineSnapshot.of(self.engine)
 
     def _end(self, request_id: str, item: StreamEnd | RequestOutput | None) -> None:
         with self._lock:
@@ -169,8 +190,9 @@ class EngineLoop:
             stream.deliver(item)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
-        """Observers first (metrics, router state), so a client that sees its last token also
-        sees that step in /metrics; then each request's stream."""
+        """The snapshot and the observers first (metrics, router state), so a client that sees
+        its last token also sees that step in /metrics; then each request's stream."""
+        self.snapshot = EngineSnapshot.of(self.engine)
         if outputs:
             self._notify("observe_step", self.engine, outputs)
         for output in outputs:

@@ -37,10 +37,15 @@ from serving.wait_estimate import WaitEstimator
 logger = logging.getLogger("serving")
 
 
+def max_num_tokens(config: ServerConfig) -> int:
+    """The KV cache's token capacity: every row of a full batch at the longest context."""
+    return max(config.max_model_len * config.max_batch, config.max_model_len)
+
+
 def _env_config(config: ServerConfig, actions: list[Decision]) -> EnvConfig:
     """The environment settings whose observation spec the server reproduces."""
     return EnvConfig(actions=tuple(actions), max_batch=config.max_batch, max_model_len=config.max_model_len,
-                     max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
+                     max_num_tokens=max_num_tokens(config),
                      slo_tpot_s=config.slo_tpot_ms / 1e3, slo_ttft_s=config.slo_ttft_ms / 1e3)
 
 
@@ -195,7 +200,7 @@ def build_state(config: ServerConfig) -> ServingState:
     if config.eagle:                # a default head that is missing or made for another model is skipped, and logged
         drafts.append(DraftSpec("eagle", config.eagle, kind="eagle", if_absent="skip", if_unusable="skip"))
     engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
-                                 max_num_tokens=max(config.max_model_len * config.max_batch, config.max_model_len),
+                                 max_num_tokens=max_num_tokens(config),
                                  num_threads=config.num_threads, quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
     engine = Engine.from_pretrained(loaded, drafts=drafts, config=engine_config)

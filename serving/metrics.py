@@ -2,7 +2,8 @@
 
 Counters, gauges and histograms live in a registry of their own (one per app), so several
 servers in one process (tests) do not collide. The engine thread calls `observe_step`; the
-HTTP handlers call `observe_request`; `/metrics` renders `render()`.
+HTTP handlers call `observe_request`; `/metrics` sets the occupancy gauges from the engine
+loop's published `EngineSnapshot` (never from the live engine) and renders `render()`.
 
 vLLM names kept as-is (prometheus_client adds `_total` to counters, as vLLM's exposition does):
 `vllm:spec_decode_num_drafts`, `vllm:spec_decode_num_draft_tokens`,
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, Counte
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from engine import Engine, RequestOutput
+from serving.engine_loop import EngineSnapshot
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
                     2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
@@ -77,18 +79,19 @@ class ServingMetrics:
         self.generation_tokens.labels(m).inc(sum(len(o.new_token_ids) for o in outputs))
         self.step_latency.labels(m).observe(record.latency_s)
         self.step_batch.labels(m).set(record.batch_size)
-        self.observe_occupancy(engine)
 
     def observe_failed_step(self) -> None:
         self.failed_steps.labels(self.model_name).inc()
 
-    def observe_occupancy(self, engine: Engine) -> None:
+    def observe_occupancy(self, snapshot: EngineSnapshot) -> None:
+        """Occupancy gauges from the snapshot the engine thread published last (`EngineLoop.snapshot`)."""
         m = self.model_name
-        self.running.labels(m).set(len(engine.scheduler.running))
-        self.waiting.labels(m).set(len(engine.scheduler.waiting))
-        for name, level in engine.levels.items():
-            self.kv_free_slots.labels(m, name).set(level.cache.num_free_slots)
-            self.kv_bytes.labels(m, name).set(level.cache.nbytes())
+        self.running.labels(m).set(snapshot.num_running)
+        self.waiting.labels(m).set(snapshot.num_waiting)
+        for name, free in snapshot.kv_free_slots:
+            self.kv_free_slots.labels(m, name).set(free)
+        for name, nbytes in snapshot.kv_bytes:
+            self.kv_bytes.labels(m, name).set(nbytes)
 
     def observe_decision(self, source: str, label: str, k: int, seconds: float, count: int = 1) -> None:
         m = self.model_name

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from data.paths import REPO_ROOT
 
 
 def free_port() -> int:

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.dataclass_args import parse_dataclass
+from data.paths import REPO_ROOT
 from engine.precision import PrecisionArgs
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

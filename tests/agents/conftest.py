@@ -6,18 +6,13 @@ import gymnasium
 import pytest
 
 import env  # noqa: F401  (registers SpecRoute-v0)
-from tests.env.conftest import make_calibration, make_profile
+from tests.env.conftest import sim_files  # noqa: F401  (a fixture: the simulator files)
 
 
 @pytest.fixture(scope="session")
-def agent_sim_files(tmp_path_factory):
-    """(profile path, acceptance path) of a small simulator."""
-    directory = tmp_path_factory.mktemp("agents-sim")
-    profile = directory / "profile.json"
-    make_profile().save(profile)
-    acceptance = directory / "acceptance.json"
-    make_calibration().save(acceptance)
-    return str(profile), str(acceptance)
+def agent_sim_files(sim_files):
+    """(profile path, acceptance path) of a small simulator: the env tests' files."""
+    return sim_files
 
 
 @pytest.fixture

@@ -13,15 +13,14 @@ import pytest
 from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
 from cli.dataclass_args import parse_dataclass
+from data.paths import REPO_ROOT
 from train_router import TrainConfig, main
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_checkpoint(out: Path, algo: str, make_sim_env) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["algo"] == algo and manifest["training"]["timesteps"] == 256
-    assert manifest["normalization"] is not None
+    assert manifest["normalization"] is not None and manifest["normalization"]["count"] > 0
     assert (out / "sb3_resume.zip").is_file()
 
     environment = make_sim_env()

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from bench.bench_chains import ChainsBenchArgs, build_cost_router, run_chains
-from bench.chains_report import render_markdown
+from bench.bench_chains import build_cost_router, run_chains
+from bench.chains_args import ChainsBenchArgs
+from bench.chains_markdown import render_markdown
 from bench.chains_runs import grid_columns, load_column_set
 from bench.common import BenchPrompt
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from data.paths import REPO_ROOT
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.__main__ import EXIT_BAD_INPUT, GenerateArgs, cli
 from engine.draft_checkpoint import DraftManifest, architecture_of, save_draft
@@ -17,7 +18,6 @@ from engine.draft_model import build_draft
 from engine.models import load_model
 from tests.tiny_models import build_char_tokenizer, build_tiny_llama
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "the cat sat on the mat. the cat sat on the"
 
 

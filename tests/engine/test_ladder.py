@@ -7,11 +7,27 @@ from engine.ladder import ladder_chains
 
 
 def test_a_draft_and_an_int4_copy_give_four_level_chains():
-    chains = ladder_chains(["target", "draft", "int4"])
-    assert ("ngram", "draft", "int4", "target") in chains and ("draft", "int4", "target") in chains
-    assert ("int4", "draft", "target") not in chains          # a cheaper level never verifies a dearer one
-    assert ladder_chains([]) == [("ngram", "target"), ("suffix", "target")]
-    assert all(chain[-1] == "target" and len(set(chain)) == len(chain) for chain in chains)
+    assert ladder_chains(["target", "draft", "int4"]) == [
+        ("ngram", "target"), ("suffix", "target"),
+        ("draft", "target"), ("ngram", "draft", "target"),
+        ("int4", "target"), ("ngram", "int4", "target"),
+        ("draft", "int4", "target"), ("ngram", "draft", "int4", "target"),
+    ]                                   # a cheaper level never verifies a dearer one: no int4 > draft
+
+
+def test_without_model_levels_only_the_model_free_chains_remain():
+    assert ladder_chains([]) == ladder_chains(["target"]) == [("ngram", "target"), ("suffix", "target")]
+
+
+def test_each_draft_goes_through_each_quantized_copy_and_copies_never_stack():
+    assert ladder_chains(["target", "draft", "int8", "int4"]) == [
+        ("ngram", "target"), ("suffix", "target"),
+        ("draft", "target"), ("ngram", "draft", "target"),
+        ("int8", "target"), ("ngram", "int8", "target"),
+        ("int4", "target"), ("ngram", "int4", "target"),
+        ("draft", "int8", "target"), ("ngram", "draft", "int8", "target"),
+        ("draft", "int4", "target"), ("ngram", "draft", "int4", "target"),
+    ]
 
 
 def test_every_ladder_chain_runs_on_an_engine_with_those_levels(target, tokenizer, drafts):

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from engine.profile.latency_profile import LatencyProfile, LevelProfile
-from env.acceptance_model import signal_key
+from env.acceptance_counts import signal_key
 from env.sim_calibration import PromptLength, SimCalibration
 
 PAIR_RATES = {"ngram>target": 0.5, "suffix>target": 0.4, "int4>target": 0.85, "ngram>int4": 0.55,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from env import SpecRouteEnv
-from env.acceptance_model import AcceptanceModel, signal_key
+from env.acceptance_counts import signal_key
+from env.acceptance_model import AcceptanceModel
 from tests.env.conftest import SIGNAL_SHARES
 
 

@@ -108,3 +108,7 @@ def test_metrics_carry_vllm_spec_decode_names_and_routing(client):
                  and 'source="fallback"' in k and 'chain="ngram>target"' in k and 'k="3"' in k]
     assert decisions and decisions[0] > 0
     assert values['vllm:generation_tokens_total{model_name="tiny"}'] == 12
+    # occupancy comes from the snapshot the engine thread published after the request's last step
+    assert values['vllm:num_requests_running{model_name="tiny"}'] == 0
+    assert values['vllm:num_requests_waiting{model_name="tiny"}'] == 0
+    assert values['specroute:kv_cache_free_slots{level="target",model_name="tiny"}'] > 0

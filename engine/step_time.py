@@ -1,0 +1,87 @@
+"""Which forwards one step runs, and what they cost by the latency profile.
+
+A step groups its rows as `engine.spec_step.run_step` runs them: each model-free drafter
+proposes for its rows at once (the longest K), a model drafter runs a forward per token for the
+rows still drafting, each verifier one forward per (level, depth in the row's chain) over its
+rows (padded to the widest), and the target one forward over every row (plain rows join it).
+`group_forwards` is that grouping; the cost model prices it before a step (`step_time`) and the
+simulator's clock (`env.sim_clock.rows_forwards`) charges it after one, with what each row's
+caches really lacked.
+
+Time of a step at batch B and mean context C where every row runs the same decision:
+    L0 model-free:   forward_time(L0, B, K, C)  (B proposals of K tokens)
+    L0 draft model:  K * forward_time(L0, B, 1, C)  (K autoregressive forwards of one token)
+    Li, i >= 1:      forward_time(Li, B, K + i, C)  (one forward over the last committed token
+                     plus the longest proposal it can receive, K + i - 1: the batch is padded)
+    plain:           forward_time(target, B, 1, C)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from engine.decision import TARGET, Decision
+from engine.profile import LatencyProfile
+
+
+class ForwardGroup(NamedTuple):
+    """The rows one level runs in one forward: drafting (a model first level) or verifying."""
+
+    level: str
+    is_drafting: bool = False
+    distance: int = 0               # a verifier's levels below the target in its chain (0: the target)
+
+
+class StepGroups(NamedTuple):
+    """Args:
+        forwards: group -> (row, position of the level in the row's chain) for every model forward
+            group, in the order the rows first need them; a drafting group's position is 0, and so
+            is a plain row's in the target's group.
+        model_free: model-free first level -> the rows it proposes for.
+    """
+
+    forwards: dict[ForwardGroup, list[tuple[int, int]]]
+    model_free: dict[str, list[int]]
+
+
+def group_forwards(profile: LatencyProfile, chains: Sequence[tuple[str, ...]], ks: Sequence[int]) -> StepGroups:
+    """The forward groups of one step whose row i runs `chains[i]` with draft length `ks[i]`
+    (0, or a chain of the target alone, is plain decoding)."""
+    forwards: dict[ForwardGroup, list[tuple[int, int]]] = {}
+    model_free: dict[str, list[int]] = {}
+    for row, (chain, k) in enumerate(zip(chains, ks)):
+        if k > 0 and len(chain) > 1:
+            if profile.levels[chain[0]].kind == "model":
+                forwards.setdefault(ForwardGroup(chain[0], is_drafting=True), []).append((row, 0))
+            else:
+                model_free.setdefault(chain[0], []).append(row)
+            # run_step verifies level by level, farthest from the target first: one forward per
+            # (level, distance), so a level verifying at two depths of two chains runs twice
+            for position, level in enumerate(chain[1:], start=1):
+                forwards.setdefault(ForwardGroup(level, distance=len(chain) - 1 - position), []).append((row, position))
+        else:
+            forwards.setdefault(ForwardGroup(TARGET), []).append((row, 0))
+    return StepGroups(forwards, model_free)
+
+
+def step_time(profile: LatencyProfile, decisions: Sequence[Decision], context: int) -> float:
+    """Seconds of one step whose row i runs `decisions[i]`, every row at context `context`:
+    each verifier fed the longest proposal it can receive (K + i - 1 tokens after the last
+    committed one), no catch-up (the cost model amortises that apart)."""
+    forward_time = profile.forward_time
+    ks = [0 if d.is_plain else d.k for d in decisions]
+    groups = group_forwards(profile, [d.chain for d in decisions], ks)
+    target = groups.forwards.get(ForwardGroup(TARGET), [])
+    seconds = forward_time(TARGET, len(decisions), max([1] + [ks[row] + position for row, position in target]), context)
+    drafting = []
+    for group, rows in groups.forwards.items():
+        if group.is_drafting:
+            drafting.append((group.level, [ks[row] for row, _ in rows]))
+        elif group != ForwardGroup(TARGET):
+            seconds += forward_time(group.level, len(rows), max(ks[row] + position for row, position in rows), context)
+    for name, rows in groups.model_free.items():
+        seconds += forward_time(name, len(rows), max(ks[row] for row in rows), context)
+    for name, row_ks in drafting:
+        seconds += sum(forward_time(name, sum(k > j for k in row_ks), 1, context) for j in range(max(row_ks)))
+    return seconds
