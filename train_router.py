@@ -207,7 +207,7 @@ def main(cfg: TrainConfig) -> Path:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from agents.export import export_policy
-    from agents.checkpoint import update_manifest
+    from router.checkpoint import update_manifest
 
     import torch
     torch.set_num_threads(cfg.torch_threads)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.checkpoint import MANIFEST_NAME
 from agents.cost_model_policy import CostModelPolicy
-from agents.learned_policy import LearnedPolicy
 from agents.policies import (AcceptanceEMAPolicy, HindsightOraclePolicy, NoSpeculationPolicy, StaticPolicy,
                              UCBPolicy)
+from router.checkpoint import MANIFEST_NAME
+from router.learned_policy import LearnedPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "router"

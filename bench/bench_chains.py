@@ -48,14 +48,13 @@ from bench.common import (
     PeakRSS,
     check_spec_bench_args,
     load_spec_bench,
-    machine_info,
     parse_categories,
     process_peak_rss_mb,
-    publish_results,
     sample_prompts,
 )
-from engine import Engine, EngineConfig
 from cli.dataclass_args import parse_dataclass
+from cli.results import machine_info, publish_results
+from engine import Engine, EngineConfig
 from engine.precision import PrecisionArgs
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from bench.chains_analysis import render_plane
-from bench.common import markdown_table
+from cli.results import markdown_table
 
 PLAIN = "plain"              # column names bench_chains gives plain decoding and the two routers
 COST_MODEL = "cost-model"

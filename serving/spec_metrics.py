@@ -52,8 +52,7 @@ class PerRequestSpecMetrics:
                     record = self._records[request_id] = _RequestRecord()
                     if len(self._records) > self.max_requests:
                         self._records.popitem(last=False)
-                label = "target" if decision.is_plain else ">".join(decision.chain)
-                record.decisions[(label, 0 if decision.is_plain else decision.k)] += 1
+                record.decisions[(decision.chain_label, 0 if decision.is_plain else decision.k)] += 1
                 proposed = record.num_proposed_at
                 proposed.extend([0] * (result.num_proposed - len(proposed)))
                 for position in range(result.num_proposed):

@@ -11,11 +11,11 @@ from safetensors.numpy import load_file, save_file
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from agents.checkpoint import (CheckpointCorrupt, CheckpointError, CheckpointHashMismatch, CheckpointMissing,
-                               CheckpointNaN, CheckpointSpecMismatch, sha256_of)
 from agents.export import export_policy
-from agents.learned_policy import LearnedPolicy
 from engine.decision import Decision
+from router.checkpoint import (CheckpointCorrupt, CheckpointError, CheckpointHashMismatch, CheckpointMissing,
+                               CheckpointNaN, CheckpointSpecMismatch, sha256_of)
+from router.learned_policy import LearnedPolicy
 
 OBS_NAMES = [f"f{i}" for i in range(6)]
 ACTIONS = [Decision(("target",), 0), Decision(("ngram", "target"), 2), Decision(("draft", "target"), 4)]

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
 from cli.dataclass_args import parse_dataclass
+from router.learned_policy import LearnedPolicy
 from train_router import TrainConfig, main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
