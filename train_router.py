@@ -283,5 +283,5 @@ def main(cfg: TrainConfig) -> Path:
 
 
 if __name__ == "__main__":
-    from engine.dataclass_args import parse_dataclass
+    from cli.dataclass_args import parse_dataclass
     main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))

@@ -41,7 +41,7 @@ logger = logging.getLogger("serving")
 
 def router_config(config: ServerConfig) -> RouterConfig:
     """The server's limits and SLOs as the router sees them; the other ranges and the SLO penalty
-    are the environment's defaults, so the observation is the one the policy was trained on."""
+    keep RouterConfig's defaults, the environment's too, so the policy sees what it was trained on."""
     return RouterConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
                         slo_tpot_s=config.slo_tpot_ms / 1e3, slo_ttft_s=config.slo_ttft_ms / 1e3)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from agents.cost_model_policy import CostModelPolicy
-from agents.policies import HindsightOraclePolicy, Policy
+from agents.policies import HindsightOraclePolicy
 from agents.policy_registry import expand, make_policy
 from agents.rollout import run_episode
+from router.policy import Policy
 
 
 def test_every_registered_baseline_finishes_an_episode(make_sim_env):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.policies import (AcceptanceEMAPolicy, NoSpeculationPolicy, Policy, StaticPolicy, UCBPolicy,
-                             observe_reward, reset_policy)
+from agents.policies import AcceptanceEMAPolicy, NoSpeculationPolicy, StaticPolicy, UCBPolicy
 from engine.decision import Decision
+from router.policy import Policy, observe_reward, reset_policy
 
 DECISIONS = [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 8),
              Decision(("suffix", "target"), 4)]
