@@ -52,9 +52,9 @@ class ObservationIndex:
 
 
 def action_index(decisions: Sequence[Decision], decision: Decision | str) -> int:
-    """Index of a decision (or its label, e.g. "ngram>target@k4", "plain") in the action list."""
+    """Index of a decision (or its spelling, e.g. "ngram>target@k4", "plain") in the action list."""
     labels = [d.label for d in decisions]
-    label = decision.label if isinstance(decision, Decision) else decision
+    label = (decision if isinstance(decision, Decision) else Decision.parse(decision)).label
     if label not in labels:
         raise ValueError(f"action {label!r} is not in the action list {labels}")
     return labels.index(label)
