@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from bench.chains_analysis import render_plane
 from cli.results import markdown_table
+from engine.decision import Decision
 
 PLAIN = "plain"              # column names bench_chains gives plain decoding and the two routers
 COST_MODEL = "cost-model"
@@ -127,7 +128,7 @@ def summarise(records: list[dict], load_rows: list[dict], columns: list, rss: di
 
 
 def _levels_of(config: str) -> int:
-    return len(config.split("@")[0].split(">")) if "@" in config else 1
+    return len(Decision.parse(config).chain) if "@" in config else 1
 
 
 def _beats(ratio: float | None, spread: float | None) -> bool:
@@ -299,7 +300,7 @@ def _llama_cpp_lines(rows_of: list[tuple[str, dict]], skipped: str | None) -> li
 
 def _best_k_cell(row: dict, chain: str) -> str:
     best = row["best_k_per_chain"].get(chain)
-    return "n/a" if best is None else f"k{best['config'].rsplit('@k', 1)[-1]} {_fmt_x(best['x_plain'])}"
+    return "n/a" if best is None else f"k{Decision.parse(best['config']).k} {_fmt_x(best['x_plain'])}"
 
 
 def _pct(value: float | None) -> str:
