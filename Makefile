@@ -18,7 +18,7 @@ serve: $(STAMP)
 	$(PY) -m serving --model default --policy checkpoints/router --host 127.0.0.1 --port 8000
 
 demo: $(STAMP)
-	$(PY) -m engine generate --prompt "Write a haiku about the sea." --chain ngram,target --k 4
+	$(PY) -m engine generate --prompt "Write a haiku about the sea." --chain 'ngram>target' --k 4
 
 test: $(STAMP)
 	$(PY) -m pytest; rc=$$?; \

@@ -194,7 +194,7 @@ def run_warm_start(cfg: TrainConfig, model, venv):
 
 def restore_normalization(cfg: TrainConfig, venv) -> None:
     """On --resume, start VecNormalize from the statistics the exported manifest recorded."""
-    from agents.checkpoint import manifest_path, read_manifest
+    from router.checkpoint import manifest_path, read_manifest
     manifest = manifest_path(Path(cfg.resume).resolve().parent)
     if not manifest.is_file() or not hasattr(venv, "obs_rms"):
         return
@@ -209,8 +209,8 @@ def main(cfg: TrainConfig) -> Path:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from agents.export import pack_policy, write_policy
-    from agents.learned_policy import LearnedPolicy
     from agents.training_summary import summarize_policy
+    from router.learned_policy import LearnedPolicy
 
     import torch
     torch.set_num_threads(cfg.torch_threads)

@@ -1,4 +1,4 @@
-"""The served cost-model router (`engine.cost_router.CostModelRouter`) as a Policy.
+"""The served cost-model router (`router.cost_router.CostModelRouter`) as a Policy.
 
 One cost model: evaluation, the environment's baselines and the server all run
 `CostModelRouter.decide` on a `BatchView`. Built from an environment, the policy reads the view
@@ -18,8 +18,8 @@ from agents.policies import BasePolicy, ObservationIndex
 from engine.batch_view import BatchView, RowView
 from engine.catch_up_cost import CATCH_UP_HORIZON
 from engine.cost_model import CostModel
-from engine.cost_router import CostModelRouter
 from engine.decision import Decision
+from router.cost_router import CostModelRouter
 
 
 class CostModelPolicy(BasePolicy):
@@ -75,7 +75,7 @@ class CostModelPolicy(BasePolicy):
     def view_from_obs(self, obs) -> BatchView:
         """What a logged observation says of the batch: `running_batch` rows at the mean context,
         the pooled acceptance of each pair, and each level's catch-up spread evenly over rows
-        with `CATCH_UP_HORIZON` tokens to go (`env.observation.catch_up_feature` inverted)."""
+        with `CATCH_UP_HORIZON` tokens to go (`router.observation_builder.catch_up_feature` inverted)."""
         batch = round(float(self.index.get(obs, "running_batch")))
         context = max(round(float(self.index.get(obs, "context_mean"))), 1)
         cached = []

@@ -218,7 +218,7 @@ def summarize(workloads: dict) -> dict:
 def decision_latency(checkpoint: str | Path, num_calls: int = 5000, seed: int = 0) -> dict:
     """Per-decision time of the learned policy (`act` on one observation, numpy, one thread),
     over observations drawn uniformly from its training range: p50 / p99 / max in microseconds."""
-    from agents.learned_policy import LearnedPolicy
+    from router.learned_policy import LearnedPolicy
     policy = LearnedPolicy.load(checkpoint)
     rng = np.random.default_rng(seed)
     low, high = np.asarray(policy.manifest.obs_min), np.asarray(policy.manifest.obs_max)

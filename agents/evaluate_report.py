@@ -138,8 +138,8 @@ def plot(results: dict, out_dir: Path, stem: str) -> list[str]:
 
 
 def write_report(results: dict, cfg, out_dir: Path) -> Path:
-    from agents.checkpoint import manifest_path, read_manifest
-    from bench.common import machine_info, markdown_table, write_results
+    from cli.results import machine_info, markdown_table, write_results
+    from router.checkpoint import manifest_path, read_manifest
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = cfg.name
     ope_path = out_dir / f"{stem}_ope.json"

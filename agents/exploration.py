@@ -2,14 +2,14 @@
 
 An exploring policy wraps any Policy and samples an action from a known distribution, so every
 logged decision carries mu(a|s) for off-policy evaluation. The same rows, in the same format
-(`agents.decision_log`), are what the server writes.
+(`router.decision_log`), are what the server writes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from agents.decision_log import DecisionLogRow, DecisionLogWriter
+from router.decision_log import DecisionLogRow, DecisionLogWriter
 
 
 class EpsilonGreedy:

@@ -14,7 +14,7 @@ import numpy as np
 from safetensors.numpy import save as save_safetensors
 from torch import nn
 
-from agents.checkpoint import WEIGHTS_NAME, ActionSpec, LayerSpec, Manifest, sha256_of, write_manifest
+from router.checkpoint import WEIGHTS_NAME, ActionSpec, LayerSpec, Manifest, sha256_of, write_manifest
 
 _ACTIVATION_NAMES = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 

@@ -1,6 +1,6 @@
 """Off-policy evaluation of a router from decision logs: `python -m agents.ope LOGS.jsonl --policy PATH`.
 
-Reads rows in the `agents.decision_log` format (written by the server or by
+Reads rows in the `router.decision_log` format (written by the server or by
 `agents.exploration.log_episodes`), computes the target policy's action probabilities at every
 logged observation and next observation, and prints IPS, SNIPS, doubly robust and FQE estimates
 of its reward per decision with 95% bootstrap intervals (see `agents.ope_estimators`).
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.decision_log import read_decision_log
 from agents.ope_estimators import LoggedSteps, OPEConfig, effective_sample_size, evaluate_off_policy
+from router.decision_log import read_decision_log
 
 STATEFUL = ("ucb", "oracle")
 
@@ -64,7 +64,7 @@ def load_target(cfg: OPECliConfig):
     """(policy, number of actions, obs spec version or None)."""
     from agents.policy_registry import is_checkpoint, make_policy
     if is_checkpoint(cfg.policy):
-        from agents.learned_policy import LearnedPolicy
+        from router.learned_policy import LearnedPolicy
         policy = LearnedPolicy.load(cfg.policy)
         return policy, policy.num_actions, policy.manifest.obs_spec_version
     import gymnasium

@@ -17,9 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
-from agents.decision_log import DecisionLogWriter, read_decision_log
 from agents.evaluate import mean_ci
 from agents.exploration import EpsilonGreedy, SoftmaxExploration, log_episodes
 from agents.ope import run_ope
@@ -28,6 +26,7 @@ from agents.policy_registry import DEFAULT_CHECKPOINT, make_policy
 from agents.rollout import run_episode
 from agents.scenarios import WORKLOAD_NAMES, evaluation_workloads, sim_env_kwargs
 from data.paths import REPO_ROOT
+from router.decision_log import DecisionLogWriter, read_decision_log
 
 
 @dataclass
@@ -116,7 +115,7 @@ def validate(cfg: ValidateConfig) -> dict:
 
 
 def summary_markdown(out: dict) -> str:
-    from bench.common import markdown_table
+    from cli.results import markdown_table
     cfg = out["config"]
     lines = [f"Behaviour policy `{out['behaviour']}` logged {out['num_logged']} decisions in "
              f"{cfg['log_episodes']} episodes of `{cfg['workload']}`; each target's true reward per decision "
@@ -134,7 +133,7 @@ def summary_markdown(out: dict) -> str:
 
 
 def main(cfg: ValidateConfig) -> Path:
-    from bench.common import machine_info, write_results
+    from cli.results import machine_info, write_results
     out = validate(cfg)
     out["machine"] = machine_info()
     out_dir = Path(cfg.out_dir)

@@ -1,7 +1,7 @@
-"""The Policy protocol and the baseline routers the learned policy is compared with.
+"""The baseline routers the learned policy is compared with.
 
-Every router is a Policy: `act(obs) -> action index` into the environment's Discrete action
-list, with optional `reset()` (start of an episode) and `observe(reward)` (after each step).
+Every router is a `router.policy.Policy`: `act(obs) -> action index` into the environment's
+Discrete action list, with optional `reset()` (start of an episode) and `observe(reward)` (after each step).
 Baselines read the observation by feature name (`ObservationIndex`), so they work with any
 observation spec that has the features they need.
 
@@ -12,38 +12,18 @@ observation spec that has the features they need.
     UCBPolicy               UCB1 over actions on observed step rewards (no context)
     HindsightOraclePolicy   sim only: tries every action from a cloned env state, keeps the best
     CostModelPolicy         (agents.cost_model_policy) the analytical cost model
-    LearnedPolicy           (agents.learned_policy) the exported network
+    LearnedPolicy           (router.learned_policy) the exported network
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from engine.decision import Decision
 from engine.expectation import expected_output
-
-
-@runtime_checkable
-class Policy(Protocol):
-    """What the environment loop, the evaluator and the server call."""
-
-    name: str
-
-    def act(self, obs: np.ndarray) -> int: ...
-
-
-def reset_policy(policy) -> None:
-    """Call `policy.reset()` when it has one (the start of an episode)."""
-    getattr(policy, "reset", lambda: None)()
-
-
-def observe_reward(policy, reward: float) -> None:
-    """Call `policy.observe(reward)` when it has one (after each step)."""
-    getattr(policy, "observe", lambda r: None)(reward)
 
 
 class ObservationIndex:
@@ -72,9 +52,9 @@ class ObservationIndex:
 
 
 def action_index(decisions: Sequence[Decision], decision: Decision | str) -> int:
-    """Index of a decision (or its label, e.g. "ngram>target@k4", "plain") in the action list."""
+    """Index of a decision (or its spelling, e.g. "ngram>target@k4", "plain") in the action list."""
     labels = [d.label for d in decisions]
-    label = decision.label if isinstance(decision, Decision) else decision
+    label = (decision if isinstance(decision, Decision) else Decision.parse(decision)).label
     if label not in labels:
         raise ValueError(f"action {label!r} is not in the action list {labels}")
     return labels.index(label)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.checkpoint import MANIFEST_NAME
 from agents.cost_model_policy import CostModelPolicy
-from agents.learned_policy import LearnedPolicy
 from agents.policies import (AcceptanceEMAPolicy, HindsightOraclePolicy, NoSpeculationPolicy, StaticPolicy,
                              UCBPolicy)
 from data.paths import REPO_ROOT
+from router.checkpoint import MANIFEST_NAME
+from router.learned_policy import LearnedPolicy
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "router"
 POLICY_NAMES = ("learned", "cost-model", "cost-model-rows", "static:*", "no-spec", "acceptance-ema", "ucb", "oracle")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.policies import observe_reward, reset_policy
+from router.policy import observe_reward, reset_policy
 
 
 @dataclass

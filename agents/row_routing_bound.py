@@ -29,8 +29,8 @@ import numpy as np
 
 from agents.cost_model_policy import CostModelPolicy
 from agents.scenarios import evaluation_workloads, sim_env_kwargs
-from bench.common import publish_results
 from cli.dataclass_args import parse_dataclass
+from cli.results import publish_results
 from engine.trackers import chain_pair_keys
 
 DEFAULT_WORKLOADS = ("spec_bench-mix", "azure_code", "poisson-low", "poisson-medium", "poisson-high", "bursty",

@@ -18,8 +18,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.export import pack_policy
-from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
+from router.learned_policy import LearnedPolicy
 
 VALIDATION_SEED = 30_000
 METRICS = ("reward", "goodput")

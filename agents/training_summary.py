@@ -7,10 +7,10 @@ import numpy as np
 
 import env  # noqa: F401  (registers SpecRoute-v0)
 from agents.cost_model_policy import CostModelPolicy
-from agents.learned_policy import LearnedPolicy
 from agents.policies import NoSpeculationPolicy
 from agents.rollout import run_episode
 from agents.scenarios import evaluation_workloads
+from router.learned_policy import LearnedPolicy
 
 
 def summarize_policy(learned: LearnedPolicy, env_kwargs: dict, episodes: int) -> dict:

@@ -46,15 +46,14 @@ from bench.chains_runs import (
 from bench.common import (
     BenchPrompt,
     PeakRSS,
-    machine_info,
     process_peak_rss_mb,
-    publish_results,
     sample_prompts,
 )
 from bench.llama_cpp_column import build_llama_cpp
-from engine import Engine, EngineConfig
 from cli.dataclass_args import parse_dataclass
+from cli.results import machine_info, publish_results
 from data.spec_bench import load_spec_bench
+from engine import Engine, EngineConfig
 
 
 def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],

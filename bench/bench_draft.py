@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.bench_models import draft_spec, encode_chat, load_bench_model, resolve_checkpoint
-from bench.common import check_spec_bench_args, machine_info, parse_categories, publish_results, sample_prompts
+from bench.common import check_spec_bench_args, parse_categories, sample_prompts
 from bench.draft_report import render_markdown, summarise
 from bench.level_probes import step_time_ratio, top1_agreement
+from cli.dataclass_args import parse_dataclass
+from cli.results import machine_info, publish_results
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from engine.config import parse_quantized_levels
-from cli.dataclass_args import parse_dataclass
 from engine.precision import PrecisionArgs
 from engine.trackers import pair_key
 

@@ -26,17 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.bench_models import encode_chat
-from bench.common import (
-    REPO_ROOT,
-    RESULTS_DIR,
-    BenchPrompt,
-    PeakRSS,
-    cpu_model,
-    machine_info,
-    process_peak_rss_mb,
-    publish_results,
-    sample_prompts,
-)
+from bench.common import REPO_ROOT, BenchPrompt, PeakRSS, process_peak_rss_mb, sample_prompts
 from bench.engine_columns import (
     EngineColumn,
     ForwardTimer,
@@ -48,9 +38,10 @@ from bench.engine_columns import (
 from bench.engine_curve import decode_verify_bitwise, non_product_share, verification_curve
 from bench.engine_report import LLAMA_CPP, render_markdown, summarize
 from bench.llama_cpp_column import ColumnFailed, LlamaCppProcess
+from cli.dataclass_args import parse_dataclass
+from cli.results import RESULTS_DIR, cpu_model, machine_info, publish_results
 from engine import Decision, Engine, EngineConfig
 from engine.autotune import choose_path
-from cli.dataclass_args import parse_dataclass
 from env.prompt_sources import load_prompts
 
 DRAFTER_GRID = {"ngram": (4,), "suffix": (4, 8)}

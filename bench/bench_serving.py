@@ -22,11 +22,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from bench.common import RESULTS_DIR, check_output_name, machine_info, markdown_table, publish_results
+from bench.common import check_output_name
 from bench.served_args import ServedArgs
 from cli.dataclass_args import parse_dataclass
+from cli.results import RESULTS_DIR, machine_info, markdown_table, publish_results
+from engine.decision import Decision
 from engine.precision import PrecisionArgs
-from env.config import parse_action
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 
@@ -59,7 +60,7 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
         if unknown or not self.router_list:
             raise ValueError(f"unknown routers {unknown}; choose from {', '.join(ROUTERS)}")
         if self.static != "auto":
-            parse_action(self.static)
+            Decision.parse(self.static)
         if any(r <= 0 for r in self.rate_list) or self.duration_s <= 0 or self.max_minutes <= 0:
             raise ValueError("rates, duration and max_minutes must be > 0")
         check_output_name(self.output_name)
@@ -126,7 +127,7 @@ def scrape_routing(url: str) -> dict:
         labels = {k: v.strip('"') for k, v in labels.items()}
         count = float(line.rsplit(" ", 1)[1])
         by_source[labels["source"]] = by_source.get(labels["source"], 0) + count
-        choice = "plain" if labels["k"] == "0" or labels["chain"] == "target" else f"{labels['chain']}@{labels['k']}"
+        choice = Decision.parse(f"{labels['chain']}@{labels['k']}").label
         by_choice[choice] = by_choice.get(choice, 0) + count
     return {"by_source": by_source, "by_choice": by_choice}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bench.common import markdown_table
+from cli.results import markdown_table
 from engine.cost_model import CostModel
 
 GRID = (0.2, 0.4, 0.6, 0.8)

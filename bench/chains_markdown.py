@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from bench.chains_analysis import render_plane
 from bench.chains_report import COST_MODEL, LEARNED, PLAIN
-from bench.common import markdown_table
+from cli.results import markdown_table
+from engine.decision import Decision
 
 
 def _fmt_x(value: float | None) -> str:
@@ -107,7 +108,7 @@ def _llama_cpp_lines(rows_of: list[tuple[str, dict]], skipped: str | None) -> li
 
 def _best_k_cell(row: dict, chain: str) -> str:
     best = row["best_k_per_chain"].get(chain)
-    return "n/a" if best is None else f"k{best['config'].rsplit('@k', 1)[-1]} {_fmt_x(best['x_plain'])}"
+    return "n/a" if best is None else f"k{Decision.parse(best['config']).k} {_fmt_x(best['x_plain'])}"
 
 
 def _pct(value: float | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from engine.decision import Decision
 
 PLAIN = "plain"              # column names bench_chains gives plain decoding and the two routers
 COST_MODEL = "cost-model"
@@ -126,7 +127,7 @@ def summarise(records: list[dict], load_rows: list[dict], columns: list, rss: di
 
 
 def _levels_of(config: str) -> int:
-    return len(config.split("@")[0].split(">")) if "@" in config else 1
+    return len(Decision.parse(config).chain) if "@" in config else 1
 
 
 def _beats(ratio: float | None, spread: float | None) -> bool:

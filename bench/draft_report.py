@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.common import markdown_table
+from cli.results import markdown_table
 
 ACCEPTANCE_TARGET = 0.6       # per-token acceptance of the level by the target
 STEP_RATIO_TARGET = 0.15      # the level's 1-token step / the target's

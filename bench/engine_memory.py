@@ -35,7 +35,7 @@ class MemoryArgs(PrecisionArgs):
     eagle: str = field(default="checkpoints/eagle", metadata={"help": "EAGLE head checkpoint (loaded when present)"})
     quantized: str = field(default="int4", metadata={"help": "quantized copies of the target as levels; '' = none"})
     chain: str = field(default="", metadata={
-        "help": "run this chain (e.g. draft,int4,target) at --k instead of plain decoding, so its levels hold KV too"})
+        "help": "run this chain (e.g. draft>int4>target) at --k instead of plain decoding, so its levels hold KV too"})
     k: int = field(default=4, metadata={"help": "draft length of --chain"})
     num_threads: int = field(default=2, metadata={"help": "torch threads"})
 

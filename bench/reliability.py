@@ -31,12 +31,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import machine_info, publish_results
 from bench.reliability_inputs import COMPLETIONS, bad_inputs, run_bad_inputs
 from bench.reliability_load import run_big_prompts, run_retrying_clients, run_slow_reads
 from bench.reliability_report import summarize, targets_met, targets_table
 from bench.reliability_servers import forward_path, start_server, tiny_model_dir
 from cli.dataclass_args import parse_dataclass
+from cli.results import machine_info, publish_results
 from serving.config import ServerConfig
 from serving.server_process import ServerProcess
 from tests.serving.contract import ContractReport, run_contract

@@ -3,7 +3,7 @@ whether it met the target."""
 
 from __future__ import annotations
 
-from bench.common import machine_info, markdown_table
+from cli.results import machine_info, markdown_table
 from tests.serving.contract import ContractReport
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.common import RESULTS_DIR
+from cli.results import RESULTS_DIR
 from serving.server_process import ServerProcess
 
 

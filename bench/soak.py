@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 import httpx
 import psutil
 
-from bench.common import RESULTS_DIR, machine_info, markdown_table, publish_results
 from bench.served_args import ServedArgs
 from cli.dataclass_args import parse_dataclass
+from cli.results import RESULTS_DIR, machine_info, markdown_table, publish_results
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 

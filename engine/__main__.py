@@ -36,9 +36,10 @@ class GenerateArgs(PrecisionArgs):
     prompt: str = field(default="", metadata={"help": "the prompt text (required)"})
     model: str = field(default="default", metadata={
         "help": "'default' (embedded SmolLM2-135M-Instruct), a local Hugging Face directory or a .gguf file"})
-    chain: str = field(default="ngram,target", metadata={
-        "help": "comma-separated levels, cheapest first, ending at 'target' (see `chains`); "
-                "int4 / int8 name the target's quantized copy, e.g. ngram,int4,target"})
+    chain: str = field(default="ngram>target", metadata={
+        "help": "levels joined by '>', cheapest first, ending at 'target' (see `chains`); "
+                "int4 / int8 name the target's quantized copy, e.g. ngram>int4>target "
+                "(the old comma form ngram,int4,target still works, with a warning)"})
     k: int = field(default=4, metadata={"help": "tokens the first level drafts per step; 0 = plain decoding"})
     max_tokens: int = field(default=128, metadata={"help": "most new tokens to generate"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (still lossless)"})
@@ -70,7 +71,7 @@ class GenerateArgs(PrecisionArgs):
     @property
     def decision(self) -> Decision:
         try:
-            return Decision(tuple(part.strip() for part in self.chain.split(",") if part.strip()), self.k)
+            return Decision(self.chain, self.k)
         except ValueError as error:
             raise BadInput(str(error)) from None
 
@@ -206,7 +207,7 @@ def list_chains() -> None:
         print(f"  {name:<8} the target's own {name} weight-only copy (built at load, shares its embedding)")
     print(f"  {TARGET:<8} the model being served (every chain ends here)")
     print("a chain is an ordered subset ending at 'target'; a model-free drafter may only start it,")
-    print("e.g. --chain target (plain), ngram,target, draft,target, ngram,draft,int4,target")
+    print("e.g. --chain target (plain), ngram>target, draft>target, ngram>draft>int4>target")
 
 
 # ---- command line ---------------------------------------------------------------------------

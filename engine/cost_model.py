@@ -285,7 +285,7 @@ class CostModel:
 
 
 def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1, 2, 4, 8)) -> list[Decision]:
-    """Plain decoding first, then every chain with every K (chains given as tuples or "a,b,target")."""
+    """Plain decoding first, then every chain with every K (chains given as tuples or "a>b>target")."""
     ks = list(ks)
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"draft lengths must be integers >= 1, got {ks}")

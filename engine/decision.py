@@ -1,30 +1,67 @@
-"""A routing decision: which chain of the ladder runs and how many tokens its first level drafts."""
+"""A routing decision: which chain of the ladder runs and how many tokens its first level drafts.
+
+One spelling, parsed by `Decision.parse` and printed by `str(decision)` (= `decision.label`):
+
+    plain                     plain decoding (K = 0, or a chain of the target alone)
+    ngram>int4>target@k4      levels cheapest first, ending at the target, then K
+
+The parser also takes `@4` for `@k4`. The comma chain `ngram,target` is the old spelling: it
+is still read for one release, with a FutureWarning (the deprecation warning Python shows
+users of a command by default).
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 TARGET = "target"
+PLAIN = "plain"
+FORMAT = "'plain' or levels cheapest first ending at the target, then K: 'ngram>int4>target@k4'"
+
+
+def parse_chain(text: str) -> tuple[str, ...]:
+    """Levels of `ngram>int4>target` (the old `ngram,int4,target` warns), cheapest first."""
+    if "," in text:
+        warnings.warn(f"the comma chain {text!r} is deprecated; write {text.replace(',', '>')!r}",
+                      FutureWarning, stacklevel=3)
+        text = text.replace(",", ">")
+    return tuple(part.strip() for part in text.split(">") if part.strip())
 
 
 @dataclass(frozen=True)
 class Decision:
-    """`chain` is ordered from the cheapest level to the target; K = 0 means plain decoding."""
+    """`chain` is ordered from the cheapest level to the target; K = 0 means plain decoding.
+    A string chain is read by `parse_chain`."""
 
     chain: tuple[str, ...] = (TARGET,)
     k: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.chain, str):
-            object.__setattr__(self, "chain", tuple(part.strip() for part in self.chain.split(",")))
-        else:
-            object.__setattr__(self, "chain", tuple(self.chain))
+        chain = parse_chain(self.chain) if isinstance(self.chain, str) else tuple(self.chain)
+        object.__setattr__(self, "chain", chain)
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ValueError(f"draft length K must be an integer >= 0, got {self.k!r}")
         if not self.chain or self.chain[-1] != TARGET:
-            raise ValueError(f"a chain must end at '{TARGET}', got {','.join(self.chain) or 'nothing'}")
+            raise ValueError(f"a chain must end at '{TARGET}', got {'>'.join(self.chain) or 'nothing'}")
         if len(set(self.chain)) != len(self.chain):
-            raise ValueError(f"a chain may use each level once, got {','.join(self.chain)}")
+            raise ValueError(f"a chain may use each level once, got {'>'.join(self.chain)}")
+
+    @classmethod
+    def parse(cls, text: str) -> Decision:
+        """The decision `text` spells (see the module docstring); ValueError naming the form otherwise."""
+        if not isinstance(text, str):
+            raise ValueError(f"a decision is spelled as a string, {FORMAT}; got {text!r}")
+        if text.strip() == PLAIN:
+            return cls()
+        chain, sep, k = text.strip().partition("@")
+        k = k.strip().removeprefix("k")
+        if not sep or not k.isdigit() or not chain.strip():
+            raise ValueError(f"decision {text!r} must be {FORMAT}")
+        try:
+            return cls(parse_chain(chain), int(k))
+        except ValueError as exc:
+            raise ValueError(f"decision {text!r}: {exc}") from None
 
     @property
     def is_plain(self) -> bool:
@@ -32,7 +69,27 @@ class Decision:
 
     @property
     def label(self) -> str:
-        return "plain" if self.is_plain else f"{'>'.join(self.chain)}@k{self.k}"
+        """The decision's one printed form: 'plain' or 'ngram>target@k4' (`Decision.parse` reads it)."""
+        return PLAIN if self.is_plain else f"{self.chain_label}@k{self.k}"
+
+    @property
+    def chain_label(self) -> str:
+        """The chain that runs, 'ngram>target', or 'target' for plain decoding (metrics' chain label)."""
+        return TARGET if self.is_plain else ">".join(self.chain)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def as_decision(action: str | Decision | tuple) -> Decision:
+    """An action as configs list it: a Decision, its spelling (`Decision.parse`) or (chain, K)."""
+    if isinstance(action, Decision):
+        return action
+    if isinstance(action, str):
+        return Decision.parse(action)
+    if isinstance(action, tuple) and len(action) == 2:
+        return Decision(action[0] if isinstance(action[0], str) else tuple(action[0]), action[1])
+    raise ValueError(f"action {action!r} must be a Decision, (chain, K) or {FORMAT}")
 
 
 def validate_decision(decision: Decision, level_names, drafters) -> None:

@@ -14,8 +14,7 @@ fits the simulator's acceptance models on the real engine.
 
 from gymnasium.envs.registration import register, registry
 
-from env.config import DEFAULT_ACTIONS, EnvConfig, EnvConfigError, parse_action
-from env.observation import OBS_SPEC_VERSION, ObservationSpec, observation_spec
+from env.config import DEFAULT_ACTIONS, EnvConfig, EnvConfigError
 from env.specroute_env import SpecRouteEnv
 from env.workloads import WORKLOADS, WorkloadSpec, build_window, load_sweep, resolve_workload
 
@@ -24,6 +23,5 @@ ENV_ID = "SpecRoute-v0"
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="env.specroute_env:SpecRouteEnv")
 
-__all__ = ["DEFAULT_ACTIONS", "ENV_ID", "EnvConfig", "EnvConfigError", "OBS_SPEC_VERSION", "ObservationSpec",
-           "SpecRouteEnv", "WORKLOADS", "WorkloadSpec", "build_window", "load_sweep", "observation_spec",
-           "parse_action", "resolve_workload"]
+__all__ = ["DEFAULT_ACTIONS", "ENV_ID", "EnvConfig", "EnvConfigError", "SpecRouteEnv", "WORKLOADS", "WorkloadSpec",
+           "build_window", "load_sweep", "resolve_workload"]

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from cli.dataclass_args import parse_dataclass
+from engine.decision import Decision
 from engine.precision import PrecisionArgs
 from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
-from env.config import REPO_ROOT, EnvConfig, parse_action, resolve_path
+from env.config import REPO_ROOT, EnvConfig, resolve_path
 from env.prompt_sources import CATEGORIES
 from env.sim_calibration import SimCalibration
 from env.sim_fidelity import compare, sim_speed
@@ -187,14 +188,14 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     ratios = []
     runnable = set(engine.levels) | set(engine.drafters)
     for name, workload, labels, scale in COMPARISON_WORKLOADS:
-        labels = tuple(label for label in labels if set(parse_action(label).chain) <= runnable)
+        labels = tuple(label for label in labels if set(Decision.parse(label).chain) <= runnable)
         workload = {**workload, "num_requests": scale * cfg.compare_requests, "max_new_tokens": cfg.max_new_tokens,
                     "min_new_tokens": min(8, cfg.max_new_tokens), "max_prompt_tokens": cfg.max_prompt_tokens}
         actions = list(dict.fromkeys(["plain", *labels]))
         common = dict(workload=workload, actions=actions, max_batch=cfg.max_batch)
         real_env = SpecRouteEnv(backend="real", engine_factory=lambda: engine, real_clock=cfg.clock, **common)
         sim_env = SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), **common)
-        schedule = [real_env.action_labels.index(parse_action(label).label) for label in labels]
+        schedule = [real_env.action_labels.index(Decision.parse(label).label) for label in labels]
         real, sim, spread = compare(real_env, sim_env, schedule, cfg.seed, cfg.sim_repeats, cfg.real_repeats)
         ratios.append(real["busy_s"] / max(sim["wall_s"], 1e-9))     # engine time vs simulating it
         for backend, metrics in (("real", real), ("sim", sim)):
@@ -206,7 +207,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
             print(f"{name:18s} {'real±':8s} {100 * spread['tokens_per_s']:8.1f}% {100 * spread['tpot_s']:7.1f}%"
                   f"   (spread between the {cfg.real_repeats} real runs)")
         sim_env.close()
-    speed_actions = ["plain", *(f"{'>'.join(chain)}@{k}" for chain in chains for k in cfg.fit_ks)]
+    speed_actions = [Decision(), *(Decision(tuple(chain), k) for chain in chains for k in cfg.fit_ks)]
     speed = sim_speed(SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), actions=speed_actions),
                       cfg.speed_seconds)
     print(f"\nsim (sharegpt, random actions): {speed['steps_per_s']:.0f} env steps/s and {speed['speedup']:.0f}x "

@@ -10,11 +10,11 @@ from pathlib import Path
 import gymnasium
 
 from data.paths import REPO_ROOT
-from engine.decision import Decision
+from engine.decision import Decision, as_decision
 from engine.precision import PrecisionArgs
-from engine.trackers import pair_key
-from env.observation import ObservationSpec, observation_spec
 from env.workloads import WorkloadSpec, resolve_workload
+from router.config import RouterConfig
+from router.observation import ObservationSpec, observation_spec_for, pairs_of
 
 BACKENDS = ("sim", "real")
 DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8",
@@ -26,23 +26,6 @@ DEFAULT_DRAFT = "checkpoints/draft"
 
 class EnvConfigError(gymnasium.error.Error, ValueError):
     """A bad environment argument (unknown workload, bad rate, unknown backend, ...)."""
-
-
-def parse_action(action: str | Decision | tuple) -> Decision:
-    """"plain", "ngram>target@4" (also "ngram,target@k4"), a Decision, or (chain, k)."""
-    if isinstance(action, Decision):
-        return action
-    if isinstance(action, tuple) and len(action) == 2:
-        return Decision(tuple(action[0]) if not isinstance(action[0], str) else action[0], action[1])
-    if isinstance(action, str):
-        if action.strip() == "plain":
-            return Decision()
-        chain, sep, k = action.partition("@")
-        k = k.strip().removeprefix("k")
-        if not sep or not k.isdigit():
-            raise ValueError(f"action {action!r} must look like 'plain' or 'ngram>target@4'")
-        return Decision(tuple(part.strip() for part in chain.replace(",", ">").split(">")), int(k))
-    raise ValueError(f"action {action!r} must be 'plain', 'chain@K', a Decision or (chain, K)")
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -120,7 +103,7 @@ class EnvConfig(PrecisionArgs):
         if isinstance(self.actions, (str, Decision)) or not self.actions:
             raise EnvConfigError("actions must be a non-empty list of (chain, K) such as ['plain', 'ngram>target@4']")
         try:
-            self.decisions = tuple(parse_action(a) for a in self.actions)
+            self.decisions = tuple(as_decision(a) for a in self.actions)
         except ValueError as exc:
             raise EnvConfigError(str(exc)) from None
         labels = [d.label for d in self.decisions]
@@ -154,35 +137,11 @@ class EnvConfig(PrecisionArgs):
     @property
     def pairs(self) -> list[str]:
         """Every (drafter > verifier) pair the actions use, in first-use order."""
-        pairs: list[str] = []
-        for decision in self.decisions:
-            if decision.is_plain:
-                continue
-            for below, above in zip(decision.chain, decision.chain[1:]):
-                if pair_key(below, above) not in pairs:
-                    pairs.append(pair_key(below, above))
-        return pairs
-
-    @property
-    def signal_drafters(self) -> list[str]:
-        """The model-free drafters that start a chain of the actions, whose draft signals the observation shows."""
-        from engine.drafters import MODEL_FREE_DRAFTERS
-        starts = [d.chain[0] for d in self.decisions if not d.is_plain and d.chain[0] in MODEL_FREE_DRAFTERS]
-        return list(dict.fromkeys(starts))
-
-    @property
-    def catch_up_levels(self) -> list[str]:
-        """The model levels below the target in the actions' chains, whose catch-up the observation shows."""
-        from engine.drafters import MODEL_FREE_DRAFTERS
-        levels = [name for d in self.decisions if not d.is_plain for name in d.chain[:-1]
-                  if name not in MODEL_FREE_DRAFTERS]
-        return list(dict.fromkeys(levels))
+        return pairs_of(self.decisions)
 
     def observation_spec(self) -> ObservationSpec:
-        """The observation layout of these settings: the environment's, and the server's that
-        reproduces it (serving.launch)."""
-        return observation_spec(self.pairs, self.action_labels, signal_drafters=self.signal_drafters,
-                                catch_up_levels=self.catch_up_levels, max_batch=self.max_batch,
-                                max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
-                                slo_ttft_s=self.slo_ttft_s, max_queue=self.max_queue, max_rate=self.max_rate,
-                                max_latency_s=self.max_latency_s, max_wait_s=self.max_wait_s)
+        """The observation layout of these settings (the server builds the same from its own, `RouterConfig`)."""
+        return observation_spec_for(self.decisions, RouterConfig(
+            max_batch=self.max_batch, max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
+            slo_ttft_s=self.slo_ttft_s, max_queue=self.max_queue, max_rate=self.max_rate,
+            max_latency_s=self.max_latency_s, max_wait_s=self.max_wait_s, slo_penalty=self.slo_penalty))

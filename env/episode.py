@@ -14,9 +14,9 @@ import numpy as np
 from engine.batch_view import row_views
 from engine.decision import Decision
 from engine.sequence import Request
-from env.load_stats import LoadStats, StepOutcome
-from env.observation import ObservationBuilder
 from env.workloads import WorkloadRequest
+from router.load_stats import LoadStats, StepOutcome
+from router.observation_builder import ObservationBuilder
 
 
 @dataclass

@@ -11,9 +11,10 @@ from gymnasium import spaces
 
 from env.config import EnvConfig, EnvConfigError
 from env.episode import Episode
-from env.load_stats import LoadStats
-from env.observation import ObservationBuilder, ObservationSpec
 from env.workloads import build_window, resolve_workload
+from router.load_stats import LoadStats
+from router.observation import ObservationSpec
+from router.observation_builder import ObservationBuilder
 
 
 class SpecRouteEnv(gymnasium.Env):
@@ -139,7 +140,7 @@ class SpecRouteEnv(gymnasium.Env):
             from env.real_backend import RealBackend
             self.backend = RealBackend(config)
         self.obs_spec: ObservationSpec = config.observation_spec()
-        self._builder = ObservationBuilder(self.obs_spec, config.pairs, len(self.decisions))
+        self._builder = ObservationBuilder(self.obs_spec)
         self.observation_space = spaces.Box(self.obs_spec.low, self.obs_spec.high, dtype=np.float32)
         self.action_space = spaces.Discrete(len(self.decisions))
         self.render_mode = None

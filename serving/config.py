@@ -109,8 +109,8 @@ class ServerConfig(PrecisionArgs):
         if not self.model:
             raise ValueError("model must be 'default' or a path")
         if self.router not in ("learned", "cost_model"):
-            from env.config import parse_action
-            parse_action(self.router)       # raises ValueError naming the expected form
+            from engine.decision import Decision
+            Decision.parse(self.router)     # raises ValueError naming the expected form
 
     @property
     def max_in_flight(self) -> int:

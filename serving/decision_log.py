@@ -18,7 +18,7 @@ import queue
 import threading
 from pathlib import Path
 
-from agents.decision_log import DecisionLogRow
+from router.decision_log import DecisionLogRow
 
 logger = logging.getLogger("serving")
 

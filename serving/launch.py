@@ -12,26 +12,28 @@ from pathlib import Path
 
 import torch
 
-from agents.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
-from agents.learned_policy import LearnedPolicy
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, decision_grid
-from engine.cost_router import CostModelRouter
 from engine.ladder import ladder_chains
 from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
-from env.config import DEFAULT_ACTIONS, EnvConfig, parse_action, resolve_path
-from env.load_stats import LoadStats
+from env.config import DEFAULT_ACTIONS, resolve_path
 from env.sim_calibration import SimCalibration
+from router.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
+from router.config import RouterConfig
+from router.cost_router import CostModelRouter
+from router.learned_policy import LearnedPolicy
+from router.load_stats import LoadStats
+from router.observation import observation_spec_for
 from serving.app import ServingState
 from serving.config import ServerConfig
 from serving.decision_log import BackgroundDecisionLog
 from serving.engine_loop import EngineLoop
 from serving.metrics import ServingMetrics
 from serving.observation import ServingObserver
+from serving.retry_after import RetryPromises
 from serving.router import GuardedRouter
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults, resolve_sampling_defaults
 from serving.spec_metrics import PerRequestSpecMetrics
-from serving.retry_after import RetryPromises
 from serving.wait_estimate import WaitEstimator
 
 logger = logging.getLogger("serving")
@@ -42,17 +44,17 @@ def max_num_tokens(config: ServerConfig) -> int:
     return max(config.max_model_len * config.max_batch, config.max_model_len)
 
 
-def _env_config(config: ServerConfig, actions: list[Decision]) -> EnvConfig:
-    """The environment settings whose observation spec the server reproduces."""
-    return EnvConfig(actions=tuple(actions), max_batch=config.max_batch, max_model_len=config.max_model_len,
-                     max_num_tokens=max_num_tokens(config),
-                     slo_tpot_s=config.slo_tpot_ms / 1e3, slo_ttft_s=config.slo_ttft_ms / 1e3)
+def router_config(config: ServerConfig) -> RouterConfig:
+    """The server's limits and SLOs as the router sees them; the other ranges and the SLO penalty
+    keep RouterConfig's defaults, the environment's too, so the policy sees what it was trained on."""
+    return RouterConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
+                        slo_tpot_s=config.slo_tpot_ms / 1e3, slo_ttft_s=config.slo_ttft_ms / 1e3)
 
 
 def build_observer(config: ServerConfig, actions: list[Decision]) -> ServingObserver:
-    env = _env_config(config, actions)
-    return ServingObserver(env.observation_spec(), env.pairs, len(actions), LoadStats(env.slo_tpot_s, env.slo_ttft_s),
-                           env.slo_penalty)
+    settings = router_config(config)
+    return ServingObserver(observation_spec_for(actions, settings), LoadStats(settings.slo_tpot_s, settings.slo_ttft_s),
+                           settings.slo_penalty)
 
 
 def load_policy(engine: Engine, config: ServerConfig) -> tuple[LearnedPolicy | None, CheckpointError | None]:
@@ -77,7 +79,7 @@ def default_actions(engine: Engine) -> list[Decision]:
     """The environment's default action list, less any chain this engine cannot run."""
     actions = []
     for label in DEFAULT_ACTIONS:
-        decision = parse_action(label)
+        decision = Decision.parse(label)
         try:
             engine.validate_decision(decision)
         except ValueError:
@@ -160,7 +162,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
     if fallback is None and config.router in ("learned", "cost_model"):
         fallback = build_fallback(engine, config, actions, profile_name or model_name)
     elif fallback is None:
-        decision = parse_action(config.router)
+        decision = Decision.parse(config.router)
         engine.validate_decision(decision)
         fallback = StaticRouter(decision)
     router = GuardedRouter(fallback, learned,

@@ -1,8 +1,8 @@
-"""The router's view of the live server, built with the environment's own code.
+"""The router's view of the live server, built with the code the environment uses.
 
-`ServingObserver` feeds `env.load_stats.LoadStats` from the same events and request fields the
+`ServingObserver` feeds `router.load_stats.LoadStats` from the same events and request fields the
 environment's `Episode` uses (arrivals, each step's rows, first tokens, finished requests), and
-builds the observation with `env.observation.ObservationBuilder` from the router's `BatchView`
+builds the observation with `router.observation_builder.ObservationBuilder` from the router's `BatchView`
 (the running rows, the queue and the trackers' pooled acceptance, as the real backend reads it). So the learned policy sees in serving exactly
 the vector layout and meaning it was trained on, and the reward logged for offline evaluation
 is the environment's: tokens per second of the step minus the penalty per SLO miss.
@@ -18,22 +18,20 @@ import numpy as np
 from engine import Engine, RequestOutput
 from engine.batch_view import BatchView
 from engine.sequence import Request
-from env.load_stats import LoadStats
-from env.observation import ObservationBuilder, ObservationSpec
+from router.load_stats import LoadStats
+from router.observation import ObservationSpec
+from router.observation_builder import ObservationBuilder
 
 
 class ServingObserver:
     """Args:
         spec: the observation spec (names and ranges) the policy was trained with.
-        pairs: the 'drafter>verifier' pairs whose acceptance the spec lists, in order.
-        num_actions: length of the last-action one-hot.
         stats: load statistics with the server's SLOs.
         slo_penalty: reward subtracted per finished request that missed an SLO (the env's).
     """
 
-    def __init__(self, spec: ObservationSpec, pairs: list[str], num_actions: int, stats: LoadStats,
-                 slo_penalty: float):
-        self.builder = ObservationBuilder(spec, pairs, num_actions)
+    def __init__(self, spec: ObservationSpec, stats: LoadStats, slo_penalty: float):
+        self.builder = ObservationBuilder(spec)
         self.spec_version = spec.version
         self.stats = stats
         self.slo_penalty = slo_penalty

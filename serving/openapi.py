@@ -43,7 +43,8 @@ class SpecDecodeMetrics(BaseModel):
     draft_acceptance_rate: float = Field(description="accepted / proposed draft tokens")
     chain: str = Field(description="the chain most steps of this request ran ('target' for plain decoding)")
     k: int = Field(description="the K most steps of this request used")
-    decisions: dict[str, int] = Field(description="'chain@K' -> steps (the router may change its choice per step)")
+    decisions: dict[str, int] = Field(
+        description="decision ('plain' or 'ngram>target@k4') -> steps (the router may change its choice per step)")
     accepted_histogram: list[int] | None = Field(
         default=None, description="detailed: drafts by number of tokens accepted (index = tokens accepted)")
     acceptance_by_position: list[float] | None = Field(

@@ -20,23 +20,16 @@ import uuid
 
 import numpy as np
 
-from agents.decision_log import DecisionLogRow
 from engine import Decision
 from engine.batch_view import BatchView
 from engine.decision import per_row
+from router.decision_log import DecisionLogRow
 
 logger = logging.getLogger("serving")
 
 LEARNED, FALLBACK = "learned", "fallback"
 CAUSES = ("checkpoint_missing", "checkpoint_corrupt", "checkpoint_spec", "checkpoint_hash", "checkpoint_nan",
           "observation_error", "out_of_range", "nan_output", "slow_decision", "policy_error")
-
-
-def checkpoint_cause(error: Exception) -> str:
-    """The fallback cause for a policy that failed to load (the typed CheckpointError subclasses)."""
-    return {"CheckpointMissing": "checkpoint_missing", "CheckpointCorrupt": "checkpoint_corrupt",
-            "CheckpointSpecMismatch": "checkpoint_spec", "CheckpointHashMismatch": "checkpoint_hash",
-            "CheckpointNaN": "checkpoint_nan"}.get(type(error).__name__, "checkpoint_corrupt")
 
 
 class GuardedRouter:
@@ -81,7 +74,7 @@ class GuardedRouter:
         self._episode = uuid.uuid4().hex[:12]
         self._num_logged = 0
         if learned is None and load_error is not None:     # say so at start-up, not at the first request
-            self._fall_back(checkpoint_cause(load_error), str(load_error), count=False)
+            self._fall_back(_load_cause(load_error), str(load_error), count=False)
 
     # ---- the router protocol ----------------------------------------------------------------
     def decide(self, view: BatchView) -> list[Decision]:
@@ -94,7 +87,7 @@ class GuardedRouter:
                 self._fall_back("observation_error", repr(exc))
         decisions, source = None, FALLBACK
         if self.learned is None and self.load_error is not None:
-            self._fall_back(checkpoint_cause(self.load_error), str(self.load_error))
+            self._fall_back(_load_cause(self.load_error), str(self.load_error))
         elif self.learned is not None and obs is not None:
             decision = self._learned_decision(obs, start)
             if decision is not None:
@@ -106,7 +99,7 @@ class GuardedRouter:
         single = decisions[0] if decisions and all(d == decisions[0] for d in decisions) else None
         if self.metrics is not None:
             for d in [single] if single is not None else decisions:
-                self.metrics.observe_decision(source, _chain_label(d), d.k, seconds)
+                self.metrics.observe_decision(source, d.chain_label, d.k, seconds)
         action = self.actions.index(single) if single is not None and single in self.actions else None
         self._log(obs, action, source)
         self._last_action = action
@@ -192,5 +185,6 @@ class GuardedRouter:
             self.decision_log.close()
 
 
-def _chain_label(decision: Decision) -> str:
-    return "target" if decision.is_plain else ">".join(decision.chain)
+def _load_cause(error: Exception) -> str:
+    """The fallback cause for a policy that failed to load (`router.checkpoint.CheckpointError.cause`)."""
+    return getattr(error, "cause", "checkpoint_corrupt")

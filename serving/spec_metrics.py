@@ -16,7 +16,7 @@ import collections
 import threading
 from dataclasses import dataclass, field
 
-from engine import Engine, RequestOutput
+from engine import Decision, Engine, RequestOutput
 from engine.sequence import SpecStats
 
 MODES = ("none", "summary", "detailed")
@@ -24,7 +24,7 @@ MODES = ("none", "summary", "detailed")
 
 @dataclass
 class _RequestRecord:
-    decisions: collections.Counter = field(default_factory=collections.Counter)   # (chain label, k) -> steps
+    decisions: collections.Counter = field(default_factory=collections.Counter)   # Decision (plain as one) -> steps
     num_proposed_at: list[int] = field(default_factory=list)                      # position -> drafts reaching it
 
 
@@ -52,8 +52,7 @@ class PerRequestSpecMetrics:
                     record = self._records[request_id] = _RequestRecord()
                     if len(self._records) > self.max_requests:
                         self._records.popitem(last=False)
-                label = "target" if decision.is_plain else ">".join(decision.chain)
-                record.decisions[(label, 0 if decision.is_plain else decision.k)] += 1
+                record.decisions[Decision() if decision.is_plain else decision] += 1
                 proposed = record.num_proposed_at
                 proposed.extend([0] * (result.num_proposed - len(proposed)))
                 for position in range(result.num_proposed):
@@ -68,12 +67,12 @@ class PerRequestSpecMetrics:
         """The finished request's metrics (its record is dropped)."""
         with self._lock:
             record = self._records.pop(request_id, None) or _RequestRecord()
-        (chain, k), _ = record.decisions.most_common(1)[0] if record.decisions else (("target", 0), 0)
+        top = record.decisions.most_common(1)[0][0] if record.decisions else Decision()
         body = {"num_steps": stats.num_steps, "num_drafts": stats.num_drafts,
                 "num_draft_tokens": stats.num_draft_tokens, "num_accepted_tokens": stats.num_accepted_tokens,
                 "mean_acceptance_length": 1 + stats.num_accepted_tokens / stats.num_drafts if stats.num_drafts else 1.0,
-                "draft_acceptance_rate": stats.acceptance_rate, "chain": chain, "k": k,
-                "decisions": {f"{c}@{kk}": n for (c, kk), n in sorted(record.decisions.items())}}
+                "draft_acceptance_rate": stats.acceptance_rate, "chain": top.chain_label, "k": top.k,
+                "decisions": {d.label: n for d, n in sorted(record.decisions.items(), key=lambda item: item[0].label)}}
         if self.mode == "detailed":
             histogram = list(stats.accepted_histogram)
             body["accepted_histogram"] = histogram

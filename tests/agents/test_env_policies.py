@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from agents.cost_model_policy import CostModelPolicy
-from agents.policies import HindsightOraclePolicy, Policy
+from agents.policies import HindsightOraclePolicy
 from agents.policy_registry import expand, make_policy
 from agents.rollout import run_episode
+from router.policy import Policy
 
 
 def test_every_registered_baseline_finishes_an_episode(make_sim_env):
@@ -79,7 +80,7 @@ def test_oracle_returns_are_the_rewards_each_action_would_get(make_sim_env):
 def test_the_cost_model_policy_is_the_served_router_on_the_engines_view(make_sim_env):
     """One cost model: in the env the policy decides what `CostModelRouter` decides on the batch
     view the server would hand it (each row's own acceptance), step after step."""
-    from engine.cost_router import CostModelRouter
+    from router.cost_router import CostModelRouter
     environment = make_sim_env(num_requests=10, rate=8.0)
     policy = CostModelPolicy.from_env(environment)
     served = CostModelRouter(policy.cost_model)
@@ -101,7 +102,7 @@ def test_the_cost_model_policy_is_the_served_router_on_the_engines_view(make_sim
 def test_the_per_row_cost_model_gives_each_row_the_served_routers_decision(make_sim_env):
     """cost-model-rows acts with what `CostModelRouter(per_row=True)` decides for each row (a
     tuple where the rows differ), and an episode of it runs to the end on the env."""
-    from engine.cost_router import CostModelRouter
+    from router.cost_router import CostModelRouter
     environment = make_sim_env(num_requests=10, rate=8.0)
     policy = make_policy("cost-model-rows", environment)
     served = CostModelRouter(policy.cost_model, per_row=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.decision_log import DecisionLogRow, DecisionLogWriter, read_decision_log
 from agents.ope_estimators import LoggedSteps, OPEConfig, effective_sample_size, evaluate_off_policy
+from router.decision_log import DecisionLogRow, DecisionLogWriter, read_decision_log
 
 NUM_ACTIONS = 3
 MEAN_REWARD = np.array([[1.0, 3.0, 2.0],     # state 0

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from agents.decision_log import DecisionLogWriter, read_decision_log
 from agents.exploration import EpsilonGreedy, SoftmaxExploration, log_episodes
 from agents.ope import OPECliConfig, main
 from agents.policies import StaticPolicy
 from cli.dataclass_args import parse_dataclass
+from router.decision_log import DecisionLogWriter, read_decision_log
 
 
 def test_epsilon_greedy_logs_propensities_that_match_its_sampling(make_sim_env, tmp_path):

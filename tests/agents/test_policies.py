@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.policies import (AcceptanceEMAPolicy, NoSpeculationPolicy, Policy, StaticPolicy, UCBPolicy,
-                             observe_reward, reset_policy)
+from agents.policies import AcceptanceEMAPolicy, NoSpeculationPolicy, StaticPolicy, UCBPolicy
 from engine.decision import Decision
+from router.policy import Policy, observe_reward, reset_policy
 
 DECISIONS = [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 8),
              Decision(("suffix", "target"), 4)]
@@ -30,6 +30,8 @@ def test_every_baseline_satisfies_the_protocol():
 
 def test_static_and_no_speculation_pick_their_action():
     assert StaticPolicy(DECISIONS, DECISIONS[3]).act(obs()) == 3
+    assert StaticPolicy(DECISIONS, "ngram>target@2").act(obs()) == 1                 # either spelling of K
+    assert StaticPolicy(DECISIONS, "ngram>target@k2").act(obs()) == 1
     assert NoSpeculationPolicy(DECISIONS).act(obs(ngram=0.9)) == 0
     with pytest.raises(ValueError, match="not in the action list"):
         StaticPolicy(DECISIONS, "draft>target@k4")

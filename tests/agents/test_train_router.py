@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.learned_policy import LearnedPolicy
 from agents.rollout import run_episode
 from cli.dataclass_args import parse_dataclass
 from data.paths import REPO_ROOT
+from router.learned_policy import LearnedPolicy
 from train_router import TrainConfig, main
 
 

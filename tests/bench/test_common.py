@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.common import (SPEC_BENCH_CATEGORIES, PeakRSS, check_spec_bench_args, markdown_table, parse_categories,
-                          sample_prompts, write_results)
+from bench.common import SPEC_BENCH_CATEGORIES, PeakRSS, check_spec_bench_args, parse_categories, sample_prompts
+from cli.results import markdown_table, write_results
 
 
 def test_sample_prompts_covers_all_13_categories_round_robin():

@@ -42,7 +42,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_generate_subprocess_prints_plain_greedy_text_and_stats(model_dir):
-    result = run_cli("generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "ngram,target",
+    result = run_cli("generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "ngram>target",
                      "--k", "4", "--max-tokens", "24", "--json", "--num-threads", "1")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -57,7 +57,7 @@ def test_generate_subprocess_prints_plain_greedy_text_and_stats(model_dir):
 
 def test_a_chain_through_the_int4_copy_prints_plain_greedy_text(model_dir, capsys):
     """`int4` in --chain builds the target's quantized copy as a level; the target still verifies."""
-    assert cli(["generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "ngram,int4,target",
+    assert cli(["generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "ngram>int4>target",
                 "--k", "3", "--max-tokens", "24", "--json", "--num-threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["text"] == plain_greedy_text(PROMPT, 24)
@@ -65,7 +65,7 @@ def test_a_chain_through_the_int4_copy_prints_plain_greedy_text(model_dir, capsy
 
 
 def test_bad_input_subprocess_is_one_line_exit_2(model_dir):
-    result = run_cli("generate", "--model", str(model_dir), "--prompt", "hi", "--chain", "medusa,target")
+    result = run_cli("generate", "--model", str(model_dir), "--prompt", "hi", "--chain", "medusa>target")
     assert result.returncode == EXIT_BAD_INPUT
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
@@ -74,12 +74,12 @@ def test_bad_input_subprocess_is_one_line_exit_2(model_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["--k", "-1"], "K must be an integer >= 0"),
-    (["--chain", "target,ngram"], "must end at 'target'"),
-    (["--chain", "ngram,suffix,target"], "cannot verify"),
+    (["--chain", "target>ngram"], "must end at 'target'"),
+    (["--chain", "ngram>suffix>target"], "cannot verify"),
     (["--temperature", "-0.5"], "temperature"),
     (["--max-tokens", "0"], "max_tokens"),
     (["--draft", "nopath"], "NAME=PATH"),
-    (["--draft", "d=/no/such/dir", "--chain", "d,target"], "does not exist"),
+    (["--draft", "d=/no/such/dir", "--chain", "d>target"], "does not exist"),
     (["--prompt", ""], "--prompt is required"),
     (["--chat"], "no chat template"),
 ])
@@ -98,7 +98,7 @@ def test_bad_input_in_process(model_dir, tmp_path, capsys, args, message):
 
 
 def test_sampling_is_reproducible_under_a_seed(model_dir, capsys):
-    argv = ["generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "suffix,target", "--k", "3",
+    argv = ["generate", "--model", str(model_dir), "--prompt", PROMPT, "--chain", "suffix>target", "--k", "3",
             "--temperature", "0.9", "--seed", "7", "--max-tokens", "20", "--json"]
     texts = []
     for _ in range(2):
@@ -113,7 +113,7 @@ def test_generate_with_a_distilled_draft_checkpoint_matches_plain_greedy(model_d
                              architecture=architecture_of(target.model.config, 1), storage_dtype="float32")
     save_draft(build_draft(target.model, [0]), tmp_path / "draft", manifest)
     argv = ["generate", "--model", str(model_dir), "--prompt", PROMPT, "--draft", f"d={tmp_path / 'draft'}",
-            "--chain", "ngram,d,target", "--k", "4", "--max-tokens", "24", "--json"]
+            "--chain", "ngram>d>target", "--k", "4", "--max-tokens", "24", "--json"]
     assert cli(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["chain"] == "ngram>d>target@k4"
@@ -121,10 +121,16 @@ def test_generate_with_a_distilled_draft_checkpoint_matches_plain_greedy(model_d
 
 
 def test_generate_args_parse_the_chain_and_drafts():
-    cfg = GenerateArgs(prompt="x", chain="ngram, d, target", k=3, draft=["d=/some/path"])
+    cfg = GenerateArgs(prompt="x", chain="ngram > d > target", k=3, draft=["d=/some/path"])
     assert cfg.decision == Decision(("ngram", "d", "target"), 3)
     assert cfg.draft_paths == {"d": "/some/path"}
     assert cfg.sampling_params.is_greedy
+
+
+def test_the_old_comma_chain_still_parses_with_a_warning():
+    with pytest.warns(FutureWarning, match="deprecated; write 'ngram>d>target'"):
+        cfg = GenerateArgs(prompt="x", chain="ngram,d,target", k=3, draft=["d=/some/path"])
+    assert cfg.decision == Decision(("ngram", "d", "target"), 3)
 
 
 def test_chains_lists_every_level(capsys):

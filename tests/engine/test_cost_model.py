@@ -7,9 +7,9 @@ import pytest
 
 from engine import Decision, SamplingParams
 from engine.cost_model import CostModel, decision_grid
-from engine.cost_router import CostModelRouter
 from engine.expectation import expected_output
 from engine.profile import LatencyProfile, LevelProfile, ProfileError
+from router.cost_router import CostModelRouter
 from tests.engine.builders import single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -128,7 +128,7 @@ def test_slo_prefers_decisions_that_meet_it_else_the_fastest_per_token():
 
 
 def test_decision_grid():
-    grid = decision_grid([("ngram", "target"), "draft,target", ("target",), ("ngram", "target")], ks=(2, 4))
+    grid = decision_grid([("ngram", "target"), "draft>target", ("target",), ("ngram", "target")], ks=(2, 4))
     assert grid == [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 4),
                     Decision(("draft", "target"), 2), Decision(("draft", "target"), 4)]
     with pytest.raises(ValueError, match="integers >= 1"):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import env as specroute_env
 from engine import Engine, EngineConfig
+import env as specroute_env
 from env import EnvConfigError, SpecRouteEnv
+from router.observation import OBS_SPEC_VERSION
 
 TINY_WORKLOAD = {"name": "sharegpt", "num_requests": 3, "rate": 20.0, "max_new_tokens": 6, "max_prompt_tokens": 24}
 
@@ -54,7 +55,7 @@ def test_check_env_passes_on_the_real_backend_with_tiny_models(tiny_engine_facto
 def test_observation_spec_names_ranges_and_version(sim_kwargs):
     env = SpecRouteEnv(**sim_kwargs, actions=["plain", "ngram>target@4", "ngram>draft>target@2"])
     spec = env.obs_spec
-    assert spec.version == specroute_env.OBS_SPEC_VERSION
+    assert spec.version == OBS_SPEC_VERSION
     assert spec.names[:3] == ["running_batch", "queue_length", "arrival_rate_ema"]
     assert "acceptance[ngram>target]" in spec.names and "acceptance[draft>target]" in spec.names
     assert spec.names[-3:] == ["last_action[plain]", "last_action[ngram>target@k4]",
@@ -71,7 +72,7 @@ def test_observation_spec_names_ranges_and_version(sim_kwargs):
     ({"workload": {"name": "sharegpt", "rate": 0.0}}, "rate must be a finite number > 0"),
     ({"workload": {"name": "sharegpt", "rate": -2}}, "rate must be a finite number > 0"),
     ({"backend": "gpu"}, "unknown backend"),
-    ({"actions": ["ngram>target@x"]}, "must look like"),
+    ({"actions": ["ngram>target@x"]}, "must be 'plain' or levels"),
     ({"actions": ["plain", "plain"]}, "repeat"),
     ({"actions": ["medusa>target@4"]}, r"profile .* has no levels \['medusa'\]"),
     ({"actions": ["suffix>draft>target@4"]}, "no data for 'suffix>draft'"),

@@ -7,9 +7,7 @@ import math
 
 import pytest
 
-from engine.batch_view import RowView
 from env import SpecRouteEnv
-from env.observation import catch_up_feature
 
 
 def test_a_level_s_catch_up_shows_a_new_prompt_until_that_level_has_fed_it(sim_kwargs):
@@ -26,12 +24,3 @@ def test_a_level_s_catch_up_shows_a_new_prompt_until_that_level_has_fed_it(sim_k
     assert obs[int4] == pytest.approx(math.log1p((request.num_tokens - 1) / 31), rel=1e-5)
     obs, *_ = env.step(1)                                          # int4 catches up and drafts
     assert obs[int4] == 0 and obs[draft] > 0
-
-
-def test_catch_up_sums_over_rows_and_ignores_rows_whose_cache_is_unknown():
-    rows = [RowView("a", "", 101, 0, 11, 0.0, cached=(("int4", 0),)),          # 100 lacking, 11 to go
-            RowView("b", "", 50, 10, 1000, 0.0, cached=(("int4", 49),)),       # up to date, 256 at most
-            RowView("c", "", 500, 0, 10, 0.0)]                                 # no cached lengths
-    assert catch_up_feature(rows, "int4") == pytest.approx(math.log1p(100 / (11 + 256)))
-    assert catch_up_feature(rows, "draft") == 0.0
-    assert catch_up_feature([], "int4") == 0.0

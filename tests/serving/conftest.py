@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors.numpy import save as save_safetensors
 
-from agents.checkpoint import ActionSpec, LayerSpec, Manifest, sha256_of, write_manifest
 from engine import Decision, StaticRouter
+from router.checkpoint import ActionSpec, LayerSpec, Manifest, sha256_of, write_manifest
 from serving.app import ServingState, create_app
 from serving.config import ServerConfig
 from serving.launch import build_observer, state_for_engine

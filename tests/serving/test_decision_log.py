@@ -7,7 +7,7 @@ import threading
 
 from fastapi.testclient import TestClient
 
-from agents.decision_log import DecisionLogRow, read_decision_log
+from router.decision_log import DecisionLogRow, read_decision_log
 from serving.app import create_app
 from serving.decision_log import BackgroundDecisionLog
 

@@ -8,8 +8,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from agents.decision_log import read_decision_log
 from engine import Decision
+from router.decision_log import read_decision_log
 from serving.app import create_app
 from serving.config import ServerConfig
 from tests.serving.conftest import write_checkpoint
@@ -66,8 +66,8 @@ def test_a_bad_checkpoint_starts_on_the_fallback_with_one_warning(make_state, tm
 
 def test_other_spec_means_other_observation_names(tmp_path):
     """A policy trained with another action list has another observation layout: refused."""
-    from agents.learned_policy import LearnedPolicy
-    from agents.checkpoint import CheckpointSpecMismatch
+    from router.learned_policy import LearnedPolicy
+    from router.checkpoint import CheckpointSpecMismatch
     from serving.launch import build_observer
     write_checkpoint(tmp_path / "router", ServerConfig(**SERVER), ACTIONS)
     other = build_observer(ServerConfig(**SERVER), ACTIONS[:2]).builder.spec

@@ -33,7 +33,7 @@ def test_summary_reports_acceptance_chain_and_k(make_state, stream):
     body = completion(make_state, "summary", stream=stream)
     spec = body["choices"][0]["spec_decode"]
     assert spec["chain"] == "ngram>target" and spec["k"] == 3
-    assert spec["decisions"] == {"ngram>target@3": spec["num_steps"]}
+    assert spec["decisions"] == {"ngram>target@k3": spec["num_steps"]}
     assert spec["num_drafts"] > 0 and 0 <= spec["num_accepted_tokens"] <= spec["num_draft_tokens"]
     assert spec["mean_acceptance_length"] == pytest.approx(1 + spec["num_accepted_tokens"] / spec["num_drafts"])
     assert spec["draft_acceptance_rate"] == pytest.approx(spec["num_accepted_tokens"] / spec["num_draft_tokens"])

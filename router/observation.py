@@ -1,9 +1,8 @@
-"""The observation: a float32 vector with a versioned spec of names and ranges.
+"""The observation spec: the names and ranges of the router's float32 observation, versioned.
 
-The builder reads only what any engine exposes (the running rows as `engine.batch_view.RowView`s
-with their draft signals and cached lengths, the waiting requests, the acceptance trackers'
-snapshot, `LoadStats`), so the real engine, the simulator and the server build the same vector.
-Values are clipped into the spec's [low, high].
+The layout follows from the action list (which pairs, drafters and levels it uses) and a
+`RouterConfig` (the ranges), so the environment and the server derive the same spec from their
+own settings. `router.observation_builder` fills the vector.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.catch_up_cost import remaining_output
-from engine.drafters import SIGNAL_LEVELS
-from env.load_stats import LoadStats
+from engine.decision import Decision
+from engine.drafters import MODEL_FREE_DRAFTERS, SIGNAL_LEVELS
+from engine.trackers import pair_key
+from router.config import RouterConfig
 
 OBS_SPEC_VERSION = "specroute-obs-v3"
 MAX_CATCH_UP = math.log1p(4096.0)       # the catch-up feature's upper end (4096 tokens per output token)
@@ -52,6 +52,10 @@ class ObservationSpec:
     def to_json(self) -> dict:
         return {"version": self.version, "names": self.names,
                 "low": [f.low for f in self.features], "high": [f.high for f in self.features]}
+
+    def listed(self, prefix: str) -> list[str]:
+        """What the features named `prefix[...]` are about, in order: `listed("acceptance")` -> pairs."""
+        return [name[len(prefix) + 1:-1] for name in self.names if name.startswith(f"{prefix}[")]
 
     def table(self) -> str:
         """Markdown table (index, name, min, max, meaning) for docs."""
@@ -90,56 +94,30 @@ def observation_spec(pairs: Sequence[str], action_labels: Sequence[str], *, max_
     return ObservationSpec(OBS_SPEC_VERSION, tuple(features))
 
 
-def signal_drafters(spec: ObservationSpec) -> list[str]:
-    """The drafters whose signals the spec shows, in order."""
-    return [name[len("signal_mean["):-1] for name in spec.names if name.startswith("signal_mean[")]
+def pairs_of(decisions: Sequence[Decision]) -> list[str]:
+    """Every (drafter > verifier) pair the decisions use, in first-use order."""
+    pairs = [pair_key(below, above) for d in decisions if not d.is_plain
+             for below, above in zip(d.chain, d.chain[1:])]
+    return list(dict.fromkeys(pairs))
 
 
-def catch_up_levels(spec: ObservationSpec) -> list[str]:
-    """The model levels whose catch-up the spec shows, in order."""
-    return [name[len("catch_up["):-1] for name in spec.names if name.startswith("catch_up[")]
+def signal_drafters_of(decisions: Sequence[Decision]) -> list[str]:
+    """The model-free drafters that start a chain of the decisions, whose draft signals the observation shows."""
+    starts = [d.chain[0] for d in decisions if not d.is_plain and d.chain[0] in MODEL_FREE_DRAFTERS]
+    return list(dict.fromkeys(starts))
 
 
-def catch_up_feature(rows: Sequence, level: str) -> float:
-    """log1p(sum over rows of the tokens `level`'s cache lacks beyond the step's own feed / sum of
-    the rows' remaining output tokens), the quantity the cost model charges per token
-    (engine/cost_model.py, Catch-up) in tokens rather than seconds. Rows: `RowView`s."""
-    lacking = remaining = 0
-    for row in rows:
-        pending = row.lacking(level)
-        if pending is None:
-            continue
-        lacking += pending
-        remaining += remaining_output(row.max_tokens, row.num_output_tokens)
-    return math.log1p(lacking / remaining) if remaining else 0.0
+def catch_up_levels_of(decisions: Sequence[Decision]) -> list[str]:
+    """The model levels below the target in the decisions' chains, whose catch-up the observation shows."""
+    levels = [name for d in decisions if not d.is_plain for name in d.chain[:-1] if name not in MODEL_FREE_DRAFTERS]
+    return list(dict.fromkeys(levels))
 
 
-class ObservationBuilder:
-    def __init__(self, spec: ObservationSpec, pairs: Sequence[str], num_actions: int):
-        self.spec = spec
-        self.pairs = list(pairs)
-        self.signal_drafters = signal_drafters(spec)
-        self.catch_up_levels = catch_up_levels(spec)
-        self.num_actions = num_actions
-        self.low = spec.low
-        self.high = spec.high
-
-    def build(self, running: Sequence, waiting: Sequence, acceptance: dict[str, float], stats: LoadStats,
-              now: float, last_action: int | None) -> np.ndarray:
-        """`running`: the running rows as `RowView`s (with their draft signals and cached lengths);
-        `waiting`: the queue (anything with `arrival_time`), oldest first; `acceptance`: pair -> EMA."""
-        contexts = [r.num_tokens for r in running]
-        oldest_wait = now - waiting[0].arrival_time if waiting else 0.0
-        values = [len(running), len(waiting), stats.arrival_rate,
-                  sum(contexts) / len(contexts) if contexts else 0.0, max(contexts, default=0),
-                  stats.step_latency_s, stats.tpot_slack_s, stats.ttft_slack_s, oldest_wait]
-        values += [acceptance.get(pair, 0.0) for pair in self.pairs]
-        for name in self.signal_drafters:
-            row_signals = [dict(row.signals).get(name, 0) / SIGNAL_LEVELS for row in running] or [0.0]
-            values += [sum(row_signals) / len(row_signals), max(row_signals)]
-        values += [catch_up_feature(running, name) for name in self.catch_up_levels]
-        one_hot = [0.0] * self.num_actions
-        if last_action is not None:
-            one_hot[last_action] = 1.0
-        obs = np.array(values + one_hot, dtype=np.float32)
-        return np.clip(obs, self.low, self.high, out=obs)
+def observation_spec_for(decisions: Sequence[Decision], config: RouterConfig) -> ObservationSpec:
+    """The spec of a router choosing among `decisions` (the Discrete action list, in order)."""
+    return observation_spec(pairs_of(decisions), [d.label for d in decisions],
+                            signal_drafters=signal_drafters_of(decisions),
+                            catch_up_levels=catch_up_levels_of(decisions), max_batch=config.max_batch,
+                            max_model_len=config.max_model_len, slo_tpot_s=config.slo_tpot_s,
+                            slo_ttft_s=config.slo_ttft_s, max_queue=config.max_queue, max_rate=config.max_rate,
+                            max_latency_s=config.max_latency_s, max_wait_s=config.max_wait_s)

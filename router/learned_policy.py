@@ -21,7 +21,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 
-from agents.checkpoint import (ActionSpec, CheckpointCorrupt, CheckpointHashMismatch, CheckpointMissing,
+from engine.decision import Decision
+from router.checkpoint import (ActionSpec, CheckpointCorrupt, CheckpointHashMismatch, CheckpointMissing,
                                CheckpointNaN, CheckpointSpecMismatch, Manifest, manifest_path, read_manifest,
                                sha256_of)
 
@@ -169,7 +170,6 @@ class LearnedPolicy:
         """True when every feature lies within the training range (see `out_of_range`)."""
         return not self.out_of_range(obs, margin)
 
-    def decisions(self):
+    def decisions(self) -> list[Decision]:
         """The action list as engine Decisions (index i is action i)."""
-        from engine.decision import Decision
         return [Decision(a.chain, a.k) for a in self.manifest.actions]

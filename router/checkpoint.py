@@ -34,27 +34,40 @@ OUTPUTS = ("logits", "q_values")
 
 
 class CheckpointError(Exception):
-    """Base class: the checkpoint cannot be used (catch this to fall back)."""
+    """Base class: the checkpoint cannot be used (catch this to fall back). `cause` names the
+    failure in the server's fallback metrics."""
+
+    cause = "checkpoint_corrupt"
 
 
 class CheckpointMissing(CheckpointError):
     """The directory, the manifest or the weights file does not exist."""
 
+    cause = "checkpoint_missing"
+
 
 class CheckpointCorrupt(CheckpointError):
     """A file is truncated, unreadable, or inconsistent with the manifest."""
+
+    cause = "checkpoint_corrupt"
 
 
 class CheckpointHashMismatch(CheckpointError):
     """The weights file's sha256 differs from the one the manifest records."""
 
+    cause = "checkpoint_hash"
+
 
 class CheckpointNaN(CheckpointError):
     """A weight or normalisation statistic is NaN or infinite."""
 
+    cause = "checkpoint_nan"
+
 
 class CheckpointSpecMismatch(CheckpointError):
     """The checkpoint was made for another format, observation spec or action list."""
+
+    cause = "checkpoint_spec"
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from safetensors.numpy import load_file, save_file
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from agents.checkpoint import (CheckpointCorrupt, CheckpointError, CheckpointHashMismatch, CheckpointMissing,
-                               CheckpointNaN, CheckpointSpecMismatch, sha256_of)
 from agents.export import export_policy
-from agents.learned_policy import LearnedPolicy
 from engine.decision import Decision
+from router.checkpoint import (CheckpointCorrupt, CheckpointError, CheckpointHashMismatch, CheckpointMissing,
+                               CheckpointNaN, CheckpointSpecMismatch, read_manifest, sha256_of)
+from router.learned_policy import LearnedPolicy
 
 OBS_NAMES = [f"f{i}" for i in range(6)]
 ACTIONS = [Decision(("target",), 0), Decision(("ngram", "target"), 2), Decision(("draft", "target"), 4)]
@@ -186,3 +186,26 @@ def rewrite_manifest(directory, **fields):
     data = json.loads(path.read_text())
     data.update(fields)
     path.write_text(json.dumps(data))
+
+
+def test_every_checkpoint_error_names_its_cause():
+    causes = {error.cause for error in (CheckpointMissing, CheckpointCorrupt, CheckpointHashMismatch, CheckpointNaN,
+                                        CheckpointSpecMismatch)}
+    assert causes == {"checkpoint_missing", "checkpoint_corrupt", "checkpoint_hash", "checkpoint_nan",
+                      "checkpoint_spec"}
+    assert CheckpointError.cause == "checkpoint_corrupt"
+
+
+def test_the_shipped_router_checkpoint_loads_with_the_served_observation_spec():
+    """The server derives the spec from its own settings (RouterConfig), not the environment's:
+    the shipped policy must still find its layout there, and act on it."""
+    from env.config import resolve_path
+    from router.config import RouterConfig
+    from router.observation import observation_spec_for
+    path = resolve_path("checkpoints/router")
+    actions = [Decision(a.chain, a.k) for a in read_manifest(path).actions]
+    spec = observation_spec_for(actions, RouterConfig(max_batch=16, max_model_len=2048, slo_tpot_s=0.25,
+                                                      slo_ttft_s=5.0))
+    policy = LearnedPolicy.load(path, obs_spec_version=spec.version, obs_names=spec.names, actions=actions)
+    assert policy.decisions() == actions and [str(d) for d in actions] == [a.label for a in policy.manifest.actions]
+    assert 0 <= policy.act(np.clip(np.zeros(len(spec.names), np.float32), spec.low, spec.high)) < len(actions)
