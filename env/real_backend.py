@@ -42,8 +42,8 @@ def build_engine(config: EnvConfig) -> Engine:
     drafts = {}
     if config.draft is not None and is_draft_checkpoint(resolve_path(config.draft)):
         drafts[DRAFT_NAME] = load_draft(resolve_path(config.draft), loaded)
-    engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
-                                 max_model_len=config.max_model_len, num_threads=config.num_threads,
+    engine_config = EngineConfig(max_num_seqs=config.max_num_seqs, max_num_tokens=config.max_num_tokens,
+                                 max_model_len=config.max_model_len,
                                  quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
     return Engine(loaded.model, loaded.tokenizer, engine_config, drafts=drafts)
