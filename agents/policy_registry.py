@@ -68,6 +68,7 @@ def verify_token_cost(env, context: int = 512) -> float:
 def make_policy(spec: str, env, checkpoint: str | Path = DEFAULT_CHECKPOINT, seed: int = 0):
     """The policy `spec` names (see the module docstring) for `env`; ValueError when unknown."""
     inner = env.unwrapped
+    spec = spec.replace("cost_model", "cost-model")       # the server's old spelling names the same router
     if spec == "learned":
         return load_learned(checkpoint, env)
     if spec in ("cost-model", "cost-model-rows"):
