@@ -18,8 +18,8 @@ router, the cost model as its fallback, its observer told of every arrival and s
 Writes <results-dir>/<name>.json and .md.
 
     .venv/bin/python -m bench.bench_chains                  # 13 categories x 1 prompt, 48 tokens
-    .venv/bin/python -m bench.bench_chains --categories qa,coding --max-new-tokens 8 --ks 2 \
-        --concurrency 1,4 --output-name chains_smoke --results-dir /tmp/chains_smoke
+    .venv/bin/python -m bench.bench_chains --categories qa,coding --max-tokens 8 --ks 2 \
+        --concurrency 1,4 --output-name chains_smoke --output-dir /tmp/chains_smoke
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ from bench.common import (
 )
 from engine import Engine, EngineConfig
 from cli.dataclass_args import parse_dataclass
+from engine.config import engine_field, num_threads_field
 from engine.precision import PrecisionArgs
+from serving.config import ServerConfig
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -78,7 +80,8 @@ class ChainsBenchArgs(PrecisionArgs):
         "help": "trained draft directory; its chains run when it has a manifest.json"})
     prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category (batch 1)"})
     categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
-    max_new_tokens: int = field(default=48, metadata={"help": "new tokens per request (greedy; EOS may stop earlier)"})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per request (greedy; EOS may stop earlier)",
+                                                  "aliases": ["--max-new-tokens"]})
     ks: str = field(default="2,4,8", metadata={"help": "K values of every static chain"})
     concurrency: str = field(default="1,4,8,16", metadata={"help": "requests in flight in the load part; '' skips it"})
     requests_per_slot: int = field(default=2, metadata={
@@ -93,7 +96,8 @@ class ChainsBenchArgs(PrecisionArgs):
         "help": "latency profile of the cost model (default profiles/<model name>.json, as the server)"})
     profile_budget_s: float = field(default=30.0, metadata={
         "help": "seconds to measure levels the profile lacks (the draft), as the server does"})
-    slo_tpot_ms: float = field(default=250.0, metadata={"help": "the cost model's TPOT SLO (the server's default)"})
+    slo_tpot_s: float = field(default=ServerConfig.slo_tpot_s, metadata={
+        "help": "the cost model's TPOT SLO in seconds (the server's default)", "aliases": {"--slo-tpot-ms": 1e-3}})
     llama_cpp: bool = field(default=True, metadata={
         "help": "run llama.cpp on the same GGUF at batch 1 as the speed anchor (skipped, with the reason "
                 "printed, when llama-cpp-python is not installed or the model is not a GGUF)"})
@@ -104,24 +108,24 @@ class ChainsBenchArgs(PrecisionArgs):
     repeats: int = field(default=3, metadata={
         "help": "runs of plain and the cost model (batch 1: per prompt; under load: per concurrency), "
                 "interleaved; their figures are the median run (one run varies by +-15%% on a shared CPU)"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
+    num_threads: int = num_threads_field()
     max_minutes: float = field(default=0.0, metadata={
         "help": "time limit: batch 1 starts no prompt after 0.6 of it, the load part no column after all of it; 0 = none"})
-    quantized: str = field(default="int4", metadata={
-        "help": "quantized copies of the target added as levels (EngineConfig.quantized_levels); '' = none"})
+    quantized_levels: str = engine_field("quantized_levels")
     output_name: str = field(default="chains", metadata={"help": "writes <results-dir>/<name>.json and .md"})
-    results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
+    output_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results",
+                                                  "aliases": ["--results-dir"]})
 
     def __post_init__(self) -> None:
-        check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
+        check_spec_bench_args(self.prompts_per_category, self.max_tokens, self.categories, self.output_name)
         if self.repeats <= 0:
             raise ValueError("--repeats must be > 0")
         if self.requests_per_slot <= 0:
             raise ValueError("--requests-per-slot must be > 0")
         if self.max_load_prompt_tokens < 0:
             raise ValueError("--max-load-prompt-tokens must be >= 0")
-        if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_ms <= 0:
-            raise ValueError("--num-threads and --max-minutes must be >= 0; --profile-budget-s, --slo-tpot-ms > 0")
+        if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_s <= 0:
+            raise ValueError("--num-threads and --max-minutes must be >= 0; --profile-budget-s, --slo-tpot-s > 0")
         _int_list(self.ks, "ks")                # bad lists fail here, not after the model loaded
         if self.concurrency.strip():
             _int_list(self.concurrency, "concurrency")
@@ -171,7 +175,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
     limit = 60 * cfg.max_minutes if cfg.max_minutes else None
     print(f"batch 1: {len(prompts)} prompts x {len(columns)} columns: {', '.join(c.name for c in columns)}",
           flush=True)
-    records = run_batch1(switch, columns, prompts, cfg.max_new_tokens, began + 0.6 * limit if limit else None,
+    records = run_batch1(switch, columns, prompts, cfg.max_tokens, began + 0.6 * limit if limit else None,
                          cfg.repeats, baselines)
 
     load_cols = load_column_set(columns, records, cfg.load_columns)
@@ -187,7 +191,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
             if limit and time.perf_counter() - began > limit:
                 print(f"time limit reached: load column {column.name} at concurrency {concurrency} skipped", flush=True)
                 continue
-            row, outputs = run_load(switch, column, requests, concurrency, cfg.max_new_tokens)
+            row, outputs = run_load(switch, column, requests, concurrency, cfg.max_tokens)
             plain_outputs = outputs if column.name == PLAIN and plain_outputs is None else plain_outputs
             row["num_identical_to_plain"] = (sum(a == b for a, b in zip(outputs, plain_outputs))
                                              if plain_outputs is not None else None)
@@ -201,7 +205,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
         if concurrency == max(cfg.concurrency_list):
             rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed,
                        max_prompt_tokens=max(len(ids) for ids in requests))
-    context = sum(len(ids) for _, ids in prompts) / max(len(prompts), 1) + cfg.max_new_tokens / 2
+    context = sum(len(ids) for _, ids in prompts) / max(len(prompts), 1) + cfg.max_tokens / 2
     plane = three_level_plane(cost_router.cost_model, priors, context) if has_draft else None
     learned_status = None
     if learned_router is not None:
@@ -238,10 +242,9 @@ def select_load_prompts(cfg: ChainsBenchArgs, tokenizer) -> list[list[int]]:
 
 def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
     """The server's cost model: its action list, profile and SLO (serving.launch.build_fallback)."""
-    from serving.config import ServerConfig
     from serving.launch import build_fallback, default_actions, seed_acceptance_priors
 
-    server = ServerConfig(profile=cfg.profile, profile_budget_s=cfg.profile_budget_s, slo_tpot_ms=cfg.slo_tpot_ms)
+    server = ServerConfig(profile=cfg.profile, profile_budget_s=cfg.profile_budget_s, slo_tpot_s=cfg.slo_tpot_s)
     seed_acceptance_priors(engine, model_name)          # as the server's trackers start
     return build_fallback(engine, server, default_actions(engine), model_name)
 
@@ -249,12 +252,11 @@ def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
 def build_learned_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str, cost_router):
     """The server's guarded learned router on `engine`, `cost_router` its fallback; None (and why,
     printed) when the policy cannot load here."""
-    from serving.config import ServerConfig
     from serving.launch import state_for_engine
 
     if not cfg.policy:
         return None
-    server = ServerConfig(router="learned", policy=cfg.policy, slo_tpot_ms=cfg.slo_tpot_ms, decision_log="")
+    server = ServerConfig(router="learned", policy=cfg.policy, slo_tpot_s=cfg.slo_tpot_s, decision_log="")
     router = state_for_engine(engine, server, model_name, fallback=cost_router).router
     if router.learned is None:
         print(f"learned column left out: {router.load_error}", flush=True)
@@ -292,10 +294,10 @@ def main(cfg: ChainsBenchArgs) -> dict:
     load_prompts = select_load_prompts(cfg, loaded.tokenizer)
     max_batch = max(cfg.concurrency_list, default=1)
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
-    max_len = max(2048, longest + cfg.max_new_tokens + 16)
-    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_batch=max_batch, max_model_len=max_len,
+    max_len = max(2048, longest + cfg.max_tokens + 16)
+    engine = Engine(loaded.model, loaded.tokenizer, EngineConfig(max_num_seqs=max_batch, max_model_len=max_len,
                                                                  max_num_tokens=max_len * max_batch,
-                                                                 quantized_levels=cfg.quantized,
+                                                                 quantized_levels=cfg.quantized_levels,
                                                                  **cfg.precision_kwargs(release_model_weights=True)), drafts=drafts)
     cost_router = build_cost_router(engine, cfg, loaded.name)
     learned_router = build_learned_router(engine, cfg, loaded.name, cost_router)
@@ -312,7 +314,7 @@ def main(cfg: ChainsBenchArgs) -> dict:
             "llama_cpp_skipped": llama_cpp_skipped,
             "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
             **results}
-    publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)
+    publish_results(cfg.output_name, data, render_markdown(data), cfg.output_dir)
     return data
 
 

@@ -7,7 +7,7 @@ allocator pools and the KV cache reach their working size) the RSS may grow by l
 `max_rss_growth`. Exit status 1 when a check fails. Writes bench/results/<name>.json and .md.
 
     .venv/bin/python -m bench.soak                          # 10 minutes at 0.15 req/s
-    .venv/bin/python -m bench.soak --minutes 2 --output-name serving_soak_short
+    .venv/bin/python -m bench.soak --duration-s 120 --output-name serving_soak_short
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ class SoakArgs:
     model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2) or a local path"})
     policy: str = field(default="checkpoints/router", metadata={"help": "learned router checkpoint"})
     router: str = field(default="learned", metadata={"help": "server --router"})
-    minutes: float = field(default=10.0, metadata={"help": "how long requests keep arriving"})
-    rate: float = field(default=0.15, metadata={"help": "Poisson arrival rate (req/s): moderate for the machine"})
+    duration_s: float = field(default=600.0, metadata={"help": "seconds over which requests arrive",
+                                                       "aliases": {"--minutes": 60.0}})
+    request_rate: float = field(default=0.15, metadata={
+        "help": "Poisson arrival rate (req/s): moderate for the machine", "aliases": ["--rate"]})
     prompts: str = field(default="sharegpt", metadata={"help": "prompt source"})
     max_tokens: int = field(default=32, metadata={"help": "cap on output length"})
     max_prompt_tokens: int = field(default=96, metadata={"help": "prompts are cut to about this many tokens"})
-    max_batch: int = field(default=8, metadata={"help": "server --max-batch"})
+    max_num_seqs: int = field(default=8, metadata={"help": "server --max-num-seqs", "aliases": ["--max-batch"]})
     max_queue: int = field(default=64, metadata={"help": "server --max-queue"})
     warmup_fraction: float = field(default=0.2, metadata={"help": "share of the run before the RSS baseline"})
     sample_every_s: float = field(default=2.0, metadata={"help": "RSS sampling period"})
@@ -54,8 +56,8 @@ class SoakArgs:
     output_name: str = field(default="serving_soak", metadata={"help": "writes bench/results/<name>.json and .md"})
 
     def __post_init__(self) -> None:
-        if not 0 < self.minutes <= 60 or not self.rate > 0:
-            raise ValueError("minutes must be in (0, 60] and rate > 0")
+        if not 0 < self.duration_s <= 3600 or not self.request_rate > 0:
+            raise ValueError("duration_s must be in (0, 3600] and request_rate > 0")
         if not 0 < self.warmup_fraction < 1 or not self.max_rss_growth > 0 or not self.sample_every_s > 0:
             raise ValueError("warmup_fraction must be in (0, 1); max_rss_growth and sample_every_s > 0")
 
@@ -64,16 +66,16 @@ def main(args: SoakArgs) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     server_args = ["--model", args.model, "--policy", args.policy, "--router", args.router,
-                   "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+                   "--max-num-seqs", str(args.max_num_seqs), "--max-queue", str(args.max_queue),
                    "--num-threads", str(args.num_threads), "--log-level", "warning",
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-decisions.jsonl")]
-    duration_s = 60 * args.minutes
+    duration_s = args.duration_s
     samples: list[tuple[float, float]] = []          # (seconds since load start, RSS MiB)
     with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}.log") as server:
-        cfg = LoadgenConfig(url=server.url, rate=args.rate, duration=duration_s, prompts=args.prompts,
+        cfg = LoadgenConfig(url=server.url, request_rate=args.request_rate, duration_s=duration_s, prompts=args.prompts,
                             max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                             max_prompt_chars=4 * args.max_prompt_tokens, seed=args.seed,
-                            max_requests=int(args.rate * duration_s * 2) + 16)
+                            max_requests=int(args.request_rate * duration_s * 2) + 16)
         plans = plan_requests(cfg)
         outcome: dict = {}
         load = threading.Thread(target=lambda: outcome.update(zip(("results", "duration_s"),
@@ -106,7 +108,7 @@ def main(args: SoakArgs) -> dict:
     rows = [[name, "pass" if ok else "FAIL"] for name, ok in checks.items()]
     markdown = "\n\n".join([
         markdown_table(["check", "result"], rows),
-        f"{report['num_requests']} requests over {args.minutes:g} min at {args.rate:g} req/s: "
+        f"{report['num_requests']} requests over {args.duration_s / 60:g} min at {args.request_rate:g} req/s: "
         f"{report['completed']} answered, {report['rejected_429']} rejected, {report['failed']} failed; "
         f"RSS {baseline:.0f} -> {final:.0f} MiB after warm-up ({100 * growth:+.2f} %), peak "
         f"{data['rss_mib']['peak']:.0f} MiB; TPOT p50 {report['tpot_ms']['p50'] or 0:.0f} ms, "

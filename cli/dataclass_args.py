@@ -9,7 +9,7 @@
 
 Every script of the project parses its config this way, so every command line reads alike:
 
-- `max_batch` is `--max-batch`; `--max_batch` is accepted too (older spellings keep working).
+- `max_num_seqs` is `--max-num-seqs`; `--max_num_seqs` is accepted too.
 - `bool` fields are switches: `--flag` / `--no-flag` (`bool | None` keeps None when neither is given).
 - `X | None` fields take `none` (or an empty value) for None.
 - tuple / list fields take one or more values, each of which may itself be comma-separated

@@ -3,7 +3,7 @@
 Stages: training prompts (ShareGPT, MT-bench, HumanEval; never a Spec-Bench turn, which the
 benchmarks use) -> the target's greedy replies and its top-k next-token probabilities at every position
 (cached under $SPECROUTE_CACHE/distill) -> a draft initialised from some target layers, trained
-with AdamW on the KL to the target -> `draft.safetensors` + `manifest.json` in `--out`.
+with AdamW on the KL to the target -> `draft.safetensors` + `manifest.json` in `--output-dir`.
 Held-out KL and top-1 agreement are printed as it goes.
 """
 

@@ -5,7 +5,7 @@ the target's greedy replies; never a Spec-Bench turn; cached under $SPECROUTE_CA
 batched target prefill per group of sequences, capturing the target's final hidden state (before
 the final norm) and its top-k next-token law at every position (cached under
 $SPECROUTE_CACHE/eagle) -> a one-layer head trained teacher-forced on smooth-L1 of features + KL
-(distill/eagle_loss.py) -> `draft.safetensors` + `manifest.json` (kind "eagle") in `--out`.
+(distill/eagle_loss.py) -> `draft.safetensors` + `manifest.json` (kind "eagle") in `--output-dir`.
 Held-out top-1 agreement with the target (the first drafted token) is printed as it goes.
 """
 
