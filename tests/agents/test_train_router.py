@@ -38,7 +38,7 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
     profile, acceptance = agent_sim_files
     out = tmp_path / "router"
     command = [sys.executable, "-m", "train_router", "--timesteps", "256", "--n-envs", "1",
-               "--n-steps", "128", "--batch-size", "64", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+               "--n-steps", "128", "--batch-size", "64", "--output-dir", str(out), "--runs-dir", str(tmp_path / "runs"),
                "--profile", profile, "--acceptance", acceptance, "--eval-episodes", "1", "--no-progress-bar",
                "--warm-start-steps", "128", "--validation-requests", "4"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
