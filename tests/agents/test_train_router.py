@@ -56,7 +56,7 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
 
 def test_dqn_training_exports_its_q_network(tmp_path, agent_sim_files, make_sim_env):
     profile, acceptance = agent_sim_files
-    cfg = TrainConfig(algo="dqn", timesteps=256, n_envs=1, batch_size=32, out=str(tmp_path / "router"),
+    cfg = TrainConfig(algo="dqn", timesteps=256, n_envs=1, batch_size=32, output_dir=str(tmp_path / "router"),
                       runs_dir=str(tmp_path / "runs"), profile=profile, acceptance=acceptance, eval_episodes=0,
                       progress_bar=False, workload="sharegpt",
                       validation_requests=4, select_metric="goodput")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bench.bench_chains import ChainsBenchArgs, build_cost_router, run_chains
-from bench.chains_report import render_markdown
+from bench.chains_markdown import render_markdown
 from bench.chains_runs import grid_columns, load_column_set
 from bench.common import BenchPrompt
 
