@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from agents.policy_registry import check_policy_name
 from engine.config import num_threads_field
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -81,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if self.warm_start is not None and self.warm_start.lower() == "none":
             self.warm_start = None
+        if self.warm_start is not None:
+            check_policy_name(self.warm_start)
         if self.warm_start is not None and (self.warm_start_steps < 1 or not 0 <= self.warm_start_epsilon <= 1):
             raise ValueError("warm_start_steps must be >= 1 and warm_start_epsilon in [0, 1]")
         if self.select_metric not in ("reward", "goodput"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
+from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, check_policy_name, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
 from agents.scenarios import (GOODPUT_SLO_TPOT_S, LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads,
                               load_sweep, sim_env_kwargs)
@@ -49,6 +49,8 @@ class EvaluateConfig:
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
 
     def __post_init__(self) -> None:
+        for policy in self.policies:
+            check_policy_name(policy)
         unknown = [w for w in self.workloads if w not in WORKLOAD_NAMES]
         if unknown:
             raise ValueError(f"unknown workloads {unknown}; known: {', '.join(WORKLOAD_NAMES)}")

@@ -24,7 +24,7 @@ from agents.evaluate import mean_ci
 from agents.exploration import EpsilonGreedy, SoftmaxExploration, log_episodes
 from agents.ope import run_ope
 from agents.ope_estimators import OPEConfig
-from agents.policy_registry import DEFAULT_CHECKPOINT, make_policy
+from agents.policy_registry import DEFAULT_CHECKPOINT, check_policy_name, make_policy
 from agents.rollout import run_episode
 from agents.scenarios import WORKLOAD_NAMES, evaluation_workloads, sim_env_kwargs
 
@@ -56,6 +56,8 @@ class ValidateConfig:
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
 
     def __post_init__(self) -> None:
+        for policy in (*self.targets, self.behaviour):
+            check_policy_name(policy)
         if self.exploration not in ("epsilon", "softmax"):
             raise ValueError("exploration must be epsilon or softmax")
         if self.workload not in WORKLOAD_NAMES:

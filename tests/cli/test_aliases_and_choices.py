@@ -63,6 +63,10 @@ def test_a_list_value_outside_the_choices_is_a_usage_error(capsys):
     (["-m", "serving.loadgen"], ["--prompts", "nope"], "argument --prompts: invalid choice: 'nope'"),
     (["-m", "train_router"], ["--algo", "a2c"], "argument --algo: invalid choice: 'a2c'"),
     (["-m", "serving"], ["--router", "fastest"], "action 'fastest' must look like"),
+    (["-m", "agents.evaluate"], ["--policies", "learned", "fastest"], "unknown policy 'fastest'"),
+    (["-m", "agents.ope_validate"], ["--behaviour", "fastest"], "unknown policy 'fastest'"),
+    (["-m", "train_router"], ["--warm-start", "fastest"], "unknown policy 'fastest'"),
+    (["-m", "bench.bench_serving"], ["--routers", "fastest"], "unknown routers ['fastest']"),
 ])
 def test_commands_refuse_a_bad_choice_with_exit_2_before_loading(command, argv, message):
     result = subprocess.run([sys.executable, *command, *argv], capture_output=True, text=True, timeout=120)
