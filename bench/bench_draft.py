@@ -77,13 +77,13 @@ class DraftBenchArgs(PrecisionArgs):
         return parse_categories(self.categories)
 
     @property
-    def quantized_levels(self) -> list[str]:
+    def quantized_formats(self) -> list[str]:
         return list(parse_quantized_levels(self.quantized_levels))
 
     @property
     def levels(self) -> list[str]:
         """The intermediate levels compared: the distilled draft, the EAGLE head, each quantized copy."""
-        return ["draft", *(["eagle"] if self.eagle else []), *self.quantized_levels]
+        return ["draft", *(["eagle"] if self.eagle else []), *self.quantized_formats]
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def columns(cfg: DraftBenchArgs) -> list[Column]:
     the chains through both: [draft, q, target] and the 4-level [ngram, draft, q, target]."""
     cols = [Column("hf-plain", is_hf=True), Column("plain")]
     draft_ks, ngram_ks = [int(k) for k in cfg.draft_ks.split(",")], [int(k) for k in cfg.ngram_ks.split(",")]
-    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.quantized_levels]
+    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.quantized_formats]
     for ladder in ladders:
         name = "-".join(ladder)
         cols += [Column(f"{name}-k{k}", (*ladder, "target"), k) for k in draft_ks]
