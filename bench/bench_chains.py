@@ -15,7 +15,7 @@ prompts, as a server's would. The cost model is built as the server builds it
 (`serving.launch.build_fallback`: the shipped profile, levels it lacks measured at start-up), and
 the learned policy runs as the server runs it (`serving.launch.state_for_engine`: the guarded
 router, the cost model as its fallback, its observer told of every arrival and step).
-Writes <results-dir>/<name>.json and .md.
+Writes <output-dir>/<output-name>.json and .md.
 
     .venv/bin/python -m bench.bench_chains                  # 13 categories x 1 prompt, 48 tokens
     .venv/bin/python -m bench.bench_chains --categories qa,coding --max-tokens 8 --ks 2 \

@@ -10,7 +10,7 @@ timing single-token forwards of each level and the target at the prompt's contex
 its teacher-forced top-1 agreement from one forward of the level over the target's greedy output
 (bench/level_probes.py; the EAGLE head's on the target's own features).
 A cost table (untrained drafts of 1-4 layers x vocabulary sizes) shows the size trade-off.
-Writes bench/results/<name>.json and .md.
+Writes <output-dir>/<output-name>.json (default bench/results/draft.json) and .md.
 
     .venv/bin/python -m bench.bench_draft                      # 13 categories x 1 prompt, 64 tokens
     .venv/bin/python -m bench.bench_draft --categories qa,writing --max-tokens 16 --output-name draft_smoke
@@ -56,7 +56,7 @@ class DraftBenchArgs(PrecisionArgs):
     seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
     num_threads: int = num_threads_field()
     max_minutes: float = field(default=0.0, metadata={"help": "stop starting new prompts after this; 0 = no limit"})
-    output_name: str = field(default="draft", metadata={"help": "writes <results-dir>/<name>.json and .md"})
+    output_name: str = field(default="draft", metadata={"help": "writes <output-dir>/<output-name>.json and .md"})
     output_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results",
                                                   "aliases": ["--results-dir"]})
 

@@ -61,7 +61,7 @@ class ChainsBenchArgs(PrecisionArgs):
     max_minutes: float = field(default=0.0, metadata={
         "help": "time limit: batch 1 starts no prompt after 0.6 of it, the load part no column after all of it; 0 = none"})
     quantized_levels: str = engine_field("quantized_levels")
-    output_name: str = field(default="chains", metadata={"help": "writes <results-dir>/<name>.json and .md"})
+    output_name: str = field(default="chains", metadata={"help": "writes <output-dir>/<output-name>.json and .md"})
     output_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results",
                                                   "aliases": ["--results-dir"]})
 
