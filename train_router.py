@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from agents.policy_registry import check_policy_name
 from data.paths import REPO_ROOT
+from engine.config import num_threads_field
 
 ALGOS = ("ppo", "dqn")
 
 
 @dataclass
 class TrainConfig:
-    algo: str = field(default="ppo", metadata={"help": "ppo or dqn"})
+    algo: str = field(default="ppo", metadata={"help": "ppo or dqn", "choices": ALGOS})
     timesteps: int = field(default=500_000, metadata={"help": "environment steps to train for"})
     workload: str = field(default="mix", metadata={
         "help": "'mix' (every evaluation workload, loads scaled x0.67-1.5) or an env workload preset name"})
@@ -33,7 +35,8 @@ class TrainConfig:
     subproc: bool = field(default=False, metadata={
         "help": "step the environments in subprocesses (SubprocVecEnv) when n_envs > 1; in-process (DummyVecEnv) "
                 "is faster on 2 shared cores: the sim step is ~0.5 ms, less than the inter-process round trip"})
-    out: str = field(default="checkpoints/router", metadata={"help": "where the exported policy goes"})
+    output_dir: str = field(default="checkpoints/router", metadata={"help": "where the exported policy goes",
+                                                                    "aliases": ["--out"]})
     runs_dir: str = field(default="runs/router", metadata={"help": "where a large SB3 resume zip goes"})
     resume: str | None = field(default=None, metadata={"help": "SB3 zip to continue training from"})
     progress_bar: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -53,7 +56,8 @@ class TrainConfig:
     select_best: bool = field(default=True, metadata={
         "help": "keep the snapshot that scores best on validation episodes (else the last iterate)"})
     select_metric: str = field(default="reward", metadata={
-        "help": "what validation judges snapshots by: 'reward' per decision or 'goodput' (what agents.evaluate judges)"})
+        "help": "what validation judges snapshots by: 'reward' per decision or 'goodput' (what agents.evaluate judges)",
+        "choices": ["reward", "goodput"]})
     eval_every: int = field(default=20_000, metadata={"help": "steps between validation evaluations"})
     validation_requests: int = field(default=24, metadata={"help": "requests per validation episode"})
     eval_episodes: int = field(default=2, metadata={"help": "episodes per evaluation workload in the summary (0: none)"})
@@ -64,13 +68,13 @@ class TrainConfig:
         "help": "domain randomisation of the training sims: step times x exp(U(-r, r)) per episode"})
     randomize_acceptance: float = field(default=0.7, metadata={
         "help": "domain randomisation: each pair's acceptance odds x exp(U(-r, r)) per episode"})
-    torch_threads: int = field(default=1, metadata={
-        "help": "torch threads for the network (a 64x64 MLP only loses from more on a shared CPU)"})
+    num_threads: int = num_threads_field(1, "torch threads for the network (a 64x64 MLP only loses from more "
+                                            "on a shared CPU)")
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "torch_threads", "eval_every",
+        for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "num_threads", "eval_every",
                      "validation_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -78,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if self.warm_start is not None and self.warm_start.lower() == "none":
             self.warm_start = None
+        if self.warm_start is not None:
+            check_policy_name(self.warm_start)
         if self.warm_start is not None and (self.warm_start_steps < 1 or not 0 <= self.warm_start_epsilon <= 1):
             raise ValueError("warm_start_steps must be >= 1 and warm_start_epsilon in [0, 1]")
         if self.select_metric not in ("reward", "goodput"):
@@ -213,7 +219,7 @@ def main(cfg: TrainConfig) -> Path:
     from router.learned_policy import LearnedPolicy
 
     import torch
-    torch.set_num_threads(cfg.torch_threads)
+    torch.set_num_threads(cfg.num_threads)
     start = time.perf_counter()
     mixture = None
     if cfg.workload == "mix":
@@ -245,7 +251,7 @@ def main(cfg: TrainConfig) -> Path:
               f"{selected['best_score']:.3f} x {selected['reference']}")
     train_seconds = time.perf_counter() - start
 
-    out = Path(cfg.out)
+    out = Path(cfg.output_dir)
     out = out if out.is_absolute() else REPO_ROOT / out
     probe = venv.get_attr("unwrapped", [0])[0]
     space = probe.observation_space

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, expand, make_policy
+from agents.policy_registry import DEFAULT_CHECKPOINT, POLICY_NAMES, check_policy_name, expand, make_policy
 from agents.rollout import EpisodeResult, run_episode
 from agents.scenarios import (GOODPUT_SLO_TPOT_S, LOAD_SWEEP, NUM_REQUESTS, WORKLOAD_NAMES, evaluation_workloads,
                               sim_env_kwargs, spec_bench_load_sweep)
@@ -40,13 +40,17 @@ class EvaluateConfig:
         "help": "loads (fractions of the saturation rate) of the Poisson sweep on Spec-Bench prompts; empty: none"})
     sweep_seeds: int = field(default=3, metadata={"help": "seeds per point of the load sweep"})
     num_requests: int = field(default=NUM_REQUESTS, metadata={"help": "requests per episode (workload window)"})
-    out_dir: str = field(default="bench/results", metadata={"help": "where results and plots go"})
-    name: str = field(default="evaluate", metadata={"help": "file name stem of the results"})
+    output_dir: str = field(default="bench/results", metadata={"help": "where results and plots go",
+                                                               "aliases": ["--out-dir"]})
+    output_name: str = field(default="evaluate", metadata={"help": "file name stem of the results",
+                                                           "aliases": ["--name"]})
     workers: int = field(default=2, metadata={"help": "worker processes"})
     profile: str | None = field(default=None, metadata={"help": "sim latency profile JSON (default: the env's)"})
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models JSON (default: the env's)"})
 
     def __post_init__(self) -> None:
+        for policy in self.policies:
+            check_policy_name(policy)
         unknown = [w for w in self.workloads if w not in WORKLOAD_NAMES]
         if unknown:
             raise ValueError(f"unknown workloads {unknown}; known: {', '.join(WORKLOAD_NAMES)}")
@@ -239,7 +243,7 @@ def main(cfg: EvaluateConfig) -> Path:
     if "learned" in cfg.policies:
         results["decision_latency"] = decision_latency(cfg.checkpoint)
         results["summary"]["decision_p99_ms"] = results["decision_latency"]["p99_us"] / 1e3
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.output_dir)
     out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
     md_path = write_report(results, cfg, out_dir)
     print(md_path.read_text())

@@ -141,7 +141,7 @@ def write_report(results: dict, cfg, out_dir: Path) -> Path:
     from cli.results import machine_info, markdown_table, write_results
     from router.checkpoint import manifest_path, read_manifest
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = cfg.name
+    stem = cfg.output_name
     ope_path = out_dir / f"{stem}_ope.json"
     ope = json.loads(ope_path.read_text()) if ope_path.is_file() else None
     results["machine"] = machine_info()

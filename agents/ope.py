@@ -34,7 +34,8 @@ class OPECliConfig:
     ridge: float = field(default=1.0, metadata={"help": "ridge penalty of the reward / Q regressions"})
     bootstrap: int = field(default=200, metadata={"help": "bootstrap resamples (over episodes)"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
-    out: str | None = field(default=None, metadata={"help": "also write the estimates to this JSON file"})
+    output_json: str | None = field(default=None, metadata={"help": "also write the estimates to this JSON file",
+                                                            "aliases": ["--out"]})
     profile: str | None = field(default=None, metadata={"help": "sim profile for baseline policies (default: the env's)"})
     acceptance: str | None = field(default=None, metadata={"help": "sim acceptance models for baseline policies"})
 
@@ -108,8 +109,8 @@ def main(cfg: OPECliConfig) -> dict:
     for name, estimate in report["estimates"].items():
         low, high = estimate["ci95"]
         print(f"  {name:6s} {estimate['value']:10.3f}   95% CI [{low:.3f}, {high:.3f}]")
-    if cfg.out:
-        Path(cfg.out).write_text(json.dumps(report, indent=2) + "\n")
+    if cfg.output_json:
+        Path(cfg.output_json).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

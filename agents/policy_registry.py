@@ -65,9 +65,20 @@ def verify_token_cost(env, context: int = 512) -> float:
     return max(float(np.median(ratios)), 0.0)
 
 
+def check_policy_name(spec: str) -> None:
+    """ValueError unless `spec` names a policy (module docstring): a command checks its names
+    with this before it builds anything."""
+    name = spec.replace("cost_model", "cost-model")
+    if name in POLICY_NAMES or name.startswith(("static:", "oracle:")) or is_checkpoint(name):
+        return
+    raise ValueError(f"unknown policy {spec!r}; use a checkpoint directory or one of {', '.join(POLICY_NAMES)}, "
+                     "static:<action label>, oracle:<horizon>")
+
+
 def make_policy(spec: str, env, checkpoint: str | Path = DEFAULT_CHECKPOINT, seed: int = 0):
     """The policy `spec` names (see the module docstring) for `env`; ValueError when unknown."""
     inner = env.unwrapped
+    spec = spec.replace("cost_model", "cost-model")       # the server's old spelling names the same router
     if spec == "learned":
         return load_learned(checkpoint, env)
     if spec in ("cost-model", "cost-model-rows"):
@@ -85,5 +96,5 @@ def make_policy(spec: str, env, checkpoint: str | Path = DEFAULT_CHECKPOINT, see
         return HindsightOraclePolicy(env, horizon=horizon)
     if is_checkpoint(spec):
         return load_learned(spec, env)
-    raise ValueError(f"unknown policy {spec!r}; use a checkpoint directory or one of {', '.join(POLICY_NAMES)}, "
-                     "static:<action label>, oracle:<horizon>")
+    check_policy_name(spec)                  # raises: every name it knows returned above
+    raise AssertionError(f"check_policy_name passed {spec!r} that make_policy does not build")

@@ -51,8 +51,9 @@ class BoundConfig:
     knows_signals: bool = field(default=True, metadata={
         "help": "choose knowing each row's draft signals; off: its category only (what per-request trackers learn)"})
     max_minutes: float = field(default=8.0, metadata={"help": "stop sampling after this long (0: no cap)"})
-    name: str = field(default="row_routing", metadata={"help": "result file stem"})
-    results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
+    output_name: str = field(default="row_routing", metadata={"help": "result file stem", "aliases": ["--name"]})
+    output_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results",
+                                                  "aliases": ["--results-dir"]})
 
     def __post_init__(self) -> None:
         if min(self.seeds, self.steps_per_episode, self.every, self.draws, self.num_requests) < 1:
@@ -219,7 +220,7 @@ def main(cfg: BoundConfig) -> dict:
     environment.close()
     data = {"command": " ".join(["python -m agents.row_routing_bound", *sys.argv[1:]]), "config": asdict(cfg),
             "seconds": time.perf_counter() - began, "steps": steps, "summary": summarize(steps)}
-    publish_results(cfg.name, data, render(data), cfg.results_dir)
+    publish_results(cfg.output_name, data, render(data), cfg.output_dir)
     return data
 
 

@@ -15,11 +15,11 @@ prompts, as a server's would. The cost model is built as the server builds it
 (`serving.launch.build_fallback`: the shipped profile, levels it lacks measured at start-up), and
 the learned policy runs as the server runs it (`serving.launch.state_for_engine`: the guarded
 router, the cost model as its fallback, its observer told of every arrival and step).
-Writes <results-dir>/<name>.json and .md.
+Writes <output-dir>/<output-name>.json and .md.
 
     .venv/bin/python -m bench.bench_chains                  # 13 categories x 1 prompt, 48 tokens
-    .venv/bin/python -m bench.bench_chains --categories qa,coding --max-new-tokens 8 --ks 2 \
-        --concurrency 1,4 --output-name chains_smoke --results-dir /tmp/chains_smoke
+    .venv/bin/python -m bench.bench_chains --categories qa,coding --max-tokens 8 --ks 2 \
+        --concurrency 1,4 --output-name chains_smoke --output-dir /tmp/chains_smoke
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from cli.dataclass_args import parse_dataclass
 from cli.results import machine_info, publish_results
 from data.spec_bench import load_spec_bench
 from engine import Engine, EngineConfig
+from serving.config import ServerConfig
 
 
 def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, list[int]]],
@@ -83,7 +84,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
     limit = 60 * cfg.max_minutes if cfg.max_minutes else None
     print(f"batch 1: {len(prompts)} prompts x {len(columns)} columns: {', '.join(c.name for c in columns)}",
           flush=True)
-    records = run_batch1(switch, columns, prompts, cfg.max_new_tokens, began + 0.6 * limit if limit else None,
+    records = run_batch1(switch, columns, prompts, cfg.max_tokens, began + 0.6 * limit if limit else None,
                          cfg.repeats, baselines)
 
     load_cols = load_column_set(columns, records, cfg.load_columns)
@@ -99,7 +100,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
             if limit and time.perf_counter() - began > limit:
                 print(f"time limit reached: load column {column.name} at concurrency {concurrency} skipped", flush=True)
                 continue
-            row, outputs = run_load(switch, column, requests, concurrency, cfg.max_new_tokens)
+            row, outputs = run_load(switch, column, requests, concurrency, cfg.max_tokens)
             plain_outputs = outputs if column.name == PLAIN and plain_outputs is None else plain_outputs
             row["num_identical_to_plain"] = (sum(a == b for a, b in zip(outputs, plain_outputs))
                                              if plain_outputs is not None else None)
@@ -113,7 +114,7 @@ def run_chains(engine: Engine, cost_router, prompts: list[tuple[BenchPrompt, lis
         if concurrency == max(cfg.concurrency_list):
             rss = dict(concurrency=concurrency, peak_rss_mb=peak.read_mb(), is_windowed=peak.is_windowed,
                        max_prompt_tokens=max(len(ids) for ids in requests))
-    context = sum(len(ids) for _, ids in prompts) / max(len(prompts), 1) + cfg.max_new_tokens / 2
+    context = sum(len(ids) for _, ids in prompts) / max(len(prompts), 1) + cfg.max_tokens / 2
     plane = three_level_plane(cost_router.cost_model, priors, context) if has_draft else None
     learned_status = None
     if learned_router is not None:
@@ -150,10 +151,9 @@ def select_load_prompts(cfg: ChainsBenchArgs, tokenizer) -> list[list[int]]:
 
 def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
     """The server's cost model: its action list, profile and SLO (serving.launch.build_fallback)."""
-    from serving.config import ServerConfig
     from serving.launch import build_fallback, default_actions, seed_acceptance_priors
 
-    server = ServerConfig(profile=cfg.profile, profile_budget_s=cfg.profile_budget_s, slo_tpot_ms=cfg.slo_tpot_ms)
+    server = ServerConfig(profile=cfg.profile, profile_budget_s=cfg.profile_budget_s, slo_tpot_s=cfg.slo_tpot_s)
     seed_acceptance_priors(engine, model_name)          # as the server's trackers start
     return build_fallback(engine, server, default_actions(engine), model_name)
 
@@ -161,12 +161,11 @@ def build_cost_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str):
 def build_learned_router(engine: Engine, cfg: ChainsBenchArgs, model_name: str, cost_router):
     """The server's guarded learned router on `engine`, `cost_router` its fallback; None (and why,
     printed) when the policy cannot load here."""
-    from serving.config import ServerConfig
     from serving.launch import state_for_engine
 
     if not cfg.policy:
         return None
-    server = ServerConfig(router="learned", policy=cfg.policy, slo_tpot_ms=cfg.slo_tpot_ms, decision_log="")
+    server = ServerConfig(router="learned", policy=cfg.policy, slo_tpot_s=cfg.slo_tpot_s, decision_log="")
     router = state_for_engine(engine, server, model_name, fallback=cost_router).router
     if router.learned is None:
         print(f"learned column left out: {router.load_error}", flush=True)
@@ -183,10 +182,10 @@ def main(cfg: ChainsBenchArgs) -> dict:
     load_prompts = select_load_prompts(cfg, loaded.tokenizer)
     max_batch = max(cfg.concurrency_list, default=1)
     longest = max(len(ids) for ids in [e[1] for e in encoded] + load_prompts)
-    max_len = max(2048, longest + cfg.max_new_tokens + 16)
+    max_len = max(2048, longest + cfg.max_tokens + 16)
     engine = Engine.from_pretrained(loaded, drafts=[draft_spec(cfg.draft, required=False)], config=EngineConfig(
-        max_batch=max_batch, max_model_len=max_len, max_num_tokens=max_len * max_batch, quantized_levels=cfg.quantized,
-        **cfg.precision_kwargs(release_model_weights=True)))
+        max_num_seqs=max_batch, max_model_len=max_len, max_num_tokens=max_len * max_batch,
+        quantized_levels=cfg.quantized_levels, **cfg.precision_kwargs(release_model_weights=True)))
     report_missing_draft(engine)
     draft_path = str(resolve_checkpoint(cfg.draft)) if "draft" in engine.levels else None
     cost_router = build_cost_router(engine, cfg, loaded.name)
@@ -204,7 +203,7 @@ def main(cfg: ChainsBenchArgs) -> dict:
             "llama_cpp_skipped": llama_cpp_skipped,
             "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
             **results}
-    publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)
+    publish_results(cfg.output_name, data, render_markdown(data), cfg.output_dir)
     return data
 
 

@@ -3,17 +3,17 @@
 One process, greedy, chat-templated prompts. For each prompt every configuration runs back to
 back (order rotated per prompt, so machine load hits all alike): HF `generate` plain, our plain
 decoding, and for each intermediate level (the distilled draft; the EAGLE head of --eagle; the
-target's quantized copies of --quantized) [level, target] at K in --draft-ks and [ngram, level, target] at K in --ngram-ks,
+target's quantized copies of --quantized-levels) [level, target] at K in --draft-ks and [ngram, level, target] at K in --ngram-ks,
 plus [draft, q, target] and the 4-level [ngram, draft, q, target] through both.
 Acceptance per pair comes from `engine.last_step.results[i].pairs`; the draft's step cost from
 timing single-token forwards of each level and the target at the prompt's context, interleaved;
 its teacher-forced top-1 agreement from one forward of the level over the target's greedy output
 (bench/level_probes.py; the EAGLE head's on the target's own features).
 A cost table (untrained drafts of 1-4 layers x vocabulary sizes) shows the size trade-off.
-Writes bench/results/<name>.json and .md.
+Writes <output-dir>/<output-name>.json (default bench/results/draft.json) and .md.
 
     .venv/bin/python -m bench.bench_draft                      # 13 categories x 1 prompt, 64 tokens
-    .venv/bin/python -m bench.bench_draft --categories qa,writing --max-new-tokens 16 --output-name draft_smoke
+    .venv/bin/python -m bench.bench_draft --categories qa,writing --max-tokens 16 --output-name draft_smoke
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from bench.level_probes import step_time_ratio, top1_agreement
 from cli.dataclass_args import parse_dataclass
 from cli.results import machine_info, publish_results
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
-from engine.config import parse_quantized_levels
+from engine.config import engine_field, num_threads_field, parse_quantized_levels
 from engine.precision import PrecisionArgs
 from engine.trackers import pair_key
 
@@ -48,20 +48,21 @@ class DraftBenchArgs(PrecisionArgs):
         "help": "EAGLE head checkpoint (distill.eagle), benched as a level beside the draft; '' = none"})
     prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category"})
     categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
-    max_new_tokens: int = field(default=64, metadata={"help": "new tokens per prompt (greedy; EOS may stop earlier)"})
+    max_tokens: int = field(default=64, metadata={"help": "new tokens per prompt (greedy; EOS may stop earlier)",
+                                                  "aliases": ["--max-new-tokens"]})
     draft_ks: str = field(default="2,4,6", metadata={"help": "K values of [draft, target]"})
     ngram_ks: str = field(default="4,8", metadata={"help": "K values of [ngram, draft, target]"})
-    quantized: str = field(default="int4", metadata={
-        "help": "quantized copies of the target benched as intermediate levels beside the draft (EngineConfig.quantized_levels); '' = none"})
+    quantized_levels: str = engine_field("quantized_levels")
     cost_table: bool = field(default=True, metadata={"help": "also time untrained drafts of other sizes"})
     seed: int = field(default=0, metadata={"help": "prompt sampling seed (bench.common.sample_prompts)"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
+    num_threads: int = num_threads_field()
     max_minutes: float = field(default=0.0, metadata={"help": "stop starting new prompts after this; 0 = no limit"})
-    output_name: str = field(default="draft", metadata={"help": "writes <results-dir>/<name>.json and .md"})
-    results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
+    output_name: str = field(default="draft", metadata={"help": "writes <output-dir>/<output-name>.json and .md"})
+    output_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results",
+                                                  "aliases": ["--results-dir"]})
 
     def __post_init__(self) -> None:
-        check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
+        check_spec_bench_args(self.prompts_per_category, self.max_tokens, self.categories, self.output_name)
         if self.num_threads < 0 or self.max_minutes < 0:
             raise ValueError("--num-threads and --max-minutes must be >= 0")
         for name in ("draft_ks", "ngram_ks"):
@@ -77,13 +78,13 @@ class DraftBenchArgs(PrecisionArgs):
         return parse_categories(self.categories)
 
     @property
-    def quantized_levels(self) -> list[str]:
-        return list(parse_quantized_levels(self.quantized))
+    def quantized_formats(self) -> list[str]:
+        return list(parse_quantized_levels(self.quantized_levels))
 
     @property
     def levels(self) -> list[str]:
         """The intermediate levels compared: the distilled draft, the EAGLE head, each quantized copy."""
-        return ["draft", *(["eagle"] if self.eagle else []), *self.quantized_levels]
+        return ["draft", *(["eagle"] if self.eagle else []), *self.quantized_formats]
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def columns(cfg: DraftBenchArgs) -> list[Column]:
     the chains through both: [draft, q, target] and the 4-level [ngram, draft, q, target]."""
     cols = [Column("hf-plain", is_hf=True), Column("plain")]
     draft_ks, ngram_ks = [int(k) for k in cfg.draft_ks.split(",")], [int(k) for k in cfg.ngram_ks.split(",")]
-    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.quantized_levels]
+    ladders = [(level,) for level in cfg.levels] + [("draft", q) for q in cfg.quantized_formats]
     for ladder in ladders:
         name = "-".join(ladder)
         cols += [Column(f"{name}-k{k}", (*ladder, "target"), k) for k in draft_ks]
@@ -186,9 +187,9 @@ def main(cfg: DraftBenchArgs) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = sample_prompts(cfg.prompts_per_category, cfg.category_list, cfg.seed)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
-    max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
+    max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_tokens + 16)
     engine = Engine.from_pretrained(loaded, drafts=drafts, config=EngineConfig(
-        max_model_len=max_len, quantized_levels=cfg.quantized, **cfg.precision_kwargs()))
+        max_model_len=max_len, quantized_levels=cfg.quantized_levels, **cfg.precision_kwargs()))
     draft_path = drafts[0].location
     manifest = read_manifest(draft_path)
     eos = model.generation_config.eos_token_id
@@ -216,7 +217,7 @@ def main(cfg: DraftBenchArgs) -> dict:
         shift = index % len(cols)
         results = {}
         for column in cols[shift:] + cols[:shift]:
-            results[column.name] = run(column, ids, cfg.max_new_tokens)
+            results[column.name] = run(column, ids, cfg.max_tokens)
         reference = results["plain"][0]
         cost = step_time_ratio(engine, ids, cfg.levels)
         levels = {}
@@ -247,7 +248,7 @@ def main(cfg: DraftBenchArgs) -> dict:
         "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
         **summarise(records, prompt_rows, cols, cfg.levels), "cost_table": sizes, "prompts": prompt_rows, "runs": records,
     }
-    publish_results(cfg.output_name, data, render_markdown(data), cfg.results_dir)
+    publish_results(cfg.output_name, data, render_markdown(data), cfg.output_dir)
     return data
 
 

@@ -10,7 +10,7 @@ machine load hits every column alike. Then, on the default path: the verificatio
 
     .venv/bin/python -m bench.bench_engine --num-threads 2                    # full run
     .venv/bin/python -m bench.bench_engine --prompts-per-category 1 --mt-bench 1 --sharegpt 1 \\
-        --max-new-tokens 16 --output-name engine_smoke                        # smoke run
+        --max-tokens 16 --output-name engine_smoke                        # smoke run
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from cli.dataclass_args import parse_dataclass
 from cli.results import RESULTS_DIR, cpu_model, machine_info, publish_results
 from engine import Decision, Engine, EngineConfig
 from engine.autotune import choose_path
+from engine.config import num_threads_field
 from env.prompt_sources import load_prompts
 
 DRAFTER_GRID = {"ngram": (4,), "suffix": (4, 8)}
@@ -56,7 +57,8 @@ class BenchArgs:
     prompts_per_category: int = field(default=3, metadata={"help": "Spec-Bench prompts per category (13)"})
     mt_bench: int = field(default=8, metadata={"help": "MT-bench prompts (not among the Spec-Bench ones)"})
     sharegpt: int = field(default=8, metadata={"help": "ShareGPT prompts"})
-    max_new_tokens: int = field(default=128, metadata={"help": "new tokens per prompt (EOS may stop earlier)"})
+    max_tokens: int = field(default=128, metadata={"help": "new tokens per prompt (EOS may stop earlier)",
+                                                   "aliases": ["--max-new-tokens"]})
     paths: str = field(default="", metadata={
         "help": "forward paths for 'ours plain' (dtype-kernel); empty: every path the self-test measured "
                 "(engine.autotune); the default path (auto) always runs"})
@@ -68,15 +70,15 @@ class BenchArgs:
     policy: str = field(default="checkpoints/router", metadata={"help": "learned router checkpoint"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "draft checkpoint for the default path's engine"})
     seed: int = field(default=0, metadata={"help": "prompt sampling seed"})
-    num_threads: int = field(default=2, metadata={"help": "torch and llama.cpp threads"})
+    num_threads: int = num_threads_field(2, "torch and llama.cpp threads (>= 1: llama.cpp needs a count)")
     max_minutes: float = field(default=0.0, metadata={"help": "stop starting new prompts after this; 0 = no limit"})
     output_name: str = field(default="engine", metadata={"help": "writes bench/results/<name>.json and .md"})
     remeasure_batch16: bool = field(default=False, metadata={
         "help": "rerun only the batch-16 RSS/overhead process and republish <name>.json (its other figures kept)"})
 
     def __post_init__(self) -> None:
-        if min(self.prompts_per_category, self.mt_bench, self.sharegpt) < 0 or self.max_new_tokens < 1:
-            raise ValueError("prompt counts must be >= 0 and --max-new-tokens >= 1")
+        if min(self.prompts_per_category, self.mt_bench, self.sharegpt) < 0 or self.max_tokens < 1:
+            raise ValueError("prompt counts must be >= 0 and --max-tokens >= 1")
         if self.num_threads < 1 or self.max_minutes < 0:
             raise ValueError("--num-threads must be >= 1 and --max-minutes >= 0")
 
@@ -133,7 +135,7 @@ def run_benchmark(cfg: BenchArgs) -> dict:
     paths = list(dict.fromkeys([default_path, *wanted_paths]))
     prompts = bench_prompts(cfg)
     encoded = [encode_chat(tokenizer, p.text) for p in prompts]
-    max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_new_tokens + 16)
+    max_len = max(2048, max(len(ids) for ids in encoded) + cfg.max_tokens + 16)
     eos = {t for t in (tokenizer.eos_token_id, loaded.model.config.eos_token_id) if t is not None}
 
     columns: dict[str, object] = {}
@@ -167,9 +169,9 @@ def run_benchmark(cfg: BenchArgs) -> dict:
         for k in ks:
             columns[f"ours-{drafter}-k{k}"] = EngineColumn(default, timers[default_path], Decision((drafter, "target"), k))
     columns[f"ours-int4-k{INT4_K}"] = EngineColumn(default, timers[default_path], Decision(("int4", "target"), INT4_K))
-    for router in ("cost_model", "learned"):
+    for router in ("cost-model", "learned"):
         state = served_router(default, router, loaded.name, cfg.policy)
-        columns[f"ours-{router.replace('_', '-')}"] = EngineColumn(default, timers[default_path], state=state)
+        columns[f"ours-{router}"] = EngineColumn(default, timers[default_path], state=state)
     wanted = [p.strip() for p in cfg.configs.split(",") if p.strip()]
     if wanted:
         keep = {f"ours-plain-{default_path}"}
@@ -208,7 +210,7 @@ def run_benchmark(cfg: BenchArgs) -> dict:
         for name in names[shift:] + names[:shift]:
             rss.reset()
             try:
-                generation: Generation = columns[name](ids, cfg.max_new_tokens)
+                generation: Generation = columns[name](ids, cfg.max_tokens)
             except ColumnFailed as exc:
                 skipped[name] = str(exc)
                 print(f"dropping {name}: {exc}", flush=True)

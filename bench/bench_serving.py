@@ -9,7 +9,7 @@ candidate (chain, K) with the highest greedy tokens/s on a few prompts of both w
 Writes bench/results/<name>.json and .md.
 
     .venv/bin/python -m bench.bench_serving                       # default run (~10 minutes)
-    .venv/bin/python -m bench.bench_serving --duration-s 5 --rates 0.5 --routers cost_model,plain \
+    .venv/bin/python -m bench.bench_serving --duration-s 5 --request-rates 0.5 --routers cost-model,plain \
         --output-name serving_smoke                              # smoke run
 """
 
@@ -31,7 +31,7 @@ from engine.precision import PrecisionArgs
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 
-ROUTERS = ("learned", "cost_model", "static", "plain")
+ROUTERS = ("learned", "cost-model", "static", "plain")
 logger = logging.getLogger("bench")
 
 
@@ -40,29 +40,33 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
     """Learned router vs cost model vs best static vs no speculation, behind the real server."""
 
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft (used when it exists)"})
-    routers: str = field(default=",".join(ROUTERS), metadata={"help": "comma-separated subset of " + ", ".join(ROUTERS)})
+    routers: str = field(default=",".join(ROUTERS), metadata={
+        "help": "comma-separated subset of " + ", ".join(ROUTERS) + " (cost_model is accepted)"})
     static: str = field(default="auto", metadata={"help": "'auto' (offline calibration) or a fixed chain@K"})
-    rates: str = field(default="0.1,0.3,1.5", metadata={
-        "help": "Poisson arrival rates (req/s); the default's last one saturates the server"})
+    request_rates: str = field(default="0.1,0.3,1.5", metadata={
+        "help": "Poisson arrival rates (req/s); the default's last one saturates the server", "aliases": ["--rates"]})
     trace_time_scale: float = field(default=12.0, metadata={"help": "Azure trace time scale (12 = 1/12 of its load)"})
     duration_s: float = field(default=20.0, metadata={"help": "seconds of arrivals per workload"})
     prompts: str = field(default="specbench", metadata={"help": "prompts of the Poisson workloads"})
     max_tokens: int = field(default=24, metadata={"help": "cap on output length per request"})
-    slo_tpot_ms: float = field(default=250.0, metadata={"help": "TPOT SLO (server and goodput)"})
-    slo_ttft_ms: float = field(default=5000.0, metadata={"help": "TTFT SLO (server and goodput)"})
+    slo_tpot_s: float = field(default=0.25, metadata={"help": "TPOT SLO in seconds (server and goodput)",
+                                                      "aliases": {"--slo-tpot-ms": 1e-3}})
+    slo_ttft_s: float = field(default=5.0, metadata={"help": "TTFT SLO in seconds (server and goodput)",
+                                                     "aliases": {"--slo-ttft-ms": 1e-3}})
     calibration_prompts: int = field(default=1, metadata={"help": "prompts per workload for the static calibration"})
     seed: int = field(default=0, metadata={"help": "arrival and prompt seed (same plan for every router)"})
     max_minutes: float = field(default=12.0, metadata={"help": "stop starting new runs after this"})
     output_name: str = field(default="serving", metadata={"help": "writes bench/results/<name>.json and .md"})
 
     def __post_init__(self) -> None:
+        self.routers = self.routers.replace("cost_model", "cost-model")      # the server's old spelling
         unknown = sorted(set(self.router_list) - set(ROUTERS))
         if unknown or not self.router_list:
             raise ValueError(f"unknown routers {unknown}; choose from {', '.join(ROUTERS)}")
         if self.static != "auto":
             Decision.parse(self.static)
         if any(r <= 0 for r in self.rate_list) or self.duration_s <= 0 or self.max_minutes <= 0:
-            raise ValueError("rates, duration and max_minutes must be > 0")
+            raise ValueError("request_rates, duration_s and max_minutes must be > 0")
         check_output_name(self.output_name)
 
     @property
@@ -71,17 +75,17 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
 
     @property
     def rate_list(self) -> list[float]:
-        return [float(r) for r in self.rates.split(",") if r.strip()]
+        return [float(r) for r in self.request_rates.split(",") if r.strip()]
 
 
 def workloads(args: BenchServingArgs, url: str) -> dict[str, LoadgenConfig]:
-    common = dict(url=url, duration=args.duration_s, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                  max_prompt_chars=4 * args.max_prompt_tokens, slo_ttft_ms=args.slo_ttft_ms,
-                  slo_tpot_ms=args.slo_tpot_ms, seed=args.seed)
+    common = dict(url=url, duration_s=args.duration_s, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                  max_prompt_chars=4 * args.max_prompt_tokens, slo_ttft_s=args.slo_ttft_s,
+                  slo_tpot_s=args.slo_tpot_s, seed=args.seed)
     loads = {f"azure-code x1/{args.trace_time_scale:g}": LoadgenConfig(trace="azure", time_scale=args.trace_time_scale,
                                                                         prompts="azure_code", **common)}
     for rate in args.rate_list:
-        loads[f"{args.prompts} poisson {rate:g}/s"] = LoadgenConfig(rate=rate, prompts=args.prompts, **common)
+        loads[f"{args.prompts} poisson {rate:g}/s"] = LoadgenConfig(request_rate=rate, prompts=args.prompts, **common)
     return loads
 
 
@@ -137,9 +141,9 @@ def _difference(after: dict, before: dict) -> dict:
 
 
 def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProcess:
-    flag = {"learned": "learned", "cost_model": "cost_model", "static": static, "plain": "plain"}[router]
+    flag = {"learned": "learned", "cost-model": "cost-model", "static": static, "plain": "plain"}[router]
     server_args = [*args.server_flags(), "--draft", args.draft, "--router", flag,
-                   "--slo-tpot-ms", str(args.slo_tpot_ms), "--slo-ttft-ms", str(args.slo_ttft_ms),
+                   "--slo-tpot-s", str(args.slo_tpot_s), "--slo-ttft-s", str(args.slo_ttft_s),
                    *(arg for key in ("dtype", "kernel", "weights", "device") for arg in (f"--{key}", getattr(args, key))),
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
     return ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log", ready_timeout_s=900)
@@ -201,8 +205,8 @@ def render_markdown(args: BenchServingArgs, rows: list[dict], static: str) -> st
                       r["request_throughput"], r["output_throughput"], r["ttft_ms"]["p50"], r["ttft_ms"]["p99"],
                       r["tpot_ms"]["p50"], r["tpot_ms"]["p99"], r["itl_ms"]["p50"], r["goodput_rps"],
                       r["slo_attainment"], r["spec_decode"]["acceptance_rate"], learned, top])
-    note = (f"SLO: TTFT {args.slo_ttft_ms:g} ms, TPOT {args.slo_tpot_ms:g} ms; {args.duration_s:g} s of arrivals per "
-            f"workload; outputs capped at {args.max_tokens} tokens (ignore_eos); max_batch {args.max_batch}. "
+    note = (f"SLO: TTFT {args.slo_ttft_s * 1e3:g} ms, TPOT {args.slo_tpot_s * 1e3:g} ms; {args.duration_s:g} s of arrivals per "
+            f"workload; outputs capped at {args.max_tokens} tokens (ignore_eos); max_num_seqs {args.max_num_seqs}. "
             "'learned %' is the share of steps the learned policy decided (the rest fell back).")
     return "\n\n".join([markdown_table(headers, table), note])
 
@@ -217,8 +221,8 @@ def summarize_rows(rows: list[dict]) -> dict:
     if decided:
         summary["fallback_share"] = sum(r["routing"]["by_source"].get("fallback", 0) for r in learned) / decided
     goodput = {(r["workload"], r["router"]): r["report"]["goodput_rps"] for r in rows}
-    ratios = {w: goodput[(w, "learned")] / goodput[(w, "cost_model")] for w, router in goodput
-              if router == "learned" and goodput.get((w, "cost_model"))}
+    ratios = {w: goodput[(w, "learned")] / goodput[(w, "cost-model")] for w, router in goodput
+              if router == "learned" and goodput.get((w, "cost-model"))}
     if ratios:
         summary["learned_x_cost_model_goodput"] = math.prod(max(x, 1e-9) for x in ratios.values()) ** (1 / len(ratios))
         summary["learned_x_cost_model_goodput_by_workload"] = ratios

@@ -1,11 +1,13 @@
-"""The arguments of the chains benchmark (bench/bench_chains.py), checked before any model loads."""
+"""`python -m bench.bench_chains`'s settings: every field is one of its flags."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from bench.common import check_spec_bench_args, parse_categories
+from engine.config import engine_field, num_threads_field
 from engine.precision import PrecisionArgs
+from serving.config import ServerConfig
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -27,7 +29,8 @@ class ChainsBenchArgs(PrecisionArgs):
         "help": "trained draft directory; its chains run when it has a manifest.json"})
     prompts_per_category: int = field(default=1, metadata={"help": "Spec-Bench prompts per category (batch 1)"})
     categories: str = field(default="", metadata={"help": "comma-separated categories; empty = all 13"})
-    max_new_tokens: int = field(default=48, metadata={"help": "new tokens per request (greedy; EOS may stop earlier)"})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per request (greedy; EOS may stop earlier)",
+                                                  "aliases": ["--max-new-tokens"]})
     ks: str = field(default="2,4,8", metadata={"help": "K values of every static chain"})
     concurrency: str = field(default="1,4,8,16", metadata={"help": "requests in flight in the load part; '' skips it"})
     requests_per_slot: int = field(default=2, metadata={
@@ -42,7 +45,8 @@ class ChainsBenchArgs(PrecisionArgs):
         "help": "latency profile of the cost model (default profiles/<model name>.json, as the server)"})
     profile_budget_s: float = field(default=30.0, metadata={
         "help": "seconds to measure levels the profile lacks (the draft), as the server does"})
-    slo_tpot_ms: float = field(default=250.0, metadata={"help": "the cost model's TPOT SLO (the server's default)"})
+    slo_tpot_s: float = field(default=ServerConfig.slo_tpot_s, metadata={
+        "help": "the cost model's TPOT SLO in seconds (the server's default)", "aliases": {"--slo-tpot-ms": 1e-3}})
     llama_cpp: bool = field(default=True, metadata={
         "help": "run llama.cpp on the same GGUF at batch 1 as the speed anchor (skipped, with the reason "
                 "printed, when llama-cpp-python is not installed or the model is not a GGUF)"})
@@ -53,24 +57,24 @@ class ChainsBenchArgs(PrecisionArgs):
     repeats: int = field(default=3, metadata={
         "help": "runs of plain and the cost model (batch 1: per prompt; under load: per concurrency), "
                 "interleaved; their figures are the median run (one run varies by +-15%% on a shared CPU)"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
+    num_threads: int = num_threads_field()
     max_minutes: float = field(default=0.0, metadata={
         "help": "time limit: batch 1 starts no prompt after 0.6 of it, the load part no column after all of it; 0 = none"})
-    quantized: str = field(default="int4", metadata={
-        "help": "quantized copies of the target added as levels (EngineConfig.quantized_levels); '' = none"})
-    output_name: str = field(default="chains", metadata={"help": "writes <results-dir>/<name>.json and .md"})
-    results_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results"})
+    quantized_levels: str = engine_field("quantized_levels")
+    output_name: str = field(default="chains", metadata={"help": "writes <output-dir>/<output-name>.json and .md"})
+    output_dir: str = field(default="", metadata={"help": "directory of the result files; empty = bench/results",
+                                                  "aliases": ["--results-dir"]})
 
     def __post_init__(self) -> None:
-        check_spec_bench_args(self.prompts_per_category, self.max_new_tokens, self.categories, self.output_name)
+        check_spec_bench_args(self.prompts_per_category, self.max_tokens, self.categories, self.output_name)
         if self.repeats <= 0:
             raise ValueError("--repeats must be > 0")
         if self.requests_per_slot <= 0:
             raise ValueError("--requests-per-slot must be > 0")
         if self.max_load_prompt_tokens < 0:
             raise ValueError("--max-load-prompt-tokens must be >= 0")
-        if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_ms <= 0:
-            raise ValueError("--num-threads and --max-minutes must be >= 0; --profile-budget-s, --slo-tpot-ms > 0")
+        if self.num_threads < 0 or self.max_minutes < 0 or self.profile_budget_s <= 0 or self.slo_tpot_s <= 0:
+            raise ValueError("--num-threads and --max-minutes must be >= 0; --profile-budget-s, --slo-tpot-s > 0")
         _int_list(self.ks, "ks")                # bad lists fail here, not after the model loaded
         if self.concurrency.strip():
             _int_list(self.concurrency, "concurrency")

@@ -1,7 +1,6 @@
 """The markdown of the chains benchmark (bench/bench_chains.py) from its results data.
 
-Reads only the results JSON (`bench.chains_report.summarise` and friends made it), so a results
-file in bench/results renders again without rerunning anything.
+Reads only the results JSON, so a results file in bench/results renders again without rerunning anything.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ def render_markdown(data: dict) -> str:
              f"`{data['command']}`  ",
              f"{data['machine_start'].get('cpu_count')} CPUs, torch threads {data['machine_end'].get('torch_threads')}, "
              f"load average {data['machine_start'].get('load_average')} -> {data['machine_end'].get('load_average')}; "
-             f"greedy, {data['args']['max_new_tokens']} new tokens; wall {data['wall_s'] / 60:.1f} min. "
+             f"greedy, {data['args'].get('max_tokens', data['args'].get('max_new_tokens'))} new tokens; wall {data['wall_s'] / 60:.1f} min. "
              "Speeds are total tokens / total seconds (per category and on the mix)."
              + (f" Plain and the cost model: the median of {data['args']['repeats']} interleaved runs (batch 1: per "
                 "prompt, each from the same state; under load: per concurrency); every other column runs once."

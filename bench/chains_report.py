@@ -1,5 +1,5 @@
-"""Summaries and issue targets of the chains benchmark (bench/bench_chains.py); its markdown:
-bench/chains_markdown.py.
+"""Summaries and issue targets of the chains benchmark (bench/bench_chains.py; its markdown:
+bench/chains_markdown.py).
 
 Speeds are ratios of sums: new tokens / seconds over the same prompts for every column, per
 category and on the mix (all categories together, so longer runs weigh more; not a geometric

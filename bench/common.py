@@ -52,10 +52,10 @@ def parse_categories(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()] or list(SPEC_BENCH_CATEGORIES)
 
 
-def check_spec_bench_args(prompts_per_category: int, max_new_tokens: int, categories: str, output_name: str) -> None:
+def check_spec_bench_args(prompts_per_category: int, max_tokens: int, categories: str, output_name: str) -> None:
     """The checks every Spec-Bench benchmark's arguments share: a ValueError naming the flag."""
-    if prompts_per_category <= 0 or max_new_tokens <= 0:
-        raise ValueError("--prompts-per-category and --max-new-tokens must be > 0")
+    if prompts_per_category <= 0 or max_tokens <= 0:
+        raise ValueError("--prompts-per-category and --max-tokens must be > 0")
     unknown = sorted(set(parse_categories(categories)) - set(SPEC_BENCH_CATEGORIES))
     if unknown:
         raise ValueError(f"unknown categories {unknown}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")

@@ -115,7 +115,7 @@ def render_markdown(data: dict) -> str:
              f"trained {training.get('steps_done')} steps on {training.get('num_tokens')} tokens "
              f"({training.get('train_seconds')} s training, {training.get('data_seconds')} s data). "
              "`int4`/`int8`: the target's own quantized copy (engine `quantized_levels`).", "",
-             f"Greedy, {data['args']['max_new_tokens']} new tokens, {len(data['prompts'])} prompts, "
+             f"Greedy, {data['args'].get('max_tokens', data['args'].get('max_new_tokens'))} new tokens, {len(data['prompts'])} prompts, "
              f"chat template; machine load {data['machine_start'].get('load_average')} at start, "
              f"torch threads {data['machine_end'].get('torch_threads')}; wall {data['wall_s']:.0f} s.", "",
              f"## Targets (summary: the level whose [level, target] is fastest, `{targets['level']}`)", "",

@@ -106,7 +106,7 @@ class EngineColumn:
 
 
 def served_router(engine: Engine, router: str, model_name: str, policy: str = "checkpoints/router"):
-    """The server's router (`learned` with the cost-model fallback, or `cost_model`) on `engine`."""
+    """The server's router (`learned` with the cost-model fallback, or `cost-model`) on `engine`."""
     from serving.config import ServerConfig
     from serving.launch import state_for_engine
     config = ServerConfig(router=router, policy=policy if router == "learned" else "", decision_log="")

@@ -22,6 +22,7 @@ from bench.common import REPO_ROOT, PeakRSS, sample_prompts
 from bench.engine_columns import ForwardTimer
 from engine import Decision, Engine, EngineConfig, SamplingParams, StaticRouter
 from cli.dataclass_args import parse_dataclass
+from engine.config import engine_field, num_threads_field
 from engine.precision import PrecisionArgs
 
 
@@ -29,25 +30,26 @@ from engine.precision import PrecisionArgs
 class MemoryArgs(PrecisionArgs):
     """Peak RSS and non-forward share of a batch-16 plain run (engine + every level the server loads)."""
 
-    batch: int = field(default=16, metadata={"help": "requests running at once"})
-    max_new_tokens: int = field(default=64, metadata={"help": "new tokens per request"})
+    max_num_seqs: int = field(default=16, metadata={"help": "requests running at once", "aliases": ["--batch"]})
+    max_tokens: int = field(default=64, metadata={"help": "new tokens per request", "aliases": ["--max-new-tokens"]})
     draft: str = field(default="checkpoints/draft", metadata={"help": "draft checkpoint (loaded when present)"})
     eagle: str = field(default="checkpoints/eagle", metadata={"help": "EAGLE head checkpoint (loaded when present)"})
-    quantized: str = field(default="int4", metadata={"help": "quantized copies of the target as levels; '' = none"})
+    quantized_levels: str = engine_field("quantized_levels")
     chain: str = field(default="", metadata={
         "help": "run this chain (e.g. draft>int4>target) at --k instead of plain decoding, so its levels hold KV too"})
     k: int = field(default=4, metadata={"help": "draft length of --chain"})
-    num_threads: int = field(default=2, metadata={"help": "torch threads"})
+    num_threads: int = num_threads_field()
 
 
 def main(cfg: MemoryArgs) -> dict:
     from engine.build import DraftSpec
-    torch.set_num_threads(cfg.num_threads)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     drafts = [DraftSpec("draft", REPO_ROOT / cfg.draft, if_absent="skip")]      # as the server loads them
     if cfg.eagle:
         drafts.append(DraftSpec("eagle", REPO_ROOT / cfg.eagle, kind="eagle", if_absent="skip", if_unusable="skip"))
     engine = Engine.from_pretrained("default", drafts=drafts,
-                                    config=EngineConfig(max_batch=cfg.batch, quantized_levels=cfg.quantized,
+                                    config=EngineConfig(max_num_seqs=cfg.max_num_seqs, quantized_levels=cfg.quantized_levels,
                                                         **cfg.precision_kwargs(release_model_weights=True)))
     if cfg.chain:
         engine.set_router(StaticRouter(Decision(cfg.chain, cfg.k)))
@@ -56,8 +58,8 @@ def main(cfg: MemoryArgs) -> dict:
     rss = PeakRSS()
     built_mb = rss.read_mb()
     timer = ForwardTimer(engine.levels["target"].runner)
-    prompts = sample_prompts(2, None, 1)[: cfg.batch]
-    params = SamplingParams(max_tokens=cfg.max_new_tokens, ignore_eos=True)
+    prompts = sample_prompts(2, None, 1)[: cfg.max_num_seqs]
+    params = SamplingParams(max_tokens=cfg.max_tokens, ignore_eos=True)
     for prompt in prompts:
         engine.add_request(encode_chat(engine.tokenizer, prompt.text), params)
     # the decode phase only: the first step admits and prefills all 16 (model time by nature)
@@ -72,7 +74,7 @@ def main(cfg: MemoryArgs) -> dict:
     elapsed = time.perf_counter() - start
     forward = timer.total_s - forward_before
     levels = sorted(name for name in engine.levels if name != "target")
-    result = {"batch": cfg.batch, "path": engine.precision.name, "chain": cfg.chain or "plain",
+    result = {"batch": cfg.max_num_seqs, "path": engine.precision.name, "chain": cfg.chain or "plain",
               "has_draft": "draft" in drafts, "levels": levels,
               "peak_kv_mib": {name: round(mib, 1) for name, mib in kv_peak.items()}, "decode_steps": steps,
               "built_rss_mib": round(built_mb, 1), "peak_rss_mib": round(rss.read_mb(), 1),

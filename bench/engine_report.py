@@ -128,7 +128,7 @@ def summarize(data: dict, hf_model=None, tokenizer=None, encoded: dict | None = 
 
 def render_markdown(data: dict) -> str:
     s = data["summary"]
-    lines = [f"# Engine benchmark: {data['model']}, greedy, {data['args']['max_new_tokens']} new tokens, "
+    lines = [f"# Engine benchmark: {data['model']}, greedy, {data['args'].get('max_tokens', data['args'].get('max_new_tokens'))} new tokens, "
              f"{data['args']['num_threads']} threads, batch 1",
              "", f"Command: `{data['command']}`  ", f"{data['num_prompts_done']} of {data['num_prompts_planned']} "
              f"prompts, {data['wall_s'] / 60:.1f} min; default path `{data['default_path']}`.", ""]

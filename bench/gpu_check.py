@@ -4,7 +4,7 @@ On a machine without a CUDA device it prints one line and exits 0 (CI is CPU-onl
 the engine's default device is cuda (EngineConfig.device "auto"), so the tests' engines and
 bench_engine's "ours" columns run there; transformers and llama.cpp columns stay on the CPU.
 
-    .venv/bin/python -m bench.gpu_check [--minutes 8]
+    .venv/bin/python -m bench.gpu_check [--max-minutes 8]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LOSSLESS_TESTS = ["tests/engine/test_greedy_identity.py", "tests/engine/test_pre
 class GpuCheckArgs:
     """Lossless tests and a short engine benchmark on CUDA."""
 
-    minutes: float = field(default=8.0, metadata={"help": "time cap for the benchmark part"})
+    max_minutes: float = field(default=8.0, metadata={"help": "time cap for the benchmark part", "aliases": ["--minutes"]})
 
 
 def main(cfg: GpuCheckArgs) -> int:
@@ -39,8 +39,8 @@ def main(cfg: GpuCheckArgs) -> int:
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", *LOSSLESS_TESTS], cwd=REPO_ROOT)
     print(f"gpu_check: lossless tests rc={tests.returncode} ({time.perf_counter() - started:.0f} s)", flush=True)
     bench = subprocess.run([sys.executable, "-m", "bench.bench_engine", "--prompts-per-category", "1",
-                            "--mt-bench", "0", "--sharegpt", "0", "--max-new-tokens", "64",
-                            "--paths", "float32-dense,bfloat16-dense", "--max-minutes", str(cfg.minutes),
+                            "--mt-bench", "0", "--sharegpt", "0", "--max-tokens", "64",
+                            "--paths", "float32-dense,bfloat16-dense", "--max-minutes", str(cfg.max_minutes),
                             "--output-name", "engine_gpu"], cwd=REPO_ROOT)
     print(f"gpu_check: bench_engine rc={bench.returncode}; results in bench/results/engine_gpu.md", flush=True)
     return tests.returncode or bench.returncode

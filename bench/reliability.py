@@ -54,7 +54,7 @@ class ReliabilityArgs:
                                                                   "(positive, negative)"})
     contract_max_model_len: int = field(default=512, metadata={"help": "the contract server's context (bounds what "
                                                                       "a schema-valid request may cost)"})
-    max_batch: int = field(default=4, metadata={"help": "server --max-batch"})
+    max_num_seqs: int = field(default=4, metadata={"help": "server --max-num-seqs", "aliases": ["--max-batch"]})
     max_queue: int = field(default=4, metadata={"help": "server --max-queue"})
     tiny_hidden_size: int = field(default=384, metadata={"help": "hidden size of the 'tiny' model (slow enough "
                                                                  "that a full server stays full for seconds)"})
@@ -62,15 +62,15 @@ class ReliabilityArgs:
     overload_tokens: int = field(default=600, metadata={"help": "max_tokens of the requests that fill the server "
                                                                 "(and of the stream cut by SIGTERM)"})
     overload_rounds: int = field(default=2, metadata={"help": "times the server is filled and probed"})
-    oversubscription: int = field(default=5, metadata={"help": "retrying clients per place (max_batch + max_queue)"})
+    oversubscription: int = field(default=5, metadata={"help": "retrying clients per place (max_num_seqs + max_queue)"})
     retry_tokens: int = field(default=150, metadata={"help": "max_tokens of each retrying client's request"})
     num_threads: int = field(default=1, metadata={"help": "server torch threads (1 on a shared machine)"})
     seed: int = field(default=0, metadata={"help": "hypothesis seed"})
     output_name: str = field(default="reliability", metadata={"help": "bench/results/<name>.json and .md"})
 
     def __post_init__(self) -> None:
-        if min(self.contract_examples, self.max_batch, self.max_queue, self.overload_rounds, self.oversubscription) < 1:
-            raise ValueError("contract_examples, max_batch, max_queue, overload_rounds and oversubscription must be >= 1")
+        if min(self.contract_examples, self.max_num_seqs, self.max_queue, self.overload_rounds, self.oversubscription) < 1:
+            raise ValueError("contract_examples, max_num_seqs, max_queue, overload_rounds and oversubscription must be >= 1")
 
 
 @dataclass
@@ -126,7 +126,7 @@ def wait_for(condition, timeout_s: float, poll_s: float = 0.05) -> float | None:
 
 def run_overload(url: str, document: dict, tally: Tally, args: ReliabilityArgs) -> list[dict]:
     """Fill every place with long requests, probe with one more, time how long a place took to free."""
-    capacity = args.max_batch + args.max_queue
+    capacity = args.max_num_seqs + args.max_queue
     body = {"prompt": PROMPT, "max_tokens": args.overload_tokens, "temperature": 0, "ignore_eos": True}
     rounds = []
     with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(capacity) as pool:
@@ -228,7 +228,7 @@ def run_drain(server: ServerProcess, args: ReliabilityArgs) -> dict:
 def server_flags(args: ReliabilityArgs) -> list[str]:
     """--dtype float32 keeps both servers on the default path (float32-prepacked): `auto` picks
     bfloat16-dense for the 64-wide contract model, whose steps fail (a dtype mismatch in the engine)."""
-    return ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+    return ["--max-num-seqs", str(args.max_num_seqs), "--max-queue", str(args.max_queue),
             "--num-threads", str(args.num_threads), "--dtype", "float32"]
 
 
@@ -262,7 +262,7 @@ def main(args: ReliabilityArgs) -> dict:
         try:
             document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
             overload = run_overload(server.url, document, tally, args)
-            capacity = args.max_batch + args.max_queue
+            capacity = args.max_num_seqs + args.max_queue
             retrying = run_retrying_clients(server.url, args.oversubscription * capacity, args.retry_tokens)
             big = run_big_prompts(server.url, config.max_body_bytes)
             slow = run_slow_reads(server.url, config.header_timeout_s, config.body_timeout_s)
@@ -286,7 +286,7 @@ def main(args: ReliabilityArgs) -> dict:
                             f"{summary['cases']} cases against `python -m serving` on tiny random models "
                             f"({contract.num_cases} from schemathesis over /openapi.json, {len(bad_inputs())} "
                             f"hand-written bad inputs, {args.overload_rounds} overload rounds, "
-                            f"{retrying['clients']} retrying clients on {args.max_batch} + {args.max_queue} places); "
+                            f"{retrying['clients']} retrying clients on {args.max_num_seqs} + {args.max_queue} places); "
                             f"greedy determinism: {'identical' if greedy_identical else 'DIFFERENT'}; "
                             f"forward path {path}; CPU {summary['cpu']}; {data['elapsed_s']:.0f} s. "
                             "Rerun: `.venv/bin/python -m bench.reliability`."])

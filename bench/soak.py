@@ -7,7 +7,7 @@ allocator pools and the KV cache reach their working size) the RSS may grow by l
 `max_rss_growth`. Exit status 1 when a check fails. Writes bench/results/<name>.json and .md.
 
     .venv/bin/python -m bench.soak                          # 10 minutes at 0.15 req/s
-    .venv/bin/python -m bench.soak --minutes 2 --output-name serving_soak_short
+    .venv/bin/python -m bench.soak --duration-s 120 --output-name serving_soak_short
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ class SoakArgs(ServedArgs):
     """Run the server under moderate load for minutes; check answers and memory growth."""
 
     router: str = field(default="learned", metadata={"help": "server --router"})
-    minutes: float = field(default=10.0, metadata={"help": "how long requests keep arriving"})
-    rate: float = field(default=0.15, metadata={"help": "Poisson arrival rate (req/s): moderate for the machine"})
+    duration_s: float = field(default=600.0, metadata={"help": "seconds over which requests arrive",
+                                                       "aliases": {"--minutes": 60.0}})
+    request_rate: float = field(default=0.15, metadata={
+        "help": "Poisson arrival rate (req/s): moderate for the machine", "aliases": ["--rate"]})
     prompts: str = field(default="sharegpt", metadata={"help": "prompt source"})
     max_tokens: int = field(default=32, metadata={"help": "cap on output length"})
     warmup_fraction: float = field(default=0.2, metadata={"help": "share of the run before the RSS baseline"})
@@ -48,8 +50,8 @@ class SoakArgs(ServedArgs):
     output_name: str = field(default="serving_soak", metadata={"help": "writes bench/results/<name>.json and .md"})
 
     def __post_init__(self) -> None:
-        if not 0 < self.minutes <= 60 or not self.rate > 0:
-            raise ValueError("minutes must be in (0, 60] and rate > 0")
+        if not 0 < self.duration_s <= 3600 or not self.request_rate > 0:
+            raise ValueError("duration_s must be in (0, 3600] and request_rate > 0")
         if not 0 < self.warmup_fraction < 1 or not self.max_rss_growth > 0 or not self.sample_every_s > 0:
             raise ValueError("warmup_fraction must be in (0, 1); max_rss_growth and sample_every_s > 0")
 
@@ -59,13 +61,13 @@ def main(args: SoakArgs) -> dict:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     server_args = [*args.server_flags(), "--router", args.router,
                    "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-decisions.jsonl")]
-    duration_s = 60 * args.minutes
+    duration_s = args.duration_s
     samples: list[tuple[float, float]] = []          # (seconds since load start, RSS MiB)
     with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}.log") as server:
-        cfg = LoadgenConfig(url=server.url, rate=args.rate, duration=duration_s, prompts=args.prompts,
+        cfg = LoadgenConfig(url=server.url, request_rate=args.request_rate, duration_s=duration_s, prompts=args.prompts,
                             max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                             max_prompt_chars=4 * args.max_prompt_tokens, seed=args.seed,
-                            max_requests=int(args.rate * duration_s * 2) + 16)
+                            max_requests=int(args.request_rate * duration_s * 2) + 16)
         plans = plan_requests(cfg)
         outcome: dict = {}
         load = threading.Thread(target=lambda: outcome.update(zip(("results", "duration_s"),
@@ -98,7 +100,7 @@ def main(args: SoakArgs) -> dict:
     rows = [[name, "pass" if ok else "FAIL"] for name, ok in checks.items()]
     markdown = "\n\n".join([
         markdown_table(["check", "result"], rows),
-        f"{report['num_requests']} requests over {args.minutes:g} min at {args.rate:g} req/s: "
+        f"{report['num_requests']} requests over {args.duration_s / 60:g} min at {args.request_rate:g} req/s: "
         f"{report['completed']} answered, {report['rejected_429']} rejected, {report['failed']} failed; "
         f"RSS {baseline:.0f} -> {final:.0f} MiB after warm-up ({100 * growth:+.2f} %), peak "
         f"{data['rss_mib']['peak']:.0f} MiB; TPOT p50 {report['tpot_ms']['p50'] or 0:.0f} ms, "

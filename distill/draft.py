@@ -3,7 +3,7 @@
 Stages: training prompts (ShareGPT, MT-bench, HumanEval; never a Spec-Bench turn, which the
 benchmarks use) -> the target's greedy replies and its top-k next-token probabilities at every position
 (cached under $SPECROUTE_CACHE/distill) -> a draft initialised from some target layers, trained
-with AdamW on the KL to the target -> `draft.safetensors` + `manifest.json` in `--out`.
+with AdamW on the KL to the target -> `draft.safetensors` + `manifest.json` in `--output-dir`.
 Held-out KL and top-1 agreement are printed as it goes.
 """
 
@@ -33,6 +33,7 @@ from distill.data import (
     training_prompts,
 )
 from distill.loss import evaluate, sparse_kl
+from engine.config import num_threads_field
 from engine.draft_checkpoint import STORAGE_DTYPES, DraftManifest, architecture_of, save_draft
 from engine.draft_model import build_draft
 from engine.models import cache_dir, load_model
@@ -47,13 +48,15 @@ class DistillConfig(PrecisionArgs):
     """Settings of a distillation run (every field is a command-line flag)."""
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2), an HF dir or a .gguf"})
-    out: str = field(default="checkpoints/draft", metadata={"help": "output directory for draft.safetensors + manifest.json"})
+    output_dir: str = field(default="checkpoints/draft", metadata={
+        "help": "output directory for draft.safetensors + manifest.json", "aliases": ["--out"]})
     init_layers: str = field(default="0,1", metadata={"help": "comma-separated target layers the draft layers start from"})
     vocab_subset: int = field(default=16384, metadata={"help": "FR-Spec reduced vocabulary size; 0 = full vocabulary"})
     sources: str = field(default=",".join(SOURCES), metadata={"help": "training prompt sources"})
     num_prompts: int = field(default=576, metadata={"help": "prompts whose target replies form the data"})
     max_prompt_tokens: int = field(default=160, metadata={"help": "user turns are cut to this many tokens"})
-    max_new_tokens: int = field(default=64, metadata={"help": "length of the target's greedy replies"})
+    max_tokens: int = field(default=64, metadata={"help": "length of the target's greedy replies",
+                                                  "aliases": ["--max-new-tokens"]})
     top_k: int = field(default=32, metadata={"help": "target probabilities kept per position (sparse KL)"})
     held_out: float = field(default=0.1, metadata={"help": "fraction of sequences held out for evaluation"})
     steps: int = field(default=400, metadata={"help": "optimizer steps"})
@@ -64,13 +67,14 @@ class DistillConfig(PrecisionArgs):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     eval_every: int = field(default=50, metadata={"help": "held-out evaluation every N steps"})
     max_minutes: float = field(default=20.0, metadata={"help": "wall-clock cap of the whole run; training stops early to meet it"})
-    storage_dtype: str = field(default="bfloat16", metadata={"help": "dtype of the saved weights (loaded as float32)"})
-    num_threads: int = field(default=2, metadata={"help": "torch threads (0 keeps torch's default)"})
+    storage_dtype: str = field(default="bfloat16", metadata={"help": "dtype of the saved weights (loaded as float32)",
+                                                             "choices": list(STORAGE_DTYPES)})
+    num_threads: int = num_threads_field()
     seed: int = field(default=0, metadata={"help": "seed of prompt choice, split and initial batches"})
     use_cache: bool = field(default=True, metadata={"help": "reuse teacher data cached for the same target and settings"})
 
     def __post_init__(self) -> None:
-        for name in ("num_prompts", "max_prompt_tokens", "max_new_tokens", "top_k", "steps", "batch_tokens", "eval_every"):
+        for name in ("num_prompts", "max_prompt_tokens", "max_tokens", "top_k", "steps", "batch_tokens", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.held_out < 1:
@@ -100,7 +104,7 @@ def encoded_prompts(cfg: DistillConfig, tokenizer) -> list[tuple[str, list[int]]
 def teacher_cache_file(target_sha256: str, chunk: list[tuple[str, list[int]]], cfg: DistillConfig):
     """Where one generation batch's teacher data is cached: keyed by target, prompts and settings,
     so a run with more prompts (same seed) reuses the batches an earlier run made."""
-    fields = dict(target=target_sha256, prompts=chunk, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, version=3,
+    fields = dict(target=target_sha256, prompts=chunk, max_new_tokens=cfg.max_tokens, top_k=cfg.top_k, version=3,
                   teacher=teacher_precision(cfg).name)
     key = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
     return cache_dir() / "distill" / f"teacher-{key}.pt"
@@ -130,7 +134,7 @@ def _teacher_data(cfg: DistillConfig, target, log) -> list:
             made = torch.load(cache_file, weights_only=False)
             num_cached += len(made)
         else:
-            made = generate_teacher_data(teacher, chunk, cfg.max_new_tokens, cfg.top_k, eos,
+            made = generate_teacher_data(teacher, chunk, cfg.max_tokens, cfg.top_k, eos,
                                          batch_size=GENERATION_BATCH, kernel=precision.kernel)
             if cfg.use_cache:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +274,7 @@ def main(cfg: DistillConfig) -> dict:
                              init_layers=cfg.layer_list, storage_dtype=cfg.storage_dtype, training=training)
     training["total_seconds"] = round(time.perf_counter() - started, 1)
     training["total_cpu_seconds"] = round(time.process_time(), 1)
-    path = save_draft(draft, cfg.out, manifest)
+    path = save_draft(draft, cfg.output_dir, manifest)
     final = result["curve"][-1]
     log(f"saved {path}: held-out kl {final['kl']:.3f}, top-1 reply {final['top1_reply']:.3f}, "
         f"{training['total_seconds']:.0f}s total")

@@ -5,7 +5,7 @@ the target's greedy replies; never a Spec-Bench turn; cached under $SPECROUTE_CA
 batched target prefill per group of sequences, capturing the target's final hidden state (before
 the final norm) and its top-k next-token law at every position (cached under
 $SPECROUTE_CACHE/eagle) -> a one-layer head trained teacher-forced on smooth-L1 of features + KL
-(distill/eagle_loss.py) -> `draft.safetensors` + `manifest.json` (kind "eagle") in `--out`.
+(distill/eagle_loss.py) -> `draft.safetensors` + `manifest.json` (kind "eagle") in `--output-dir`.
 Held-out top-1 agreement with the target (the first drafted token) is printed as it goes.
 """
 
@@ -48,7 +48,8 @@ FEATURE_DTYPE = torch.bfloat16      # SmolLM2's pre-norm features reach magnitud
 class EagleDistillConfig(DistillConfig):
     """Settings of an EAGLE head training run (every field is a command-line flag)."""
 
-    out: str = field(default="checkpoints/eagle", metadata={"help": "output directory for draft.safetensors + manifest.json"})
+    output_dir: str = field(default="checkpoints/eagle", metadata={
+        "help": "output directory for draft.safetensors + manifest.json", "aliases": ["--out"]})
     init_layers: str = field(default="-1", metadata={"help": "the target layer the head's layer starts from (-1: the last)"})
     steps: int = field(default=900, metadata={"help": "optimizer steps (the time cap usually ends training first)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (cosine decay, linear warm-up)"})
@@ -143,7 +144,7 @@ def main(cfg: EagleDistillConfig) -> dict:
                              architecture=architecture_of(target.model.config, 1), init_layers=[init_layer],
                              storage_dtype=cfg.storage_dtype, training=training)
     training["total_seconds"] = round(time.perf_counter() - started, 1)
-    path = save_draft(head, cfg.out, manifest)
+    path = save_draft(head, cfg.output_dir, manifest)
     log(f"saved {path}: held-out top-1 agreement {final['top1_reply']:.3f} on reply positions, "
         f"{final['top1']:.3f} on all; kl {final['kl']:.3f}, feature loss {final['feature']:.4f}; "
         f"{training['total_seconds']:.0f}s total")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from cli.dataclass_args import DataclassArgumentParser, add_dataclass_arguments
+from engine.config import num_threads_field, parse_draft_specs
 from engine.decision import TARGET, Decision, validate_decision
 from engine.drafters import MODEL_FREE_DRAFTERS
 from engine.linear_kernels import QUANTIZED_FORMATS
@@ -41,7 +42,8 @@ class GenerateArgs(PrecisionArgs):
                 "int4 / int8 name the target's quantized copy, e.g. ngram>int4>target "
                 "(the old comma form ngram,int4,target still works, with a warning)"})
     k: int = field(default=4, metadata={"help": "tokens the first level drafts per step; 0 = plain decoding"})
-    max_tokens: int = field(default=128, metadata={"help": "most new tokens to generate"})
+    max_tokens: int = field(default=128, metadata={"help": "most new tokens to generate",
+                                                   "aliases": ["--max-new-tokens"]})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (still lossless)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass; 1 disables it"})
     top_k: int = field(default=0, metadata={"help": "keep the k most likely tokens; 0 disables it"})
@@ -49,10 +51,10 @@ class GenerateArgs(PrecisionArgs):
     chat: bool | None = field(default=None, metadata={
         "help": "wrap the prompt in the tokenizer's chat template (default: when the tokenizer has one)"})
     draft: list[str] = field(default_factory=list, metadata={
-        "help": "draft models as NAME=PATH: a distilled draft checkpoint (python -m distill.draft), an "
+        "help": "draft models as PATH (the level 'draft') or NAME=PATH: a distilled draft checkpoint (python -m distill.draft), an "
                 "EAGLE head (python -m distill.eagle) or a local HF directory / .gguf file sharing the "
                 "target's tokenizer"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 keeps torch's default"})
+    num_threads: int = num_threads_field()
     json: bool = field(default=False, metadata={"help": "print one JSON object (text + stats) instead"})
 
     def __post_init__(self) -> None:
@@ -85,16 +87,10 @@ class GenerateArgs(PrecisionArgs):
 
     @property
     def draft_paths(self) -> dict[str, str]:
-        paths: dict[str, str] = {}
-        for entry in self.draft:
-            name, sep, path = entry.partition("=")
-            name = name.strip()
-            if not sep or not name or not path:
-                raise BadInput(f"--draft takes NAME=PATH, got {entry!r}")
-            if name in paths or name == TARGET or name in MODEL_FREE_DRAFTERS:
-                raise BadInput(f"draft name {name!r} is reserved or given twice")
-            paths[name] = path
-        return paths
+        try:
+            return parse_draft_specs(self.draft, reserved=(TARGET, *MODEL_FREE_DRAFTERS))
+        except ValueError as error:
+            raise BadInput(str(error)) from None
 
 
 @dataclass
@@ -160,7 +156,7 @@ def generate(cfg: GenerateArgs) -> GenerationReport:
     quantized = ",".join(name for name in cfg.decision.chain if name in QUANTIZED_FORMATS)
     try:
         engine = Engine.from_pretrained(cfg.model, drafts=drafts, router=StaticRouter(cfg.decision),
-                                        config=EngineConfig(num_threads=cfg.num_threads, quantized_levels=quantized,
+                                        config=EngineConfig(quantized_levels=quantized,
                                                             **cfg.precision_kwargs(release_model_weights=True)))
     except ModelLoadError as error:
         raise BadInput(str(error)) from None
@@ -202,7 +198,8 @@ def list_chains() -> None:
     for name, drafter in MODEL_FREE_DRAFTERS.items():
         doc = (sys.modules[drafter.__module__].__doc__ or "").strip().splitlines()[0]
         print(f"  {name:<8} model-free: {doc}")
-    print("  NAME     a draft model given with --draft NAME=PATH")
+    print("  NAME     a draft model given with --draft NAME=PATH (--draft PATH: the level 'draft')")
+
     for name in QUANTIZED_FORMATS:
         print(f"  {name:<8} the target's own {name} weight-only copy (built at load, shares its embedding)")
     print(f"  {TARGET:<8} the model being served (every chain ends here)")

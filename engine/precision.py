@@ -88,17 +88,22 @@ def prepare_model(model: PreTrainedModel, precision: Precision) -> PreTrainedMod
 
 @dataclass
 class PrecisionArgs:
-    """The forward-path options every command that builds an engine takes (`--dtype` ...)."""
+    """The forward-path options every command that builds an engine takes (`--dtype` ...); the
+    choices are declared so a bad value is a usage error before any model loads."""
 
     dtype: str = field(default="auto", metadata={
         "help": "auto (the fastest batch-invariant path the cached self-test finds on this machine: "
-                "python -m engine.autotune), float32 or bfloat16"})
-    kernel: str = field(default="auto", metadata={"help": "matrix kernel: auto (self-test), dense or prepacked (oneDNN)"})
+                "python -m engine.autotune), float32 or bfloat16", "choices": DTYPE_CHOICES})
+    kernel: str = field(default="auto", metadata={
+        "help": "matrix kernel: auto (self-test), dense or prepacked (oneDNN)", "choices": KERNEL_CHOICES})
     weights: str = field(default="dense", metadata={
-        "help": "dense, or int8 / int4 weight-only quantization (changes the model: a different target)"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda"})
+        "help": "dense, or int8 / int4 weight-only quantization (changes the model: a different target)",
+        "choices": WEIGHT_FORMATS})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda",
+                                                  "choices": DEVICE_CHOICES})
     attention: str = field(default="invariant", metadata={
-        "help": "the target's attention: invariant (decode and verification agree in every bit) or sdpa"})
+        "help": "the target's attention: invariant (decode and verification agree in every bit) or sdpa",
+        "choices": ATTENTION_CHOICES})
 
     def precision_kwargs(self, release_model_weights: bool = False) -> dict:
         """The EngineConfig fields these options set. A command whose engine owns the model it

@@ -1,7 +1,7 @@
 """Continuous batching: the only place that changes a request's status and output.
 
 Requests wait in FIFO order and join the running batch between steps while there is room
-(`max_batch` rows, `max_num_tokens` tokens); they leave when finished or aborted.
+(`max_num_seqs` rows, `max_num_tokens` tokens); they leave when finished or aborted.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Scheduler:
     def admit(self) -> list[Request]:
         """Move waiting requests into the running batch while they fit; return the batch."""
         used = sum(r.num_tokens + r.params.max_tokens for r in self.running)
-        while self.waiting and len(self.running) < self.config.max_batch:
+        while self.waiting and len(self.running) < self.config.max_num_seqs:
             candidate = self.waiting[0]
             need = candidate.num_tokens + candidate.params.max_tokens
             if self.running and used + need > self.config.max_num_tokens:

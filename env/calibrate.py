@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cli.dataclass_args import parse_dataclass
+from engine.config import engine_field, num_threads_field
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
 from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
@@ -54,35 +55,39 @@ class CalibrateArgs(PrecisionArgs):
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local path"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft checkpoint, used when it exists"})
-    quantized_levels: str = field(default="int4", metadata={
-        "help": "the target's quantized copies as levels (EngineConfig.quantized_levels); '' = none"})
+    quantized_levels: str = engine_field("quantized_levels")
     profile: str = field(default=EnvConfig.profile, metadata={
         "help": "latency profile JSON (default: the environment's, the default forward path's)"})
     refresh_profile: bool = field(default=False, metadata={"help": "measure the profile even when the file exists"})
     profile_budget_s: float = field(default=90.0, metadata={"help": "seconds for timing profile levels"})
     profile_source: str = field(default="measured", metadata={
         "help": "measured: keep the timed profile (timing what it lacks) and fit a scale and overheads on top; "
-                "fitted: model levels' latency fitted on the engine's own calibration steps"})
-    out: str = field(default="", metadata={"help": "output JSON (default: profiles/acceptance_<model>.json)"})
+                "fitted: model levels' latency fitted on the engine's own calibration steps",
+        "choices": ["measured", "fitted"]})
+
+    output_json: str = field(default="", metadata={
+        "help": "output JSON (default: profiles/acceptance_<model>.json)", "aliases": ["--out"]})
     fit_prompts: int = field(default=24, metadata={
         "help": "prompts per chain in the fitting sample (spread over the categories; other prompts for each chain)"})
-    max_new_tokens: int = field(default=32, metadata={"help": "most tokens generated per prompt (fitting and comparison)"})
+    max_tokens: int = field(default=32, metadata={
+        "help": "most tokens generated per prompt (fitting and comparison)", "aliases": ["--max-new-tokens"]})
     max_prompt_tokens: int = field(default=128, metadata={"help": "prompts are cut to their last N tokens"})
     fit_ks: list[int] = field(default_factory=lambda: [2, 4, 8], metadata={"help": "K values cycled while fitting"})
     compare_requests: int = field(default=8, metadata={"help": "requests per comparison workload"})
     real_repeats: int = field(default=2, metadata={"help": "real runs averaged per comparison workload"})
     sim_repeats: int = field(default=8, metadata={"help": "simulated runs averaged per comparison workload"})
     speed_seconds: float = field(default=5.0, metadata={"help": "wall seconds spent measuring the sim's speed"})
-    max_batch: int = field(default=16, metadata={"help": "engine max_batch"})
-    num_threads: int = field(default=2, metadata={"help": "torch threads (0 keeps torch's default)"})
+    max_num_seqs: int = engine_field("max_num_seqs")
+    num_threads: int = num_threads_field(2, "torch threads (0 keeps torch's default; 2: as the default profile was "
+                                            "measured)")
     clock: str = field(default="wall", metadata={
         "help": "wall (an idle machine, as the default profile was measured), or cpu: this process's CPU time "
-                "with one thread (idle-machine latency on a busy machine)"})
+                "with one thread (idle-machine latency on a busy machine)", "choices": ["wall", "cpu"]})
     seed: int = field(default=0, metadata={"help": "seed of prompt sampling and workload windows"})
 
     def __post_init__(self) -> None:
-        for name in ("fit_prompts", "max_new_tokens", "max_prompt_tokens", "compare_requests", "real_repeats",
-                     "sim_repeats", "max_batch"):
+        for name in ("fit_prompts", "max_tokens", "max_prompt_tokens", "compare_requests", "real_repeats",
+                     "sim_repeats", "max_num_seqs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not self.fit_ks or min(self.fit_ks) < 1:
@@ -139,7 +144,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     engine = Engine.from_pretrained(cfg.model, drafts=[DraftSpec("draft", resolve_path(cfg.draft), if_absent="skip")],
-                                    config=EngineConfig(max_batch=cfg.max_batch, num_threads=cfg.num_threads,
+                                    config=EngineConfig(max_num_seqs=cfg.max_num_seqs,
                                                         quantized_levels=cfg.quantized_levels,
                                                         **cfg.precision_kwargs()))
     model_name, has_draft = engine.model_name, "draft" in engine.levels
@@ -159,8 +164,8 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     prompts = sample_prompts(cfg.fit_prompts * len(chains) + cfg.fit_prompts // 2, rng)
     for i, chain in enumerate(chains):
         collect(engine, base, prompts[i * cfg.fit_prompts:(i + 1) * cfg.fit_prompts], chain, cfg.fit_ks,
-                cfg.max_new_tokens, cfg.max_prompt_tokens, calibration.acceptance, steps, rng, cfg.clock)
-    collect(engine, base, prompts[len(chains) * cfg.fit_prompts:], ("target",), [0], cfg.max_new_tokens,
+                cfg.max_tokens, cfg.max_prompt_tokens, calibration.acceptance, steps, rng, cfg.clock)
+    collect(engine, base, prompts[len(chains) * cfg.fit_prompts:], ("target",), [0], cfg.max_tokens,
             cfg.max_prompt_tokens, calibration.acceptance, steps, rng, cfg.clock)
     if cfg.profile_source == "fitted":
         profile, per_row, error = fit_profile(base, steps)
@@ -180,7 +185,7 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
                                 for c in CATEGORIES
                                 if any(k.partition("|")[0] == c for k in calibration.acceptance.pairs[pair]))
         print(f"  acceptance {pair}: {calibration.acceptance.mean_acceptance(pair):.2f} ({by_category})")
-    out = resolve_path(cfg.out) if cfg.out else REPO_ROOT / "profiles" / f"acceptance_{model_name}.json"
+    out = resolve_path(cfg.output_json) if cfg.output_json else REPO_ROOT / "profiles" / f"acceptance_{model_name}.json"
     calibration.save(out)
     print(f"wrote {out}")
 
@@ -189,10 +194,10 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
     runnable = set(engine.levels) | set(engine.drafters)
     for name, workload, labels, scale in COMPARISON_WORKLOADS:
         labels = tuple(label for label in labels if set(Decision.parse(label).chain) <= runnable)
-        workload = {**workload, "num_requests": scale * cfg.compare_requests, "max_new_tokens": cfg.max_new_tokens,
-                    "min_new_tokens": min(8, cfg.max_new_tokens), "max_prompt_tokens": cfg.max_prompt_tokens}
+        workload = {**workload, "num_requests": scale * cfg.compare_requests, "max_new_tokens": cfg.max_tokens,
+                    "min_new_tokens": min(8, cfg.max_tokens), "max_prompt_tokens": cfg.max_prompt_tokens}
         actions = list(dict.fromkeys(["plain", *labels]))
-        common = dict(workload=workload, actions=actions, max_batch=cfg.max_batch)
+        common = dict(workload=workload, actions=actions, max_num_seqs=cfg.max_num_seqs)
         real_env = SpecRouteEnv(backend="real", engine_factory=lambda: engine, real_clock=cfg.clock, **common)
         sim_env = SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), **common)
         schedule = [real_env.action_labels.index(Decision.parse(label).label) for label in labels]

@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium
 
 from data.paths import REPO_ROOT
+from engine.config import engine_field, num_threads_field
 from engine.decision import Decision, as_decision
 from engine.precision import PrecisionArgs
 from env.workloads import WorkloadSpec, resolve_workload
@@ -46,7 +47,8 @@ class EnvConfig(PrecisionArgs):
         backend: "sim" (virtual clock, fitted latency and acceptance) or "real" (the engine, wall clock).
         workload: a preset name (env.WORKLOADS), a dict of WorkloadSpec fields, or a WorkloadSpec.
         actions: the (chain, K) list the Discrete action indexes: "plain", "ngram>target@4", Decisions.
-        max_batch / max_num_tokens / max_model_len: the engine's batching limits (both backends).
+        max_num_seqs / max_num_tokens / max_model_len: the engine's batching limits (both backends;
+            max_num_seqs and max_model_len take EngineConfig's defaults).
         slo_tpot_s / slo_ttft_s: per-request SLO on mean time per output token and time to first token.
         slo_penalty: reward subtracted per finished request that missed either SLO.
         max_steps: the episode is truncated after this many steps.
@@ -56,7 +58,8 @@ class EnvConfig(PrecisionArgs):
         model: the real backend's target: "default" (embedded SmolLM2) or a local path.
         draft: the real backend's trained draft checkpoint directory (loaded when it has a manifest);
             None for model-free drafters only.
-        quantized_levels: the real backend's quantized copies of the target (EngineConfig.quantized_levels).
+        quantized_levels: the real backend's quantized copies of the target (a command's default:
+            engine.config.COMMAND_DEFAULTS).
         randomize_latency / randomize_acceptance: domain randomisation of the sim, per episode:
             step times scaled by exp(U(-r, r)), each pair's acceptance odds by exp(U(-r, r)),
             so a policy trained on it has seen machines and drafters unlike the calibrated one.
@@ -70,9 +73,9 @@ class EnvConfig(PrecisionArgs):
     backend: str = "sim"
     workload: str | dict | WorkloadSpec = "sharegpt"
     actions: tuple = DEFAULT_ACTIONS
-    max_batch: int = 16
-    max_num_tokens: int = 32768
-    max_model_len: int = 2048
+    max_num_seqs: int = engine_field("max_num_seqs")
+    max_num_tokens: int = engine_field("max_num_tokens")
+    max_model_len: int = engine_field("max_model_len")
     slo_tpot_s: float = 0.25
     slo_ttft_s: float = 5.0
     slo_penalty: float = 20.0
@@ -81,11 +84,11 @@ class EnvConfig(PrecisionArgs):
     acceptance: str = "profiles/acceptance_SmolLM2-135M-Instruct.json"
     model: str = "default"
     draft: str | None = DEFAULT_DRAFT
-    quantized_levels: str = "int4"
+    quantized_levels: str = engine_field("quantized_levels")
     randomize_latency: float = 0.0
     randomize_acceptance: float = 0.0
     engine_factory: Callable | None = None
-    num_threads: int = 0
+    num_threads: int = num_threads_field()
     real_clock: str = "wall"
     max_queue: int = 256
     max_rate: float = 100.0
@@ -109,7 +112,7 @@ class EnvConfig(PrecisionArgs):
         labels = [d.label for d in self.decisions]
         if len(set(labels)) != len(labels):
             raise EnvConfigError(f"actions repeat a (chain, K): {labels}")
-        for name in ("max_batch", "max_num_tokens", "max_model_len", "max_steps", "max_queue"):
+        for name in ("max_num_seqs", "max_num_tokens", "max_model_len", "max_steps", "max_queue"):
             _positive(name, getattr(self, name), integer=True)
         for name in ("slo_tpot_s", "slo_ttft_s", "max_rate", "max_latency_s", "max_wait_s"):
             _positive(name, getattr(self, name))
@@ -142,6 +145,6 @@ class EnvConfig(PrecisionArgs):
     def observation_spec(self) -> ObservationSpec:
         """The observation layout of these settings (the server builds the same from its own, `RouterConfig`)."""
         return observation_spec_for(self.decisions, RouterConfig(
-            max_batch=self.max_batch, max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
+            max_batch=self.max_num_seqs, max_model_len=self.max_model_len, slo_tpot_s=self.slo_tpot_s,
             slo_ttft_s=self.slo_ttft_s, max_queue=self.max_queue, max_rate=self.max_rate,
             max_latency_s=self.max_latency_s, max_wait_s=self.max_wait_s, slo_penalty=self.slo_penalty))

@@ -38,8 +38,8 @@ def build_engine(config: EnvConfig) -> Engine:
     if config.num_threads:          # the environment loads and runs its own engine in this process
         torch.set_num_threads(config.num_threads)
     drafts = [] if config.draft is None else [DraftSpec(DRAFT_NAME, resolve_path(config.draft), if_absent="skip")]
-    engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
-                                 max_model_len=config.max_model_len, num_threads=config.num_threads,
+    engine_config = EngineConfig(max_num_seqs=config.max_num_seqs, max_num_tokens=config.max_num_tokens,
+                                 max_model_len=config.max_model_len,
                                  quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
     return Engine.from_pretrained(config.model, drafts=drafts, config=engine_config)

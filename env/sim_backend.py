@@ -69,7 +69,7 @@ class SimBackend(EngineBackend):
             if not self.calibration.acceptance.has_pair(pair):
                 raise EnvConfigError(f"the acceptance models in {config.acceptance} have no data for {pair!r}; "
                                      "run `python -m env.calibrate` with that drafter")
-        self.engine_config = EngineConfig(max_batch=config.max_batch, max_num_tokens=config.max_num_tokens,
+        self.engine_config = EngineConfig(max_num_seqs=config.max_num_seqs, max_num_tokens=config.max_num_tokens,
                                           max_model_len=config.max_model_len)
         self.max_prompt_tokens = config.workload.max_prompt_tokens
         self.randomize_latency = config.randomize_latency

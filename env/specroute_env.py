@@ -46,7 +46,7 @@ class SpecRouteEnv(gymnasium.Env):
 
     | index | name | min | max |
     |---|---|---|---|
-    | 0 | running_batch: requests in the running batch | 0 | max_batch |
+    | 0 | running_batch: requests in the running batch | 0 | max_num_seqs |
     | 1 | queue_length: requests waiting (clipped) | 0 | max_queue |
     | 2 | arrival_rate_ema: requests/s, exponentially weighted | 0 | max_rate |
     | 3 | context_mean: mean prompt + output tokens, running rows | 0 | max_model_len |
@@ -97,7 +97,7 @@ class SpecRouteEnv(gymnasium.Env):
     ## Arguments
 
     `gymnasium.make("SpecRoute-v0", backend="sim" | "real", workload=..., **fields)` with the
-    fields of `env.EnvConfig` (actions, max_batch, max_model_len, slo_tpot_s, slo_ttft_s,
+    fields of `env.EnvConfig` (actions, max_num_seqs, max_model_len, slo_tpot_s, slo_ttft_s,
     slo_penalty, max_steps, profile, acceptance, model, draft, engine_factory, ...), or
     `config=EnvConfig(...)`. Bad values raise `env.EnvConfigError` (a `gymnasium.error.Error`
     and a `ValueError`). `reset(options={"workload": ...})` switches the workload for that

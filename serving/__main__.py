@@ -22,8 +22,8 @@ def main(config: ServerConfig) -> None:
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = build_state(config)
-    logging.getLogger("serving").info("serving %s on http://%s:%d (max_batch %d, max_queue %d)",
-                                      state.model_name, config.host, config.port, config.max_batch, config.max_queue)
+    logging.getLogger("serving").info("serving %s on http://%s:%d (max_num_seqs %d, max_queue %d)",
+                                      state.model_name, config.host, config.port, config.max_num_seqs, config.max_queue)
     serve(state, config.host, config.port, config.drain_timeout_s, config.log_level)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from engine.config import parse_quantized_levels
+from engine.config import engine_field, num_threads_field, parse_quantized_levels
 from engine.precision import PrecisionArgs
+
+ROUTER_NAMES = ("learned", "cost-model")     # beside `plain` and fixed chains such as ngram>target@4
 
 
 def _help(text: str, **extra) -> dict:
@@ -23,16 +25,14 @@ class ServerConfig(PrecisionArgs):
         "learned router checkpoint directory (manifest.json + policy.safetensors); "
         "missing or unusable -> the cost-model fallback"))
     router: str = field(default="learned", metadata=_help(
-        "learned (the policy, guarded, cost model as fallback) | cost_model | plain | a fixed chain@K "
-        "such as ngram>target@4 (baselines, A/B runs)"))
+        "learned (the policy, guarded, cost model as fallback) | cost-model (cost_model is accepted) | plain "
+        "| a fixed chain@K such as ngram>target@4 (baselines, A/B runs)"))
     draft: str = field(default="checkpoints/draft", metadata=_help(
         "trained draft directory (used when it exists; '' disables it)"))
     eagle: str = field(default="checkpoints/eagle", metadata=_help(
         "EAGLE head directory (python -m distill.eagle; used when it exists and was made for "
         "the model; '' disables it)"))
-    quantized_levels: str = field(default="int4", metadata=_help(
-        "quantized copies of the target added as intermediate levels the cost model may route "
-        "through (int4, int8; '' disables them): e.g. ngram>draft>int4>target"))
+    quantized_levels: str = engine_field("quantized_levels")
     profile: str = field(default="", metadata=_help(
         "latency profile JSON for the cost-model fallback (default profiles/<model name>.json); "
         "levels it lacks are measured at start-up"))
@@ -42,10 +42,10 @@ class ServerConfig(PrecisionArgs):
     port: int = field(default=8000, metadata=_help("port to bind"))
     served_model_name: str = field(default="", metadata=_help(
         "model id clients send and /v1/models lists (default: the model's name)"))
-    max_batch: int = field(default=8, metadata=_help("most requests decoded together (continuous batching)"))
+    max_num_seqs: int = engine_field("max_num_seqs")
     max_queue: int = field(default=32, metadata=_help(
         "most requests waiting for a batch slot; beyond it requests get 429 with Retry-After"))
-    max_model_len: int = field(default=2048, metadata=_help("context length: prompt + max_tokens must fit"))
+    max_model_len: int = engine_field("max_model_len")
     default_max_tokens: int = field(default=256, metadata=_help(
         "max_tokens when a request gives none (capped by the room left in the context)"))
     max_body_bytes: int = field(default=1 << 20, metadata=_help("largest request body; larger -> 413"))
@@ -61,8 +61,10 @@ class ServerConfig(PrecisionArgs):
     docs: bool = field(default=False, metadata=_help(
         "serve /docs and /redoc (their scripts load from a public CDN, so off by default; "
         "/openapi.json is always served)"))
-    slo_tpot_ms: float = field(default=250.0, metadata=_help("time-per-output-token SLO (ms), seen by the router"))
-    slo_ttft_ms: float = field(default=5000.0, metadata=_help("time-to-first-token SLO (ms), seen by the router"))
+    slo_tpot_s: float = field(default=0.25, metadata=_help(
+        "time-per-output-token SLO (seconds), seen by the router", aliases={"--slo-tpot-ms": 1e-3}))
+    slo_ttft_s: float = field(default=5.0, metadata=_help(
+        "time-to-first-token SLO (seconds), seen by the router", aliases={"--slo-ttft-ms": 1e-3}))
     max_decision_ms: float = field(default=5.0, metadata=_help(
         "a learned decision slower than this is replaced by the fallback's"))
     decision_log: str = field(default="logs/decisions.jsonl", metadata=_help(
@@ -80,7 +82,7 @@ class ServerConfig(PrecisionArgs):
         choices=["none", "summary", "detailed"]))
     drain_timeout_s: float = field(default=60.0, metadata=_help(
         "on SIGTERM, how long in-flight requests may run before they are cut off (/ready says 'draining' meanwhile)"))
-    num_threads: int = field(default=0, metadata=_help("torch threads for the engine (0: torch's default)"))
+    num_threads: int = num_threads_field()
     tokenizer_threads: int = field(default=1, metadata=_help(
         "threads that tokenise and template requests off the event loop (a bounded pool)"))
     log_level: str = field(default="info", metadata=_help(
@@ -88,7 +90,7 @@ class ServerConfig(PrecisionArgs):
 
     def __post_init__(self) -> None:
         parse_quantized_levels(self.quantized_levels)
-        for name in ("max_batch", "max_model_len", "default_max_tokens", "max_body_bytes", "tokenizer_threads",
+        for name in ("max_num_seqs", "max_model_len", "default_max_tokens", "max_body_bytes", "tokenizer_threads",
                      "max_connections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -96,7 +98,7 @@ class ServerConfig(PrecisionArgs):
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        for name in ("slo_tpot_ms", "slo_ttft_ms", "max_decision_ms", "drain_timeout_s", "profile_budget_s",
+        for name in ("slo_tpot_s", "slo_ttft_s", "max_decision_ms", "drain_timeout_s", "profile_budget_s",
                      "decision_log_max_mb", "header_timeout_s", "body_timeout_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -108,11 +110,13 @@ class ServerConfig(PrecisionArgs):
                              f"got {self.per_request_spec_metrics!r}")
         if not self.model:
             raise ValueError("model must be 'default' or a path")
-        if self.router not in ("learned", "cost_model"):
+        if self.router == "cost_model":
+            self.router = "cost-model"      # the agents' spelling is the one name; the old one is accepted
+        if self.router not in ROUTER_NAMES:
             from engine.decision import Decision
             Decision.parse(self.router)     # raises ValueError naming the expected form
 
     @property
     def max_in_flight(self) -> int:
         """Requests the server holds at once: a full batch plus a full queue."""
-        return self.max_batch + self.max_queue
+        return self.max_num_seqs + self.max_queue

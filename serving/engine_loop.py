@@ -242,12 +242,3 @@ class EngineLoop:
         if failures:
             self._consecutive_failures = 0
         return outputs
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until nothing is in flight (tests, drain); False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self._streams or self._commands:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True

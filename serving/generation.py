@@ -1,6 +1,6 @@
 """Running one HTTP request's prompts through the engine loop: admission, streaming, disconnects.
 
-Admission is bounded: the server holds at most `max_batch + max_queue` engine requests; one
+Admission is bounded: the server holds at most `max_num_seqs + max_queue` engine requests; one
 more gets 429 with a Retry-After from the queue ahead of it (`serving/retry_after.py`). A client that goes
 away (streaming or not) has every one of its engine requests aborted at once, which frees
 their KV at every level.

@@ -25,7 +25,7 @@ from router.learned_policy import LearnedPolicy
 from router.load_stats import LoadStats
 from router.observation import observation_spec_for
 from serving.app import ServingState
-from serving.config import ServerConfig
+from serving.config import ROUTER_NAMES, ServerConfig
 from serving.decision_log import BackgroundDecisionLog
 from serving.engine_loop import EngineLoop
 from serving.metrics import ServingMetrics
@@ -41,14 +41,14 @@ logger = logging.getLogger("serving")
 
 def max_num_tokens(config: ServerConfig) -> int:
     """The KV cache's token capacity: every row of a full batch at the longest context."""
-    return max(config.max_model_len * config.max_batch, config.max_model_len)
+    return max(config.max_model_len * config.max_num_seqs, config.max_model_len)
 
 
 def router_config(config: ServerConfig) -> RouterConfig:
     """The server's limits and SLOs as the router sees them; the other ranges and the SLO penalty
     keep RouterConfig's defaults, the environment's too, so the policy sees what it was trained on."""
-    return RouterConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
-                        slo_tpot_s=config.slo_tpot_ms / 1e3, slo_ttft_s=config.slo_ttft_ms / 1e3)
+    return RouterConfig(max_batch=config.max_num_seqs, max_model_len=config.max_model_len,
+                        slo_tpot_s=config.slo_tpot_s, slo_ttft_s=config.slo_ttft_s)
 
 
 def build_observer(config: ServerConfig, actions: list[Decision]) -> ServingObserver:
@@ -143,7 +143,7 @@ def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
 def build_fallback(engine: Engine, config: ServerConfig, actions: list[Decision], model_name: str) -> CostModelRouter:
     """The cost model, used whenever the learned policy is unavailable or untrusted."""
     cost_model = CostModel(load_profile(engine, config, model_name), fallback_decisions(engine, actions),
-                           slo_tpot_s=config.slo_tpot_ms / 1e3)
+                           slo_tpot_s=config.slo_tpot_s)
     return CostModelRouter(cost_model)
 
 
@@ -159,7 +159,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
     observer = build_observer(config, actions)
     decision_log = (BackgroundDecisionLog(config.decision_log, max_bytes=int(config.decision_log_max_mb * 2 ** 20))
                     if config.decision_log else None)
-    if fallback is None and config.router in ("learned", "cost_model"):
+    if fallback is None and config.router in ROUTER_NAMES:
         fallback = build_fallback(engine, config, actions, profile_name or model_name)
     elif fallback is None:
         decision = Decision.parse(config.router)
@@ -171,7 +171,7 @@ def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fall
                            decision_log=decision_log, policy_path=config.policy, mode=config.router)
     engine.set_router(router)
     engine.show_signals(learned is not None and bool(observer.builder.signal_drafters))   # only the policy reads them
-    wait_estimator = WaitEstimator(config.max_batch)
+    wait_estimator = WaitEstimator(config.max_num_seqs)
     spec_metrics = (None if config.per_request_spec_metrics == "none"
                     else PerRequestSpecMetrics(config.per_request_spec_metrics, max_requests=4 * config.max_in_flight))
     observers = [metrics, observer, wait_estimator] + ([spec_metrics] if spec_metrics else [])
@@ -201,9 +201,8 @@ def build_state(config: ServerConfig) -> ServingState:
         drafts.append(DraftSpec("draft", config.draft))
     if config.eagle:                # a default head that is missing or made for another model is skipped, and logged
         drafts.append(DraftSpec("eagle", config.eagle, kind="eagle", if_absent="skip", if_unusable="skip"))
-    engine_config = EngineConfig(max_batch=config.max_batch, max_model_len=config.max_model_len,
-                                 max_num_tokens=max_num_tokens(config),
-                                 num_threads=config.num_threads, quantized_levels=config.quantized_levels,
+    engine_config = EngineConfig(max_num_seqs=config.max_num_seqs, max_model_len=config.max_model_len,
+                                 max_num_tokens=max_num_tokens(config), quantized_levels=config.quantized_levels,
                                  **config.precision_kwargs(release_model_weights=True))
     engine = Engine.from_pretrained(loaded, drafts=drafts, config=engine_config)
     for name, note in engine.draft_notes.items():

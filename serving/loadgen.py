@@ -42,11 +42,13 @@ class LoadgenConfig:
     url: str = field(default="http://127.0.0.1:8000", metadata={"help": "server base URL (loopback only)"})
     trace: str = field(default="", metadata={"help": "'azure' (the shared Azure code trace) or a CSV path with "
                                              "TIMESTAMP (or time_s) and optionally GeneratedTokens columns"})
-    rate: float = field(default=0.0, metadata={"help": "mean arrival rate (req/s) when no trace is given"})
+    request_rate: float = field(default=0.0, metadata={"help": "mean arrival rate (req/s) when no trace is given",
+                                                       "aliases": ["--rate"]})
     burstiness: float = field(default=1.0, metadata={"help": "coefficient of variation of the gaps: 1 = Poisson, >1 burstier (gamma)"})
     time_scale: float = field(default=1.0, metadata={"help": "multiplies trace timestamps (0.1 = 10x the load)"})
-    prompts: str = field(default="sharegpt", metadata={"help": "specbench | sharegpt | humaneval | mt_bench | azure_code"})
-    duration: float = field(default=60.0, metadata={"help": "seconds over which requests arrive"})
+    prompts: str = field(default="sharegpt", metadata={"help": "prompt source", "choices": list(PROMPT_SOURCES)})
+    duration_s: float = field(default=60.0, metadata={"help": "seconds over which requests arrive",
+                                                      "aliases": ["--duration"]})
     max_requests: int = field(default=1000, metadata={"help": "upper bound on requests sent"})
     max_tokens: int = field(default=128, metadata={"help": "cap on each request's output length"})
     min_tokens: int = field(default=4, metadata={"help": "floor on each request's output length"})
@@ -55,8 +57,10 @@ class LoadgenConfig:
     ignore_eos: bool = field(default=True, metadata={"help": "generate exactly the planned output lengths"})
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
     max_concurrency: int = field(default=0, metadata={"help": "most requests in flight at once (0 = unbounded)"})
-    slo_ttft_ms: float = field(default=5000.0, metadata={"help": "TTFT SLO for goodput (ms)"})
-    slo_tpot_ms: float = field(default=250.0, metadata={"help": "TPOT SLO for goodput (ms)"})
+    slo_ttft_s: float = field(default=5.0, metadata={"help": "TTFT SLO for goodput (seconds)",
+                                                     "aliases": {"--slo-ttft-ms": 1e-3}})
+    slo_tpot_s: float = field(default=0.25, metadata={"help": "TPOT SLO for goodput (seconds)",
+                                                      "aliases": {"--slo-tpot-ms": 1e-3}})
     request_timeout_s: float = field(default=300.0, metadata={"help": "per-request timeout"})
     model: str = field(default="", metadata={"help": "model id to send ('' = the server's first model)"})
     seed: int = field(default=0, metadata={"help": "seed for arrivals and prompt choice"})
@@ -68,13 +72,13 @@ class LoadgenConfig:
             raise ValueError(f"the load generator only targets loopback ({', '.join(LOOPBACK_HOSTS)}), got {host!r}")
         if self.prompts not in PROMPT_SOURCES:
             raise ValueError(f"unknown prompts {self.prompts!r}; choose from {', '.join(PROMPT_SOURCES)}")
-        if not self.trace and not (math.isfinite(self.rate) and self.rate > 0):
-            raise ValueError("give --trace or a --rate > 0")
-        if not (0 < self.duration <= MAX_DURATION_S):
-            raise ValueError(f"duration must be in (0, {MAX_DURATION_S:g}] s")
+        if not self.trace and not (math.isfinite(self.request_rate) and self.request_rate > 0):
+            raise ValueError("give --trace or a --request-rate > 0")
+        if not (0 < self.duration_s <= MAX_DURATION_S):
+            raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}]")
         if not (0 < self.max_requests <= MAX_REQUESTS):
             raise ValueError(f"max_requests must be in (0, {MAX_REQUESTS}]")
-        for name in ("burstiness", "time_scale", "slo_ttft_ms", "slo_tpot_ms", "request_timeout_s"):
+        for name in ("burstiness", "time_scale", "slo_ttft_s", "slo_tpot_s", "request_timeout_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a finite number > 0")
         if not 0 < self.min_tokens <= self.max_tokens:
@@ -142,10 +146,10 @@ def plan_requests(cfg: LoadgenConfig) -> list[PlannedRequest]:
         arrival, num = "azure", cfg.max_requests
     else:
         arrival = "poisson" if cfg.burstiness == 1 else "gamma"
-        num = min(cfg.max_requests, int(math.ceil(cfg.rate * cfg.duration * 2)) + 16)
+        num = min(cfg.max_requests, int(math.ceil(cfg.request_rate * cfg.duration_s * 2)) + 16)
     if custom_trace:
         arrival, num = "offline", min(cfg.max_requests, len(read_trace_csv(Path(cfg.trace))))
-    spec = WorkloadSpec(prompts=source, arrival=arrival, rate=cfg.rate or 1.0, cv=cfg.burstiness,
+    spec = WorkloadSpec(prompts=source, arrival=arrival, rate=cfg.request_rate or 1.0, cv=cfg.burstiness,
                         time_scale=cfg.time_scale, num_requests=num,
                         output_len="trace" if cfg.trace == "azure" else "data",
                         max_new_tokens=cfg.max_tokens, min_new_tokens=cfg.min_tokens,
@@ -157,7 +161,7 @@ def plan_requests(cfg: LoadgenConfig) -> list[PlannedRequest]:
             plan.arrival_s = time_s * cfg.time_scale
             if generated is not None:
                 plan.max_tokens = int(min(max(generated, cfg.min_tokens), cfg.max_tokens))
-    return [p for p in planned if p.arrival_s < cfg.duration][: cfg.max_requests]
+    return [p for p in planned if p.arrival_s < cfg.duration_s][: cfg.max_requests]
 
 
 async def _send(client: httpx.AsyncClient, cfg: LoadgenConfig, model: str, plan: PlannedRequest) -> RequestResult:
@@ -225,7 +229,7 @@ async def run_load(cfg: LoadgenConfig, plans: list[PlannedRequest]) -> tuple[lis
 def main(cfg: LoadgenConfig) -> dict:
     plans = plan_requests(cfg)
     if not plans:
-        raise SystemExit("no request arrives within the duration; raise --duration or --rate")
+        raise SystemExit("no request arrives within the duration; raise --duration-s or --request-rate")
     results, duration_s = asyncio.run(run_load(cfg, plans))
     report = {"config": asdict(cfg), **summarize(cfg, results, duration_s)}
     print(format_table(report))

@@ -26,8 +26,8 @@ def _stats_ms(values: list[float]) -> dict:
 
 def summarize(cfg: LoadgenConfig, results: list[RequestResult], duration_s: float) -> dict:
     ok = [r for r in results if r.ok]
-    good = [r for r in ok if r.ttft_s is not None and r.ttft_s * 1e3 <= cfg.slo_ttft_ms
-            and (r.tpot_s is None or r.tpot_s * 1e3 <= cfg.slo_tpot_ms)]
+    good = [r for r in ok if r.ttft_s is not None and r.ttft_s <= cfg.slo_ttft_s
+            and (r.tpot_s is None or r.tpot_s <= cfg.slo_tpot_s)]
     drafted = sum(r.num_draft_tokens for r in ok)
     return {
         "num_requests": len(results), "completed": len(ok),
@@ -44,7 +44,7 @@ def summarize(cfg: LoadgenConfig, results: list[RequestResult], duration_s: floa
         "e2el_ms": _stats_ms([r.e2e_s for r in ok]),
         "goodput_rps": len(good) / duration_s if duration_s else 0.0,
         "slo_attainment": len(good) / len(results) if results else 0.0,
-        "slo": {"ttft_ms": cfg.slo_ttft_ms, "tpot_ms": cfg.slo_tpot_ms},
+        "slo": {"ttft_ms": cfg.slo_ttft_s * 1e3, "tpot_ms": cfg.slo_tpot_s * 1e3},
         "spec_decode": {"num_draft_tokens": drafted, "num_accepted_tokens": sum(r.num_accepted_tokens for r in ok),
                         "acceptance_rate": sum(r.num_accepted_tokens for r in ok) / drafted if drafted else None},
         "errors": sorted({r.error for r in results if r.error})[:5],

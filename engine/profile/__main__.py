@@ -1,7 +1,7 @@
 """`python -m engine.profile`: measure a model's latency profile and write it as JSON.
 
-    python -m engine.profile --model default --draft draft=checkpoints/draft    # + the int4 copy
-    python -m engine.profile --model ./my-llama --draft draft=./my-draft --budget-s 120
+    python -m engine.profile --model default --draft checkpoints/draft    # + the int4 copy
+    python -m engine.profile --model ./my-llama --draft ./my-draft --max-minutes 2
     python -m engine.profile --model default --num-threads 1 --clock cpu   # on a busy machine
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cli.dataclass_args import parse_dataclass
 from data.paths import REPO_ROOT
+from engine.config import engine_field, num_threads_field, parse_draft_specs
 from engine.precision import PrecisionArgs
 
 
@@ -22,24 +23,27 @@ class ProfileArgs(PrecisionArgs):
     """Measure forward latency per level (target, drafts, model-free drafters) into a profile."""
 
     model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local HF dir / .gguf"})
-    draft: list[str] = field(default_factory=list, metadata={"help": "draft model as NAME=PATH; repeat for several"})
-    quantized_levels: str = field(default="int4", metadata={
-        "help": "the target's quantized copies profiled as levels (EngineConfig.quantized_levels); '' = none"})
-    out: str = field(default="", metadata={"help": "output JSON (default: profiles/<model name>.<forward path>.json)"})
-    budget_s: float = field(default=60.0, metadata={"help": "wall-clock budget in seconds for the whole run, loading included"})
+    draft: list[str] = field(default_factory=list, metadata={
+        "help": "draft model as PATH (the level 'draft') or NAME=PATH; repeat for several"})
+    quantized_levels: str = engine_field("quantized_levels")
+    output_json: str = field(default="", metadata={
+        "help": "output JSON (default: profiles/<model name>.<forward path>.json)", "aliases": ["--out"]})
+    max_minutes: float = field(default=1.0, metadata={
+        "help": "wall-clock budget in minutes for the whole run, loading included", "aliases": {"--budget-s": 1 / 60}})
     batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "batch sizes to time"})
     tokens: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 9, 17],
                               metadata={"help": "tokens per row to time (K + 1 for a verifier, up to K + depth)"})
     contexts: list[int] = field(default_factory=lambda: [64, 512, 1536], metadata={"help": "context lengths to time"})
     repeats: int = field(default=2, metadata={"help": "samples per point where the budget allows (the minimum is kept)"})
-    max_model_len: int = field(default=2048, metadata={"help": "context length of the engine being profiled"})
-    num_threads: int = field(default=0, metadata={"help": "torch intra-op threads (0 keeps torch's default)"})
+    max_model_len: int = engine_field("max_model_len")
+    num_threads: int = num_threads_field()
     clock: str = field(default="wall", metadata={"help": "'wall', or 'cpu' (own CPU time, needs --num-threads 1): "
-                                                         "idle-machine latency measured on a busy machine"})
+                                                         "idle-machine latency measured on a busy machine",
+                                                 "choices": ["wall", "cpu"]})
 
     def __post_init__(self) -> None:
-        if self.budget_s <= 0 or self.repeats < 1:
-            raise ValueError("budget_s must be > 0 and repeats >= 1")
+        if self.max_minutes <= 0 or self.repeats < 1:
+            raise ValueError("max_minutes must be > 0 and repeats >= 1")
         for name in ("batches", "tokens"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be non-empty integers >= 1")
@@ -49,14 +53,11 @@ class ProfileArgs(PrecisionArgs):
             raise ValueError("--clock cpu needs --num-threads 1")
         if not self.contexts or min(self.contexts) < 0:
             raise ValueError("contexts must be non-empty integers >= 0")
-        for spec in self.draft:
-            name, sep, path = spec.partition("=")
-            if not sep or not name or not path:
-                raise ValueError(f"--draft takes NAME=PATH, got {spec!r}")
+        parse_draft_specs(self.draft)
 
 
 def parse_args(argv: list[str] | None = None) -> ProfileArgs:
-    return parse_dataclass(ProfileArgs, argv, ProfileArgs.__doc__)
+    return parse_dataclass(ProfileArgs, argv, ProfileArgs.__doc__, prog="python -m engine.profile")
 
 
 def main(cfg: ProfileArgs) -> Path:
@@ -69,19 +70,20 @@ def main(cfg: ProfileArgs) -> Path:
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)      # this command owns the process
-    drafts = [DraftSpec(*spec.split("=", 1), kind=None) for spec in cfg.draft]     # a checkpoint or any local LM
+    drafts = [DraftSpec(name, path, kind=None)                 # a checkpoint of either kind or any local LM
+              for name, path in parse_draft_specs(cfg.draft).items()]
     engine = Engine.from_pretrained(cfg.model, drafts=drafts,
-                                    config=EngineConfig(max_model_len=cfg.max_model_len, num_threads=cfg.num_threads,
+                                    config=EngineConfig(max_model_len=cfg.max_model_len,
                                                         quantized_levels=cfg.quantized_levels,
                                                         **cfg.precision_kwargs(release_model_weights=True)))
     load_s = time.perf_counter() - start
     # the measurement gets what loading left of the budget, but always a little
-    budget = max(cfg.budget_s - load_s - 1.0, 0.25 * cfg.budget_s)
+    budget = max(60 * cfg.max_minutes - load_s - 1.0, 15 * cfg.max_minutes)
     profile = measure_profile(engine, batches=cfg.batches, tokens=cfg.tokens, contexts=cfg.contexts,
                               budget_s=budget, repeats=cfg.repeats, model=engine.model_name, clock=cfg.clock)
     profile.meta["load_s"] = round(load_s, 3)
     profile.meta["total_s"] = round(time.perf_counter() - start, 3)
-    out = Path(cfg.out) if cfg.out else REPO_ROOT / profile_file(engine.model_name, engine.precision.name)
+    out = Path(cfg.output_json) if cfg.output_json else REPO_ROOT / profile_file(engine.model_name, engine.precision.name)
     profile.save(out)
     target_grid = profile.levels["target"]
     print(f"wrote {out} ({engine.precision.name}): levels {', '.join(profile.levels)}; load {load_s:.1f} s, "

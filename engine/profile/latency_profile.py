@@ -203,7 +203,7 @@ class LatencyProfile:
         path = Path(path)
         if not path.is_file():
             raise ProfileError(f"latency profile {path} does not exist; measure one with "
-                               f"`python -m engine.profile --model default --out {path}`")
+                               f"`python -m engine.profile --model default --output-json {path}`")
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -28,7 +28,7 @@ def test_evaluate_writes_tables_targets_and_plots(tmp_path, agent_sim_files, unt
     profile, acceptance = agent_sim_files
     cfg = EvaluateConfig(policies=("learned", "cost-model", "static:plain", "static:ngram>target@k4", "oracle"),
                          checkpoint=str(untrained_checkpoint), workloads=("poisson-high",), seeds=2,
-                         sweep_loads=(0.2, 1.0), sweep_seeds=1, num_requests=6, out_dir=str(tmp_path / "results"), workers=1,
+                         sweep_loads=(0.2, 1.0), sweep_seeds=1, num_requests=6, output_dir=str(tmp_path / "results"), workers=1,
                          profile=profile, acceptance=acceptance)
     md_path = main(cfg)
     text = md_path.read_text()

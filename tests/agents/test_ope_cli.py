@@ -51,7 +51,7 @@ def test_ope_cli_estimates_a_static_target_from_exploring_logs(make_sim_env, age
     profile, acceptance = agent_sim_files
     out = tmp_path / "ope.json"
     cfg = parse_dataclass(OPECliConfig, [str(logs), "--policy", "static:ngram>target@k2", "--bootstrap", "20",
-                                         "--profile", profile, "--acceptance", acceptance, "--out", str(out)],
+                                         "--profile", profile, "--acceptance", acceptance, "--output-json", str(out)],
                           positional=("logs",))
     report = main(cfg)
     printed = capsys.readouterr().out

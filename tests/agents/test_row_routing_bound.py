@@ -30,7 +30,7 @@ def test_per_row_choice_never_scores_below_the_batch_choice_on_the_draws_it_chos
 
 def test_the_bound_writes_its_summary(tmp_path):
     cfg = BoundConfig(workloads=("poisson-medium",), seeds=1, steps_per_episode=3, every=2, draws=4,
-                      num_requests=10, results_dir=str(tmp_path))
+                      num_requests=10, output_dir=str(tmp_path))
     main(cfg)
     data = json.loads((tmp_path / "row_routing.json").read_text())
     summary = data["summary"]

@@ -37,7 +37,7 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
     profile, acceptance = agent_sim_files
     out = tmp_path / "router"
     command = [sys.executable, "-m", "train_router", "--timesteps", "256", "--n-envs", "1",
-               "--n-steps", "128", "--batch-size", "64", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+               "--n-steps", "128", "--batch-size", "64", "--output-dir", str(out), "--runs-dir", str(tmp_path / "runs"),
                "--profile", profile, "--acceptance", acceptance, "--eval-episodes", "1", "--no-progress-bar",
                "--warm-start-steps", "128", "--validation-requests", "4"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -55,7 +55,7 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
 
 def test_dqn_training_exports_its_q_network(tmp_path, agent_sim_files, make_sim_env):
     profile, acceptance = agent_sim_files
-    cfg = TrainConfig(algo="dqn", timesteps=256, n_envs=1, batch_size=32, out=str(tmp_path / "router"),
+    cfg = TrainConfig(algo="dqn", timesteps=256, n_envs=1, batch_size=32, output_dir=str(tmp_path / "router"),
                       runs_dir=str(tmp_path / "runs"), profile=profile, acceptance=acceptance, eval_episodes=0,
                       progress_bar=False, workload="sharegpt",
                       validation_requests=4, select_metric="goodput")

@@ -14,9 +14,9 @@ from bench.common import BenchPrompt
 
 
 def test_run_chains_is_lossless_and_reports_every_column(make_engine, tokenizer, tmp_path):
-    cfg = ChainsBenchArgs(categories="qa,coding", max_new_tokens=6, ks="2", concurrency="1,2",
+    cfg = ChainsBenchArgs(categories="qa,coding", max_tokens=6, ks="2", concurrency="1,2",
                           profile=str(tmp_path / "absent.json"), profile_budget_s=1.0, load_columns="all", repeats=2)
-    engine = make_engine(max_batch=2)
+    engine = make_engine(max_num_seqs=2)
     cost_router = build_cost_router(engine, cfg, "tiny")
     texts = {"qa": "what is a cat? a cat is a cat.", "coding": "def f(x): return x + x + x"}
     prompts = [(BenchPrompt(i, c, t), tokenizer.encode(t, add_special_tokens=False))
@@ -82,7 +82,7 @@ def test_a_repeat_starts_from_the_column_s_state_before_the_prompt(make_engine, 
     """Else the repeat finds the prompt's output in the suffix history and the trackers."""
     from bench.chains_runs import ColumnSwitch, run_one
 
-    engine = make_engine(max_batch=1)
+    engine = make_engine(max_num_seqs=1)
     column = next(c for c in grid_columns([], [2]) if c.name == "suffix>target@k2")
     switch = ColumnSwitch(engine, routers={})
     switch.activate(column)
@@ -157,12 +157,12 @@ def test_the_learned_policy_runs_as_served_and_stays_lossless(make_engine, token
     from tests.serving.conftest import write_checkpoint
 
     actions = [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 4)]
-    cfg = ChainsBenchArgs(categories="qa", max_new_tokens=6, ks="2", concurrency="2", repeats=2,
+    cfg = ChainsBenchArgs(categories="qa", max_tokens=6, ks="2", concurrency="2", repeats=2,
                           profile=str(tmp_path / "absent.json"), profile_budget_s=1.0,
                           policy=str(tmp_path / "router"))
-    write_checkpoint(tmp_path / "router", ServerConfig(router="learned", policy=cfg.policy, slo_tpot_ms=cfg.slo_tpot_ms),
+    write_checkpoint(tmp_path / "router", ServerConfig(router="learned", policy=cfg.policy, slo_tpot_s=cfg.slo_tpot_s),
                      actions, preferred=2)
-    engine = make_engine(max_batch=2)
+    engine = make_engine(max_num_seqs=2)
     cost_router = build_cost_router(engine, cfg, "tiny")
     learned = build_learned_router(engine, cfg, "tiny", cost_router)
     assert learned is not None and learned.fallback is cost_router
@@ -196,7 +196,7 @@ def test_a_policy_that_cannot_load_leaves_the_learned_column_out(make_engine, tm
 
     cfg = ChainsBenchArgs(categories="qa", profile=str(tmp_path / "absent.json"), profile_budget_s=1.0,
                           policy=str(tmp_path / "missing"))
-    engine = make_engine(max_batch=1)
+    engine = make_engine(max_num_seqs=1)
     assert build_learned_router(engine, cfg, "tiny", build_cost_router(engine, cfg, "tiny")) is None
     assert "learned column left out" in capsys.readouterr().out
 
@@ -206,9 +206,9 @@ def test_a_baseline_engine_runs_beside_ours_and_is_kept_out_of_the_lossless_coun
     gets per-category speeds and ratios; its different outputs do not fail our losslessness."""
     from bench.engine_columns import Generation
 
-    cfg = ChainsBenchArgs(categories="qa", max_new_tokens=6, ks="2", concurrency="", repeats=1,
+    cfg = ChainsBenchArgs(categories="qa", max_tokens=6, ks="2", concurrency="", repeats=1,
                           profile=str(tmp_path / "absent.json"), profile_budget_s=1.0)
-    engine = make_engine(max_batch=1)
+    engine = make_engine(max_num_seqs=1)
     cost_router = build_cost_router(engine, cfg, "tiny")
     calls = []
 

@@ -33,8 +33,8 @@ def test_bench_draft_reports_acceptance_speedups_and_lossless_outputs(tmp_path, 
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "bench.bench_draft", "--model", str(model_dir), "--draft", str(tmp_path / "draft"),
            "--eagle", str(tmp_path / "eagle"),
-           "--categories", "qa,translation", "--max-new-tokens", "6", "--draft-ks", "2", "--ngram-ks", "3",
-           "--no-cost-table", "--num-threads", "1", "--output-name", "draft_test", "--results-dir", str(results)]
+           "--categories", "qa,translation", "--max-tokens", "6", "--draft-ks", "2", "--ngram-ks", "3",
+           "--no-cost-table", "--num-threads", "1", "--output-name", "draft_test", "--output-dir", str(results)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((results / "draft_test.json").read_text())

@@ -14,8 +14,8 @@ def row(workload: str, router: str, goodput: float, learned: float = 0, fallback
 
 
 def test_summary_counts_fallbacks_of_learned_runs_only_and_takes_the_geometric_mean():
-    rows = [row("a", "learned", 2.0, learned=97, fallback=3), row("a", "cost_model", 1.0, fallback=50),
-            row("b", "learned", 1.0, learned=100), row("b", "cost_model", 2.0, fallback=80),
+    rows = [row("a", "learned", 2.0, learned=97, fallback=3), row("a", "cost-model", 1.0, fallback=50),
+            row("b", "learned", 1.0, learned=100), row("b", "cost-model", 2.0, fallback=80),
             row("c", "learned", 1.0, learned=100)]                       # no cost-model run: no ratio
     summary = summarize_rows(rows)
     assert summary["fallback_share"] == pytest.approx(3 / 300)
@@ -24,4 +24,4 @@ def test_summary_counts_fallbacks_of_learned_runs_only_and_takes_the_geometric_m
 
 
 def test_summary_without_learned_runs_has_no_learned_keys():
-    assert summarize_rows([row("a", "cost_model", 1.0, fallback=5)]) == {}
+    assert summarize_rows([row("a", "cost-model", 1.0, fallback=5)]) == {}

@@ -46,7 +46,7 @@ def test_shared_benchmark_arguments_are_checked_alike():
     assert parse_categories("") == list(SPEC_BENCH_CATEGORIES)
     assert parse_categories(" qa, writing ,") == ["qa", "writing"]
     check_spec_bench_args(1, 16, "qa,writing", "smoke")
-    for args, message in (((0, 16, "", "x"), "--prompts-per-category"), ((1, 0, "", "x"), "--max-new-tokens"),
+    for args, message in (((0, 16, "", "x"), "--prompts-per-category"), ((1, 0, "", "x"), "--max-tokens"),
                           ((1, 16, "qa,poetry", "x"), "unknown categories \\['poetry'\\]"),
                           ((1, 16, "", "a/b"), "--output-name"), ((1, 16, "", ""), "--output-name")):
         with pytest.raises(ValueError, match=message):

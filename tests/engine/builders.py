@@ -53,7 +53,7 @@ def make_dummy_engine(target, tokenizer, drafts=None, chain: Sequence[str] = ("t
                       router=None, **config) -> Engine:
     """An engine over the tiny target; a StaticRouter(chain, k) unless `router` is given."""
     config.setdefault("max_model_len", 256)
-    config.setdefault("max_batch", 64)
+    config.setdefault("max_num_seqs", 64)
     return Engine(target, tokenizer, EngineConfig(**config), drafts=drafts,
                   router=router or StaticRouter(Decision(tuple(chain), k)))
 
@@ -132,8 +132,8 @@ def run_training_cli(module: str, tmp_path: Path, tokenizer, out_name: str, *fla
     tokenizer.save_pretrained(model_dir)
     out = tmp_path / out_name
     env = dict(os.environ, SPECROUTE_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", module, "--model", str(model_dir), "--out", str(out), *flags,
-           "--vocab_subset", "32", "--num_prompts", "12", "--max_new_tokens", "8", "--max_prompt_tokens", "32",
+    cmd = [sys.executable, "-m", module, "--model", str(model_dir), "--output-dir", str(out), *flags,
+           "--vocab_subset", "32", "--num_prompts", "12", "--max_tokens", "8", "--max_prompt_tokens", "32",
            "--steps", "4", "--eval_every", "2", "--num_threads", "1"]
     done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     return model_dir, out, done

@@ -59,7 +59,7 @@ CONSTRUCTOR_CALLS = {
     "nan top_p": (lambda: SamplingParams(top_p=math.nan), r"top_p must be in \(0, 1\]"),
     "top_k < 0": (lambda: SamplingParams(top_k=-1), "top_k must be an integer >= 0"),
     "empty stop string": (lambda: SamplingParams(stop=[""]), "stop must be a list of non-empty strings"),
-    "max_batch 0": (lambda: EngineConfig(max_batch=0), "max_batch must be > 0"),
+    "max_num_seqs 0": (lambda: EngineConfig(max_num_seqs=0), "max_num_seqs must be > 0"),
 }
 
 
@@ -71,7 +71,7 @@ def reference(target, tokenizer):
 @pytest.fixture
 def busy_engine(target, tokenizer, drafts):
     """An engine with one request halfway through and one queued, so there is state to keep."""
-    engine = make_dummy_engine(target, tokenizer, drafts, ("ngram", "draft", "target"), 3, max_batch=1)
+    engine = make_dummy_engine(target, tokenizer, drafts, ("ngram", "draft", "target"), 3, max_num_seqs=1)
     engine.add_request("hello", PARAMS, request_id="running")
     engine.add_request(PROMPTS[0], PARAMS, request_id="queued")
     engine.step()

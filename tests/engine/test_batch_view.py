@@ -28,7 +28,7 @@ class RecordingRouter:
 
 def test_the_router_sees_the_admitted_rows_the_queue_and_the_trackers(target, tokenizer, drafts):
     router = RecordingRouter()
-    engine = make_dummy_engine(target, tokenizer, drafts, router=router, max_batch=2)
+    engine = make_dummy_engine(target, tokenizer, drafts, router=router, max_num_seqs=2)
     ids = [engine.add_request(p, PARAMS) for p in ("hello world", "abc abc abc", "the cat sat")]
     engine.step()
     view = router.views[0]

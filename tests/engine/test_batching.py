@@ -46,7 +46,7 @@ def free_slots(engine) -> dict[str, int]:
 
 def test_rows_joining_and_leaving_match_isolated_runs(target, tokenizer, drafts, reference):
     rng = random.Random(0)
-    engine = make_dummy_engine(target, tokenizer, drafts, ("draft", "target"), 3, max_batch=4)
+    engine = make_dummy_engine(target, tokenizer, drafts, ("draft", "target"), 3, max_num_seqs=4)
     ids: dict[str, int] = {}
     final = {}
     pending = list(range(len(PROMPTS)))
@@ -108,7 +108,7 @@ def test_abort_frees_kv_at_every_level_and_others_continue(target, tokenizer, dr
 
 
 def test_abort_of_a_waiting_request_removes_it_from_the_queue(target, tokenizer, drafts, reference):
-    engine = make_dummy_engine(target, tokenizer, drafts, ("ngram", "target"), 2, max_batch=1)
+    engine = make_dummy_engine(target, tokenizer, drafts, ("ngram", "target"), 2, max_num_seqs=1)
     first = engine.add_request(PROMPTS[0], PARAMS)
     second = engine.add_request(PROMPTS[1], PARAMS)
     engine.step()
@@ -123,7 +123,7 @@ def test_abort_of_a_waiting_request_removes_it_from_the_queue(target, tokenizer,
 
 @pytest.mark.parametrize("max_batch", [1, 3])
 def test_max_batch_is_respected_and_the_queue_is_fifo(max_batch, target, tokenizer, drafts, reference):
-    engine = make_dummy_engine(target, tokenizer, drafts, ("suffix", "target"), 4, max_batch=max_batch)
+    engine = make_dummy_engine(target, tokenizer, drafts, ("suffix", "target"), 4, max_num_seqs=max_batch)
     ids = [engine.add_request(p, PARAMS) for p in PROMPTS[:6]]
     started = []
     final = {}
@@ -214,9 +214,9 @@ def test_long_prompts_joining_decoding_rows_give_the_same_outputs(chain, k, targ
     """Long prompts (and levels catching up) join short decoding rows: caught up apart and sliced
     to the budget, every forward stays within it, and the outputs equal padding every row."""
     prompts = [p for pair in zip(PROMPTS[:6], make_long_prompts(6, seed=3)) for p in pair]
-    want = arrive_while_decoding(with_catch_up(make_dummy_engine(target, tokenizer, drafts, chain, k, max_batch=4),
+    want = arrive_while_decoding(with_catch_up(make_dummy_engine(target, tokenizer, drafts, chain, k, max_num_seqs=4),
                                                **NO_CATCH_UP), prompts, PARAMS, seed=7)
-    engine = with_catch_up(make_dummy_engine(target, tokenizer, drafts, chain, k, max_batch=4), 4, BUDGET)
+    engine = with_catch_up(make_dummy_engine(target, tokenizer, drafts, chain, k, max_num_seqs=4), 4, BUDGET)
     calls = record_forwards(engine)
     got = arrive_while_decoding(engine, prompts, PARAMS, seed=7)
     assert_same_outputs(got, want, f"{chain} k={k}")

@@ -78,7 +78,7 @@ def test_bad_input_subprocess_is_one_line_exit_2(model_dir):
     (["--chain", "ngram>suffix>target"], "cannot verify"),
     (["--temperature", "-0.5"], "temperature"),
     (["--max-tokens", "0"], "max_tokens"),
-    (["--draft", "nopath"], "NAME=PATH"),
+    (["--draft", "=nopath"], "NAME=PATH"),
     (["--draft", "d=/no/such/dir", "--chain", "d>target"], "does not exist"),
     (["--prompt", ""], "--prompt is required"),
     (["--chat"], "no chat template"),

@@ -61,4 +61,4 @@ def test_cli_writes_an_eagle_head_that_loads_onto_its_target(tmp_path, tokenizer
     target = load_model(str(model_dir))
     head = load_draft(out, target, "eagle")
     assert head.model.feature_fc.weight.shape == (64, 128)
-    assert EagleDistillConfig().out == "checkpoints/eagle"
+    assert EagleDistillConfig().output_dir == "checkpoints/eagle"

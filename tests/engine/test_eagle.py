@@ -130,7 +130,7 @@ def assert_eagle_caches_exact(engine, fresh: FreshEagle) -> int:
 def test_switching_chains_every_step_keeps_output_and_caches_exact(target, tokenizer, eagle_drafts):
     """Rows on different chains, switching every step (plain and n-gram steps between EAGLE
     steps), joining while others decode, some caught up in budget-sized slices."""
-    engine = with_catch_up(make_dummy_engine(target, tokenizer, eagle_drafts, router=ScheduleRouter(0), max_batch=5),
+    engine = with_catch_up(make_dummy_engine(target, tokenizer, eagle_drafts, router=ScheduleRouter(0), max_num_seqs=5),
                            4, 24)
     fresh = FreshEagle(target, eagle_drafts["eagle"])
     ids, final, pending, num_checked = [], {}, list(PROMPTS), 0

@@ -158,7 +158,7 @@ def test_command_line_writes_a_profile(tmp_path, target, tokenizer, drafts):
         tokenizer.save_pretrained(tmp_path / name)
     out = tmp_path / "profiles" / "tiny.json"
     main(parse_args(["--model", str(tmp_path / "tiny"), "--draft", f"small={tmp_path / 'tiny-draft'}",
-                     "--out", str(out), "--budget-s", "20", "--batches", "1", "2", "--tokens", "1", "3",
+                     "--output-json", str(out), "--max-minutes", "0.34", "--batches", "1", "2", "--tokens", "1", "3",
                      "--contexts", "8", "64", "--max-model-len", "128"]))
     profile = LatencyProfile.load(out)
     assert profile.model == "tiny"
@@ -166,7 +166,7 @@ def test_command_line_writes_a_profile(tmp_path, target, tokenizer, drafts):
     assert profile.meta["total_s"] >= profile.meta["measure_s"]
 
 
-@pytest.mark.parametrize("argv", [["--draft", "nopath"], ["--budget-s", "0"], ["--batches", "0"],
+@pytest.mark.parametrize("argv", [["--draft", "=nopath"], ["--max-minutes", "0"], ["--batches", "0"],
                                   ["--clock", "cpu"], ["--clock", "sundial", "--num-threads", "1"]])
 def test_command_line_rejects_bad_arguments(argv, capsys):
     from engine.profile.__main__ import parse_args

@@ -152,7 +152,7 @@ def test_random_chain_and_k_every_step_keeps_caches_exact(seed, target, tokenize
     prompts = make_prompts(10, seed=seed)
     greedy = SamplingParams(max_tokens=24)
     router = RandomRouter(seed)
-    engine = make_dummy_engine(target, tokenizer, drafts, router=router, max_batch=6)
+    engine = make_dummy_engine(target, tokenizer, drafts, router=router, max_num_seqs=6)
     fresh = {name: FreshPrefill(model) for name, model in {"target": target, **drafts}.items()}
     free_before = {name: level.cache.num_free_slots for name, level in engine.levels.items()}
     ids = [engine.add_request(p, greedy) for p in prompts[:4]]
@@ -187,7 +187,7 @@ def test_caught_up_and_chunked_rows_keep_every_cache_exact(target, tokenizer, dr
     prompts = [p for pair in zip(make_prompts(5, seed=9), make_long_prompts(5, seed=9)) for p in pair]
     greedy = SamplingParams(max_tokens=16)
     router = RandomRouter(7)
-    engine = with_catch_up(make_dummy_engine(target, tokenizer, drafts, router=router, max_batch=5), 4, 24)
+    engine = with_catch_up(make_dummy_engine(target, tokenizer, drafts, router=router, max_num_seqs=5), 4, 24)
     fresh = {name: FreshPrefill(model) for name, model in {"target": target, **drafts}.items()}
     rng = random.Random(5)
     ids, final, pending, num_checked = [], {}, list(prompts), 0

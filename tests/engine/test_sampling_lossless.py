@@ -74,7 +74,7 @@ def toy_bf16(toy):
 
 def sampled_counts(model, drafts, chain, params: SamplingParams, dtype: str = "float32") -> torch.Tensor:
     """Counts of the first three tokens over NUM_SAMPLES seeded requests: [12^3]."""
-    engine = make_dummy_engine(model, None, drafts, chain, 3, max_model_len=16, max_batch=BATCH,
+    engine = make_dummy_engine(model, None, drafts, chain, 3, max_model_len=16, max_num_seqs=BATCH,
                                max_num_tokens=BATCH * 16, dtype=dtype,
                                quantized_levels="int4" if "int4" in chain else "")
     counts = torch.zeros(VOCAB ** NUM_TOKENS, dtype=torch.long)

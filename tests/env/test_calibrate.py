@@ -13,8 +13,8 @@ def test_calibrate_fits_the_sim_and_reports_sim_vs_real(tmp_path, capsys):
     build_tiny_llama(seed=0, num_layers=2).save_pretrained(model_dir)
     build_char_tokenizer().save_pretrained(model_dir)
     cfg = parse_args(["--model", str(model_dir), "--draft", str(tmp_path / "no-draft"),
-                      "--profile", str(tmp_path / "profile.json"), "--out", str(tmp_path / "acceptance.json"),
-                      "--fit-prompts", "6", "--max-new-tokens", "6", "--max-prompt-tokens", "24",
+                      "--profile", str(tmp_path / "profile.json"), "--output-json", str(tmp_path / "acceptance.json"),
+                      "--fit-prompts", "6", "--max-tokens", "6", "--max-prompt-tokens", "24",
                       "--compare-requests", "2", "--sim-repeats", "2", "--speed-seconds", "0.3",
                       "--profile-budget-s", "3", "--fit-ks", "2", "4",
                       "--profile-source", "fitted", "--clock", "wall", "--num-threads", "0"])

@@ -12,7 +12,7 @@ from env import SpecRouteEnv
 
 def test_a_level_s_catch_up_shows_a_new_prompt_until_that_level_has_fed_it(sim_kwargs):
     env = SpecRouteEnv(**{**sim_kwargs, "workload": {"name": "sharegpt", "num_requests": 1, "max_new_tokens": 32}},
-                       actions=["plain", "int4>target@3", "draft>target@2"], max_batch=1)
+                       actions=["plain", "int4>target@3", "draft>target@2"], max_num_seqs=1)
     names = env.obs_spec.names
     int4, draft, rows = names.index("catch_up[int4]"), names.index("catch_up[draft]"), names.index("running_batch")
     obs, _ = env.reset(seed=0)

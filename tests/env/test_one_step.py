@@ -21,7 +21,7 @@ from engine.spec_step import PairOutcome, RowResult
 from env.sim_executor import SIM_REJECTED_ID, SIM_TOKEN_ID, SimDrafter, SimExecutor
 from tests.env.conftest import make_calibration, make_profile
 
-CONFIG = dict(max_model_len=96, max_batch=2, max_num_tokens=4096, shadow_draft_length=4)
+CONFIG = dict(max_model_len=96, max_num_seqs=2, max_num_tokens=4096, shadow_draft_length=4)
 PROMPTS = [("the cat sat on the mat. the cat sat", 20), ("one two one two one two", 9),
            ("abc abd abe abc abd", 14), ("hello world hello", 30), ("xyz zyx xyz", 5)]
 SCHEDULE = [Decision(), Decision(("ngram", "target"), 3), Decision(("draft", "target"), 2),

@@ -42,7 +42,7 @@ def test_signals_are_sampled_with_the_fitted_frequencies_and_survive_json():
 def test_the_observation_shows_the_signal_the_steps_proposal_is_drawn_with(sim_kwargs):
     """Signal 0 means the drafter has nothing to propose: a step of ngram>target then commits one
     token per row; a step shown a positive signal commits more on average."""
-    env = SpecRouteEnv(**sim_kwargs, actions=["plain", "ngram>target@4"], max_batch=1)
+    env = SpecRouteEnv(**sim_kwargs, actions=["plain", "ngram>target@4"], max_num_seqs=1)
     names = env.obs_spec.names
     at, rows = names.index("signal_max[ngram]"), names.index("running_batch")
     assert "signal_mean[ngram]" in names and "signal_max[suffix]" not in names     # no action starts with suffix

@@ -206,7 +206,7 @@ def test_the_sim_charges_every_forward_a_step_of_rows_on_different_chains_runs(t
     from env.sim_clock import rows_forwards
     from tests.env.conftest import make_profile
 
-    engine = Engine(target, tokenizer, EngineConfig(max_model_len=256, max_num_tokens=8192, max_batch=4),
+    engine = Engine(target, tokenizer, EngineConfig(max_model_len=256, max_num_tokens=8192, max_num_seqs=4),
                     drafts={"draft": drafts["draft"]})
     calls = []
     for name, level in engine.levels.items():

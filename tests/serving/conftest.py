@@ -31,10 +31,10 @@ def make_state(make_engine):
         config.setdefault("policy", "")
         config.setdefault("decision_log", "")
         config.setdefault("max_model_len", 256)
-        config.setdefault("max_batch", 4)
+        config.setdefault("max_num_seqs", 4)
         config.setdefault("max_queue", 4)
         cfg = ServerConfig(**config)
-        engine = make_engine(chain, k, max_model_len=cfg.max_model_len, max_batch=cfg.max_batch)
+        engine = make_engine(chain, k, max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs)
         return state_for_engine(engine, cfg, MODEL, fallback=StaticRouter(Decision(tuple(chain), k)))
 
     return build

@@ -20,7 +20,7 @@ def test_bad_checkpoint_warns_once_and_sigterm_drains(tmp_path, target, tokenize
     policy = tmp_path / "router"
     policy.mkdir()
     (policy / "manifest.json").write_text('{"format": "specroute-policy", "format_version": 1, "algo": ')
-    server = ServerProcess(["--model", str(model_dir), "--policy", str(policy), "--draft", "", "--max-batch", "2",
+    server = ServerProcess(["--model", str(model_dir), "--policy", str(policy), "--draft", "", "--max-num-seqs", "2",
                             "--max-queue", "2", "--num-threads", "1", "--profile-budget-s", "1",
                             "--decision-log", str(tmp_path / "decisions.jsonl")],
                            tmp_path / "server.log", ready_timeout_s=240)

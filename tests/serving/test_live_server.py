@@ -73,7 +73,7 @@ def test_non_streaming_client_disconnect_aborts_and_frees_kv(make_state):
 
 
 def test_full_queue_answers_429_with_retry_after_and_recovers(make_state):
-    state = make_state(("ngram", "target"), 3, max_batch=1, max_queue=1)
+    state = make_state(("ngram", "target"), 3, max_num_seqs=1, max_queue=1)
     state.engine.set_router(SlowRouter(state.engine.router, 0.02))
     long_request = {"prompt": PROMPT, "max_tokens": 60, "temperature": 0, "ignore_eos": True}
     with live_server(state) as url, httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
@@ -88,7 +88,7 @@ def test_full_queue_answers_429_with_retry_after_and_recovers(make_state):
 
 
 def test_concurrent_identical_greedy_prompts_give_identical_outputs(make_state, make_engine):
-    state = make_state(("ngram", "target"), 3, max_batch=4)
+    state = make_state(("ngram", "target"), 3, max_num_seqs=4)
     body = {"prompt": PROMPT, "max_tokens": 30, "temperature": 0, "ignore_eos": True}
     reference = make_engine(("target",), 0).generate([PROMPT], SamplingParams(max_tokens=30, ignore_eos=True))[0]
     with live_server(state) as url, httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(6) as pool:
@@ -98,7 +98,7 @@ def test_concurrent_identical_greedy_prompts_give_identical_outputs(make_state, 
 
 
 def test_one_failing_request_never_stops_the_loop(make_state, make_engine, tokenizer):
-    state = make_state(("ngram", "target"), 3, max_batch=4)
+    state = make_state(("ngram", "target"), 3, max_num_seqs=4)
     poison = tokenizer.convert_tokens_to_ids("z")
     drafter = state.engine.drafters["ngram"]
     propose = drafter.propose

@@ -60,7 +60,7 @@ def retrying_client(url: str, body: dict) -> tuple[int, list[int]]:
 
 
 def test_no_retrying_client_gives_up_at_five_times_oversubscription(make_state):
-    state = make_state(("target",), 0, max_batch=2, max_queue=2)
+    state = make_state(("target",), 0, max_num_seqs=2, max_queue=2)
     state.engine.set_router(SlowRouter(state.engine.router, 0.02))
     body = {"prompt": "hello", "max_tokens": 30, "temperature": 0, "ignore_eos": True}
     num_clients = 5 * state.config.max_in_flight

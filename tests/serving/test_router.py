@@ -16,7 +16,7 @@ from tests.serving.conftest import write_checkpoint
 
 ACTIONS = [Decision(), Decision(("ngram", "target"), 2), Decision(("ngram", "target"), 4)]
 REQUEST = {"prompt": "the cat sat on the mat. the cat sat on the", "max_tokens": 12, "temperature": 0}
-SERVER = dict(max_model_len=256, max_batch=4, max_queue=4)
+SERVER = dict(max_model_len=256, max_num_seqs=4, max_queue=4)
 
 
 def fallback_warnings(caplog) -> list[str]:
@@ -110,7 +110,7 @@ def test_the_cost_model_is_the_default_fallback(make_engine, tmp_path):
     from engine.profile import measure_profile
     from serving.launch import state_for_engine
 
-    engine = make_engine(max_model_len=256, max_batch=4)
+    engine = make_engine(max_model_len=256, max_num_seqs=4)
     engine.set_profile(measure_profile(engine, batches=(1, 4), tokens=(1, 8), contexts=(16, 128), budget_s=1.0,
                                        repeats=1))
     state = state_for_engine(engine, ServerConfig(policy=str(tmp_path / "none"), decision_log="", **SERVER), "tiny")
@@ -124,7 +124,7 @@ def test_the_cost_model_is_the_default_fallback(make_engine, tmp_path):
 def test_fixed_router_modes_route_every_step_with_that_decision(make_engine, mode, label):
     from serving.launch import state_for_engine
 
-    engine = make_engine(max_model_len=256, max_batch=4)
+    engine = make_engine(max_model_len=256, max_num_seqs=4)
     state = state_for_engine(engine, ServerConfig(router=mode, decision_log="", **SERVER), "tiny")
     status = serve_requests(state)
     assert status["mode"] == mode and status["decisions"]["learned"] == 0

@@ -38,7 +38,7 @@ def test_expected_wait_replays_the_queue_on_the_batch_slots():
 
 
 def test_retry_after_is_within_twice_the_real_wait_under_overload(make_state):
-    state = make_state(("target",), 0, max_batch=1, max_queue=1)
+    state = make_state(("target",), 0, max_num_seqs=1, max_queue=1)
     state.engine.set_router(SlowRouter(state.engine.router, 0.03))
     long_request = {"prompt": "hello", "max_tokens": 100, "temperature": 0, "ignore_eos": True}
     with live_server(state) as url, httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
