@@ -2,7 +2,10 @@
 evaluation and policy export. The runtime they share with serving (the Policy protocol, the learned
 policy and its checkpoint format, decision logs, the cost-model router) lives in `router`.
 Training lives in `train_router`, evaluation in `agents.evaluate`, OPE in `agents.ope` /
-`agents.ope_validate`."""
+`agents.ope_validate`.
+
+Imports data, cli, engine, router and env; never serving or bench (tests/test_layout.py).
+"""
 
 from agents.cost_model_policy import CostModelPolicy
 from agents.exploration import EpsilonGreedy, SoftmaxExploration, log_episodes

@@ -1,4 +1,7 @@
-"""SpecRoute engine: models, drafters, KV caches with rollback, verification, the multi-level step."""
+"""SpecRoute engine: models, drafters, KV caches with rollback, verification, the multi-level step.
+
+Imports data and cli only; everything else in the project builds on it (tests/test_layout.py).
+"""
 
 from engine.batch_view import BatchView, Router, RowView
 from engine.config import EngineConfig

@@ -10,6 +10,8 @@
 The spec (spaces, reward, episode end, arguments) is `SpecRouteEnv`'s docstring; the settings are
 `EnvConfig`; workloads are `WORKLOADS` presets or `WorkloadSpec`s; `python -m env.calibrate`
 fits the simulator's acceptance models on the real engine.
+
+Imports data, cli, engine and router; agents, serving and the benchmarks build on it (tests/test_layout.py).
 """
 
 from gymnasium.envs.registration import register, registry

@@ -10,7 +10,7 @@
     cost_router.py          CostModelRouter: the cost model as the engine's router (and the fallback)
     decision_log.py         the decision log row, its JSONL writer and reader (off-policy evaluation)
 
-Imports run downward only: `router` imports `engine` (and `cli`, numpy, torch, safetensors, the
+Imports run downward only (tests/test_layout.py): `router` imports `engine` (and `data`, `cli`, numpy, torch, safetensors, the
 standard library); `env`, `agents` and `serving` import `router`; nothing here imports them or
 `bench`. A decision is spelled as `engine.decision.Decision` parses and prints it.
 """

@@ -62,7 +62,7 @@ def test_a_list_value_outside_the_choices_is_a_usage_error(capsys):
     (["-m", "distill.draft"], ["--storage-dtype", "int8"], "argument --storage-dtype: invalid choice"),
     (["-m", "serving.loadgen"], ["--prompts", "nope"], "argument --prompts: invalid choice: 'nope'"),
     (["-m", "train_router"], ["--algo", "a2c"], "argument --algo: invalid choice: 'a2c'"),
-    (["-m", "serving"], ["--router", "fastest"], "action 'fastest' must look like"),
+    (["-m", "serving"], ["--router", "fastest"], "decision 'fastest' must be 'plain' or levels"),
     (["-m", "agents.evaluate"], ["--policies", "learned", "fastest"], "unknown policy 'fastest'"),
     (["-m", "agents.ope_validate"], ["--behaviour", "fastest"], "unknown policy 'fastest'"),
     (["-m", "train_router"], ["--warm-start", "fastest"], "unknown policy 'fastest'"),

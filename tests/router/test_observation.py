@@ -30,7 +30,7 @@ def test_the_spec_lists_what_the_actions_use():
 
 def test_the_server_s_spec_is_the_environment_s():
     """A server with the env's limits and SLOs must see the layout and ranges the policy was trained on."""
-    env = EnvConfig(actions=tuple(ACTIONS), max_batch=4, max_model_len=256, max_num_tokens=1024, slo_tpot_s=0.1,
+    env = EnvConfig(actions=tuple(ACTIONS), max_num_seqs=4, max_model_len=256, max_num_tokens=1024, slo_tpot_s=0.1,
                     slo_ttft_s=2.0)
     served = observation_spec_for(ACTIONS, RouterConfig(max_batch=4, max_model_len=256, slo_tpot_s=0.1,
                                                         slo_ttft_s=2.0))
