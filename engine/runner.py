@@ -19,6 +19,7 @@ from engine.linear_kernels import k_major, k_major_in_place
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 
+
 class ModelRunner:
     """Runs one causal LM over slots of its own KVCache, in the model's dtype and on its device.
 
@@ -31,8 +32,14 @@ class ModelRunner:
     passes an explicit mask to the same attention kernel, so a decode step and a verification
     forward take the same code path.
 
+    A step's fixed costs are kept out of the layer loop: each layer makes four product calls
+    (fused q/k/v and gate/up, engine/layer_weights.py), the indices, masks and rotary angles are
+    built once per forward (engine/forward_index.py), residuals add in place, and nothing in the
+    loop reads a tensor's value on the host.
+
     Args:
-        kernel: `dense` or `prepacked` (engine/linear_kernels.py).
+        kernel: `dense` or `prepacked` (engine/linear_kernels.py). A model's products are laid
+            out once and shared by every runner over it (engine/layer_weights.py).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
         head_weights: the LM head's format. `dense` for a target (the head is the tied
             embedding); a quantized copy of the target that drafts quantizes its head too, since
