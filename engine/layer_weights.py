@@ -2,7 +2,9 @@
 
 A decode step is dominated by fixed costs per call, not by arithmetic (SmolLM2, 1 row: 30 layers
 x 7 products), so matrices that read the same input are concatenated once, here, and multiplied
-in one call: q/k/v read the attention norm's output, gate/up the MLP norm's. Each output row of
+in one call: q/k/v read the attention norm's output, gate/up the MLP norm's. Measured (SmolLM2
+shapes, fp32 prepacked, one thread, Zen 3): q/k/v + gate/up per layer 584 -> 370 us for 1 row,
+1765 -> 1476 us for 16 rows. Each output row of
 a fused product is the same dot product as in the separate one, so int8 (per output channel) and
 int4 (per output row and input group) quantize a fused matrix exactly as they would each part.
 
