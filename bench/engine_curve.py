@@ -40,7 +40,10 @@ def non_product_share(runner, batch: int, context: int = 200, repeats: int = 5) 
     """One decode step (1 token per row) at `batch`: its time, the time inside the matrix products
     (every Linear of the layers and the head), and the share of the step outside them (norms,
     rotary, attention, index building, Python)."""
-    classes = {type(p) for layer in runner.layers for p in layer.products} | {type(runner.lm_head)}
+    # the products that multiply (a fused group of the dense kernel times its parts, so timing
+    # the group too would count them twice; its concatenation is not a product)
+    classes = {type(m) for layer in runner.layers for p in layer.products for m in getattr(p, "parts", [p])}
+    classes |= {type(runner.lm_head)}
     inside = [0.0]
     originals = {cls: cls.__call__ for cls in classes}
 

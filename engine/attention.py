@@ -32,17 +32,17 @@ ATTENTION_BLOCK = 64                 # keys per block; the KV cache's capacity i
 def hidden_keys(positions: torch.Tensor, span: int, heads_per_kv: int, tile: int = 1,
                 block: int = ATTENTION_BLOCK) -> torch.Tensor:
     """What each query may not see, in the layout `invariant_attention` scores in:
-    [b, 1, tiles, nblk, block, heads_per_kv * tile]; the same for every layer of a forward."""
+    [b, 1, tiles, nblk, heads_per_kv * tile, block]; the same for every layer of a forward."""
     batch, width = positions.shape
     padded_span = -(-span // block) * block
     num_tiles = -(-width // tile)
     if num_tiles * tile != width:
         positions = torch.nn.functional.pad(positions, (0, num_tiles * tile - width))   # pad queries see key 0
     rows = heads_per_kv * tile
-    key_index = torch.arange(padded_span, device=positions.device).view(padded_span // block, block, 1)
+    key_index = torch.arange(padded_span, device=positions.device).view(padded_span // block, 1, block)
     query_pos = positions.view(batch, num_tiles, 1, tile).expand(batch, num_tiles, heads_per_kv, tile)
-    query_pos = query_pos.reshape(batch, 1, num_tiles, 1, 1, rows)                       # [b, 1, tiles, 1, 1, rows]
-    return key_index > query_pos                                                         # [b, 1, tiles, nblk, block, rows]
+    query_pos = query_pos.reshape(batch, 1, num_tiles, 1, rows, 1)                       # [b, 1, tiles, 1, rows, 1]
+    return key_index > query_pos                                                         # [b, 1, tiles, nblk, rows, block]
 
 
 def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
@@ -52,6 +52,17 @@ def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
     what any query sees (padding to a block is free); it must be >= max(positions) + 1. `hidden`
     is `hidden_keys(...)` for these arguments, computed once per forward by a caller with layers."""
     batch, num_heads, width, dim = q.shape
+    out = invariant_attention_rows(q.transpose(1, 2), keys, values, positions, tile, block, hidden)
+    return out.view(batch, width, num_heads, dim).transpose(1, 2)
+
+
+def invariant_attention_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+                             tile: int = 1, block: int = ATTENTION_BLOCK,
+                             hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """`invariant_attention` in the layout of a layer's products: `q` [b, t, nh, d] (any
+    strides: a view of the fused q/k/v product), returns [b, t, nh * d] contiguous, the output
+    projection's input, with no copy between."""
+    batch, width, num_heads, dim = q.shape
     num_kv = keys.shape[1]
     rep = num_heads // num_kv
     span = keys.shape[2]
@@ -64,24 +75,34 @@ def invariant_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
     padded_width = -(-width // tile) * tile
     num_tiles = padded_width // tile
     if padded_width != width:
-        q = torch.nn.functional.pad(q, (0, 0, 0, padded_width - width))
+        q = torch.nn.functional.pad(q, (0, 0, 0, 0, 0, padded_width - width))
     if hidden is None:
         hidden = hidden_keys(positions, span, rep, tile, block)
     rows = rep * tile
-    scale = dim ** -0.5
-    # [b, kvh, tiles, 1, d, rows]: one matmul entry per tile, rows ordered (head, tile position),
-    # laid out afresh so that every entry's operands have the same layout whatever the batch
-    q_tiles = (q.float() * scale).view(batch, num_kv, rep, num_tiles, tile, dim).permute(0, 1, 3, 5, 2, 4)
-    q_tiles = q_tiles.reshape(batch, num_kv, num_tiles, 1, dim, rows).contiguous()
-    key_blocks = keys.float().view(batch, num_kv, 1, num_blocks, block, dim)             # [b, kvh, 1, nblk, block, d]
-    value_blocks = values.float().view(batch, num_kv, 1, num_blocks, block, dim)
-    scores = torch.matmul(key_blocks, q_tiles)                                            # [b, kvh, tiles, nblk, block, rows]
+    # [b, kvh, tiles, 1, rows, d]: one matmul entry per tile and key block, rows ordered (head,
+    # tile position), scaled and laid out afresh in one copy, so that every entry's operands
+    # have the same layout whatever the batch. Queries are the left operand: MKL multiplies
+    # [rows, d] x [d, block] 4x faster than [block, d] x [d, rows] (192 entries, 1 thread).
+    q_view = q.float().view(batch, num_tiles, tile, num_kv, rep, dim).permute(0, 3, 1, 4, 2, 5)
+    q_tiles = torch.empty((batch, num_kv, num_tiles, rep, tile, dim), dtype=torch.float32, device=q.device)
+    torch.mul(q_view, dim ** -0.5, out=q_tiles)
+    shape = (batch, num_kv, num_tiles, num_blocks)
+    q_tiles = q_tiles.view(batch, num_kv, num_tiles, 1, rows, dim).expand(*shape, rows, dim)
+    # keys copied per tile into [.., block, d] rows whatever the forward (a slice of the cache or
+    # not, one tile or many), and multiplied transposed: one operand layout for every forward
+    key_blocks = keys.float().view(batch, num_kv, 1, num_blocks, block, dim).expand(*shape, block, dim)
+    key_blocks = key_blocks.contiguous().transpose(-1, -2)                                # [b, kvh, tiles, nblk, d, block]
+    value_blocks = values.float().view(batch, num_kv, 1, num_blocks, block, dim)         # [b, kvh, 1, nblk, block, d]
+    scores = torch.matmul(q_tiles, key_blocks)                                            # [b, kvh, tiles, nblk, rows, block]
     scores.masked_fill_(hidden, float("-inf"))
-    peak = scores.amax(dim=(3, 4), keepdim=True)                                          # exact: order-free
-    weights = torch.exp(scores - peak).transpose(-1, -2).contiguous()                     # [b, kvh, tiles, nblk, rows, block]
+    peak = scores.amax(dim=(3, 5), keepdim=True)                                          # exact: order-free
+    weights = scores.sub_(peak).exp_()                                                    # [b, kvh, tiles, nblk, rows, block]
     totals = weights.sum(-1).cumsum(3)[:, :, :, -1]                                       # [b, kvh, tiles, rows]
     mixed = torch.matmul(weights, value_blocks).cumsum(3)[:, :, :, -1]                    # [b, kvh, tiles, rows, d]
-    out = mixed / totals[..., None]
-    out = out.view(batch, num_kv, num_tiles, rep, tile, dim).permute(0, 1, 3, 2, 4, 5)
-    out = out.reshape(batch, num_heads, padded_width, dim)[:, :, :width]
-    return out.to(q.dtype)
+    # divided straight into [b, t, nh * d]: (tile position, kv head, head in group, d)
+    out = torch.empty((batch, num_tiles, tile, num_kv, rep, dim), dtype=q.dtype, device=q.device)
+    torch.div(mixed.view(batch, num_kv, num_tiles, rep, tile, dim),
+              totals.view(batch, num_kv, num_tiles, rep, tile, 1),
+              out=out.permute(0, 3, 1, 4, 2, 5))
+    out = out.view(batch, padded_width, num_heads * dim)
+    return out if padded_width == width else out[:, :width].contiguous()

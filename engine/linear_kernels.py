@@ -83,6 +83,20 @@ class DenseLinear(Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+class ConcatLinear(Linear):
+    """Several products of one input, outputs concatenated: a fused group whose parts must stay
+    separate matrices (the dense kernel multiplies the model's own K-major parameters, which
+    cannot be views into one fused matrix: transformers' save_pretrained cannot write those)."""
+
+    def __init__(self, parts: list[Linear]):
+        self.parts = parts
+        self.out_features = sum(p.out_features for p in parts)
+        self.numel = sum(p.numel for p in parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.parts], dim=-1)
+
+
 class PrepackedLinear(Linear):
     """A weight reordered once into oneDNN's blocked layout (fp32 or bf16). `batch_hint` is the
     row count the reorder tunes for; 16 keeps 1-17 rows nearly flat (measured, engine.profile)."""

@@ -6,71 +6,18 @@ that every row of a batch has its own position and length and rollback is a leng
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from engine.attention import ATTENTION_BLOCK, hidden_keys, invariant_attention
-from engine.draft_model import vocab_subset_digest
+from engine.attention import invariant_attention_rows
+from engine.forward_index import ForwardIndex, rotary_tables, rotate
 from engine.heap import return_freed_memory
 from engine.kv_cache import KVCache
-from engine.linear_kernels import (
-    Linear,
-    PrepackedLinear,
-    k_major,
-    k_major_in_place,
-    make_linear,
-)
+from engine.layer_weights import LayerWeights, fused_product, head_product, layer_weights, subset_head
+from engine.linear_kernels import k_major, k_major_in_place
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
-
-# A model's matrix is laid out for a kernel once, and every runner over that model shares the
-# product (one copy in memory; a weight released to a prepacked layout still serves the next
-# runner). Keyed weakly by the nn.Linear, so a model's products go with it and a deep copy of
-# the model (a draft's initial layers) starts with none.
-_PRODUCTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-# reduced-vocabulary heads by (id of the full head's Parameter, kernel, weights, subset digest):
-# a tensor cannot key a WeakKeyDictionary (its == is elementwise), so each entry holds a weak
-# reference to check that the id still names that Parameter, and goes when the Parameter does
-_SUBSET_HEADS: dict[tuple, tuple[weakref.ref, Linear]] = {}
-
-
-def _subset_head(weight: torch.Tensor, subset: torch.Tensor, rows: torch.Tensor, kernel: str,
-                 head_weights: str) -> Linear:
-    """The product of `rows` (the subset's rows of `weight`), one per (head, subset, kernel)."""
-    key = (id(weight), kernel, head_weights, vocab_subset_digest(subset.cpu()))
-    entry = _SUBSET_HEADS.get(key)
-    if entry is not None and entry[0]() is weight:
-        return entry[1]
-    product = make_linear(rows, None, kernel, head_weights)
-    _SUBSET_HEADS[key] = (weakref.ref(weight), product)
-    weakref.finalize(weight, _SUBSET_HEADS.pop, key, None)
-    return product
-
-
-@dataclass
-class LayerWeights:
-    """One decoder layer: its products (sharing the model's weights where the kernel's layout
-    allows) and its norm weights."""
-
-    q: Linear                  # hidden -> nh * d
-    k: Linear                  # hidden -> kvh * d
-    v: Linear                  # hidden -> kvh * d
-    o: Linear                  # nh * d -> hidden
-    gate: Linear               # hidden -> inter
-    up: Linear                 # hidden -> inter
-    down: Linear               # inter -> hidden
-    input_norm: torch.Tensor   # [hidden]
-    post_norm: torch.Tensor    # [hidden]
-
-    @property
-    def products(self) -> tuple[Linear, ...]:
-        return self.q, self.k, self.v, self.o, self.gate, self.up, self.down
 
 
 class ModelRunner:
@@ -85,8 +32,14 @@ class ModelRunner:
     passes an explicit mask to the same attention kernel, so a decode step and a verification
     forward take the same code path.
 
+    A step's fixed costs are kept out of the layer loop: each layer makes four product calls
+    (fused q/k/v and gate/up, engine/layer_weights.py), the indices, masks and rotary angles are
+    built once per forward (engine/forward_index.py), residuals add in place, and nothing in the
+    loop reads a tensor's value on the host.
+
     Args:
-        kernel: `dense` or `prepacked` (engine/linear_kernels.py).
+        kernel: `dense` or `prepacked` (engine/linear_kernels.py). A model's products are laid
+            out once and shared by every runner over it (engine/layer_weights.py).
         weights: `dense`, or `int8` / `int4` weight-only quantization (a different model).
         head_weights: the LM head's format. `dense` for a target (the head is the tied
             embedding); a quantized copy of the target that drafts quantizes its head too, since
@@ -143,69 +96,21 @@ class ModelRunner:
         # only those rows, return -inf for the rest so callers still see the full vocabulary
         if self.vocab_subset is not None:
             self.vocab_subset = self.vocab_subset.to(self.device)
-            head = k_major(head.detach()[self.vocab_subset])
-        self.lm_head = self._head_product(model.lm_head, head.detach(), kernel, head_weights)
-        self.layers = [self._layer_weights(layer) for layer in inner.layers]
+            rows = k_major(head.detach()[self.vocab_subset])
+            self.lm_head = subset_head(model.lm_head.weight, self.vocab_subset, rows, kernel, head_weights)
+        else:
+            self.lm_head = head_product(model.lm_head, head.detach(), kernel, head_weights)
+        self.layers = [layer_weights(layer, kernel, weights, release_weights) for layer in inner.layers]
         fc = getattr(inner, "feature_fc", None)
-        self.feature_fc = None if fc is None else self._product(fc)                          # 2 hidden -> hidden
+        self.feature_fc = None if fc is None else fused_product(
+            (fc,), "feature_fc", kernel, weights, release_weights)                             # 2 hidden -> hidden
         rotary = inner.rotary_emb
-        positions = torch.arange(self.max_len, dtype=torch.float32, device=self.device)
-        freqs = torch.outer(positions, rotary.inv_freq.float().to(self.device))
-        angles = torch.cat([freqs, freqs], dim=-1)
-        scale = float(getattr(rotary, "attention_scaling", 1.0))
-        self.cos = (angles.cos() * scale).to(self.dtype)                              # [max_len, d]
-        self.sin = (angles.sin() * scale).to(self.dtype)
+        self.cos, self.sin = rotary_tables(rotary.inv_freq, float(getattr(rotary, "attention_scaling", 1.0)),
+                                           self.max_len, self.dtype, self.device)             # [max_len, d] each
         self.cache = KVCache(len(self.layers), self.num_kv_heads, self.head_dim, self.max_len,
                              dtype=self.dtype, device=self.device,
                              feature_size=config.hidden_size if keep_features else 0)
         return_freed_memory()           # the weights' old layouts
-
-    def _head_product(self, module, head: torch.Tensor, kernel: str, head_weights: str) -> Linear:
-        """The LM head's product, shared by every runner over the same head: a target and its
-        quantized copy score with one prepacked head, and drafts over the same reduced vocabulary
-        of the target's head (the distilled draft and the EAGLE head: 36 MB each) with one."""
-        if self.vocab_subset is not None:
-            return _subset_head(module.weight, self.vocab_subset, head, kernel, head_weights)
-        products = _PRODUCTS.setdefault(module, {})
-        key = ("head", kernel, head_weights)
-        if key not in products:
-            products[key] = make_linear(head, None, kernel, head_weights)
-        return products[key]
-
-    def _product(self, proj) -> Linear:
-        """The kernel's product of one nn.Linear, shared by every runner over the same model."""
-        shares = self.kernel == "dense" and self.weights == "dense"
-        products = _PRODUCTS.setdefault(proj, {})
-        key = (self.kernel, self.weights)
-        if key in products:
-            return products[key]
-        if proj.weight.numel() == 0:         # released: restore it exactly from a prepacked layout
-            source = next((p for p in products.values() if isinstance(p, PrepackedLinear)), None)
-            if source is None:
-                raise ValueError(f"this model's weights were released to the {sorted(products)} kernels; "
-                                 f"load it again for {key}")
-            proj.weight.data = source.dense_weight()
-        weight = k_major_in_place(proj.weight) if shares else proj.weight.detach()
-        bias = None if proj.bias is None else proj.bias.detach()
-        products[key] = make_linear(weight, bias, self.kernel, self.weights)
-        if self.release_weights and not shares:
-            proj.weight.data = proj.weight.data.new_empty(0)
-        return products[key]
-
-    def _layer_weights(self, layer) -> LayerWeights:
-        """The layer's products. Dense kernels share the model's parameters, re-laid K-major in
-        place. Not fused: a fused q/k/v or gate/up matrix would be a second copy of them (or
-        leave the model's parameters as strided views into one storage, which transformers'
-        save_pretrained cannot write), and separate products cost the same (torch 2.13, one
-        thread, SmolLM2 shapes, 30 layers: 1 row 8.0 -> 8.6 ms, 16 rows 73 -> 63 ms)."""
-        attn, mlp = layer.self_attn, layer.mlp
-        linear = self._product
-        return LayerWeights(
-            q=linear(attn.q_proj), k=linear(attn.k_proj), v=linear(attn.v_proj), o=linear(attn.o_proj),
-            gate=linear(mlp.gate_proj), up=linear(mlp.up_proj), down=linear(mlp.down_proj),
-            input_norm=layer.input_layernorm.weight.detach(),
-            post_norm=layer.post_attention_layernorm.weight.detach(),
-        )
 
     def timing_features(self, batch: int, width: int) -> torch.Tensor | None:
         """Zero features for an EAGLE head's forward where only its cost matters (profiles,
@@ -219,15 +124,11 @@ class ModelRunner:
         return len(self.layers)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * h.to(x.dtype)
-
-    @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        """transformers' RMSNorm (fp32 statistics, cast back, times the weight), one fused op in
+        fp32 (the same bits as the op-by-op form)."""
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, self.eps)
+        return weight * F.rms_norm(x.float(), weight.shape, None, self.eps).to(x.dtype)
 
     @torch.inference_mode()
     def forward(self, slots: list[int], tokens: list[list[int]], num_logits: list[int],
@@ -238,79 +139,66 @@ class ModelRunner:
         if (features is None) != (self.feature_fc is None):
             raise ValueError("an EAGLE head's forward needs features; any other model's takes none")
         cache = self.cache
-        batch = len(slots)
         counts = [len(t) for t in tokens]
         if min(counts) < 1:
             raise ValueError("every row must feed at least one token")
         starts = [cache.lengths[s] for s in slots]
         ends = [s + n for s, n in zip(starts, counts)]
         cache.ensure_capacity(max(ends))
-        width = max(counts)
-        span = max(ends)
-        device = self.device
-        # index tensors, built once per step on the host and moved in one copy each
-        padded_host = [toks + [0] * (width - len(toks)) for toks in tokens]
-        padded = torch.tensor(padded_host, dtype=torch.long).to(device, non_blocking=True)     # [b, t]
-        start_t = torch.tensor(starts).to(device, non_blocking=True)
-        offsets = torch.arange(width, device=device)
-        positions = (start_t[:, None] + offsets[None, :]).clamp(max=self.max_len - 1)            # [b, t]
-        # rows write their real tokens only: flat (slot, position) pairs, a ragged batch's
-        # padding left out by one index computed here instead of a boolean mask per layer
-        ragged = min(counts) != width
-        flat_rows = [i * width + j for i, n in enumerate(counts) for j in range(n)] if ragged else None
-        flat_index = None if flat_rows is None else torch.tensor(flat_rows).to(device, non_blocking=True)
-        write_slots = torch.tensor([s for s, n in zip(slots, counts) for _ in range(n)]).to(device, non_blocking=True)
-        write_pos = torch.tensor([p for s, n in zip(starts, counts) for p in range(s, s + n)]).to(device, non_blocking=True)
-        contiguous = slots == list(range(slots[0], slots[0] + batch))
-        slot_t = None if contiguous else torch.tensor(slots).to(device, non_blocking=True)
-        if self.invariant:     # whole key blocks: the cache's capacity is a multiple of a block
-            span = min(-(-span // ATTENTION_BLOCK) * ATTENTION_BLOCK, cache.capacity)
-            mask = None
-            hidden = hidden_keys(positions, span, self.num_heads // self.num_kv_heads)     # every layer's
-        else:
-            key_pos = torch.arange(span, device=device)
-            mask = key_pos[None, None, None, :] <= positions[:, None, :, None]                  # [b, 1, t, span]
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]                   # [b, 1, t, d]
-
-        nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        x = F.embedding(padded, self.embed)                                                     # [b, t, hidden]
+        index = ForwardIndex.build(slots, tokens, starts, self.cos, self.sin, cache.capacity, self.invariant,
+                                   self.num_heads // self.num_kv_heads)
+        x = F.embedding(index.tokens, self.embed)                                               # [b, t, hidden]
         if features is not None:
-            normed = self._rms_norm(features.to(device, x.dtype), self.final_norm)               # [b, t, hidden]
+            normed = self._rms_norm(features.to(self.device, x.dtype), self.final_norm)          # [b, t, hidden]
             x = self.feature_fc(torch.cat([x, normed], dim=-1))                                  # [b, t, hidden]
-        for index, layer in enumerate(self.layers):
-            h = self._rms_norm(x, layer.input_norm)
-            q = self._rotate(layer.q(h).view(batch, width, nh, d).transpose(1, 2), cos, sin)   # [b, nh, t, d]
-            k = self._rotate(layer.k(h).view(batch, width, kvh, d).transpose(1, 2), cos, sin)  # [b, kvh, t, d]
-            v = layer.v(h).view(batch, width, kvh, d)                                         # [b, t, kvh, d]
-            new_k = k.transpose(1, 2).reshape(batch * width, kvh, d)                          # [b * t, kvh, d]
-            new_v = v.reshape(batch * width, kvh, d)
-            if flat_index is not None:
-                new_k, new_v = new_k.index_select(0, flat_index), new_v.index_select(0, flat_index)
-            cache_k, cache_v = cache.keys[index], cache.values[index]
-            cache_k[write_slots, :, write_pos] = new_k
-            cache_v[write_slots, :, write_pos] = new_v
-            if contiguous:
-                keys = cache_k[slots[0]: slots[0] + batch, :, :span]
-                values = cache_v[slots[0]: slots[0] + batch, :, :span]
-            else:
-                keys = cache_k[:, :, :span].index_select(0, slot_t)      # gather the span only
-                values = cache_v[:, :, :span].index_select(0, slot_t)
-            if mask is None:
-                attn = invariant_attention(q, keys, values, positions, hidden=hidden)           # [b, nh, t, d]
-            else:
-                attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=kvh != nh)
-            x = x + layer.o(attn.transpose(1, 2).reshape(batch, width, nh * d))
-            h = self._rms_norm(x, layer.post_norm)
-            x = x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
+        for layer, cache_k, cache_v in zip(self.layers, cache.keys, cache.values):
+            x = self._layer(layer, x, index, cache_k, cache_v)
         for slot, end in zip(slots, ends):
             cache.lengths[slot] = end
         if cache.features is not None:
-            fed = x.reshape(batch * width, -1)
-            cache.features[write_slots, write_pos] = fed if flat_index is None else fed.index_select(0, flat_index)
+            fed = x.flatten(0, 1)
+            if index.flat_index is not None:
+                fed = fed.index_select(0, index.flat_index)
+            cache.features[index.write_slots, index.write_pos] = fed
+        return self._logits(x, counts, num_logits, return_hidden)
 
+    def _layer(self, layer: LayerWeights, x: torch.Tensor, index: ForwardIndex, cache_k: torch.Tensor,
+               cache_v: torch.Tensor) -> torch.Tensor:
+        """One decoder layer over `x` [b, t, hidden], writing its keys and values into the cache;
+        returns the new `x` (updated in place: the caller's `x` is the forward's own)."""
+        batch, width, nh, kvh, d = index.batch, index.width, self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = layer.qkv(self._rms_norm(x, layer.input_norm))                                    # [b, t, (nh + 2 kvh) d]
+        qk = rotate(qkv[..., : (nh + kvh) * d].unflatten(-1, (nh + kvh, d)), index.cos, index.sin)  # [b, t, nh + kvh, d]
+        new_k = qk[:, :, nh:].flatten(0, 1)                                                     # [b * t, kvh, d]
+        new_v = qkv[..., (nh + kvh) * d:].unflatten(-1, (kvh, d)).flatten(0, 1)               # [b * t, kvh, d]
+        if index.flat_index is not None:
+            new_k, new_v = new_k.index_select(0, index.flat_index), new_v.index_select(0, index.flat_index)
+        cache_k[index.write_slots, :, index.write_pos] = new_k
+        cache_v[index.write_slots, :, index.write_pos] = new_v
+        if index.slot_index is None:
+            keys = cache_k[index.first_slot: index.first_slot + batch, :, : index.span]          # [b, kvh, span, d]
+            values = cache_v[index.first_slot: index.first_slot + batch, :, : index.span]
+        else:
+            keys = cache_k[:, :, : index.span].index_select(0, index.slot_index)                # gather the span only
+            values = cache_v[:, :, : index.span].index_select(0, index.slot_index)
+        q = qk[:, :, :nh]                                                                       # [b, t, nh, d]
+        if index.mask is None:
+            attn = invariant_attention_rows(q, keys, values, index.positions, hidden=index.hidden)  # [b, t, nh d]
+        else:
+            attn = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=index.mask,
+                                                  enable_gqa=kvh != nh)                         # [b, nh, t, d]
+            attn = attn.transpose(1, 2).reshape(batch, width, nh * d)
+        x.add_(layer.o(attn))
+        gate_up = layer.gate_up(self._rms_norm(x, layer.post_norm))                             # [b, t, 2 inter]
+        gate, up = gate_up.chunk(2, dim=-1)
+        return x.add_(layer.down(F.silu(gate).mul_(up)))
+
+    def _logits(self, x: torch.Tensor, counts: list[int], num_logits: list[int], return_hidden: bool):
+        """The fp32 logits of each row's last `num_logits[i]` fed positions: [b, max(num_logits), vocab]."""
+        batch = x.shape[0]
         wanted = max(num_logits)
         picks = [[min(n - m + j, n - 1) for j in range(wanted)] for n, m in zip(counts, num_logits)]
-        pick = torch.tensor(picks).to(device, non_blocking=True)                                # [b, wanted]
+        pick = torch.tensor(picks).to(self.device)                                              # [b, wanted]
         hidden = x.gather(1, pick[:, :, None].expand(batch, wanted, x.shape[-1]))
         logits = self.lm_head(self._rms_norm(hidden, self.final_norm)).float()                 # [b, wanted, vocab]
         if self.vocab_subset is not None:

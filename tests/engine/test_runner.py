@@ -145,20 +145,25 @@ def storage_of(tensor: torch.Tensor) -> int:
 
 @pytest.mark.parametrize("name", ["llama-gqa", "qwen2-bias"])
 def test_the_model_and_its_runners_hold_one_copy_of_each_weight(name, tmp_path):
-    """Every matrix lives once: the runners use the model's own parameters (re-laid in place),
-    and the model can still be saved and reloaded."""
+    """Every matrix lives once: the runners use the model's own parameters (re-laid in place;
+    a fused q/k/v or gate/up group of the dense kernel multiplies them part by part), and the
+    model can still be saved and reloaded."""
     model = MODELS[name]()
     runner = ModelRunner(model, max_len=64)
     second = ModelRunner(model, max_len=64)
+
+    def weights_of(products):
+        return [m.weight for p in products for m in getattr(p, "parts", [p])]
+
     for layer, ours, theirs in zip(model.model.layers, runner.layers, second.layers):
         attn, mlp = layer.self_attn, layer.mlp
         params = [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight,
                   mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
-        assert [storage_of(p) for p in params] == [storage_of(m.weight) for m in ours.products] \
-            == [storage_of(m.weight) for m in theirs.products]
+        assert [storage_of(p) for p in params] == [storage_of(w) for w in weights_of(ours.products)] \
+            == [storage_of(w) for w in weights_of(theirs.products)]
         assert len({storage_of(p) for p in params}) == len(params)
         if attn.q_proj.bias is not None:
-            assert storage_of(ours.k.bias) == storage_of(attn.k_proj.bias)
+            assert storage_of(ours.qkv.parts[1].bias) == storage_of(attn.k_proj.bias)
     slots = [runner.cache.allocate_slot(), second.cache.allocate_slot()]
     row = [3, 1, 4, 1, 5, 9, 2, 6]
     logits = runner.forward(slots[:1], [row], [8])
