@@ -11,9 +11,11 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from agents.sb3_checkpoint import RESUME_NAME, VEC_NORMALIZE_NAME, restore_vec_normalize, save_sb3_checkpoint
+from agents.sb3_checkpoint import (RESUME_NAME, VEC_NORMALIZE_NAME, restore_vec_normalize, save_sb3_checkpoint,
+                                   write_vec_normalize_from_manifest)
 from agents.scenarios import sim_env_kwargs
 from env.config import resolve_path
+from router.checkpoint import read_manifest
 from router.learned_policy import LearnedPolicy
 from train_router import TrainConfig, main
 
@@ -98,3 +100,18 @@ def test_a_large_zip_moves_to_the_runs_dir_with_its_statistics(trained, make_sim
     zip_path = save_sb3_checkpoint(model, vecnorm, out, runs, max_zip_bytes=1)
     assert zip_path == runs / RESUME_NAME and (runs / VEC_NORMALIZE_NAME).is_file()
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_checkpoint_without_the_pickle_gets_one_from_its_manifest(trained, make_sim_env, tmp_path):
+    for name in ("manifest.json", "policy.safetensors", RESUME_NAME):
+        (tmp_path / name).write_bytes((trained / name).read_bytes())
+    normalization = read_manifest(tmp_path).normalization
+    restored = restore_vec_normalize(tmp_path / RESUME_NAME, DummyVecEnv([make_sim_env]), gamma=0.8)
+    np.testing.assert_allclose(restored.obs_rms.var, normalization["var"])
+    assert restored.ret_rms.count < 1   # the manifest holds no reward statistics: they start fresh
+
+    write_vec_normalize_from_manifest(tmp_path)
+    _, vecnorm = load_plain_sb3(tmp_path, make_sim_env())
+    np.testing.assert_allclose(vecnorm.obs_rms.mean, normalization["mean"])
+    assert vecnorm.clip_obs == normalization["clip"] and vecnorm.gamma == 0.8
+    assert check_sb3_acts_as_served(tmp_path, make_sim_env(num_requests=16)) > 20
