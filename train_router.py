@@ -3,8 +3,10 @@
 PPO (stable-baselines3) by default, DQN with `--algo dqn`. Observations are normalised with
 VecNormalize; the trained network is exported to `<out>/policy.safetensors` + `manifest.json`
 (the only thing serving reads) together with an evaluation summary against the cost model and
-plain decoding. The SB3 zip, kept only to resume training (`--resume`), goes to
-`<out>/sb3_resume.zip` when it is small, else under `runs/`.
+plain decoding. The SB3 zip and SB3's VecNormalize pickle beside it (observation and reward
+statistics), for `--resume` and for `PPO.load` users (agents.sb3_checkpoint), go to
+`<out>/sb3_resume.zip` + `<out>/vecnormalize.pkl` when the zip is small, else under `runs/`.
+TensorBoard logs and the progress bar need the `train` extra (`pip install -e '.[train]'`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ class TrainConfig:
                 "is faster on 2 shared cores: the sim step is ~0.5 ms, less than the inter-process round trip"})
     output_dir: str = field(default="checkpoints/router", metadata={"help": "where the exported policy goes",
                                                                     "aliases": ["--out"]})
-    runs_dir: str = field(default="runs/router", metadata={"help": "where a large SB3 resume zip goes"})
-    resume: str | None = field(default=None, metadata={"help": "SB3 zip to continue training from"})
-    progress_bar: bool = field(default=True, metadata={"help": "show a progress bar"})
-    tensorboard: str | None = field(default=None, metadata={"help": "TensorBoard log directory (needs tensorboard)"})
+    runs_dir: str = field(default="runs/router", metadata={
+        "help": "where a large SB3 resume zip (and its vecnormalize.pkl) goes"})
+    resume: str | None = field(default=None, metadata={
+        "help": "SB3 zip to continue training from; the vecnormalize.pkl beside it restores the statistics"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a progress bar (needs tqdm and rich)"})
+    tensorboard: str | None = field(default=None, metadata={
+        "help": "TensorBoard log directory (needs tensorboard: pip install -e '.[train]')"})
     learning_rate: float = field(default=1e-4, metadata={"help": "optimiser learning rate"})
     gamma: float = field(default=0.8, metadata={"help": "discount factor (a decision mostly moves its own step)"})
     n_steps: int = field(default=512, metadata={"help": "PPO: steps per env per rollout"})
@@ -141,6 +146,14 @@ class ObservationRange(BaseCallback):
         return True
 
 
+def has_progress_bar() -> bool:
+    """SB3's progress bar needs tqdm and rich (the `train` extra); without them, train without it."""
+    from stable_baselines3.common import callbacks
+    if callbacks.tqdm is None:
+        print("no progress bar: it needs tqdm and rich (pip install -e '.[train]')")
+    return callbacks.tqdm is not None
+
+
 def build_model(cfg: TrainConfig, venv):
     from stable_baselines3 import DQN, PPO
     tensorboard = None
@@ -148,7 +161,7 @@ def build_model(cfg: TrainConfig, venv):
         try:
             import tensorboard  # noqa: F401
         except ImportError as exc:
-            raise SystemExit("--tensorboard needs the tensorboard package (pip install tensorboard)") from exc
+            raise SystemExit("--tensorboard needs the tensorboard package: pip install -e '.[train]'") from exc
         tensorboard = cfg.tensorboard
     policy_kwargs = {"net_arch": list(cfg.net_arch)}
     if cfg.resume:
@@ -198,23 +211,11 @@ def run_warm_start(cfg: TrainConfig, model, venv):
                       epsilon=cfg.warm_start_epsilon, batch_size=cfg.batch_size, seed=cfg.seed)
 
 
-def restore_normalization(cfg: TrainConfig, venv) -> None:
-    """On --resume, start VecNormalize from the statistics the exported manifest recorded."""
-    from router.checkpoint import manifest_path, read_manifest
-    manifest = manifest_path(Path(cfg.resume).resolve().parent)
-    if not manifest.is_file() or not hasattr(venv, "obs_rms"):
-        return
-    norm = read_manifest(manifest).normalization
-    if norm:
-        venv.obs_rms.mean = np.asarray(norm["mean"], dtype=np.float64)
-        venv.obs_rms.var = np.asarray(norm["var"], dtype=np.float64)
-        venv.obs_rms.count = float(norm.get("count", 1e4))
-
-
 def main(cfg: TrainConfig) -> Path:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from agents.export import pack_policy, write_policy
+    from agents.sb3_checkpoint import restore_vec_normalize, save_sb3_checkpoint
     from agents.training_summary import summarize_policy
     from router.learned_policy import LearnedPolicy
 
@@ -228,10 +229,10 @@ def main(cfg: TrainConfig) -> Path:
     thunks = [make_env(cfg, rank, mixture) for rank in range(cfg.n_envs)]
     venv = SubprocVecEnv(thunks, start_method="fork") if cfg.n_envs > 1 and cfg.subproc else DummyVecEnv(thunks)
     vec_normalize = None
-    if cfg.normalize:
+    if cfg.normalize and cfg.resume:
+        venv = vec_normalize = restore_vec_normalize(cfg.resume, venv, cfg.gamma)
+    elif cfg.normalize:
         venv = vec_normalize = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)
-        if cfg.resume:
-            restore_normalization(cfg, venv)
     venv.seed(cfg.seed)
     model = build_model(cfg, venv)
     observed = ObservationRange(vec_normalize)
@@ -243,8 +244,8 @@ def main(cfg: TrainConfig) -> Path:
         print(f"warm start from {cfg.warm_start}: {warm.num_steps} steps, imitation accuracy "
               f"{warm.imitation_accuracy:.3f}, critic explained variance {warm.value_explained_variance:.3f}")
     callbacks = CallbackList([observed] + ([selection] if selection is not None else []))
-    model.learn(total_timesteps=cfg.timesteps, callback=callbacks, progress_bar=cfg.progress_bar,
-                reset_num_timesteps=not cfg.resume)
+    model.learn(total_timesteps=cfg.timesteps, callback=callbacks, reset_num_timesteps=not cfg.resume,
+                progress_bar=cfg.progress_bar and has_progress_bar())
     selected = selection.restore_best() if selection is not None else None
     if selected is not None:
         print(f"kept the snapshot at {selected['best_timesteps']} steps: validation {selected['metric']} "
@@ -270,14 +271,9 @@ def main(cfg: TrainConfig) -> Path:
                          training=json.loads(json.dumps(training, default=str)))
     venv.close()
 
-    out.mkdir(parents=True, exist_ok=True)
-    zip_path = out / "sb3_resume.zip"
-    model.save(zip_path)
-    if zip_path.stat().st_size > cfg.max_resume_bytes:
-        runs = Path(cfg.runs_dir)
-        runs = runs if runs.is_absolute() else REPO_ROOT / runs
-        runs.mkdir(parents=True, exist_ok=True)
-        zip_path = zip_path.replace(runs / "sb3_resume.zip")
+    runs = Path(cfg.runs_dir)
+    zip_path = save_sb3_checkpoint(model, vec_normalize, out, runs if runs.is_absolute() else REPO_ROOT / runs,
+                                   cfg.max_resume_bytes)
     summary = summarize_policy(LearnedPolicy(packed.manifest, packed.tensors), cfg.env_kwargs, cfg.eval_episodes)
     packed.manifest.evaluation = summary
     manifest = write_policy(out, packed)

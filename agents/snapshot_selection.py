@@ -6,8 +6,9 @@ callback exports the current network exactly as serving will load it, runs it gr
 validation episodes (seeds disjoint from training and from `agents.evaluate`), and scores it as
 the mean over workloads of its reward per decision (or, `metric="goodput"`, its goodput: what
 `agents.evaluate` judges) relative to a reference router's on the same episodes; goodput skips
-workloads where the reference's is ~0 (a ratio of stray tokens). At the end of training the best snapshot (weights and observation statistics)
-is put back into the model before export.
+workloads where the reference's is ~0 (a ratio of stray tokens). At the end of training the
+best snapshot (weights, observation and reward statistics) is put back into the model before
+export.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class SnapshotSelection(BaseCallback):
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "timesteps": int(self.num_timesteps),
                          "state_dict": copy.deepcopy(self.model.policy.state_dict()),
-                         "obs_rms": copy.deepcopy(getattr(self.vec_normalize, "obs_rms", None))}
+                         "obs_rms": copy.deepcopy(getattr(self.vec_normalize, "obs_rms", None)),
+                         "ret_rms": copy.deepcopy(getattr(self.vec_normalize, "ret_rms", None))}
         if self.verbose:
             print(f"validation at {self.num_timesteps} steps: {score:.4f} x reference "
                   f"(best {self.best['score']:.4f} at {self.best['timesteps']})")
@@ -95,12 +97,14 @@ class SnapshotSelection(BaseCallback):
         self.evaluate_now()
 
     def restore_best(self) -> dict:
-        """Load the best snapshot into the model (and its statistics into VecNormalize); return a summary."""
+        """Load the best snapshot into the model (and its statistics into VecNormalize, whose
+        reward scale the snapshot's critic was fit to); return a summary."""
         if self.best is None:
             raise RuntimeError("no snapshot was evaluated")
         self.model.policy.load_state_dict(self.best["state_dict"])
         if self.vec_normalize is not None and self.best["obs_rms"] is not None:
             self.vec_normalize.obs_rms = self.best["obs_rms"]
+            self.vec_normalize.ret_rms = self.best["ret_rms"]
         return {"best_timesteps": self.best["timesteps"], "best_score": self.best["score"],
                 "reference": getattr(self.reference, "name", type(self.reference).__name__),
                 "metric": self.metric, "reference_rewards": self.reference_rewards, "history": self.history,
