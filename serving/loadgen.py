@@ -34,7 +34,8 @@ from env.prompt_sources import Prompt
 from env.workloads import WorkloadSpec, build_window
 from serving.loadgen_dataset import DatasetError, read_prompt_file
 from serving.loadgen_report import format_table, summarize
-from serving.openai_target import ENDPOINTS, RequestResult, auth_headers, fetch_model_name, request_path_and_body, send_request
+from serving.openai_target import (ENDPOINTS, RequestResult, auth_headers, fetch_model_name, request_path_and_body,
+                                   send_request)
 
 BUILTIN_DATASETS = {"specbench": "spec_bench", "spec_bench": "spec_bench", "sharegpt": "sharegpt",
                     "humaneval": "humaneval", "mt_bench": "mt_bench", "azure_code": "azure_code"}
@@ -49,7 +50,7 @@ class LoadgenConfig:
     """Load generator settings (`python -m serving.loadgen --help`)."""
 
     base_url: str = field(default="http://127.0.0.1:8000", metadata={
-        "help": "the OpenAI-compatible server to load (http or https, any host; only load servers you are "
+        "help": "the OpenAI-compatible server to load, without /v1 (http or https, any host; only load servers you are "
                 "allowed to load)", "aliases": ["--url"]})
     endpoint: str | None = field(default=None, metadata={"help": "API path for every request (none: chat prompts "
                                                          "to /v1/chat/completions, the others to /v1/completions)",
