@@ -56,7 +56,7 @@ class LoadgenConfig:
                                                          "to /v1/chat/completions, the others to /v1/completions)",
                                                          "choices": list(ENDPOINTS)})
     model: str = field(default="", metadata={"help": "model name sent in requests ('' = the first of GET /v1/models)"})
-    api_key: str = field(default="", metadata={"help": "sent as 'Authorization: Bearer KEY' ('' = $OPENAI_API_KEY)"})
+    api_key: str = field(default="", repr=False, metadata={"help": "sent as 'Authorization: Bearer KEY' ('' = $OPENAI_API_KEY)"})
     dataset_name: str | None = field(default=None, metadata={
         "help": "prompt source: a built-in bank, or custom/jsonl for --dataset-path (none: custom when "
                 "--dataset-path is given, else sharegpt)",
