@@ -79,13 +79,13 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
 
 
 def workloads(args: BenchServingArgs, url: str) -> dict[str, LoadgenConfig]:
-    common = dict(url=url, duration_s=args.duration_s, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+    common = dict(base_url=url, duration_s=args.duration_s, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                   max_prompt_chars=4 * args.max_prompt_tokens, slo_ttft_s=args.slo_ttft_s,
                   slo_tpot_s=args.slo_tpot_s, seed=args.seed)
     loads = {f"azure-code x1/{args.trace_time_scale:g}": LoadgenConfig(trace="azure", time_scale=args.trace_time_scale,
-                                                                        prompts="azure_code", **common)}
+                                                                        dataset_name="azure_code", **common)}
     for rate in args.rate_list:
-        loads[f"{args.prompts} poisson {rate:g}/s"] = LoadgenConfig(request_rate=rate, prompts=args.prompts, **common)
+        loads[f"{args.prompts} poisson {rate:g}/s"] = LoadgenConfig(request_rate=rate, dataset_name=args.prompts, **common)
     return loads
 
 
@@ -152,7 +152,7 @@ def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProces
 def run_workload(server: ServerProcess, router: str, name: str, cfg: LoadgenConfig) -> dict:
     """Replay one workload against one router's server; the report plus what the router chose."""
     import httpx
-    cfg = dataclasses.replace(cfg, url=server.url)
+    cfg = dataclasses.replace(cfg, base_url=server.url)
     status = httpx.get(f"{server.url}/ready", timeout=10).json()["router"]
     before = scrape_routing(server.url)
     results, duration_s = asyncio.run(run_load(cfg, plan_requests(cfg)))

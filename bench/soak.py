@@ -64,10 +64,10 @@ def main(args: SoakArgs) -> dict:
     duration_s = args.duration_s
     samples: list[tuple[float, float]] = []          # (seconds since load start, RSS MiB)
     with ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}.log") as server:
-        cfg = LoadgenConfig(url=server.url, request_rate=args.request_rate, duration_s=duration_s, prompts=args.prompts,
+        cfg = LoadgenConfig(base_url=server.url, request_rate=args.request_rate, duration_s=duration_s, dataset_name=args.prompts,
                             max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                             max_prompt_chars=4 * args.max_prompt_tokens, seed=args.seed,
-                            max_requests=int(args.request_rate * duration_s * 2) + 16)
+                            num_prompts=int(args.request_rate * duration_s * 2) + 16)
         plans = plan_requests(cfg)
         outcome: dict = {}
         load = threading.Thread(target=lambda: outcome.update(zip(("results", "duration_s"),

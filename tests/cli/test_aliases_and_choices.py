@@ -60,7 +60,7 @@ def test_a_list_value_outside_the_choices_is_a_usage_error(capsys):
     (["-m", "engine.profile"], ["--weights", "int3"], "argument --weights: invalid choice: 'int3'"),
     (["-m", "env.calibrate"], ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     (["-m", "distill.draft"], ["--storage-dtype", "int8"], "argument --storage-dtype: invalid choice"),
-    (["-m", "serving.loadgen"], ["--prompts", "nope"], "argument --prompts: invalid choice: 'nope'"),
+    (["-m", "serving.loadgen"], ["--dataset-name", "nope"], "argument --dataset-name: invalid choice: 'nope'"),
     (["-m", "train_router"], ["--algo", "a2c"], "argument --algo: invalid choice: 'a2c'"),
     (["-m", "serving"], ["--router", "fastest"], "decision 'fastest' must be 'plain' or levels"),
     (["-m", "agents.evaluate"], ["--policies", "learned", "fastest"], "unknown policy 'fastest'"),
