@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.evaluate import METRICS, mean_ci
+from agents.evaluate_plots import plot
 
 MIXED, HIGH = "spec_bench-mix", "poisson-high"
 HEADERS = ["policy", "tokens/s", "TPOT p50 (ms)", "TPOT p99 (ms)", "TTFT p99 (s)", "SLO attainment",
@@ -86,55 +87,6 @@ def targets(results: dict, ope: dict | None) -> list[list[str]]:
         rows.append(["OPE error <= 10% in sim (every estimator)", f"worst {worst:.1%}",
                      "met" if worst <= 0.1 else "missed", "", ""])
     return rows
-
-
-def plot(results: dict, out_dir: Path, stem: str) -> list[str]:
-    """goodput against load per policy; the learned policy's (and the cost model's) actions against load."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    sweep = results.get("sweep") or {}
-    if not sweep:
-        return []
-    names = []
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for policy, points in sweep.items():
-        rates = sorted(points, key=float)
-        means = [points[r]["goodput"]["mean"] for r in rates]
-        style = "-" if not policy.startswith("static:") else ":"
-        ax.plot([float(r) for r in rates], means, style, marker="o", markersize=3, label=policy,
-                linewidth=2.5 if policy in ("learned", "oracle") else 1.2)
-    ax.set_xlabel("offered load (fraction of the plain-decoding saturation rate; Poisson, Spec-Bench prompts)")
-    ax.set_ylabel("goodput (output tokens/s of requests meeting SLO)")
-    ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    names.append(f"{stem}_goodput_vs_load.png")
-    fig.savefig(out_dir / names[-1], dpi=110)
-    plt.close(fig)
-
-    shown = [p for p in ("learned", "cost-model", "oracle") if p in sweep]
-    if shown:
-        labels = results["action_labels"]
-        fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), sharey=True, squeeze=False)
-        for ax, policy in zip(axes[0], shown):
-            rates = sorted(sweep[policy], key=float)
-            fractions = np.array([sweep[policy][r]["action_fractions"] for r in rates]).T      # [A, rates]
-            bottom = np.zeros(len(rates))
-            for label, share in zip(labels, fractions):      # stacked bars: one load point shows too
-                ax.bar(range(len(rates)), share, bottom=bottom, width=0.8, label=label)
-                bottom += share
-            ax.set_xticks(range(len(rates)), [f"{float(r):g}" for r in rates])
-            ax.set_title(policy)
-            ax.set_xlabel("offered load (x saturation)")
-        axes[0][0].set_ylabel("fraction of decisions")
-        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        fig.tight_layout()
-        names.append(f"{stem}_actions_vs_load.png")
-        fig.savefig(out_dir / names[-1], dpi=110)
-        plt.close(fig)
-    return names
 
 
 def write_report(results: dict, cfg, out_dir: Path) -> Path:

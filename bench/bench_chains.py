@@ -50,6 +50,7 @@ from bench.common import (
     sample_prompts,
 )
 from bench.llama_cpp_column import build_llama_cpp
+from bench.plots import plot_results
 from cli.dataclass_args import parse_dataclass
 from cli.results import machine_info, publish_results
 from data.spec_bench import load_spec_bench
@@ -203,7 +204,8 @@ def main(cfg: ChainsBenchArgs) -> dict:
             "llama_cpp_skipped": llama_cpp_skipped,
             "machine_start": machine_start, "machine_end": machine_info(), "wall_s": time.perf_counter() - began,
             **results}
-    publish_results(cfg.output_name, data, render_markdown(data), cfg.output_dir)
+    json_path, _ = publish_results(cfg.output_name, data, render_markdown(data), cfg.output_dir)
+    plot_results(data, json_path)
     return data
 
 

@@ -38,6 +38,7 @@ from bench.engine_columns import (
 from bench.engine_curve import decode_verify_bitwise, non_product_share, verification_curve
 from bench.engine_report import LLAMA_CPP, render_markdown, summarize
 from bench.llama_cpp_column import ColumnFailed, LlamaCppProcess
+from bench.plots import plot_results
 from cli.dataclass_args import parse_dataclass
 from cli.results import RESULTS_DIR, cpu_model, machine_info, publish_results
 from engine import Decision, Engine, EngineConfig
@@ -275,7 +276,8 @@ def remeasure_batch16(cfg: BenchArgs) -> dict:
 
 def main(cfg: BenchArgs) -> dict:
     data = remeasure_batch16(cfg) if cfg.remeasure_batch16 else run_benchmark(cfg)
-    publish_results(cfg.output_name, data, render_markdown(data))
+    json_path, _ = publish_results(cfg.output_name, data, render_markdown(data))
+    plot_results(data, json_path)
     return data
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from bench.common import check_output_name
+from bench.plots import plot_results
 from bench.served_args import ServedArgs
 from cli.dataclass_args import parse_dataclass
 from cli.results import RESULTS_DIR, machine_info, markdown_table, publish_results
@@ -240,7 +241,8 @@ def main(args: BenchServingArgs) -> dict:
     data = {"summary": summarize_rows(rows), "args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
             "machine": machine_info(), "wall_s": time.monotonic() - start}
     markdown = render_markdown(args, rows, static)
-    publish_results(args.output_name, data, markdown)
+    json_path, _ = publish_results(args.output_name, data, markdown)
+    plot_results(data, json_path)
     return data
 
 
