@@ -33,7 +33,7 @@ class LogprobsWriter:
 
     def _chat_entry(self, token_id: int, logprob: float) -> dict:
         text = self.token_text(token_id)
-        return {"token": text, "logprob": _finite(logprob), "bytes": list(text.encode("utf-8"))}
+        return {"token": text, "logprob": _finite(logprob), "bytes": list(text.encode("utf-8", errors="replace"))}
 
     def write(self, index: int, entries: list[TokenLogprob] | None) -> dict | None:
         """The `logprobs` of choice `index` for these entries (its next ones); None when not asked."""
