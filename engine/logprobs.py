@@ -2,7 +2,8 @@
 
 They are read from the logits the target computed while it verified the step (one row per
 committed token), so under speculation they are those plain decoding reports for the same
-tokens. As vLLM does, they are of the raw model distribution: log_softmax of the logits before
+tokens: bit for bit where the target's forward is batch-invariant (the default invariant
+attention on a row-invariant path, engine/precision.py), else up to float rounding. As vLLM does, they are of the raw model distribution: log_softmax of the logits before
 temperature, top-k and top-p, whatever the request samples with.
 """
 
