@@ -173,7 +173,7 @@ class EngineCore:
 
     def _commit(self, request: Request, decision: Decision, k: int, result: RowResult, now: float) -> list[int]:
         """Commit the row's tokens, score its shadow proposals, roll every level back to the commit."""
-        appended = self.scheduler.commit(request, result.tokens, now)
+        appended = self.scheduler.commit(request, result.tokens, now, result.logprobs)
         request.stats.observe_step(result.num_proposed, min(result.num_accepted, len(appended)))
         result.shadow_pairs = self.shadow.observe(request, decision.chain if k > 0 else (), self.executor.drafters)
         self.executor.sync(request, decision, k, result, len(appended))
@@ -190,5 +190,9 @@ class EngineCore:
             text = self.scheduler.detokenize(request.output_token_ids)
             if request.stop_text_end is not None:
                 text = text[: request.stop_text_end]
-        return RequestOutput(request.request_id, appended, list(request.output_token_ids), request.is_finished,
-                             request.finish_reason, request.stats, text, request.error)
+        output = RequestOutput(request.request_id, appended, list(request.output_token_ids), request.is_finished,
+                               request.finish_reason, request.stats, text, request.error)
+        if request.output_logprobs is not None:
+            output.logprobs = list(request.output_logprobs)
+            output.new_logprobs = output.logprobs[len(output.logprobs) - len(appended):]
+        return output

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.logprobs import MAX_LOGPROBS
+
 
 @dataclass
 class SamplingParams:
     """What a request asks for; checked on construction so bad input fails before it queues.
 
-    temperature 0 means greedy. top_k 0 and top_p 1 disable those filters.
+    temperature 0 means greedy. top_k 0 and top_p 1 disable those filters. `logprobs` asks for
+    each output token's log-probability and that many most likely alternatives (0: the token's
+    own only; None: nothing, and nothing is computed); they are of the target's raw distribution,
+    before temperature, top-k and top-p (as vLLM reports them), see engine/logprobs.py.
     """
 
     max_tokens: int = 128
@@ -23,6 +28,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     ignore_eos: bool = False
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
@@ -33,6 +39,9 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)
+                                          or not 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise ValueError(f"logprobs must be None or an integer in [0, {MAX_LOGPROBS}], got {self.logprobs!r}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if any(not isinstance(s, str) or not s for s in self.stop):

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from engine.config import EngineConfig
+from engine.logprobs import TokenLogprob
 from engine.sequence import FinishReason, Request, RequestStatus
 from engine.stop_strings import find_stop, num_stable_chars
 
@@ -48,12 +49,16 @@ class Scheduler:
             used += need
         return list(self.running)
 
-    def commit(self, request: Request, tokens: list[int], now: float | None = None) -> list[int]:
-        """Append tokens one at a time until a stop condition; return the ones appended."""
+    def commit(self, request: Request, tokens: list[int], now: float | None = None,
+               logprobs: list[TokenLogprob] | None = None) -> list[int]:
+        """Append tokens one at a time until a stop condition; return the ones appended. A
+        request that asked for logprobs keeps each appended token's (`logprobs[i]` is tokens[i]'s)."""
         now = time.monotonic() if now is None else now
         appended: list[int] = []
-        for token in tokens:
+        for i, token in enumerate(tokens):
             request.output_token_ids.append(token)
+            if request.output_logprobs is not None and logprobs is not None:
+                request.output_logprobs.append(logprobs[i])
             appended.append(token)
             reason = self._stop_reason(request, token)
             if reason is not None:

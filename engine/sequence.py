@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.logprobs import TokenLogprob
 from engine.sampling import SamplingParams
 
 
@@ -57,6 +58,7 @@ class Request:
     arrival_time: float = field(default_factory=time.monotonic)
     category: str = ""
     output_token_ids: list[int] = field(default_factory=list)
+    output_logprobs: list[TokenLogprob] | None = None     # one per output token when params.logprobs is set
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
     error: str | None = None
@@ -74,6 +76,8 @@ class Request:
         else:
             self.generator = torch.Generator()
             self.generator.seed()
+        if self.params.logprobs is not None:
+            self.output_logprobs = []
 
     @property
     def all_token_ids(self) -> list[int]:
@@ -90,7 +94,11 @@ class Request:
 
 @dataclass
 class RequestOutput:
-    """What a caller sees after a step: tokens added in this step and, at the end, the text."""
+    """What a caller sees after a step: tokens added in this step and, at the end, the text.
+
+    When the request asked for logprobs, `logprobs` holds one `TokenLogprob` per output token
+    so far and `new_logprobs` those of `new_token_ids`; otherwise both are None.
+    """
 
     request_id: str
     new_token_ids: list[int]
@@ -100,3 +108,5 @@ class RequestOutput:
     stats: SpecStats
     text: str | None = None
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    new_logprobs: list[TokenLogprob] | None = None

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pad_sequence
 from engine.decision import Decision
 from engine.drafters.base import ModelFreeDrafter
 from engine.levels import ModelLevel
+from engine.logprobs import TokenLogprob, token_logprobs
 from engine.sampling import probs_for_rows
 from engine.sequence import Request
 from engine.verify import PLACEHOLDER_TOKEN_ID, verify_greedy, verify_sampling
@@ -42,6 +43,8 @@ class RowResult:
     # model-free drafters the row did not run, scored against its committed tokens
     # (engine/shadow_drafts.py); the trackers read them, the step's own counts do not
     shadow_pairs: list[PairOutcome] = field(default_factory=list)
+    # per token, the target's logprobs (engine/logprobs.py); only for a request that asks
+    logprobs: list[TokenLogprob] | None = None
 
     @property
     def num_proposed(self) -> int:
@@ -56,10 +59,10 @@ class RowResult:
         return min(pair.num_accepted for pair in self.pairs) if self.pairs else 0
 
 
-def _verify_group(level: ModelLevel, rows: list[Request], proposals: list[list[int]],
+def _verify_group(logits: torch.Tensor, rows: list[Request], proposals: list[list[int]],
                   q: list[torch.Tensor | None]) -> tuple[list[list[int]], list[torch.Tensor | None], list[float | None]]:
-    """Run `level` over each row's proposal; return its outputs, their distributions and p/q similarity."""
-    logits = level.verify_logits(rows, proposals)                                # [b, m_max + 1, vocab]
+    """Verify each row's proposal with a level's `logits` [b, m_max + 1, vocab] over it; return
+    the level's outputs, their distributions and p/q similarity."""
     m_max = max(len(p) for p in proposals)
     outputs: list[list[int]] = [[] for _ in rows]
     dists: list[torch.Tensor | None] = [None] * len(rows)
@@ -135,8 +138,14 @@ def run_step(requests: list[Request], decisions: list[Decision], levels: dict[st
             if position >= 1 or distance == 0:     # a plain row is the target alone
                 by_level[chain[position]].append(i)
         for name, rows in by_level.items():
-            outputs, dists, similarity = _verify_group(
-                levels[name], [requests[i] for i in rows], [proposals[i] for i in rows], [q[i] for i in rows])
+            group = [requests[i] for i in rows]
+            logits = levels[name].verify_logits(group, [proposals[i] for i in rows])    # [b, m_max + 1, vocab]
+            outputs, dists, similarity = _verify_group(logits, group, [proposals[i] for i in rows], [q[i] for i in rows])
+            if distance == 0:       # the target: its outputs are what the step commits
+                for j, i in enumerate(rows):
+                    if group[j].params.logprobs is not None:
+                        results[i].logprobs = token_logprobs(logits[j, : len(outputs[j])], outputs[j],
+                                                             group[j].params.logprobs)
             for j, i in enumerate(rows):
                 chain = chains[i]
                 if len(chain) > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from engine import FinishReason, RequestOutput
+from engine.logprobs import TokenLogprob
 from engine.sequence import SpecStats
 from serving.detokenizer import IncrementalDetokenizer
 from serving.engine_loop import RequestStream, StreamEnd
@@ -17,7 +18,7 @@ class Choice:
     """Follows one engine request: its text so far, finish reason, counts and latencies."""
 
     def __init__(self, index: int, prompt_index: int, stream: RequestStream, tokenizer, stop: list[str],
-                 arrival: float):
+                 arrival: float, wants_logprobs: bool = False):
         self.index = index
         self.prompt_index = prompt_index
         self.stream = stream
@@ -33,6 +34,8 @@ class Choice:
         self.last_token_time: float | None = None
         self.finish_time: float | None = None
         self.gaps_s: list[float] = []
+        self.logprobs: list[TokenLogprob] | None = [] if wants_logprobs else None   # every output token's
+        self.num_logprobs_taken = 0
 
     @property
     def request_id(self) -> str:
@@ -64,11 +67,22 @@ class Choice:
             self.last_token_time = now
         self.num_output_tokens = len(output.output_token_ids)
         self.stats = output.stats
+        if self.logprobs is not None and output.new_logprobs is not None:
+            self.logprobs.extend(output.new_logprobs)
         delta = self.detokenizer.push(output.output_token_ids, output.finished, output.text)
         self.text += delta
         if output.finished:
             self.finish(FINISH_REASONS.get(output.finish_reason, "stop"), output.error, now)
         return delta
+
+    def take_logprobs(self) -> list[TokenLogprob] | None:
+        """The logprobs not taken yet (for the next chunk, or all of them for a full body);
+        None when the request did not ask for logprobs."""
+        if self.logprobs is None:
+            return None
+        taken = self.logprobs[self.num_logprobs_taken:]
+        self.num_logprobs_taken = len(self.logprobs)
+        return taken
 
     def finish(self, reason: str, error: str | None, now: float) -> None:
         self.finish_reason = reason

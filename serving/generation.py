@@ -92,8 +92,9 @@ async def generate(state, http_request: Request, body: SamplingFields, prompts: 
     choices = []
     for index, (p_index, sampling) in enumerate(params):
         stream = state.engine_loop.submit(f"{response_id}-{index}", prompts[p_index].token_ids, sampling)
-        choices.append(Choice(index, p_index, stream, state.tokenizer, sampling.stop, arrival))
-    fmt = ResponseFormat(kind, response_id, state.model_name)
+        choices.append(Choice(index, p_index, stream, state.tokenizer, sampling.stop, arrival,
+                              wants_logprobs=sampling.logprobs is not None))
+    fmt = ResponseFormat(kind, response_id, state.model_name, state.tokenizer)
     if body.stream:
         return StreamingResponse(_stream(state, choices, fmt, body.include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -155,7 +156,8 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
 
     Starlette cancels this generator when the client disconnects; `finally` aborts the requests.
     """
-    events: asyncio.Queue[tuple[Choice, str, bool]] = asyncio.Queue()    # (choice, text, is its last event)
+    # (choice, text, the logprobs of the tokens that text comes from, is its last event)
+    events: asyncio.Queue[tuple[Choice, str, list | None, bool]] = asyncio.Queue()
 
     async def pump(choice: Choice) -> None:
         while not choice.is_finished:
@@ -163,7 +165,7 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
             if choice.is_finished:
                 _report_spec(state, choice)
             if delta or choice.is_finished:
-                events.put_nowait((choice, delta, choice.is_finished))
+                events.put_nowait((choice, delta, choice.take_logprobs(), choice.is_finished))
 
     tasks = [asyncio.create_task(pump(c)) for c in choices]
     try:
@@ -172,16 +174,17 @@ async def _stream(state, choices: list[Choice], fmt: ResponseFormat, include_usa
                 yield sse(fmt.chunk(choice.index, None, role=True))
         remaining = len(choices)
         while remaining:
-            choice, delta, is_last = await events.get()
+            choice, delta, entries, is_last = await events.get()
+            logprobs = fmt.logprobs.write(choice.index, entries)
             if is_last:
                 remaining -= 1
                 if choice.finish_reason == "error":
                     if delta:
-                        yield sse(fmt.chunk(choice.index, delta))
+                        yield sse(fmt.chunk(choice.index, delta, logprobs=logprobs))
                     yield sse(error_body(f"generation failed: {choice.error}", "internal_error"))
                     continue
             yield sse(fmt.chunk(choice.index, delta, choice.finish_reason if is_last else None,
-                                spec_decode=choice.spec_decode if is_last else None))
+                                spec_decode=choice.spec_decode if is_last else None, logprobs=logprobs))
         if include_usage:
             yield sse(fmt.usage_chunk(choices))
         yield sse("[DONE]")

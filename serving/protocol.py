@@ -24,13 +24,15 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine import SamplingParams
-from serving.json_types import NonEmptyText, Text, TokenIds, WholeInt, documented_as, whole_int
+from engine.logprobs import MAX_LOGPROBS
+from serving.json_types import NonEmptyText, Text, TokenIds, documented_as, whole_int
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
 
 MAX_N = 16
 GREEDY_BELOW = 1e-5          # temperatures this small are greedy (as vLLM does): dividing by them overflows
 MAX_STOP = 16
 MAX_PROMPTS = 16            # prompts in one completions request (each makes n sequences)
+MAX_COMPLETION_LOGPROBS = 5    # the legacy endpoint's bound (OpenAI's)
 MIN_SEED, MAX_SEED = -(2 ** 63), 2 ** 64 - 1    # the range torch.Generator.manual_seed accepts
 
 # Field -> the values that mean "off" (None always does). Anything else gets a 400 naming it.
@@ -95,6 +97,8 @@ def refuse_set_fields(extra: dict[str, Any] | None, refused: dict[str, tuple], p
 # Conditional requirements, in the document as the server applies them (JSON Schema `anyOf`).
 STREAM_OPTIONS_NEED_STREAM = {"anyOf": [{"properties": {"stream_options": {"type": "null"}}},
                                         {"required": ["stream"], "properties": {"stream": {"const": True}}}]}
+TOP_LOGPROBS_NEED_LOGPROBS = {"anyOf": [{"properties": {"top_logprobs": {"type": "null"}}},
+                                        {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}]}
 CONTENT_UNLESS_ASSISTANT = {"anyOf": [{"properties": {"role": {"const": "assistant"}}},
                                       {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}}]}
 
@@ -136,6 +140,10 @@ class SamplingFields(StrictModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def num_logprobs(self) -> int | None:
+        """SamplingParams.logprobs: alternatives per token (0: the token's own), None: no logprobs."""
+        return None
+
     def check_supported(self) -> None:
         """400 naming the first field that is set but cannot be honoured."""
         refuse_set_fields(self.model_extra, self.REFUSED)
@@ -159,7 +167,8 @@ class SamplingFields(StrictModel):
         top_k = defaults.top_k if self.top_k is None else self.top_k
         try:
             return SamplingParams(max_tokens=max_tokens, temperature=0.0 if temperature < GREEDY_BELOW else temperature,
-                                  top_p=top_p, top_k=max(top_k, 0), stop=stop, seed=seed, ignore_eos=self.ignore_eos)
+                                  top_p=top_p, top_k=max(top_k, 0), stop=stop, seed=seed, ignore_eos=self.ignore_eos,
+                                  logprobs=self.num_logprobs())
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
 
@@ -174,8 +183,9 @@ class CompletionRequest(SamplingFields):
     prompt: (NonEmptyText | TokenIds | Annotated[list[NonEmptyText], Field(min_length=1, max_length=MAX_PROMPTS)]
              | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)])
     echo: Annotated[bool, documented_as({"const": False})] = Field(default=False, description="only false is supported")
-    logprobs: Annotated[WholeInt | None, documented_as({"type": "null"})] = Field(
-        default=None, description="not supported: send null")
+    logprobs: whole_int(0, MAX_COMPLETION_LOGPROBS) | None = Field(default=None, description=(
+        "each token's log-probability and this many most likely alternatives (the model's raw "
+        "distribution, before temperature, top-k and top-p)"))
     suffix: Annotated[Text | None, documented_as({"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]})] = (
         Field(default=None, description="not supported: send null or ''"))
 
@@ -183,10 +193,11 @@ class CompletionRequest(SamplingFields):
         super().check_supported()
         if self.echo:
             raise RequestError("echo is not supported by this server", param="echo")
-        if self.logprobs is not None:
-            raise RequestError("logprobs are not supported by this server", param="logprobs")
         if self.suffix:
             raise RequestError("suffix is not supported by this server", param="suffix")
+
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         """Each prompt as text or token ids (OpenAI accepts one or a list of either)."""
@@ -237,15 +248,16 @@ class ChatMessage(StrictModel):
 class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
-    model_config = ConfigDict(json_schema_extra={"x-refused-fields": sorted(REFUSED_CHAT), **STREAM_OPTIONS_NEED_STREAM})
+    model_config = ConfigDict(json_schema_extra={"x-refused-fields": sorted(REFUSED_CHAT),
+                                                 "allOf": [STREAM_OPTIONS_NEED_STREAM, TOP_LOGPROBS_NEED_LOGPROBS]})
     REFUSED: ClassVar[dict[str, tuple]] = REFUSED_CHAT
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: whole_int(1) | None = Field(default=None, description="as max_tokens (wins over it)")
-    logprobs: Annotated[bool, documented_as({"const": False})] = Field(default=False,
-                                                                       description="only false is supported")
-    top_logprobs: Annotated[WholeInt | None, documented_as({"type": "null"})] = Field(
-        default=None, description="not supported: send null")
+    logprobs: bool = Field(default=False, description=(
+        "each output token's log-probability (the model's raw distribution, before temperature, top-k and top-p)"))
+    top_logprobs: whole_int(0, MAX_LOGPROBS) | None = Field(
+        default=None, description="most likely alternatives per token; only with logprobs: true")
     tools: Annotated[list[dict] | None, documented_as({"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]})] = (
         Field(default=None, description="not supported: send null or []"))
     response_format: Annotated[dict | None, documented_as({"anyOf": [
@@ -255,11 +267,13 @@ class ChatCompletionRequest(SamplingFields):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def num_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     def check_supported(self) -> None:
         super().check_supported()
-        if self.logprobs or self.top_logprobs is not None:
-            name = "logprobs" if self.logprobs else "top_logprobs"
-            raise RequestError(f"{name} is not supported by this server", param=name)
+        if self.top_logprobs is not None and not self.logprobs:
+            raise RequestError("top_logprobs is only allowed when logprobs is true", param="top_logprobs")
         if self.tools:
             raise RequestError("tools are not supported by this server", param="tools")
         if self.response_format is not None and self.response_format.get("type", "text") != "text":

@@ -6,6 +6,7 @@ import json
 import time
 
 from serving.choices import Choice, usage_of
+from serving.logprobs import LogprobsWriter
 
 
 def sse(data: dict | str) -> str:
@@ -16,13 +17,14 @@ def sse(data: dict | str) -> str:
 class ResponseFormat:
     """How one endpoint spells its bodies; `kind` is 'completion' or 'chat'."""
 
-    def __init__(self, kind: str, response_id: str, model: str):
+    def __init__(self, kind: str, response_id: str, model: str, tokenizer=None):
         if kind not in ("completion", "chat"):
             raise ValueError(f"unknown response kind {kind!r}")
         self.kind = kind
         self.id = response_id
         self.model = model
         self.created = int(time.time())
+        self.logprobs = LogprobsWriter(tokenizer, kind == "chat")
 
     @property
     def is_chat(self) -> bool:
@@ -35,11 +37,12 @@ class ResponseFormat:
         """The non-streaming body."""
         rows = []
         for c in sorted(choices, key=lambda c: c.index):
+            logprobs = self.logprobs.write(c.index, c.take_logprobs())
             if self.is_chat:
                 row = {"index": c.index, "message": {"role": "assistant", "content": c.text},
-                       "logprobs": None, "finish_reason": c.finish_reason}
+                       "logprobs": logprobs, "finish_reason": c.finish_reason}
             else:
-                row = {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+                row = {"index": c.index, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}
             if c.spec_decode is not None:
                 row["spec_decode"] = c.spec_decode
             rows.append(row)
@@ -48,15 +51,16 @@ class ResponseFormat:
         return body
 
     def chunk(self, index: int, text: str | None, finish_reason: str | None = None, role: bool = False,
-              spec_decode: dict | None = None) -> dict:
-        """One streamed chunk for one choice (its last one carries `spec_decode` when reported)."""
+              spec_decode: dict | None = None, logprobs: dict | None = None) -> dict:
+        """One streamed chunk for one choice (its last one carries `spec_decode` when reported);
+        `logprobs` are those of the tokens the chunk carries (`LogprobsWriter.write`)."""
         if self.is_chat:
             delta: dict = {"role": "assistant", "content": ""} if role else {}
             if text:
                 delta["content"] = text
-            row = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            row = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         else:
-            row = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            row = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
         if spec_decode is not None:
             row["spec_decode"] = spec_decode
         return self._envelope("chat.completion.chunk" if self.is_chat else "text_completion", [row])
