@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from serving.request_schema import fit_request_schemas
+from serving.tokenize_routes import DetokenizeResponse, TokenizeResponse, VersionResponse
 
 
 class ErrorDetail(BaseModel):
@@ -167,7 +168,7 @@ class ReadyResponse(BaseModel):
 
 
 _MODELS = [ErrorResponse, CompletionResponse, ChatCompletionResponse, CompletionChunk, ChatCompletionChunk,
-           StreamError, ModelList, HealthResponse, ReadyResponse]
+           StreamError, ModelList, HealthResponse, ReadyResponse, TokenizeResponse, DetokenizeResponse, VersionResponse]
 _REF = "#/components/schemas/{model}"
 
 
@@ -200,6 +201,9 @@ def _responses() -> dict[tuple[str, str], dict]:
         ("/v1/completions", "post"): _generation(CompletionResponse, CompletionChunk),
         ("/v1/chat/completions", "post"): _generation(ChatCompletionResponse, ChatCompletionChunk),
         ("/v1/models", "get"): {"200": _json(ModelList, "the served model and its sampling defaults")},
+        ("/tokenize", "post"): {"200": _json(TokenizeResponse, "the prompt's token ids"), **_errors(400, 404, 408, 413)},
+        ("/detokenize", "post"): {"200": _json(DetokenizeResponse, "the ids' text"), **_errors(400, 404, 408, 413)},
+        ("/version", "get"): {"200": _json(VersionResponse, "the specroute package's version")},
         ("/health", "get"): {"200": _json(HealthResponse, "the engine loop runs"), **_errors(503)},
         ("/ready", "get"): {"200": _json(ReadyResponse, "ready"), "503": _json(ReadyResponse, "starting or draining")},
         ("/metrics", "get"): {"200": {"description": "Prometheus text exposition format 0.0.4",
