@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from engine import TARGET, Engine
-from serving.auth import ApiKeyAuth
+from serving.auth import ApiKeyAuth, open_paths
 from serving.config import ServerConfig
 from serving.engine_loop import EngineLoop
 from serving.errors import BodySizeLimit, error_response, install_error_handlers
@@ -96,7 +96,7 @@ def create_app(state: ServingState) -> FastAPI:
                   description="OpenAI-compatible server with multi-level speculative decoding and a learned router.")
     app.state.serving = state
     install_error_handlers(app)
-    install_openapi(app, state.vocab_size)
+    install_openapi(app, state.vocab_size, open_paths(state.config.api_key_metrics) if state.config.api_key else None)
     app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes, read_timeout_s=state.config.body_timeout_s)
     app.add_middleware(ApiKeyAuth, api_key=state.config.api_key, protect_metrics=state.config.api_key_metrics)
     app.add_middleware(HttpGuard, allowed_hosts=parse_allowed_hosts(state.config.allowed_hosts))

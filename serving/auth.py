@@ -25,6 +25,11 @@ def api_key_from_env(api_key: str) -> str:
     return api_key or os.environ.get(API_KEY_ENV, "")
 
 
+def open_paths(protect_metrics: bool) -> tuple[str, ...]:
+    """The paths served without a key: the probes, and /metrics unless `protect_metrics`."""
+    return PROBE_PATHS if protect_metrics else PROBE_PATHS + ("/metrics",)
+
+
 def is_authorized(authorization: str, api_key: str) -> bool:
     """Whether an `Authorization` header value carries `api_key` as a Bearer token."""
     scheme, _, token = authorization.partition(" ")
@@ -37,7 +42,7 @@ class ApiKeyAuth:
     def __init__(self, app: ASGIApp, api_key: str = "", protect_metrics: bool = False):
         self.app = app
         self.api_key = api_key
-        self.open_paths = PROBE_PATHS if protect_metrics else PROBE_PATHS + ("/metrics",)
+        self.open_paths = open_paths(protect_metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.api_key or scope["path"] in self.open_paths:

@@ -211,9 +211,10 @@ def _responses() -> dict[tuple[str, str], dict]:
     }
 
 
-def install_openapi(app: FastAPI, vocab_size: int) -> None:
+def install_openapi(app: FastAPI, vocab_size: int, open_paths: tuple[str, ...] | None = None) -> None:
     """Replace `app.openapi()` with the document described above (built once, then cached);
-    request bodies are fitted to what the server accepts for a model of `vocab_size` tokens."""
+    request bodies are fitted to what the server accepts for a model of `vocab_size` tokens.
+    With `open_paths` (--api-key set), every other route needs a Bearer key and lists its 401."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -225,7 +226,13 @@ def install_openapi(app: FastAPI, vocab_size: int) -> None:
             schemas.update(defs.get("$defs", {}))
             fit_request_schemas(schemas, vocab_size)
             for (path, method), responses in _responses().items():
-                document["paths"][path][method]["responses"] = responses
+                operation = document["paths"][path][method]
+                operation["responses"] = responses
+                if open_paths is not None and path not in open_paths:
+                    operation["responses"]["401"] = _json(ErrorResponse, "missing or wrong API key (--api-key)")
+                    operation["security"] = [{"bearer": []}]
+            if open_paths is not None:
+                document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -15,9 +15,9 @@ from typing import Annotated
 
 from fastapi import FastAPI
 from jinja2 import TemplateError
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.json_types import Text, TokenIds
+from serving.json_types import Text, TokenIds, documented_as
 from serving.protocol import ChatMessage, RequestError, StrictModel
 
 
@@ -30,11 +30,14 @@ def package_version() -> str:
 
 
 class TokenizeRequest(StrictModel):
-    """Exactly one of `prompt` and `messages`."""
+    """Exactly one of `prompt` and `messages` (the document says so with `oneOf`)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]})
 
     model: Text | None = None
-    prompt: Text | None = None
-    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    prompt: Annotated[Text | None, documented_as({"type": "string"})] = None
+    messages: Annotated[list[ChatMessage] | None, Field(min_length=1), documented_as(
+        {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}})] = None
     add_generation_prompt: bool = True
     add_special_tokens: bool = False
 

@@ -63,3 +63,12 @@ def test_the_key_comes_from_the_flag_else_the_environment(monkeypatch):
 
 def test_the_key_is_not_in_the_config_repr(make_state):
     assert KEY not in repr(make_state(api_key=KEY).config)
+
+
+def test_the_openapi_document_lists_the_401_and_the_bearer_scheme(authed):
+    with authed() as client:
+        document = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert document["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    assert "401" in document["paths"]["/v1/completions"]["post"]["responses"]
+    assert "401" not in document["paths"]["/health"]["get"]["responses"]
+    assert "401" not in document["paths"]["/metrics"]["get"]["responses"]

@@ -48,3 +48,9 @@ def test_an_unknown_model_is_a_404(client):
 def test_version_is_the_package_version(client):
     assert client.get("/version").json() == {"version": package_version()}
     assert package_version() != "unknown"
+
+
+def test_the_document_asks_for_exactly_one_of_prompt_and_messages(client):
+    schema = client.app.openapi()["components"]["schemas"]["TokenizeRequest"]
+    assert schema["oneOf"] == [{"required": ["prompt"]}, {"required": ["messages"]}]
+    assert client.post("/tokenize", json={"messages": []}).status_code == 400
