@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serving.tokenize_routes import package_version
+from tests.serving.response_schema import response_errors
 
 TEXT = "the cat sat on the mat"
 
@@ -54,3 +55,12 @@ def test_the_document_asks_for_exactly_one_of_prompt_and_messages(client):
     schema = client.app.openapi()["components"]["schemas"]["TokenizeRequest"]
     assert schema["oneOf"] == [{"required": ["prompt"]}, {"required": ["messages"]}]
     assert client.post("/tokenize", json={"messages": []}).status_code == 400
+
+
+@pytest.mark.parametrize("method, path, body", [("post", "/tokenize", {"prompt": TEXT}),
+                                                ("post", "/tokenize", {"messages": [{"role": "user", "content": "hi"}]}),
+                                                ("post", "/tokenize", {}), ("post", "/detokenize", {"tokens": [3, 4]}),
+                                                ("get", "/version", None)])
+def test_responses_match_the_document(client, method, path, body):
+    response = client.request(method.upper(), path, json=body)
+    assert not response_errors(client.app.openapi(), path, method, response), response.text
