@@ -7,6 +7,8 @@ model is a local path.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import subprocess
@@ -98,16 +100,42 @@ def load_model(spec: str = "default") -> LoadedModel:
         return _load_gguf(path, name=path.stem, sha256=sha256_of(path))
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with _quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return LoadedModel(path.name, model.eval(), tokenizer, _directory_digest(path))
 
 
 def _load_gguf(path: Path, name: str, sha256: str) -> LoadedModel:
     kwargs = dict(gguf_file=path.name, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kwargs)
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kwargs)
     return LoadedModel(name, model.eval(), tokenizer, sha256)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Hide transformers' progress bars for one load: "Loading weights" (its own switch) and
+    "Converting and de-quantizing GGUF tensors..." (drawn with tqdm directly, past that switch).
+    Both print at every load; start-up says what it loaded in its own log lines."""
+    from transformers.utils import logging as hf_logging
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    except ImportError:
+        gguf_loading = None
+    gguf_bar = getattr(gguf_loading, "tqdm", None)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    if gguf_bar is not None:
+        gguf_loading.tqdm = functools.partial(gguf_bar, disable=True)
+    try:
+        yield
+    finally:
+        if gguf_bar is not None:
+            gguf_loading.tqdm = gguf_bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _directory_digest(path: Path) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cli.dataclass_args import parse_dataclass
+from cli.startup import exit_on_startup_error
 from engine.config import engine_field, num_threads_field
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
@@ -139,20 +140,23 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
 
     from engine import Engine, EngineConfig
     from engine.build import DraftSpec
+    from engine.models import ModelLoadError
     from env.specroute_env import SpecRouteEnv
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    engine = Engine.from_pretrained(cfg.model, drafts=[DraftSpec("draft", resolve_path(cfg.draft), if_absent="skip")],
-                                    config=EngineConfig(max_num_seqs=cfg.max_num_seqs,
-                                                        quantized_levels=cfg.quantized_levels,
-                                                        **cfg.precision_kwargs()))
+    with exit_on_startup_error("python -m env.calibrate", ModelLoadError, OSError, ValueError):
+        engine = Engine.from_pretrained(cfg.model, drafts=[DraftSpec("draft", resolve_path(cfg.draft), if_absent="skip")],
+                                        config=EngineConfig(max_num_seqs=cfg.max_num_seqs,
+                                                            quantized_levels=cfg.quantized_levels,
+                                                            **cfg.precision_kwargs()))
     model_name, has_draft = engine.model_name, "draft" in engine.levels
     print(f"loaded {model_name}{' + draft' if has_draft else ''} in {time.perf_counter() - started:.1f} s; "
           f"{cfg.clock} clock, {torch.get_num_threads()} torch threads")
 
     profile_path = resolve_path(cfg.profile) if cfg.profile else REPO_ROOT / "profiles" / f"{model_name}.json"
-    base = base_profile(engine, profile_path, cfg, model_name)
+    with exit_on_startup_error("python -m env.calibrate", OSError, ValueError):     # an unreadable --profile
+        base = base_profile(engine, profile_path, cfg, model_name)
 
     rng = np.random.default_rng(cfg.seed)
     chains = [("ngram", "target"), ("suffix", "target")]

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from engine import TARGET, Engine
+from serving.auth import ApiKeyAuth, open_paths
 from serving.config import ServerConfig
 from serving.engine_loop import EngineLoop
 from serving.errors import BodySizeLimit, error_response, install_error_handlers
@@ -19,9 +20,11 @@ from serving.http_guard import HttpGuard, parse_allowed_hosts
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.openapi import install_openapi
 from serving.protocol import ChatCompletionRequest, CompletionRequest, RequestError
+from serving.request_id import RequestIdMiddleware
 from serving.retry_after import RetryPromises
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults
 from serving.spec_metrics import PerRequestSpecMetrics
+from serving.tokenize_routes import install_tokenize_routes, package_version
 
 
 @dataclass
@@ -88,14 +91,17 @@ def create_app(state: ServingState) -> FastAPI:
                 close()
 
     docs = state.config.docs
-    app = FastAPI(title="SpecRoute", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="SpecRoute", version=package_version(), lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   description="OpenAI-compatible server with multi-level speculative decoding and a learned router.")
     app.state.serving = state
     install_error_handlers(app)
-    install_openapi(app, state.vocab_size)
+    install_openapi(app, state.vocab_size, open_paths(state.config.api_key_metrics) if state.config.api_key else None)
     app.add_middleware(BodySizeLimit, max_bytes=state.config.max_body_bytes, read_timeout_s=state.config.body_timeout_s)
+    app.add_middleware(ApiKeyAuth, api_key=state.config.api_key, protect_metrics=state.config.api_key_metrics)
     app.add_middleware(HttpGuard, allowed_hosts=parse_allowed_hosts(state.config.allowed_hosts))
+    app.add_middleware(RequestIdMiddleware)     # outermost: every response carries X-Request-Id
+    install_tokenize_routes(app, state, _check_model)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):

@@ -33,6 +33,9 @@ class ServerConfig(PrecisionArgs):
         "EAGLE head directory (python -m distill.eagle; used when it exists and was made for "
         "the model; '' disables it)"))
     quantized_levels: str = engine_field("quantized_levels")
+    speculative_config: str = field(default="", metadata=_help(
+        "vLLM-style JSON for the flags above, e.g. '{\"method\": \"ngram\", \"num_speculative_tokens\": 4}' "
+        "(keys: method, model, num_speculative_tokens, router, quantized_levels; see serving/speculative_config.py)"))
     profile: str = field(default="", metadata=_help(
         "latency profile JSON for the cost-model fallback (default profiles/<model name>.json); "
         "levels it lacks are measured at start-up"))
@@ -58,6 +61,10 @@ class ServerConfig(PrecisionArgs):
     allowed_hosts: str = field(default="", metadata=_help(
         "comma-separated Host names the server answers (e.g. 'api.example.com,*.internal'); '' or '*': any. "
         "Set it when binding beyond loopback"))
+    api_key: str = field(default="", repr=False, metadata=_help(
+        "require 'Authorization: Bearer <key>' on every route but /health, /ready and /metrics "
+        "(default: $SPECROUTE_API_KEY; '' and unset: no key)"))
+    api_key_metrics: bool = field(default=False, metadata=_help("with --api-key, require the key on /metrics too"))
     docs: bool = field(default=False, metadata=_help(
         "serve /docs and /redoc (their scripts load from a public CDN, so off by default; "
         "/openapi.json is always served)"))
@@ -89,6 +96,11 @@ class ServerConfig(PrecisionArgs):
         "log level", choices=["critical", "error", "warning", "info", "debug"]))
 
     def __post_init__(self) -> None:
+        if self.router == "cost_model":
+            self.router = "cost-model"      # the agents' spelling is the one name; the old one is accepted
+        if self.speculative_config:
+            from serving.speculative_config import apply_speculative_config
+            apply_speculative_config(self)
         parse_quantized_levels(self.quantized_levels)
         for name in ("max_num_seqs", "max_model_len", "default_max_tokens", "max_body_bytes", "tokenizer_threads",
                      "max_connections"):
@@ -110,8 +122,6 @@ class ServerConfig(PrecisionArgs):
                              f"got {self.per_request_spec_metrics!r}")
         if not self.model:
             raise ValueError("model must be 'default' or a path")
-        if self.router == "cost_model":
-            self.router = "cost-model"      # the agents' spelling is the one name; the old one is accepted
         if self.router not in ROUTER_NAMES:
             from engine.decision import Decision
             Decision.parse(self.router)     # raises ValueError naming the expected form

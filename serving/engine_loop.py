@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine import Engine, FinishReason, RequestOutput, SamplingParams
+from engine import TARGET, Engine, FinishReason, RequestOutput, SamplingParams
 
 logger = logging.getLogger("serving")
 
@@ -45,12 +45,15 @@ class EngineSnapshot:
     num_waiting: int = 0
     kv_free_slots: tuple[tuple[str, int], ...] = ()     # (level, free KV slots)
     kv_bytes: tuple[tuple[str, int], ...] = ()          # (level, bytes its KV cache holds)
+    kv_usage: float = 0.0       # tokens the target's KV cache holds / the batch's token budget (max_num_tokens)
 
     @classmethod
     def of(cls, engine: Engine) -> EngineSnapshot:
+        used = sum(engine.levels[TARGET].cache.lengths)
         return cls(len(engine.scheduler.running), len(engine.scheduler.waiting),
                    tuple((name, level.cache.num_free_slots) for name, level in engine.levels.items()),
-                   tuple((name, level.cache.nbytes()) for name, level in engine.levels.items()))
+                   tuple((name, level.cache.nbytes()) for name, level in engine.levels.items()),
+                   min(1.0, used / engine.config.max_num_tokens))
 
 
 class RequestStream:

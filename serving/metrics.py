@@ -10,7 +10,8 @@ vLLM names kept as-is (prometheus_client adds `_total` to counters, as vLLM's ex
 `vllm:spec_decode_num_accepted_tokens`, `vllm:spec_decode_num_accepted_tokens_per_pos`,
 `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:prompt_tokens`,
 `vllm:generation_tokens`, `vllm:request_success`, `vllm:time_to_first_token_seconds`,
-`vllm:inter_token_latency_seconds`, `vllm:e2e_request_latency_seconds`.
+`vllm:inter_token_latency_seconds`, `vllm:e2e_request_latency_seconds`, `vllm:kv_cache_usage_perc`
+(0..1: tokens the target's KV cache holds over the batch's token budget, `max_num_tokens`).
 Routing: `specroute:router_decisions{source, chain, k}`, `specroute:router_fallbacks{cause}`,
 `specroute:router_decision_seconds`, per-pair `specroute:pair_*_tokens{drafter, verifier}`.
 """
@@ -51,6 +52,7 @@ class ServingMetrics:
         self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Request latency from arrival to last token.", labels, buckets=_E2E_BUCKETS, registry=r)
         self.step_latency = Histogram("specroute:engine_step_seconds", "Engine step latency.", labels, buckets=_LATENCY_BUCKETS, registry=r)
         self.step_batch = Gauge("specroute:engine_step_batch_size", "Rows in the last engine step.", labels, registry=r)
+        self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage: 1 means full (target level's tokens / max_num_tokens).", labels, registry=r)
         self.kv_free_slots = Gauge("specroute:kv_cache_free_slots", "Free KV slots per model level.", labels + ["level"], registry=r)
         self.kv_bytes = Gauge("specroute:kv_cache_bytes", "Bytes held by each level's KV cache.", labels + ["level"], registry=r)
         self.decisions = Counter("specroute:router_decisions", "Routing decisions by source and choice (per step).", labels + ["source", "chain", "k"], registry=r)
@@ -88,6 +90,7 @@ class ServingMetrics:
         m = self.model_name
         self.running.labels(m).set(snapshot.num_running)
         self.waiting.labels(m).set(snapshot.num_waiting)
+        self.kv_usage.labels(m).set(snapshot.kv_usage)
         for name, free in snapshot.kv_free_slots:
             self.kv_free_slots.labels(m, name).set(free)
         for name, nbytes in snapshot.kv_bytes:

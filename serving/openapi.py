@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from serving.request_schema import fit_request_schemas
+from serving.tokenize_routes import DetokenizeResponse, TokenizeResponse, VersionResponse
 
 
 class ErrorDetail(BaseModel):
@@ -192,7 +193,7 @@ class ReadyResponse(BaseModel):
 
 
 _MODELS = [ErrorResponse, CompletionResponse, ChatCompletionResponse, CompletionChunk, ChatCompletionChunk,
-           StreamError, ModelList, HealthResponse, ReadyResponse]
+           StreamError, ModelList, HealthResponse, ReadyResponse, TokenizeResponse, DetokenizeResponse, VersionResponse]
 _REF = "#/components/schemas/{model}"
 
 
@@ -225,6 +226,9 @@ def _responses() -> dict[tuple[str, str], dict]:
         ("/v1/completions", "post"): _generation(CompletionResponse, CompletionChunk),
         ("/v1/chat/completions", "post"): _generation(ChatCompletionResponse, ChatCompletionChunk),
         ("/v1/models", "get"): {"200": _json(ModelList, "the served model and its sampling defaults")},
+        ("/tokenize", "post"): {"200": _json(TokenizeResponse, "the prompt's token ids"), **_errors(400, 404, 408, 413)},
+        ("/detokenize", "post"): {"200": _json(DetokenizeResponse, "the ids' text"), **_errors(400, 404, 408, 413)},
+        ("/version", "get"): {"200": _json(VersionResponse, "the specroute package's version")},
         ("/health", "get"): {"200": _json(HealthResponse, "the engine loop runs"), **_errors(503)},
         ("/ready", "get"): {"200": _json(ReadyResponse, "ready"), "503": _json(ReadyResponse, "starting or draining")},
         ("/metrics", "get"): {"200": {"description": "Prometheus text exposition format 0.0.4",
@@ -232,9 +236,10 @@ def _responses() -> dict[tuple[str, str], dict]:
     }
 
 
-def install_openapi(app: FastAPI, vocab_size: int) -> None:
+def install_openapi(app: FastAPI, vocab_size: int, open_paths: tuple[str, ...] | None = None) -> None:
     """Replace `app.openapi()` with the document described above (built once, then cached);
-    request bodies are fitted to what the server accepts for a model of `vocab_size` tokens."""
+    request bodies are fitted to what the server accepts for a model of `vocab_size` tokens.
+    With `open_paths` (--api-key set), every other route needs a Bearer key and lists its 401."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -246,7 +251,13 @@ def install_openapi(app: FastAPI, vocab_size: int) -> None:
             schemas.update(defs.get("$defs", {}))
             fit_request_schemas(schemas, vocab_size)
             for (path, method), responses in _responses().items():
-                document["paths"][path][method]["responses"] = responses
+                operation = document["paths"][path][method]
+                operation["responses"] = responses
+                if open_paths is not None and path not in open_paths:
+                    operation["responses"]["401"] = _json(ErrorResponse, "missing or wrong API key (--api-key)")
+                    operation["security"] = [{"bearer": []}]
+            if open_paths is not None:
+                document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             app.openapi_schema = document
         return app.openapi_schema
 
