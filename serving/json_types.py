@@ -8,6 +8,7 @@ documented as `minimum` / `maximum`.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
@@ -57,3 +58,14 @@ NonEmptyText = Annotated[Text, Field(min_length=1)]
 WholeInt = whole_int()
 TOKEN_ID_MARK = "x-token-id"        # serving/request_schema.py sets its maximum from the served vocabulary
 TokenIds = Annotated[list[whole_int(0, **{TOKEN_ID_MARK: True})], Field(min_length=1)]
+
+
+def parse_json_object(text: str, what: str) -> dict:
+    """`text` as a JSON object; a ValueError naming `what` (a flag, a file line) says why not."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} is not valid JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {text.strip()[:80]!r}")
+    return value

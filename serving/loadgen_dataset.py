@@ -12,11 +12,11 @@ lines are skipped. A bad line is refused with its line number, so a long file is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from env.prompt_sources import Prompt
+from serving.json_types import parse_json_object
 
 DATASET_SOURCE = "custom"
 
@@ -50,11 +50,9 @@ def _parse_messages(value: object) -> tuple[dict, ...] | None:
 def parse_prompt_line(line: str, line_number: int) -> DatasetPrompt:
     """One line of a prompt file; a DatasetError says what is wrong with it (without the file name)."""
     try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"line {line_number} is not valid JSON ({error.msg})") from None
-    if not isinstance(item, dict):
-        raise DatasetError(f"line {line_number} is not a JSON object")
+        item = parse_json_object(line, f"line {line_number}")
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
     output_len = item.get("max_tokens", item.get("output_len"))
     if output_len is not None and not _positive_int(output_len):
         raise DatasetError(f"line {line_number}: max_tokens / output_len must be an integer > 0, got {output_len!r}")

@@ -20,9 +20,9 @@ the command line reports as a usage error (exit 2) before anything loads.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from serving.config import ROUTER_NAMES
+from serving.json_types import parse_json_object
 
 METHOD_LEVELS = {"ngram": "ngram", "suffix": "suffix", "draft_model": "draft", "eagle": "eagle"}
 MODEL_FIELDS = {"draft_model": "draft", "eagle": "eagle"}       # the flag a method's `model` sets
@@ -31,12 +31,7 @@ KEYS = ("method", "model", "num_speculative_tokens", "router", "quantized_levels
 
 def parse_speculative_config(text: str) -> dict:
     """The JSON object `text` spells, its keys and value types checked; ValueError otherwise."""
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"speculative_config is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"speculative_config must be a JSON object, got {text!r}")
+    spec = parse_json_object(text, "speculative_config")
     unknown = sorted(set(spec) - set(KEYS))
     if unknown:
         raise ValueError(f"speculative_config: unknown key(s) {', '.join(unknown)}; it takes {', '.join(KEYS)}")
