@@ -241,5 +241,7 @@ def main(cfg: LoadgenConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(LoadgenConfig, description="Load generator for the SpecRoute server (loopback only)",
-                         prog="python -m serving.loadgen"))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(LoadgenConfig, description="Load generator for the SpecRoute server (loopback only)",
+                             prog="python -m serving.loadgen"))
