@@ -287,4 +287,6 @@ def main(cfg: TrainConfig) -> Path:
 
 if __name__ == "__main__":
     from cli.dataclass_args import parse_dataclass
-    main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))

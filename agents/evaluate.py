@@ -252,4 +252,6 @@ def main(cfg: EvaluateConfig) -> Path:
 
 if __name__ == "__main__":
     from cli.dataclass_args import parse_dataclass
-    main(parse_dataclass(EvaluateConfig, description="Evaluate every router on every workload in the simulator."))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(EvaluateConfig, description="Evaluate every router on every workload in the simulator."))

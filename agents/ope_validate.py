@@ -152,4 +152,6 @@ def main(cfg: ValidateConfig) -> Path:
 
 if __name__ == "__main__":
     from cli.dataclass_args import parse_dataclass
-    main(parse_dataclass(ValidateConfig, description="Validate OPE estimators against on-policy truth in the sim."))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(ValidateConfig, description="Validate OPE estimators against on-policy truth in the sim."))

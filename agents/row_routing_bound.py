@@ -225,4 +225,6 @@ def main(cfg: BoundConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(BoundConfig))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(BoundConfig))

@@ -210,4 +210,6 @@ def main(cfg: ChainsBenchArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(ChainsBenchArgs))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(ChainsBenchArgs))

@@ -253,4 +253,6 @@ def main(cfg: DraftBenchArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(DraftBenchArgs))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(DraftBenchArgs))

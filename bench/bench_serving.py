@@ -247,4 +247,6 @@ def main(args: BenchServingArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(BenchServingArgs, description=__doc__.split("\n")[0]))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(BenchServingArgs, description=__doc__.split("\n")[0]))

@@ -85,4 +85,6 @@ def main(cfg: MemoryArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass(MemoryArgs))
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_dataclass(MemoryArgs))

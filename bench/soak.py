@@ -110,4 +110,6 @@ def main(args: SoakArgs) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main(parse_dataclass(SoakArgs, description=__doc__.split("\n")[0]))["passed"] else 1)
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        sys.exit(0 if main(parse_dataclass(SoakArgs, description=__doc__.split("\n")[0]))["passed"] else 1)

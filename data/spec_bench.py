@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.jsonl import read_jsonl
-from data.paths import data_dir
+from data.paths import DATA_HINT, DataMissingError, data_dir
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 SPEC_BENCH_CATEGORIES = MT_BENCH_CATEGORIES + ("translation", "summarization", "qa", "math_reasoning", "rag")
@@ -47,7 +47,7 @@ def spec_bench_path(directory: Path | None = None) -> Path:
 def load_spec_bench(path: Path | None = None) -> tuple[SpecBenchQuestion, ...]:
     """Every question of the file at `path` (default `spec_bench_path()`), in file order.
 
-    Raises FileNotFoundError (naming SPECROUTE_DATA) when the file does not exist.
+    Raises DataMissingError (a FileNotFoundError naming SPECROUTE_DATA) when the file does not exist.
     """
     return _read_questions(path or spec_bench_path())
 
@@ -55,7 +55,7 @@ def load_spec_bench(path: Path | None = None) -> tuple[SpecBenchQuestion, ...]:
 @functools.lru_cache(maxsize=8)
 def _read_questions(path: Path) -> tuple[SpecBenchQuestion, ...]:
     if not path.exists():
-        raise FileNotFoundError(f"Spec-Bench questions not found at {path} (set SPECROUTE_DATA)")
+        raise DataMissingError(f"Spec-Bench questions not found at {path}; {DATA_HINT}")
     rows = read_jsonl(path)
     return tuple(SpecBenchQuestion(int(row["question_id"]), row["category"], tuple(row["turns"]),
                                    (row.get("reference") or [None])[0]) for row in rows)

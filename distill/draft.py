@@ -282,4 +282,6 @@ def main(cfg: DistillConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config())
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        main(parse_config())

@@ -232,5 +232,7 @@ def parse_args(argv: list[str] | None = None) -> CalibrateArgs:
 
 
 if __name__ == "__main__":
+    from cli.missing_data import exit_on_missing_data
     sys.stdout.reconfigure(line_buffering=True)      # progress lines show up as they happen
-    main(parse_args(sys.argv[1:]))
+    with exit_on_missing_data():
+        main(parse_args(sys.argv[1:]))

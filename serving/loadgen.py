@@ -284,4 +284,6 @@ def cli(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli()
+    from cli.missing_data import exit_on_missing_data
+    with exit_on_missing_data():
+        cli()
