@@ -60,7 +60,7 @@ class CostModelPolicy(BasePolicy):
         from engine.profile import LatencyProfile
         from env.config import resolve_path
         inner = env.unwrapped
-        profile = LatencyProfile.load(resolve_path(inner.config.profile))
+        profile = LatencyProfile.load(resolve_path(inner.config.sim.profile))
         cost_model = CostModel(profile, inner.decisions, slo_tpot_s=inner.config.slo_tpot_s)
         return cls(cost_model, inner.decisions, inner.obs_spec.names, view_of=inner.batch_view, per_row=per_row)
 

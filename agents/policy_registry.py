@@ -56,7 +56,7 @@ def verify_token_cost(env, context: int = 512) -> float:
     one more token per row, (t(B, K+1) / t(B, 1) - 1) / (B K), the median over a small grid."""
     from engine.profile import LatencyProfile
     from env.config import resolve_path
-    profile = LatencyProfile.load(resolve_path(env.unwrapped.config.profile))
+    profile = LatencyProfile.load(resolve_path(env.unwrapped.config.sim.profile))
     ratios = []
     for batch in (1, 4, 8, 16):
         base = profile.forward_time("target", batch, 1, context)

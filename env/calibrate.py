@@ -28,7 +28,7 @@ from engine.config import engine_field, num_threads_field
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
 from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
-from env.config import REPO_ROOT, EnvConfig, resolve_path
+from env.config import DEFAULT_DRAFT, REPO_ROOT, RealBackendConfig, SimBackendConfig, resolve_path
 from env.prompt_sources import CATEGORIES
 from env.sim_calibration import SimCalibration
 from env.sim_fidelity import compare, sim_speed
@@ -54,10 +54,11 @@ COMPARISON_WORKLOADS = (
 class CalibrateArgs(PrecisionArgs):
     """Fit the simulator (acceptance models, prompt lengths, step overhead) on the real engine."""
 
-    model: str = field(default="default", metadata={"help": "target: 'default' (embedded SmolLM2) or a local path"})
-    draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft checkpoint, used when it exists"})
+    model: str = field(default=RealBackendConfig.model, metadata={
+        "help": "target: 'default' (embedded SmolLM2) or a local path"})
+    draft: str = field(default=DEFAULT_DRAFT, metadata={"help": "trained draft checkpoint, used when it exists"})
     quantized_levels: str = engine_field("quantized_levels")
-    profile: str = field(default=EnvConfig.profile, metadata={
+    profile: str = field(default=SimBackendConfig.profile, metadata={
         "help": "latency profile JSON (default: the environment's, the default forward path's)"})
     refresh_profile: bool = field(default=False, metadata={"help": "measure the profile even when the file exists"})
     profile_budget_s: float = field(default=90.0, metadata={"help": "seconds for timing profile levels"})
@@ -202,8 +203,10 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
                     "min_new_tokens": min(8, cfg.max_tokens), "max_prompt_tokens": cfg.max_prompt_tokens}
         actions = list(dict.fromkeys(["plain", *labels]))
         common = dict(workload=workload, actions=actions, max_num_seqs=cfg.max_num_seqs)
-        real_env = SpecRouteEnv(backend="real", engine_factory=lambda: engine, real_clock=cfg.clock, **common)
-        sim_env = SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), **common)
+        real_env = SpecRouteEnv(backend="real", **common,
+                                real=RealBackendConfig(engine_factory=lambda: engine, real_clock=cfg.clock))
+        sim_env = SpecRouteEnv(backend="sim", sim=SimBackendConfig(profile=str(profile_path)), acceptance=str(out),
+                               **common)
         schedule = [real_env.action_labels.index(Decision.parse(label).label) for label in labels]
         real, sim, spread = compare(real_env, sim_env, schedule, cfg.seed, cfg.sim_repeats, cfg.real_repeats)
         ratios.append(real["busy_s"] / max(sim["wall_s"], 1e-9))     # engine time vs simulating it
@@ -217,8 +220,8 @@ def main(cfg: CalibrateArgs) -> SimCalibration:
                   f"   (spread between the {cfg.real_repeats} real runs)")
         sim_env.close()
     speed_actions = [Decision(), *(Decision(tuple(chain), k) for chain in chains for k in cfg.fit_ks)]
-    speed = sim_speed(SpecRouteEnv(backend="sim", profile=str(profile_path), acceptance=str(out), actions=speed_actions),
-                      cfg.speed_seconds)
+    speed = sim_speed(SpecRouteEnv(backend="sim", sim=SimBackendConfig(profile=str(profile_path)), acceptance=str(out),
+                                   actions=speed_actions), cfg.speed_seconds)
     print(f"\nsim (sharegpt, random actions): {speed['steps_per_s']:.0f} env steps/s and {speed['speedup']:.0f}x "
           f"real time per wall second; {speed['steps_per_cpu_s']:.0f} steps/s and {speed['cpu_speedup']:.0f}x per "
           f"CPU second (idle machine); the comparison episodes ran {min(ratios):.0f}x to {max(ratios):.0f}x "

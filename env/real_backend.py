@@ -29,20 +29,21 @@ DRAFT_NAME = "draft"
 
 def build_engine(config: EnvConfig) -> Engine:
     """The target (embedded SmolLM2 or a local path) and, if given, the trained draft."""
-    if config.engine_factory is not None:
-        engine = config.engine_factory()
+    real = config.real
+    if real.engine_factory is not None:
+        engine = real.engine_factory()
         if not isinstance(engine, Engine):
             raise EnvConfigError(f"engine_factory returned {type(engine).__name__}, not an Engine")
         return engine
     from engine.build import DraftSpec
-    if config.num_threads:          # the environment loads and runs its own engine in this process
-        torch.set_num_threads(config.num_threads)
-    drafts = [] if config.draft is None else [DraftSpec(DRAFT_NAME, resolve_path(config.draft), if_absent="skip")]
+    if real.num_threads:          # the environment loads and runs its own engine in this process
+        torch.set_num_threads(real.num_threads)
+    drafts = [] if real.draft is None else [DraftSpec(DRAFT_NAME, resolve_path(real.draft), if_absent="skip")]
     engine_config = EngineConfig(max_num_seqs=config.max_num_seqs, max_num_tokens=config.max_num_tokens,
                                  max_model_len=config.max_model_len,
-                                 quantized_levels=config.quantized_levels,
-                                 **config.precision_kwargs(release_model_weights=True))
-    return Engine.from_pretrained(config.model, drafts=drafts, config=engine_config)
+                                 quantized_levels=real.quantized_levels,
+                                 **real.precision_kwargs(release_model_weights=True))
+    return Engine.from_pretrained(real.model, drafts=drafts, config=engine_config)
 
 
 def encode_prompt(engine: Engine, prompt: Prompt, keep: int, room: int) -> list[int]:
@@ -68,10 +69,10 @@ class RealBackend(EngineBackend):
             except ValueError as exc:
                 raise EnvConfigError(f"action {decision.label}: {exc}") from None
         acceptance_path = resolve_path(config.acceptance)
-        if config.engine_factory is None and acceptance_path.exists():
+        if config.real.engine_factory is None and acceptance_path.exists():
             # trackers start from the fitted acceptance, as the simulator's and the server's do
             self.engine.set_acceptance_priors(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
-        self.is_cpu_clock = config.real_clock == "cpu"
+        self.is_cpu_clock = config.real.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "
                                  "several threads is not latency")

@@ -56,14 +56,14 @@ class SimBackend(EngineBackend):
     def __init__(self, config: EnvConfig):
         from engine.profile import LatencyProfile
         try:
-            self.profile = LatencyProfile.load(resolve_path(config.profile))
+            self.profile = LatencyProfile.load(resolve_path(config.sim.profile))
             self.calibration = SimCalibration.load(resolve_path(config.acceptance))
         except (FileNotFoundError, ValueError) as exc:
             raise EnvConfigError(str(exc)) from None
         levels = sorted({name for d in config.decisions for name in d.chain} | {TARGET})
         missing = [name for name in levels if name not in self.profile.levels]
         if missing:
-            raise EnvConfigError(f"the latency profile {config.profile} has no levels {missing}; "
+            raise EnvConfigError(f"the latency profile {config.sim.profile} has no levels {missing}; "
                                  f"it has {sorted(self.profile.levels)}")
         for pair in config.pairs:
             if not self.calibration.acceptance.has_pair(pair):
@@ -72,8 +72,8 @@ class SimBackend(EngineBackend):
         self.engine_config = EngineConfig(max_num_seqs=config.max_num_seqs, max_num_tokens=config.max_num_tokens,
                                           max_model_len=config.max_model_len)
         self.max_prompt_tokens = config.workload.max_prompt_tokens
-        self.randomize_latency = config.randomize_latency
-        self.randomize_acceptance = config.randomize_acceptance
+        self.randomize_latency = config.sim.randomize_latency
+        self.randomize_acceptance = config.sim.randomize_acceptance
         self.priors = self.calibration.acceptance.per_token_acceptance()
         self.episode_calibration = self.calibration
         self.engine = SimEngine(self.engine_config, self.profile, self.calibration)
@@ -83,7 +83,7 @@ class SimBackend(EngineBackend):
         self.engine = SimEngine(self.engine_config, self.profile, self.episode_calibration, seed, self.priors)
 
     def randomized(self, rng: np.random.Generator) -> SimCalibration:
-        """This episode's simulator (domain randomisation, `EnvConfig.randomize_*`): the step
+        """This episode's simulator (domain randomisation, `SimBackendConfig.randomize_*`): the step
         time scaled by one factor, each pair's acceptance odds by its own; the fit itself when
         both ranges are 0."""
         if not self.randomize_latency and not self.randomize_acceptance:

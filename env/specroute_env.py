@@ -98,7 +98,9 @@ class SpecRouteEnv(gymnasium.Env):
 
     `gymnasium.make("SpecRoute-v0", backend="sim" | "real", workload=..., **fields)` with the
     fields of `env.EnvConfig` (actions, max_num_seqs, max_model_len, slo_tpot_s, slo_ttft_s,
-    slo_penalty, max_steps, profile, acceptance, model, draft, engine_factory, ...), or
+    slo_penalty, max_steps, acceptance, ...) and of its backends' configs, flat (the simulator's
+    profile, randomize_latency, ...; the real engine's model, draft, engine_factory, ...) or
+    nested (`sim=env.SimBackendConfig(...)`, `real=env.RealBackendConfig(...)`), or
     `config=EnvConfig(...)`. Bad values raise `env.EnvConfigError` (a `gymnasium.error.Error`
     and a `ValueError`). `reset(options={"workload": ...})` switches the workload for that
     episode and the next ones (load sweeps). The sim backend loads no model; the real one
@@ -124,11 +126,7 @@ class SpecRouteEnv(gymnasium.Env):
         if render_mode is not None:
             raise EnvConfigError(f"SpecRoute-v0 does not render; render_mode must be None, got {render_mode!r}")
         if config is None:
-            known = {f.name for f in dataclasses.fields(EnvConfig) if f.init}
-            unknown = sorted(set(fields) - known)
-            if unknown:
-                raise EnvConfigError(f"unknown SpecRoute-v0 arguments {unknown}; known: {sorted(known)}")
-            config = EnvConfig(backend=backend, workload=workload, **fields)
+            config = EnvConfig.from_kwargs(backend=backend, workload=workload, **fields)
         elif fields:
             raise EnvConfigError("pass either config=EnvConfig(...) or keyword fields, not both")
         self.config = config

@@ -1,7 +1,8 @@
 """The router's settings (`RouterConfig`): what its observation is scaled by and its reward charges.
 
 The environment and the server both build one (`EnvConfig.observation_spec`, serving.launch), so
-a policy trained in the one sees the same observation layout and ranges in the other.
+a policy trained in the one sees the same observation layout and ranges in the other; the ranges'
+and the penalty's defaults are declared here only (`EnvConfig` takes them from these fields).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def make_calibration(seed: int = 0) -> SimCalibration:
 
 @pytest.fixture(scope="session")
 def sim_files(tmp_path_factory):
-    """(profile path, calibration path) for EnvConfig(profile=..., acceptance=...)."""
+    """(profile path, calibration path) for SpecRoute-v0's profile=..., acceptance=...."""
     directory = tmp_path_factory.mktemp("sim")
     profile = make_profile().save(directory / "profile.json")
     calibration = directory / "acceptance.json"
