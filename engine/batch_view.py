@@ -5,7 +5,8 @@ hands its router a `BatchView`: the running rows (one `Decision` comes back per 
 order), the queue, the acceptance trackers' snapshot and the latency profile. Everything in it
 is a copy, so a router that keeps a view keeps a picture of that step, whatever the engine does
 next. A caller that drives the engine itself (the environment) passes its decision to
-`Engine.step(decisions=...)` instead.
+`Engine.step(decisions=...)` instead. After each step that ran a batch, a router that defines
+`observe_step(feedback)` is handed a `StepFeedback`: what ran and how long it took, nothing more.
 """
 
 from __future__ import annotations
@@ -97,8 +98,23 @@ class BatchView:
         return float(entry["acceptance"]) if entry is not None else float(self.acceptance.get("prior", 0.5))
 
 
+@dataclass(frozen=True)
+class StepFeedback:
+    """What a router may learn from a step that ran: each row's decision, the step's seconds (the
+    engine's clock; the simulator's modelled latency) and each row's committed tokens."""
+
+    decisions: tuple[Decision, ...]
+    latency_s: float
+    num_committed: tuple[int, ...]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.decisions)
+
+
 @runtime_checkable
 class Router(Protocol):
-    """`decide(view)` returns one Decision per row of `view.rows`, in order."""
+    """`decide(view)` returns one Decision per row of `view.rows`, in order; `observe_step(feedback)`
+    (optional, not part of the runtime check) hears how each step went."""
 
     def decide(self, view: BatchView) -> list[Decision]: ...

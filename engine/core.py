@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from engine.batch_view import BatchView, Router
+from engine.batch_view import BatchView, Router, StepFeedback
 from engine.config import EngineConfig
 from engine.decision import (Decision, StaticRouter, capped_draft_length, invalid_reasons, per_row,
                              validate_decision)
@@ -131,17 +131,19 @@ class EngineCore:
         ks = [self.draft_length(r, d) for r, d in zip(batch, decisions)]
         results = self.executor.run(batch, decisions, ks)
         now = self.clock()
-        num_committed = 0
+        committed = []
         for request, decision, k, result in zip(batch, decisions, ks, results):
             appended = self._commit(request, decision, k, result, now)
-            num_committed += len(appended)
+            committed.append(len(appended))
             outputs.append(self._output(request, appended))
             if request.is_finished:
                 self._release(request)
         latency_s = self.executor.step_latency(self.clock() - start)
-        self.last_step = StepRecord(decisions, results, [r.request_id for r in batch], num_committed,
+        self.last_step = StepRecord(decisions, results, [r.request_id for r in batch], sum(committed),
                                     latency_s, len(batch))
         self.trackers.observe_step(self.last_step)
+        if (observe := getattr(self.router, "observe_step", None)) is not None:
+            observe(StepFeedback(tuple(decisions), latency_s, tuple(committed)))
         for output in outputs:
             if output.finished:
                 self.trackers.forget_request(output.request_id)

@@ -96,8 +96,7 @@ class CostModel:
             raise ValueError(f"min_gain and min_row_gain must be in [0, 1), got {min_gain} and {min_row_gain}")
         if catch_up_horizon < 1:
             raise ValueError(f"catch_up_horizon must be >= 1, got {catch_up_horizon}")
-        self.min_gain = min_gain
-        self.min_row_gain = min_row_gain
+        self.min_gain, self.min_row_gain = min_gain, min_row_gain
         self.catch_up_horizon = catch_up_horizon
         self.context_bucket = context_bucket
         missing = sorted({name for d in self.decisions for name in (d.chain if not d.is_plain else (TARGET,))
@@ -105,8 +104,7 @@ class CostModel:
         if missing:
             raise ProfileError(f"the profile of {profile.model} has no levels {missing}; "
                                f"it has {sorted(profile.levels)}")
-        self.slo_tpot_s = slo_tpot_s
-        self.prior_acceptance = prior_acceptance
+        self.slo_tpot_s, self.prior_acceptance = slo_tpot_s, prior_acceptance
         # per decision, what evaluating it needs, worked out once: (pair keys, K)
         self._plans = [((), 0) if d.is_plain else (chain_pair_keys(d.chain), d.k) for d in self.decisions]
         # per decision, the model levels below the target whose catch-up it would pay
@@ -176,8 +174,10 @@ class CostModel:
     def _group_tokens(self, merged: Mapping[str, float], prior: float) -> list[float]:
         return [chain_expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
 
-    def _scores(self, batch: int, context: float, acceptance: Mapping, request_ids: Sequence[str] | None = None,
-                catch_up: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float], int]:
+    def scores(self, batch: int, context: float, acceptance: Mapping, request_ids: Sequence[str] | None = None,
+               catch_up: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float]]:
+        """Every decision's predicted (tokens per row, step seconds), in order: what `select`
+        chooses from, for a caller that corrects them first (router/online_correction.py)."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         prior = self._prior(acceptance)
@@ -191,22 +191,34 @@ class CostModel:
                 tokens[i] += weight * n
         times = self._step_times(batch, context)
         if catch_up:
-            total: dict[str, float] = {}
+            total: Counter = Counter()
             for row in catch_up:
-                for name, rate in row.items():
-                    total[name] = total.get(name, 0.0) + rate
+                total.update(row)           # each level's rates summed over the rows
             times = [t + self._catch_up_s(i, n, total) for i, (n, t) in enumerate(zip(tokens, times))]
-        return tokens, times, context
+        return tokens, times
 
-    def _estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
+    def estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
+        """Decision i's Estimate at `batch` from its expected tokens per row and step seconds."""
         per_token = seconds / tokens
         return Estimate(self.decisions[i], tokens, seconds, batch * tokens / seconds, per_token,
                         self.slo_tpot_s is None or per_token <= self.slo_tpot_s)
 
     def evaluate(self, batch: int, context: float, acceptance: Mapping) -> list[Estimate]:
         """An Estimate for every decision, in the order they were given."""
-        tokens, times, _ = self._scores(batch, context, acceptance)
-        return [self._estimate(i, batch, n, t) for i, (n, t) in enumerate(zip(tokens, times))]
+        tokens, times = self.scores(batch, context, acceptance)
+        return [self.estimate(i, batch, n, t) for i, (n, t) in enumerate(zip(tokens, times))]
+
+    def select(self, batch: int, tokens: Sequence[float], times: Sequence[float]) -> Estimate:
+        """`best`'s rule applied to given figures (one per decision, in order)."""
+        per_token = [t / n for n, t in zip(tokens, times)]
+        slo = self.slo_tpot_s
+        candidates = [i for i, p in enumerate(per_token) if slo is None or p <= slo] or range(len(per_token))
+        # highest goodput = lowest time per token at a fixed batch; the first of equals (simplest) wins
+        best = min(candidates, key=per_token.__getitem__)
+        if (plain := self._plain) is not None and plain in candidates \
+                and per_token[best] > per_token[plain] * (1 - self.min_gain):
+            best = plain
+        return self.estimate(best, batch, tokens[best], times[best])
 
     def best_estimate(self, batch: int, context: float, acceptance: Mapping,
                       request_ids: Sequence[str] | None = None,
@@ -214,16 +226,7 @@ class CostModel:
         """See `best`; `request_ids` (the running rows) score each row with its own acceptance
         from the snapshot's "requests" where it has one; `catch_up` (`catch_up_rates` of the
         rows) charges each decision the catch-up of the levels it would bring in."""
-        tokens, times, _ = self._scores(batch, context, acceptance, request_ids, catch_up)
-        per_token = [t / n for n, t in zip(tokens, times)]
-        slo = self.slo_tpot_s
-        candidates = [i for i, p in enumerate(per_token) if slo is None or p <= slo] or range(len(per_token))
-        # highest goodput = lowest time per token at a fixed batch; the first of equals (simplest) wins
-        best = min(candidates, key=per_token.__getitem__)
-        plain = self._plain
-        if plain is not None and plain in candidates and per_token[best] > per_token[plain] * (1 - self.min_gain):
-            best = plain
-        return self._estimate(best, batch, tokens[best], times[best])
+        return self.select(batch, *self.scores(batch, context, acceptance, request_ids, catch_up))
 
     def best(self, batch: int, context: float, acceptance: Mapping,
              request_ids: Sequence[str] | None = None,

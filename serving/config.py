@@ -39,6 +39,9 @@ class ServerConfig(PrecisionArgs):
     profile: str = field(default="", metadata=_help(
         "latency profile JSON for the cost-model fallback (default profiles/<model name>.json); "
         "levels it lacks are measured at start-up"))
+    online_correction: bool = field(default=True, metadata=_help(
+        "correct the cost model's step times and tokens with what the steps it chose took "
+        "(per batch bucket; 5% exploration); --no-online-correction scores with the profile alone"))
     profile_budget_s: float = field(default=30.0, metadata=_help(
         "seconds the start-up may spend measuring levels the profile lacks"))
     host: str = field(default="127.0.0.1", metadata=_help("address to bind"))

@@ -24,6 +24,7 @@ from router.cost_router import CostModelRouter
 from router.learned_policy import LearnedPolicy
 from router.load_stats import LoadStats
 from router.observation import observation_spec_for
+from router.online_correction import OnlineCorrectionConfig
 from serving.app import ServingState
 from serving.config import ROUTER_NAMES, ServerConfig
 from serving.decision_log import BackgroundDecisionLog
@@ -144,7 +145,7 @@ def build_fallback(engine: Engine, config: ServerConfig, actions: list[Decision]
     """The cost model, used whenever the learned policy is unavailable or untrusted."""
     cost_model = CostModel(load_profile(engine, config, model_name), fallback_decisions(engine, actions),
                            slo_tpot_s=config.slo_tpot_s)
-    return CostModelRouter(cost_model)
+    return CostModelRouter(cost_model, correction=OnlineCorrectionConfig(enabled=config.online_correction))
 
 
 def state_for_engine(engine: Engine, config: ServerConfig, model_name: str, fallback=None,

@@ -105,6 +105,12 @@ class GuardedRouter:
         self._last_action = action
         return decisions
 
+    def observe_step(self, feedback) -> None:
+        """Pass the engine's step feedback (`engine.batch_view.StepFeedback`) to the fallback."""
+        observe = getattr(self.fallback, "observe_step", None)
+        if observe is not None:
+            observe(feedback)
+
     def new_episode(self) -> None:
         """Start again from no load and no previous action, as a freshly started server would
         (benchmarks that run one router over several load levels call this between them)."""

@@ -10,6 +10,7 @@ from engine.cost_model import CostModel, decision_grid
 from engine.expectation import expected_output
 from engine.profile import LatencyProfile, LevelProfile, ProfileError
 from router.cost_router import CostModelRouter
+from router.online_correction import OnlineCorrectionConfig
 from tests.engine.builders import single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -198,7 +199,9 @@ def test_each_row_is_scored_with_its_own_acceptance():
 def test_the_router_passes_the_running_rows_to_the_cost_model(make_engine):
     profile = make_profile(memory_bound)
     engine = make_engine(("target",), 0)
-    engine.set_router(CostModelRouter(CostModel(profile, decision_grid([("ngram", "target")], ks=(4,)))))
+    # the profile's figures, not the wall clock's (router/online_correction.py): this is about the rows
+    engine.set_router(CostModelRouter(CostModel(profile, decision_grid([("ngram", "target")], ks=(4,))),
+                                      correction=OnlineCorrectionConfig(enabled=False)))
     engine.set_acceptance_priors({"ngram>target": 0.0})                # the pool never pays
     engine.add_request("abc abc abc abc abc abc abc abc abc abc abc abc", SamplingParams(max_tokens=40),
                        request_id="r")
