@@ -52,7 +52,7 @@ def test_help_works_without_the_data(tmp_path):
 
 
 @pytest.mark.parametrize("module, args, data_name", [
-    ("serving.loadgen", ("--trace", "azure", "--url", "http://127.0.0.1:9"), "."),   # a directory without the files
+    ("serving.loadgen", ("--trace", "azure", "--base-url", "http://127.0.0.1:9"), "."),   # a directory without the files
     ("agents.row_routing_bound", ("--output-dir", "{tmp}/out"), "absent"),           # no directory at all
 ], ids=["loadgen-empty-dir", "row_routing_bound-no-dir"])
 def test_a_command_that_needs_the_data_says_so_in_one_line(tmp_path, module, args, data_name):
