@@ -55,6 +55,11 @@ class TimedRouter:
         if self.observer is not None:
             self.observer.observe_step(engine, outputs)
 
+    def observe_feedback(self, feedback) -> None:
+        """The engine's step feedback goes to the wrapped router (the cost model corrects itself online)."""
+        if (observe := getattr(self.router, "observe_feedback", None)) is not None:
+            observe(feedback)
+
     def decide(self, view):
         start = time.perf_counter()
         decisions = self.router.decide(view)

@@ -6,7 +6,7 @@ order), the queue, the acceptance trackers' snapshot and the latency profile. Ev
 is a copy, so a router that keeps a view keeps a picture of that step, whatever the engine does
 next. A caller that drives the engine itself (the environment) passes its decision to
 `Engine.step(decisions=...)` instead. After each step that ran a batch, a router that defines
-`observe_step(feedback)` is handed a `StepFeedback`: what ran and how long it took, nothing more.
+`observe_feedback(feedback)` is handed a `StepFeedback`: what ran and how long it took, nothing more.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class StepFeedback:
 
 @runtime_checkable
 class Router(Protocol):
-    """`decide(view)` returns one Decision per row of `view.rows`, in order; `observe_step(feedback)`
+    """`decide(view)` returns one Decision per row of `view.rows`, in order; `observe_feedback(feedback)`
     (optional, not part of the runtime check) hears how each step went."""
 
     def decide(self, view: BatchView) -> list[Decision]: ...

@@ -142,7 +142,7 @@ class EngineCore:
         self.last_step = StepRecord(decisions, results, [r.request_id for r in batch], sum(committed),
                                     latency_s, len(batch))
         self.trackers.observe_step(self.last_step)
-        if (observe := getattr(self.router, "observe_step", None)) is not None:
+        if (observe := getattr(self.router, "observe_feedback", None)) is not None:
             observe(StepFeedback(tuple(decisions), latency_s, tuple(committed)))
         for output in outputs:
             if output.finished:

@@ -53,7 +53,7 @@ class CostModelRouter:
         self.correction.expect(i, batch, tokens[i], times[i])
         return estimate
 
-    def observe_step(self, feedback: StepFeedback) -> None:
+    def observe_feedback(self, feedback: StepFeedback) -> None:
         """How the step went (the engine calls this after every step that ran a batch)."""
         if self.correction is not None:
             self.correction.observe(feedback)

@@ -105,9 +105,9 @@ class GuardedRouter:
         self._last_action = action
         return decisions
 
-    def observe_step(self, feedback) -> None:
+    def observe_feedback(self, feedback) -> None:
         """Pass the engine's step feedback (`engine.batch_view.StepFeedback`) to the fallback."""
-        observe = getattr(self.fallback, "observe_step", None)
+        observe = getattr(self.fallback, "observe_feedback", None)
         if observe is not None:
             observe(feedback)
 

@@ -47,7 +47,7 @@ def run_steps(router: CostModelRouter, num_steps: int, slowdown, batch: int = 1)
         decision = router.decide(make_view(batch))[0]
         predicted = model.step_time(decision, batch, 96)
         tokens = round(model.expected_tokens(decision, ACCEPTANCE))
-        router.observe_step(StepFeedback((decision,) * batch, predicted * slowdown(decision), (tokens,) * batch))
+        router.observe_feedback(StepFeedback((decision,) * batch, predicted * slowdown(decision), (tokens,) * batch))
         chosen.append(decision)
     return chosen
 
@@ -116,12 +116,12 @@ def test_corrections_per_batch_bucket_are_independent():
 def test_steps_the_router_did_not_choose_are_not_counted():
     router = CostModelRouter(make_model())
     router.decide(make_view(2))
-    router.observe_step(StepFeedback((NGRAM, Decision()), 1.0, (2, 1)))         # a mixed batch
-    router.observe_step(StepFeedback((NGRAM,) * 2, 1.0, (2, 2)))                # nothing pending
+    router.observe_feedback(StepFeedback((NGRAM, Decision()), 1.0, (2, 1)))         # a mixed batch
+    router.observe_feedback(StepFeedback((NGRAM,) * 2, 1.0, (2, 2)))                # nothing pending
     assert router.correction.cell(NGRAM, 2).num_observed == 0
-    GuardedRouter(router).observe_step(StepFeedback((NGRAM,) * 2, 1.0, (2, 2)))  # serving passes it on
+    GuardedRouter(router).observe_feedback(StepFeedback((NGRAM,) * 2, 1.0, (2, 2)))  # serving passes it on
     router.decide(make_view(2))
-    GuardedRouter(router).observe_step(StepFeedback((NGRAM,) * 2, 1.0, (2, 2)))
+    GuardedRouter(router).observe_feedback(StepFeedback((NGRAM,) * 2, 1.0, (2, 2)))
     assert router.correction.cell(NGRAM, 2).num_observed == 1
 
 
