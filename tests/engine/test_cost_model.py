@@ -11,7 +11,7 @@ from engine.expectation import expected_output
 from engine.profile import LatencyProfile, LevelProfile, ProfileError
 from router.cost_router import CostModelRouter
 from router.online_correction import OnlineCorrectionConfig
-from tests.engine.builders import single_thread  # noqa: F401
+from tests.engine.builders import run_engine, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -157,14 +157,8 @@ def test_router_drives_a_real_engine_losslessly(make_engine, target, tokenizer, 
     router = CostModelRouter(model)
     engine.set_router(router)
     seen = set()
-    ids = [engine.add_request(p, params) for p in prompts]
-    final = {}
-    while engine.has_unfinished:
-        for output in engine.step():
-            if output.finished:
-                final[output.request_id] = output
-        seen.add(router.last_estimate.decision)
-    assert [final[i].output_token_ids for i in ids] == [o.output_token_ids for o in plain]
+    got = run_engine(engine, prompts, params, on_step=lambda *_: seen.add(router.last_estimate.decision))
+    assert [o.output_token_ids for o in got] == [o.output_token_ids for o in plain]
     assert any(not d.is_plain for d in seen)          # the 0.5 prior makes speculation worth trying
     assert router.last_estimate.step_time_s > 0
 

@@ -14,7 +14,7 @@ from router.cost_router import CostModelRouter
 from router.online_correction import OnlineCorrectionConfig, batch_bucket
 from serving.config import ServerConfig
 from serving.router import GuardedRouter
-from tests.engine.builders import single_thread  # noqa: F401
+from tests.engine.builders import run_engine, single_thread  # noqa: F401
 
 NGRAM = Decision(("ngram", "target"), 4)
 ACCEPTANCE = {"ngram>target": 0.5}      # K = 4: 1.94 tokens a step for about plain's step time
@@ -140,12 +140,7 @@ def test_the_corrected_router_keeps_the_engine_lossless(make_engine):
     engine = make_engine()
     router = CostModelRouter(model, correction=OnlineCorrectionConfig(min_observations=2, exploration=0.3))
     engine.set_router(router)
-    ids = [engine.add_request(p, params) for p in prompts]
-    final = {}
-    while engine.has_unfinished:
-        for output in engine.step():
-            if output.finished:
-                final[output.request_id] = output
-    assert [final[i].output_token_ids for i in ids] == [o.output_token_ids for o in plain]
+    got = run_engine(engine, prompts, params)
+    assert [o.output_token_ids for o in got] == [o.output_token_ids for o in plain]
     # the engine fed the router every step it chose (the wall clock, not the profile)
     assert sum(c.num_observed for bucket in router.correction.cells for c in bucket) > 0
