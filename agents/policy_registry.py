@@ -22,6 +22,7 @@ from agents.policies import (AcceptanceEMAPolicy, HindsightOraclePolicy, NoSpecu
                              UCBPolicy)
 from data.paths import REPO_ROOT
 from router.checkpoint import MANIFEST_NAME
+from router.config import canonical_policy_name
 from router.learned_policy import LearnedPolicy
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "router"
@@ -68,7 +69,7 @@ def verify_token_cost(env, context: int = 512) -> float:
 def check_policy_name(spec: str) -> None:
     """ValueError unless `spec` names a policy (module docstring): a command checks its names
     with this before it builds anything."""
-    name = spec.replace("cost_model", "cost-model")
+    name = canonical_policy_name(spec)
     if name in POLICY_NAMES or name.startswith(("static:", "oracle:")) or is_checkpoint(name):
         return
     raise ValueError(f"unknown policy {spec!r}; use a checkpoint directory or one of {', '.join(POLICY_NAMES)}, "
@@ -78,7 +79,7 @@ def check_policy_name(spec: str) -> None:
 def make_policy(spec: str, env, checkpoint: str | Path = DEFAULT_CHECKPOINT, seed: int = 0):
     """The policy `spec` names (see the module docstring) for `env`; ValueError when unknown."""
     inner = env.unwrapped
-    spec = spec.replace("cost_model", "cost-model")       # the server's old spelling names the same router
+    spec = canonical_policy_name(spec)
     if spec == "learned":
         return load_learned(checkpoint, env)
     if spec in ("cost-model", "cost-model-rows"):

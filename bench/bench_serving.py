@@ -29,6 +29,7 @@ from cli.dataclass_args import parse_dataclass
 from cli.results import RESULTS_DIR, machine_info, markdown_table, publish_results
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
+from router.config import canonical_policy_name
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 from serving.server_process import ServerProcess
 
@@ -60,7 +61,7 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
     output_name: str = field(default="serving", metadata={"help": "writes bench/results/<name>.json and .md"})
 
     def __post_init__(self) -> None:
-        self.routers = self.routers.replace("cost_model", "cost-model")      # the server's old spelling
+        self.routers = canonical_policy_name(self.routers)
         unknown = sorted(set(self.router_list) - set(ROUTERS))
         if unknown or not self.router_list:
             raise ValueError(f"unknown routers {unknown}; choose from {', '.join(ROUTERS)}")

@@ -38,3 +38,9 @@ class RouterConfig:
                     or value < lowest:
                 raise ValueError(f"{item.name} must be a finite number {'>= 0' if lowest == 0 else '> 0'}, "
                                  f"got {value!r}")
+
+
+def canonical_policy_name(spelling: str) -> str:
+    """The one spelling of the cost-model router in a policy or router name: the server's old
+    `cost_model` names the same router as `cost-model` (and `cost_model-rows` as `cost-model-rows`)."""
+    return spelling.replace("cost_model", "cost-model")
