@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from engine.autotune import resolve_engine_precision
+from engine.autotune import model_digest, resolve_engine_precision
 from engine.build import DraftSpec, load_pretrained
 from engine.config import EngineConfig
 from engine.core import EngineCore, StepRecord
@@ -47,6 +47,7 @@ class Engine(EngineCore):
         # `auto`: the cached forward-path self-test on this machine and model (engine/autotune)
         self.precision, self.path_choice = resolve_engine_precision(target, cfg.dtype, cfg.kernel, cfg.weights,
                                                                     cfg.device)
+        self.model_digest = model_digest(target)    # before the cast: the latency curve's cache keys on it
 
         drafts = drafts or {}
         # an EAGLE head reads the target's features: the target then keeps them (engine/eagle_level.py)

@@ -37,13 +37,17 @@ class ServerConfig(PrecisionArgs):
         "vLLM-style JSON for the flags above, e.g. '{\"method\": \"ngram\", \"num_speculative_tokens\": 4}' "
         "(keys: method, model, num_speculative_tokens, router, quantized_levels; see serving/speculative_config.py)"))
     profile: str = field(default="", metadata=_help(
-        "latency profile JSON for the cost-model fallback (default profiles/<model name>.json); "
-        "levels it lacks are measured at start-up"))
+        "latency profile JSON for the cost-model fallback; levels it lacks are measured at start-up "
+        "(default: this machine's curve, see --calibration-budget-s)"))
     online_correction: bool = field(default=True, metadata=_help(
         "correct the cost model's step times and tokens with what the steps it chose took "
         "(per batch bucket; 5% exploration); --no-online-correction scores with the profile alone"))
     profile_budget_s: float = field(default=30.0, metadata=_help(
         "seconds the start-up may spend measuring levels the profile lacks"))
+    calibration_budget_s: float = field(default=60.0, metadata=_help(
+        "seconds the first start on this machine (and path, model, levels) may spend measuring the latency "
+        "curve of every loaded level; cached under $SPECROUTE_CACHE/latency_curve. 0: no calibration, "
+        "the shipped profiles/<model>.<path>.json (measured on another machine)"))
     host: str = field(default="127.0.0.1", metadata=_help("address to bind"))
     port: int = field(default=8000, metadata=_help("port to bind"))
     served_model_name: str = field(default="", metadata=_help(
@@ -118,6 +122,8 @@ class ServerConfig(PrecisionArgs):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not math.isfinite(self.calibration_budget_s) or self.calibration_budget_s < 0:
+            raise ValueError(f"calibration_budget_s must be a finite number >= 0, got {self.calibration_budget_s}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
         if self.per_request_spec_metrics not in ("none", "summary", "detailed"):

@@ -15,7 +15,6 @@ import torch
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, decision_grid
 from engine.ladder import ladder_chains
-from engine.profile import LatencyProfile, ProfileError, measure_profile, profile_file
 from env.config import DEFAULT_ACTIONS, resolve_path
 from env.sim_calibration import SimCalibration
 from router.checkpoint import CheckpointError, CheckpointSpecMismatch, read_manifest
@@ -31,6 +30,7 @@ from serving.decision_log import BackgroundDecisionLog
 from serving.engine_loop import EngineLoop
 from serving.metrics import ServingMetrics
 from serving.observation import ServingObserver
+from serving.profile_source import load_profile
 from serving.retry_after import RetryPromises
 from serving.router import GuardedRouter
 from serving.sampling_defaults import OPENAI_DEFAULTS, SamplingDefaults, resolve_sampling_defaults
@@ -98,28 +98,6 @@ def fallback_decisions(engine: Engine, actions: list[Decision]) -> list[Decision
     chains = [c for c in ladder_chains(list(engine.levels)) if any(name in missing for name in c)]
     decisions += decision_grid(chains, (2, 4, 8))
     return list(dict.fromkeys(decisions))
-
-
-def load_profile(engine: Engine, config: ServerConfig, model_name: str) -> LatencyProfile:
-    """The latency profile the cost model reads: the shipped file, completed by measurement when it
-    lacks a level; measured afresh (not saved) when the file is unusable."""
-    if engine.profile is not None:
-        return engine.profile
-    path = resolve_path(config.profile or profile_file(model_name, engine.precision.name))
-    if not config.profile and not path.exists() and resolve_path(f"profiles/{model_name}.json").exists():
-        legacy = resolve_path(f"profiles/{model_name}.json")
-        logger.warning("no latency profile for the %s path at %s; using %s, measured on another path",
-                       engine.precision.name, path, legacy)
-        path = legacy
-    try:
-        if not path.exists():
-            logger.info("no latency profile at %s: measuring one (%.0f s budget)", path, config.profile_budget_s)
-        return engine.load_or_measure_profile(path, budget_s=config.profile_budget_s, save=False)
-    except ProfileError as exc:
-        logger.warning("latency profile %s is unusable (%s): measuring one (%.0f s budget)", path, exc,
-                       config.profile_budget_s)
-        engine.set_profile(measure_profile(engine, budget_s=config.profile_budget_s, model=model_name))
-        return engine.profile
 
 
 def seed_acceptance_priors(engine: Engine, model_name: str) -> None:

@@ -103,9 +103,15 @@ def model_digest(model: PreTrainedModel) -> str:
     return digest.hexdigest()[:32]
 
 
+def machine_key(digest: str) -> dict:
+    """What decides a time measured here, short of the path: CPU model and flags, torch version and
+    threads, and the model (its `model_digest`). The self-test and the latency curve
+    (engine/profile/machine_curve.py) both key their caches on it."""
+    return {**cpu_identity(), "torch": torch.__version__, "threads": torch.get_num_threads(), "model": digest}
+
+
 def selftest_key(model: PreTrainedModel, candidates) -> dict:
-    return {**cpu_identity(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "model": model_digest(model), "candidates": ["-".join(c) for c in candidates],
+    return {**machine_key(model_digest(model)), "candidates": ["-".join(c) for c in candidates],
             "version": SELF_TEST_VERSION}
 
 

@@ -55,7 +55,7 @@ def _fit(points: dict[tuple[int, int, int], float]):
     return lambda b, t, c: max(float(np.dot(coef, _features(b, t, c))), floor)
 
 
-def _bisection_depths(n: int) -> list[int]:
+def bisection_depths(n: int) -> list[int]:
     """Coarse-to-fine rank of each index of an axis: the ends 0, the middle 1, the quarters 2..."""
     depths = [None] * n
     d = 0
@@ -74,7 +74,7 @@ def _monotone(grid: np.ndarray) -> np.ndarray:
     return grid
 
 
-def _parameter_count(runner: ModelRunner) -> int:
+def parameter_count(runner: ModelRunner) -> int:
     layers = sum(m.numel for w in runner.layers for m in w.products)
     return layers + runner.lm_head.numel
 
@@ -86,7 +86,7 @@ def _time_model_level(runner: ModelRunner, batches, tokens, contexts, deadline: 
                       dtype=runner.cache.dtype, initial_slots=max(batches), initial_len=max(contexts) + max_tokens)
     rng = random.Random(0)
     feed = [[rng.randrange(runner.vocab_size) for _ in range(max_tokens)] for _ in range(max(batches))]
-    depth = [_bisection_depths(len(axis)) for axis in (batches, tokens, contexts)]
+    depth = [bisection_depths(len(axis)) for axis in (batches, tokens, contexts)]
     order = sorted(((b, t, c) for b in batches for t in tokens for c in contexts),
                    key=lambda p: (max(depth[0][batches.index(p[0])], depth[1][tokens.index(p[1])],
                                       depth[2][contexts.index(p[2])]), p[0] * p[1] * (1 + p[2] / 1024), p))
@@ -189,7 +189,7 @@ def measure_profile(engine, levels: list[str] | None = None, batches=(1, 2, 4, 8
                                   timer)
         grids[name] = grid_of("model_free", (1,), free_contexts, points)
     model_levels = [n for n in levels if n in engine.levels]
-    weights = {n: _parameter_count(engine.levels[n].runner) for n in model_levels}
+    weights = {n: parameter_count(engine.levels[n].runner) for n in model_levels}
     for i, name in enumerate(model_levels):
         runner = engine.levels[name].runner
         room = runner.max_len - max(tokens)
