@@ -28,7 +28,7 @@ from engine.config import engine_field, num_threads_field
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
 from env.calibration_sample import collect, fit_prompt_lengths, sample_prompts
-from env.config import DEFAULT_DRAFT, REPO_ROOT, RealBackendConfig, SimBackendConfig, resolve_path
+from env.config import DEFAULT_DRAFT, REPO_ROOT, SHIPPED_SIM_PROFILE, RealBackendConfig, SimBackendConfig, resolve_path
 from env.prompt_sources import CATEGORIES
 from env.sim_calibration import SimCalibration
 from env.sim_fidelity import compare, sim_speed
@@ -58,7 +58,7 @@ class CalibrateArgs(PrecisionArgs):
         "help": "target: 'default' (embedded SmolLM2) or a local path"})
     draft: str = field(default=DEFAULT_DRAFT, metadata={"help": "trained draft checkpoint, used when it exists"})
     quantized_levels: str = engine_field("quantized_levels")
-    profile: str = field(default=SimBackendConfig.profile, metadata={
+    profile: str = field(default=SHIPPED_SIM_PROFILE, metadata={
         "help": "latency profile JSON (default: the environment's, the default forward path's)"})
     refresh_profile: bool = field(default=False, metadata={"help": "measure the profile even when the file exists"})
     profile_budget_s: float = field(default=90.0, metadata={"help": "seconds for timing profile levels"})

@@ -8,8 +8,10 @@ flat keywords (`profile=...`, `model=...`) onto them.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 
 import gymnasium
@@ -18,6 +20,7 @@ from data.paths import REPO_ROOT
 from engine.config import engine_field, num_threads_field
 from engine.decision import Decision, as_decision
 from engine.precision import PrecisionArgs
+from engine.profile.latency_profile import profile_file
 from env.workloads import WorkloadSpec, resolve_workload
 from router.config import RouterConfig
 from router.observation import ObservationSpec, observation_spec_for, pairs_of
@@ -28,6 +31,8 @@ DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8"
                    "int4>target@2", "int4>target@3", "int4>target@5", "ngram>int4>target@4",
                    "draft>target@2", "draft>target@4", "ngram>draft>target@4")
 DEFAULT_DRAFT = "checkpoints/draft"
+SIM_MODEL, SIM_PATH = "SmolLM2-135M-Instruct", "float32-prepacked"     # the embedded model, the default path
+SHIPPED_SIM_PROFILE = profile_file(SIM_MODEL, SIM_PATH)
 # the observation's ranges and the reward's penalty, declared once, by the router (the server's side)
 ROUTER_DEFAULTS = {item.name: item.default for item in fields(RouterConfig) if item.default is not MISSING}
 
@@ -48,23 +53,39 @@ def _positive(name: str, value, integer: bool = False) -> None:
         raise EnvConfigError(f"{name} must be {'an integer' if integer else 'a finite number'} > 0, got {value!r}")
 
 
+@lru_cache(maxsize=1)
+def default_sim_profile() -> str:
+    """The simulator's default latency profile, the embedded model's on the default path: this
+    machine's curve (engine/profile/machine_curve.py, written when a server first starts here),
+    else the shipped file, measured on another machine. Says which on stderr, once per process."""
+    from engine.profile import machine_profile_file
+    curve = machine_profile_file(SIM_MODEL, SIM_PATH)
+    chosen, origin = (str(curve), "this machine's calibrated curve") if curve.exists() else \
+        (SHIPPED_SIM_PROFILE, "shipped, measured on another machine")
+    print(f"simulator latency profile: {chosen} ({origin})", file=sys.stderr)
+    return chosen
+
+
 @dataclass
 class SimBackendConfig:
     """What only the simulator reads.
 
     Args:
         profile: latency profile JSON, relative to the repository root unless absolute; the
-            default is the embedded model's on the default forward path (float32-prepacked).
+            default is the embedded model's on the default forward path (float32-prepacked):
+            this machine's calibrated curve when a server has made one, else the shipped file.
         randomize_latency / randomize_acceptance: domain randomisation, per episode: step times
             scaled by exp(U(-r, r)), each pair's acceptance odds by exp(U(-r, r)), so a policy
             trained on it has seen machines and drafters unlike the calibrated one.
     """
 
-    profile: str = "profiles/SmolLM2-135M-Instruct.float32-prepacked.json"   # the default forward path
+    profile: str = ""                    # "": default_sim_profile()
     randomize_latency: float = 0.0
     randomize_acceptance: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.profile:
+            self.profile = default_sim_profile()
         for name in ("randomize_latency", "randomize_acceptance"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -43,11 +45,22 @@ def make_engine(target, tokenizer, drafts):
 def pytest_configure(config):
     """Tiny models: one torch thread avoids oversubscription on 2 shared cores. `auto` is pinned to
     the fp32 path the tests' tolerances assume (the self-test's timing-based choice is tested on
-    its own in tests/engine/test_autotune.py); subprocesses inherit the pin."""
+    its own in tests/engine/test_autotune.py); subprocesses inherit the pin. Latency curves go to a
+    directory of this run's own (subprocesses too), so no test reads a curve a server on this
+    machine calibrated, nor writes one there."""
     torch.set_num_threads(1)
+    if "SPECROUTE_CURVE_DIR" not in os.environ:
+        config.specroute_curve_dir = os.environ["SPECROUTE_CURVE_DIR"] = tempfile.mkdtemp(prefix="specroute-curves-")
     from engine.linear_kernels import prepacked_available
     fp32_kernel = "prepacked" if prepacked_available(torch.float32, torch.device("cpu")) else "dense"
     os.environ.setdefault("SPECROUTE_AUTO_PATH", f"float32-{fp32_kernel}")
+
+
+def pytest_unconfigure(config):
+    directory = getattr(config, "specroute_curve_dir", None)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        del os.environ["SPECROUTE_CURVE_DIR"]
 
 
 def pytest_sessionfinish(session, exitstatus):
