@@ -186,9 +186,13 @@ def machine_profile(model_name: str, path: str) -> LatencyProfile | None:
 
 
 def _write(profile: LatencyProfile, path: Path) -> None:
-    partial = path.with_suffix(".part")
-    profile.save(partial)
-    partial.replace(path)
+    """Atomically (two servers may start at once); a cache that cannot be written is only logged."""
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    try:
+        profile.save(partial)
+        partial.replace(path)
+    except OSError as exc:
+        logger.warning("latency curve not cached in %s (%s): the next start measures it again", path, exc)
 
 
 def load_or_calibrate(engine, model_name: str, budget_s: float = DEFAULT_BUDGET_S,
@@ -205,7 +209,6 @@ def load_or_calibrate(engine, model_name: str, budget_s: float = DEFAULT_BUDGET_
                 ", ".join(list(engine.levels) + list(engine.drafters)), key["cpu"], key["path"], budget_s, file)
     profile = calibrate(engine, model_name, budget_s, **calibrate_kwargs)
     profile.meta["curve_key"] = key
-    file.parent.mkdir(parents=True, exist_ok=True)
     _write(profile, file)
     shared = machine_profile_file(model_name, key["path"])
     base = _read(shared) or prior

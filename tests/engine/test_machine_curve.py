@@ -136,3 +136,15 @@ def test_the_machine_profile_holds_the_curve_over_the_prior_levels_it_lacks(make
     assert shared.levels["target"] == curve.levels["target"] and shared.levels["int4"] == prior_level
     assert set(shared.meta["measured_here"]) == LEVELS
     assert machine_profile("tiny", "bfloat16-dense") is None
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_start(make_engine, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("SPECROUTE_CURVE_DIR", str(blocker / "curves"))
+    engine = make_engine(max_model_len=256, max_num_seqs=4)
+    machine = FakeMachine(engine)
+    with caplog.at_level("WARNING", logger="specroute.profile"):
+        profile = load_or_calibrate(engine, "tiny", budget_s=30, clock=machine.clock, measure=machine.measure)
+    assert set(profile.levels) == LEVELS
+    assert caplog.records and all("not cached" in r.getMessage() for r in caplog.records)
