@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 NUM_BINS = 10                       # confidence bins of width 0.1
+STOP_P_MINS = (0.5, 0.8)            # the thresholds the cost model and the env's STOP_ACTIONS offer
 
 
 def confidence_bin(confidence: float) -> int:
