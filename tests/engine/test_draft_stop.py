@@ -125,3 +125,14 @@ def test_stop_rates_read_the_histogram_and_are_neutral_without_one():
     assert stop_rates(histogram, 0.0) == (1.0, 1.0) and stop_rates(None, 0.8) == (1.0, 1.0)
     assert stop_rates(ConfidenceHistogram.from_dict(histogram.to_dict()), 0.5) == (c, lift)
     assert sum(initial_lengths(5, 0.7)) == pytest.approx(1.0) and initial_lengths(3, 1.0) == [0, 0, 0, 1]
+
+
+def test_model_free_drafters_propose_only_as_far_as_their_match_goes():
+    from engine.drafters import NgramDrafter, SuffixDrafter
+    context = [5, 6, 7, 8, 9, 5, 6]              # "5 6" matched; what followed it: 7 8 9 5 6
+    assert NgramDrafter().propose("r", context, 3) == [7, 8, 9]
+    assert NgramDrafter().propose("r", context, 8) == [7, 8, 9, 5, 6]          # the copy runs out
+    assert NgramDrafter().propose("r", [1, 2, 3, 4], 8) == []                  # no match, no draft
+    # after 7 always 1; after "7 1" four continuations, none with min_share (0.3): the draft stops
+    assert SuffixDrafter().propose("s", [7, 1, 2, 7, 1, 3, 7, 1, 4, 7, 1, 5, 8, 7], 8) == [1]
+    assert SuffixDrafter().propose("s", [1, 2, 1, 3, 1, 4, 1, 5, 1], 8) == []
