@@ -35,7 +35,8 @@ What an estimate holds:
                         tokens drafted, judged up to and including the first rejection, and
                         accepted: `engine.draft_stop.ConfidenceHistogram.to_dict`), from which
                         the cost model predicts what a p_min threshold would do. Counts, not
-                        an EMA: they are measured at whatever p_min the steps ran.
+                        an EMA: they are measured at whatever p_min the steps ran. Until a
+                        pair has its own, `confidence_priors` (the calibration's) stand in.
 
 Per-request estimates start from the global acceptance of the pair at the request's first
 observation, worth `request_prior_weight` trials (16: one lucky shadow proposal of 8 tokens must
@@ -158,6 +159,8 @@ class AcceptanceTrackers:
         self.prior_weight = prior_weight
         self.request_prior_weight = request_prior_weight
         self.priors = priors
+        # pair -> a fitted confidence histogram (ConfidenceHistogram.to_dict) shown until measured
+        self.confidence_priors: dict[str, dict] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -202,6 +205,9 @@ class AcceptanceTrackers:
                        "num_empty": 0, "num_proposed_tokens": 0, "num_accepted_tokens": 0}
                  for key, value in self.priors.items()}
         pairs.update({key: estimate.to_dict() for key, estimate in self.pairs.items()})
+        for key, histogram in self.confidence_priors.items():
+            if key in pairs:
+                pairs[key].setdefault("confidence", histogram)
         requests = {rid: {key: estimate.to_dict() for key, estimate in own.items()}
                     for rid, own in self.requests.items()}
         return {"pairs": pairs, "requests": requests, "prior": self.prior, "num_steps": self.num_steps}

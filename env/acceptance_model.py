@@ -65,6 +65,10 @@ class AcceptanceModel:
         if confidences is not None:
             self.confidence.setdefault(pair, ConfidenceHistogram()).observe(confidences, num_proposed, num_accepted)
 
+    def confidence_histograms(self) -> dict[str, dict]:
+        """Pair -> its fitted histogram as the trackers show one (their confidence priors)."""
+        return {pair: histogram.to_dict() for pair, histogram in self.confidence.items()}
+
     def stop_rates(self, pair: str, p_min: float) -> tuple[float, float]:
         """(c, lift) of threshold `p_min` on `pair` (`engine.draft_stop.stop_rates`)."""
         return stop_rates(self.confidence.get(pair), p_min)

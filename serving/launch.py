@@ -140,7 +140,8 @@ def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
             logger.warning("no acceptance calibration for the %s path; starting the trackers from the "
                            "fp32 one (%s)", engine.precision.name, path)
     try:
-        engine.set_acceptance_priors(SimCalibration.load(path).acceptance.per_token_acceptance())
+        fitted = SimCalibration.load(path).acceptance
+        engine.set_acceptance_priors(fitted.per_token_acceptance(), fitted.confidence_histograms())
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("acceptance models %s are unusable (%s): trackers start from %.2f", path, exc,
                        engine.trackers.prior)
