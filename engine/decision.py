@@ -21,6 +21,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from numbers import Real
 
 TARGET = "target"
 PLAIN = "plain"
@@ -58,7 +59,7 @@ class Decision:
             raise ValueError(f"a chain must end at '{TARGET}', got {'>'.join(self.chain) or 'nothing'}")
         if len(set(self.chain)) != len(self.chain):
             raise ValueError(f"a chain may use each level once, got {'>'.join(self.chain)}")
-        if isinstance(self.p_min, bool) or not isinstance(self.p_min, (int, float)) or not 0 <= self.p_min < 1:
+        if isinstance(self.p_min, bool) or not isinstance(self.p_min, Real) or not 0 <= self.p_min < 1:
             raise ValueError(f"p_min must be a number in [0, 1), got {self.p_min!r}")
         object.__setattr__(self, "p_min", float(self.p_min))
         if self.p_min and self.is_plain:

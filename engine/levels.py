@@ -214,14 +214,15 @@ class ModelLevel:
                 for j, row in enumerate(sampled):
                     dists[active[row]].append(probs[j])
             stopped = set()
-            for row, (i, token, confidence) in enumerate(zip(active, tokens.tolist(), top.tolist())):
+            host_tokens, host_top = torch.stack([tokens.to(top.dtype), top]).tolist()   # one copy (ids < 2^24)
+            for i, token, confidence in zip(active, host_tokens, host_top):
                 confidences[i].append(confidence)
                 if confidence < p_mins[i]:
                     stopped.add(i)
                     if dists[i] and len(dists[i]) > len(proposals[i]):
                         dists[i].pop()                    # the dropped token's distribution
                 else:
-                    proposals[i].append(token)
+                    proposals[i].append(int(token))
             active = [i for i in active if i not in stopped and len(proposals[i]) < ks[i]]
         q = [torch.stack(d) if d else None for d in dists]
         return Draft(proposals, q, confidences)
