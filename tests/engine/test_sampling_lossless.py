@@ -149,6 +149,7 @@ def test_a_draft_stopped_by_a_threshold_keeps_the_target_distribution(chain, p_m
     assert p_value > 1e-3, f"{'>'.join(chain)} p_min {p_min}: chi-square p = {p_value:.2e}"
     drafted = engines[0].trackers.snapshot()["pairs"][f"{chain[0]}>{chain[1]}"]["confidence"]["drafted"]
     assert sum(drafted[: int(p_min * 10)]) > 0, "the threshold never stopped a draft"
+    assert sum(drafted[int(p_min * 10):]) > 0, "the threshold stopped every draft at once"
 
 
 def resample_from_p(target_probs, proposals, num_proposed, draft_probs, uniforms):
