@@ -81,9 +81,9 @@ class StepOutcomes:
                 chain, k, signal = decision.chain, self.ks[i][a], signals.get(decision.chain[0])
                 pairs = chain_pair_keys(chain)
                 # the choosing half knows the signal or not; the scoring half is the step's truth
-                chosen = [executor.draw_row(request.category, chain, pairs, k, u, signal if knows_signals else None)
-                          for u in uniforms[:draws]]
-                per_action.append(chosen + [executor.draw_row(request.category, chain, pairs, k, u, signal)
+                chosen = [executor.draw_row(request.category, chain, pairs, k, u, signal if knows_signals else None,
+                                            decision.p_min) for u in uniforms[:draws]]
+                per_action.append(chosen + [executor.draw_row(request.category, chain, pairs, k, u, signal, decision.p_min)
                                             for u in uniforms[draws:]])
             self.outcomes.append(per_action)
         self.draws = draws

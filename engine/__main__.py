@@ -42,6 +42,9 @@ class GenerateArgs(PrecisionArgs):
                 "int4 / int8 name the target's quantized copy, e.g. ngram>int4>target "
                 "(the old comma form ngram,int4,target still works, with a warning)"})
     k: int = field(default=4, metadata={"help": "tokens the first level drafts per step; 0 = plain decoding"})
+    draft_p_min: float = field(default=0.0, metadata={
+        "help": "a model first level stops drafting at the first token whose top-1 probability is "
+                "below this (llama.cpp's --draft-p-min); 0 always drafts K"})
     max_tokens: int = field(default=128, metadata={"help": "most new tokens to generate",
                                                    "aliases": ["--max-new-tokens"]})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (still lossless)"})
@@ -73,7 +76,7 @@ class GenerateArgs(PrecisionArgs):
     @property
     def decision(self) -> Decision:
         try:
-            return Decision(self.chain, self.k)
+            return Decision(self.chain, self.k, self.draft_p_min)
         except ValueError as error:
             raise BadInput(str(error)) from None
 

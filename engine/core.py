@@ -90,9 +90,11 @@ class EngineCore:
         """The latency profile routers read (`engine.profile.LatencyProfile`)."""
         self.profile = profile
 
-    def set_acceptance_priors(self, priors: Mapping[str, float]) -> None:
-        """Start the trackers' pairs from these acceptances ("drafter>verifier" -> a), e.g. fitted ones."""
+    def set_acceptance_priors(self, priors: Mapping[str, float], confidence: Mapping[str, dict] | None = None) -> None:
+        """Start the trackers' pairs from these acceptances ("drafter>verifier" -> a), e.g. fitted
+        ones, and from these draft-confidence histograms (`AcceptanceModel.confidence_histograms`)."""
         self.trackers.priors.update(priors)
+        self.trackers.confidence_priors.update(confidence or {})
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """The clock of step latencies and of first-token and finish times (default time.monotonic)."""

@@ -1,6 +1,8 @@
 """The analytical cost model: expected goodput of every (chain, K) from a profile and acceptance.
 
-Expected tokens come from the expectation model (engine/expectation.py: f(a, K) level by level).
+Expected tokens come from the expectation model (engine/expectation.py: f(a, K) level by level);
+a decision's p_min threshold enters both as (c, lift) read off the confidence histograms
+(engine/draft_stop.py).
 
 Time of a step: engine/step_time.py. Catch-up of a level, amortised over the row's remaining
 output: engine/catch_up_cost.py; `best` and `best_rows` charge a decision that of its levels.
@@ -42,7 +44,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.catch_up_cost import CATCH_UP_HORIZON, catch_up_rates
-from engine.decision import TARGET, Decision
+from engine.decision import TARGET, Decision, decision_grid  # noqa: F401  (decision_grid: its old home)
+from engine.draft_stop import decision_stop_rates
 from engine.expectation import acceptance_rates, chain_expected_tokens
 from engine.profile import LatencyProfile, ProfileError
 from engine.step_time import step_time
@@ -126,30 +129,35 @@ class CostModel:
         """Expected committed tokens per row in one step of `decision` (1 for plain decoding)."""
         rates, _ = acceptance_rates(acceptance)
         pairs = () if decision.is_plain else chain_pair_keys(decision.chain)
-        return chain_expected_tokens(pairs, decision.k, rates, self._prior(acceptance))
+        stop = decision_stop_rates([decision], acceptance)[0]
+        return chain_expected_tokens(pairs, decision.k, rates, self._prior(acceptance), stop)
 
-    def step_time(self, decision: Decision, batch: int, context: int) -> float:
-        """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached)."""
-        return self._cached_time((decision, batch, context), [decision] * batch, context)
+    def step_time(self, decision: Decision, batch: int, context: int, continue_odds: float = 1.0) -> float:
+        """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached);
+        `continue_odds`: c of its p_min threshold (engine/draft_stop.py)."""
+        return self._cached_time((decision, batch, context, continue_odds), [decision] * batch, context,
+                                 [continue_odds] * batch)
 
-    def _cached_time(self, key: tuple, decisions: Sequence[Decision], context: int) -> float:
+    def _cached_time(self, key: tuple, decisions: Sequence[Decision], context: int, continue_odds=None) -> float:
         seconds = self._times.get(key)
         if seconds is None:
             if len(self._times) >= _MAX_CACHED_TIMES:
                 self._times.clear()
-            seconds = self._times[key] = step_time(self.profile, decisions, context)
+            seconds = self._times[key] = step_time(self.profile, decisions, context, continue_odds)
         return seconds
 
-    def _step_times(self, batch: int, context: int) -> list[float]:
-        """step_time of every decision, cached as one list per (batch, context)."""
-        times = self._times.get((batch, context))
+    def _step_times(self, batch: int, context: int, stops: Sequence[tuple[float, float]]) -> list[float]:
+        """step_time of every decision, cached as one list per (batch, context, thresholds' c to 0.01)."""
+        key = (batch, context, odds := tuple(round(c, 2) for c, _ in stops))
+        times = self._times.get(key)
         if times is None:
-            times = self._times[(batch, context)] = [self.step_time(d, batch, context) for d in self.decisions]
+            times = self._times[key] = [self.step_time(d, batch, context, c) for d, c in zip(self.decisions, odds)]
         return times
 
     def goodput(self, decision: Decision, batch: int, context: int, acceptance: Mapping) -> float:
         """Committed tokens per second across the batch."""
-        return batch * self.expected_tokens(decision, acceptance) / self.step_time(decision, batch, context)
+        c = round(decision_stop_rates([decision], acceptance)[0][0], 2)
+        return batch * self.expected_tokens(decision, acceptance) / self.step_time(decision, batch, context, c)
 
     def _row_groups(self, acceptance: Mapping, request_ids: Sequence[str] | None) -> tuple[list[tuple], list[int]]:
         """Rows with the same own estimates (most often none), scored once: (the groups' merged
@@ -171,8 +179,8 @@ class CostModel:
         """`context` rounded to a multiple of `context_bucket` (cached step times repeat)."""
         return round(context / self.context_bucket) * self.context_bucket
 
-    def _group_tokens(self, merged: Mapping[str, float], prior: float) -> list[float]:
-        return [chain_expected_tokens(pairs, k, merged, prior) for pairs, k in self._plans]
+    def _group_tokens(self, merged: Mapping[str, float], prior: float, stops) -> list[float]:
+        return [chain_expected_tokens(pairs, k, merged, prior, stop) for (pairs, k), stop in zip(self._plans, stops)]
 
     def scores(self, batch: int, context: float, acceptance: Mapping, request_ids: Sequence[str] | None = None,
                catch_up: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float]]:
@@ -180,16 +188,16 @@ class CostModel:
         chooses from, for a caller that corrects them first (router/online_correction.py)."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        prior = self._prior(acceptance)
+        prior, stops = self._prior(acceptance), decision_stop_rates(self.decisions, acceptance)
         context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
         counts = Counter(rows)
         tokens = [0.0] * len(self._plans)
         for g, merged in enumerate(groups):
             weight = counts[g] / len(rows)
-            for i, n in enumerate(self._group_tokens(merged, prior)):
+            for i, n in enumerate(self._group_tokens(merged, prior, stops)):
                 tokens[i] += weight * n
-        times = self._step_times(batch, context)
+        times = self._step_times(batch, context, stops)
         if catch_up:
             total: Counter = Counter()
             for row in catch_up:
@@ -235,12 +243,12 @@ class CostModel:
         token), plain decoding unless that is faster by more than `min_gain`."""
         return self.best_estimate(batch, context, acceptance, request_ids, catch_up).decision
 
-    def mixed_step_time(self, decisions: Sequence[Decision], context: int) -> float:
-        """Seconds of one step whose row i runs `decisions[i]`, as `run_step` groups a mixed batch
-        (`engine.step_time.step_time`, cached). Equals `step_time` when every row runs the same
-        decision."""
-        key = ("mixed", tuple(sorted(Counter(decisions).items(), key=lambda item: item[0].label)), context)
-        return self._cached_time(key, decisions, context)
+    def mixed_step_time(self, decisions: Sequence[Decision], context: int, continue_odds=None) -> float:
+        """Seconds of one step whose row i runs `decisions[i]` (threshold continuation `continue_odds[i]`,
+        default 1), as `run_step` groups a mixed batch (`engine.step_time.step_time`, cached)."""
+        odds = list(continue_odds or [1.0] * len(decisions))
+        key = ("mixed", tuple(sorted(Counter(zip(decisions, odds)).items(), key=lambda item: item[0][0].label)), context)
+        return self._cached_time(key, decisions, context, odds)
 
     def best_rows(self, context: float, acceptance: Mapping, request_ids: Sequence[str],
                   start: Decision | None = None, passes: int = 2,
@@ -253,10 +261,14 @@ class CostModel:
         start = start or self.best_estimate(batch, context, acceptance, request_ids, catch_up).decision
         if batch == 1:
             return [start]
-        prior = self._prior(acceptance)
-        context = self._bucket(context)
+        prior, context = self._prior(acceptance), self._bucket(context)
+        stops = decision_stop_rates(self.decisions, acceptance)
+        odds = [round(c, 2) for c, _ in stops]
+
+        def mixed(assigned: Sequence[int]) -> float:
+            return self.mixed_step_time([self.decisions[i] for i in assigned], context, [odds[i] for i in assigned])
         groups, rows = self._row_groups(acceptance, request_ids)
-        tokens = [self._group_tokens(merged, prior) for merged in groups]         # [group][decision]
+        tokens = [self._group_tokens(merged, prior, stops) for merged in groups]         # [group][decision]
         index = {d: i for i, d in enumerate(self.decisions)}
         assignment = [index[start]] * batch
         rates = list(catch_up) if catch_up else [{}] * batch
@@ -265,7 +277,7 @@ class CostModel:
                  for r, g in enumerate(rows)]
         total = sum(tokens[g][assignment[r]] for r, g in enumerate(rows))
         paid = sum(extra[r][assignment[r]] for r in range(batch))
-        uniform = value = total / (self.mixed_step_time([start] * batch, context) + paid)
+        uniform = value = total / (mixed(assignment) + paid)
         for _ in range(passes):
             improved = False
             for r, g in enumerate(rows):
@@ -274,8 +286,8 @@ class CostModel:
                     if a == current:
                         continue
                     assignment[r] = a
-                    trial = (total - tokens[g][current] + tokens[g][a]) / (self.mixed_step_time(
-                        [self.decisions[i] for i in assignment], context) + paid - extra[r][current] + extra[r][a])
+                    trial = (total - tokens[g][current] + tokens[g][a]) / (
+                        mixed(assignment) + paid - extra[r][current] + extra[r][a])
                     if trial > value * (1 + 1e-9):
                         total, paid = total - tokens[g][current] + tokens[g][a], paid - extra[r][current] + extra[r][a]
                         value, current, improved = trial, a, True
@@ -286,15 +298,3 @@ class CostModel:
             return [start] * batch
         return [self.decisions[a] for a in assignment]
 
-
-def decision_grid(chains: Iterable[Iterable[str] | str], ks: Iterable[int] = (1, 2, 4, 8)) -> list[Decision]:
-    """Plain decoding first, then every chain with every K (chains given as tuples or "a>b>target")."""
-    ks = list(ks)
-    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"draft lengths must be integers >= 1, got {ks}")
-    decisions = [Decision((TARGET,), 0)]
-    for chain in chains:
-        chain = Decision(chain if isinstance(chain, str) else tuple(chain)).chain
-        if len(chain) > 1:
-            decisions += [Decision(chain, k) for k in ks]
-    return list(dict.fromkeys(decisions))

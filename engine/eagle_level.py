@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from engine.config import EngineConfig
-from engine.levels import ModelLevel
+from engine.levels import Draft, ModelLevel
 from engine.runner import ModelRunner
 from engine.sequence import Request
 
@@ -91,15 +91,15 @@ class EagleLevel(ModelLevel):
             self.predicted[slot] = hidden[row, len(feed) - 1]
         return logits
 
-    def draft(self, requests: list[Request], ks: list[int]) -> tuple[list[list[int]], list[torch.Tensor | None]]:
+    def draft(self, requests: list[Request], ks: list[int], p_mins: list[float] | None = None) -> Draft:
         ready = self._prepare(requests)
-        proposals: list[list[int]] = [[] for _ in requests]
-        q: list[torch.Tensor | None] = [None] * len(requests)
+        out = Draft([[] for _ in requests], [None] * len(requests), [[] for _ in requests])
         if ready:
-            drafted, dists = super().draft([requests[i] for i in ready], [ks[i] for i in ready])
-            for i, tokens, dist in zip(ready, drafted, dists):
-                proposals[i], q[i] = tokens, dist
-        return proposals, q
+            p_mins = p_mins or [0.0] * len(requests)
+            drafted = super().draft([requests[i] for i in ready], [ks[i] for i in ready], [p_mins[i] for i in ready])
+            for j, i in enumerate(ready):
+                out.proposals[i], out.q[i], out.confidences[i] = drafted.proposals[j], drafted.q[j], drafted.confidences[j]
+        return out
 
     def verify_logits(self, requests: list[Request], proposals: list[list[int]]) -> torch.Tensor:
         """Logits at the last committed token and at each proposed token, one forward per

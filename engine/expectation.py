@@ -9,6 +9,8 @@ Li accepts j of M(i-1) tokens with P(j) = a^j (1 - a) for j < M(i-1), P(M(i-1)) 
 where a is the "L(i-1)>Li" acceptance, and outputs M(i) = j + 1. We carry the whole
 distribution of M(i) (support 1..K+1), so the expectation is exact under the model; a
 2-level chain reduces to f(a, K). Expected committed tokens per row = E[M(n)]; plain = 1.
+A draft stopped inside the step by a p_min threshold makes M(0) random too: P(M(0) >= m) = c^m,
+with the first pair's acceptance scaled by the threshold's lift (engine/draft_stop.py).
 
 Acceptance comes as the trackers' snapshot ({"pairs": {"a>b": {"acceptance": ...}}, "prior": p})
 or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior, else
@@ -18,6 +20,8 @@ or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior,
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from engine.draft_stop import initial_lengths
 
 
 def expected_output(acceptance: float, k: int) -> float:
@@ -42,17 +46,22 @@ def verify_distribution(lengths: list[float], a: float) -> list[float]:
     return out
 
 
-def chain_expected_tokens(pairs: tuple[str, ...], k: int, rates: Mapping[str, float], prior: float) -> float:
+def chain_expected_tokens(pairs: tuple[str, ...], k: int, rates: Mapping[str, float], prior: float,
+                          stop: tuple[float, float] = (1.0, 1.0)) -> float:
     """Expected committed tokens per row of a chain whose consecutive pairs are `pairs`
     ("drafter>verifier" keys, cheapest first) with K drafts; 1 for plain decoding (no pairs).
-    A pair missing from `rates` has acceptance `prior`."""
+    A pair missing from `rates` has acceptance `prior`. `stop` = (c, lift) of a p_min threshold
+    (`engine.draft_stop.stop_rates`): the first level goes on with probability c per token and
+    its pair's acceptance is multiplied by lift; (1, 1) drafts all K."""
     if not pairs:
         return 1.0
+    c, lift = stop
+    first = min(rates.get(pairs[0], prior) * lift, 1.0)
     if len(pairs) == 1:
-        return expected_output(rates.get(pairs[0], prior), k)
-    lengths = [0.0] * k + [1.0]                    # M(0) = K with certainty
-    for key in pairs:
-        lengths = verify_distribution(lengths, min(max(rates.get(key, prior), 0.0), 1.0))
+        return expected_output(c * first, k)        # 1 + sum_{j=1..K} (c a)^j
+    lengths = initial_lengths(k, c)                 # M(0) = K with certainty when c = 1
+    for i, key in enumerate(pairs):
+        lengths = verify_distribution(lengths, min(max(first if i == 0 else rates.get(key, prior), 0.0), 1.0))
     return sum(m * p for m, p in enumerate(lengths))
 
 

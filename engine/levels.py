@@ -14,6 +14,7 @@ each row its last committed token plus its extras.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -21,6 +22,16 @@ from engine.config import EngineConfig
 from engine.runner import ModelRunner
 from engine.sampling import probs_for_rows, sample_from
 from engine.sequence import Request
+
+
+class Draft(NamedTuple):
+    """What a model level drafted: per row its proposal, the [len, vocab] distributions its
+    tokens were sampled from (None for greedy rows, whose q is one-hot), and the top-1
+    probability of each proposed token, then of the token that stopped it early, if one did."""
+
+    proposals: list[list[int]]
+    q: list[torch.Tensor | None]
+    confidences: list[list[float]]
 
 
 @dataclass(frozen=True)
@@ -170,12 +181,18 @@ class ModelLevel:
         """Logits at the last committed token and at each proposed token: [batch, m_max + 1, vocab]."""
         return self.forward(requests, proposals, [len(p) + 1 for p in proposals])
 
-    def draft(self, requests: list[Request], ks: list[int]) -> tuple[list[list[int]], list[torch.Tensor | None]]:
-        """Autoregressively propose ks[i] tokens per row; also the [k, vocab] distributions
-        they were sampled from (None for greedy rows, whose q is one-hot)."""
+    def draft(self, requests: list[Request], ks: list[int], p_mins: list[float] | None = None) -> Draft:
+        """Autoregressively propose up to ks[i] tokens per row (see `Draft`).
+
+        A row stops early at the first token whose top-1 probability under this level (its
+        sampling distribution; softmax of the logits for a greedy row) is below p_mins[i], and
+        that token is not proposed (llama.cpp's --draft-p-min). The stop reads only this level's
+        own distribution, so verification stays lossless (engine/verify.py)."""
+        p_mins = p_mins or [0.0] * len(requests)
         proposals: list[list[int]] = [[] for _ in requests]
         dists: list[list[torch.Tensor]] = [[] for _ in requests]
-        active = list(range(len(requests)))
+        confidences: list[list[float]] = [[] for _ in requests]
+        active = [i for i in range(len(requests)) if ks[i] > 0]
         first = True
         while active:
             rows = [requests[i] for i in active]
@@ -186,19 +203,29 @@ class ModelLevel:
                 slots = [self.slot_of(r) for r in rows]
                 logits = self._feed(slots, [[proposals[i][-1]] for i in active], [1] * len(rows))[:, 0]
             tokens = logits.argmax(dim=-1)                                        # [rows]
+            top = torch.softmax(logits.float(), dim=-1).amax(dim=-1)              # [rows] top-1 probability
             sampled = [row for row, i in enumerate(active) if not requests[i].params.is_greedy]
             if sampled:
                 probs = probs_for_rows(logits[sampled], [requests[active[row]].params for row in sampled])
                 uniforms = torch.cat([torch.rand(1, generator=requests[active[row]].generator)
                                       for row in sampled]).to(logits.device)
                 tokens[sampled] = sample_from(probs, uniforms)
+                top[sampled] = probs.amax(dim=-1)
                 for j, row in enumerate(sampled):
                     dists[active[row]].append(probs[j])
-            for i, token in zip(active, tokens.tolist()):
-                proposals[i].append(token)
-            active = [i for i in active if len(proposals[i]) < ks[i]]
+            stopped = set()
+            host_tokens, host_top = torch.stack([tokens.to(top.dtype), top]).tolist()   # one copy (ids < 2^24)
+            for i, token, confidence in zip(active, host_tokens, host_top):
+                confidences[i].append(confidence)
+                if confidence < p_mins[i]:
+                    stopped.add(i)
+                    if dists[i] and len(dists[i]) > len(proposals[i]):
+                        dists[i].pop()                    # the dropped token's distribution
+                else:
+                    proposals[i].append(int(token))
+            active = [i for i in active if i not in stopped and len(proposals[i]) < ks[i]]
         q = [torch.stack(d) if d else None for d in dists]
-        return proposals, q
+        return Draft(proposals, q, confidences)
 
     def sync(self, request: Request) -> None:
         """Roll the request's slot back to the longest prefix that matches its committed tokens."""

@@ -34,6 +34,9 @@ class PairOutcome:
     num_proposed: int
     num_accepted: int
     similarity: float | None = None       # 1 - TV(p, q) where both distributions were at hand
+    # a model first level's top-1 probability of each proposed token, then of the one that
+    # stopped its draft early (Decision.p_min), if one did; None for other pairs
+    confidences: list[float] | None = None
 
 
 @dataclass
@@ -112,6 +115,7 @@ def run_step(requests: list[Request], decisions: list[Decision], levels: dict[st
     n = len(requests)
     proposals: list[list[int]] = [[] for _ in range(n)]
     q: list[torch.Tensor | None] = [None] * n
+    confidences: list[list[float] | None] = [None] * n
     results = [RowResult(tokens=[]) for _ in range(n)]
     chains = [d.chain if ks[i] > 0 else d.chain[-1:] for i, d in enumerate(decisions)]
 
@@ -125,9 +129,10 @@ def run_step(requests: list[Request], decisions: list[Decision], levels: dict[st
             for i in rows:
                 proposals[i] = drafters[name].propose(requests[i].request_id, requests[i].all_token_ids, ks[i])
         else:
-            drafted, dists = levels[name].draft([requests[i] for i in rows], [ks[i] for i in rows])
-            for i, tokens, dist in zip(rows, drafted, dists):
-                proposals[i], q[i] = tokens, dist
+            drafted = levels[name].draft([requests[i] for i in rows], [ks[i] for i in rows],
+                                         [decisions[i].p_min for i in rows])
+            for i, tokens, dist, confidence in zip(rows, *drafted):
+                proposals[i], q[i], confidences[i] = tokens, dist, confidence
 
     # 2. verifying levels, farthest from the target first, so the target runs once for all rows
     depth = max(len(c) for c in chains)
@@ -150,8 +155,8 @@ def run_step(requests: list[Request], decisions: list[Decision], levels: dict[st
                 chain = chains[i]
                 if len(chain) > 1:
                     below = chain[len(chain) - 2 - distance]
-                    results[i].pairs.append(
-                        PairOutcome(below, name, len(proposals[i]), len(outputs[j]) - 1, similarity[j]))
+                    results[i].pairs.append(PairOutcome(below, name, len(proposals[i]), len(outputs[j]) - 1,
+                                                        similarity[j], None if results[i].pairs else confidences[i]))
                 proposals[i], q[i] = outputs[j], dists[j]
 
     for i in range(n):

@@ -10,7 +10,11 @@ caches really lacked.
 
 Time of a step at batch B and mean context C where every row runs the same decision:
     L0 model-free:   forward_time(L0, B, K, C)  (B proposals of K tokens)
-    L0 draft model:  K * forward_time(L0, B, 1, C)  (K autoregressive forwards of one token)
+    L0 draft model:  K * forward_time(L0, B, 1, C)  (K autoregressive forwards of one token);
+                     with a p_min threshold, forward j weighted by the odds that some row still
+                     drafts (`engine.draft_stop.draft_forward_odds`). The verifiers are charged
+                     the full K: their forward barely grows with a few tokens, and a row that
+                     does draft all K sets the width.
     Li, i >= 1:      forward_time(Li, B, K + i, C)  (one forward over the last committed token
                      plus the longest proposal it can receive, K + i - 1: the batch is padded)
     plain:           forward_time(target, B, 1, C)
@@ -22,6 +26,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from engine.decision import TARGET, Decision
+from engine.draft_stop import draft_forward_odds
 from engine.profile import LatencyProfile
 
 
@@ -65,10 +70,13 @@ def group_forwards(profile: LatencyProfile, chains: Sequence[tuple[str, ...]], k
     return StepGroups(forwards, model_free)
 
 
-def step_time(profile: LatencyProfile, decisions: Sequence[Decision], context: int) -> float:
+def step_time(profile: LatencyProfile, decisions: Sequence[Decision], context: int,
+              continue_odds: Sequence[float] | None = None) -> float:
     """Seconds of one step whose row i runs `decisions[i]`, every row at context `context`:
     each verifier fed the longest proposal it can receive (K + i - 1 tokens after the last
-    committed one), no catch-up (the cost model amortises that apart)."""
+    committed one), no catch-up (the cost model amortises that apart). `continue_odds[i]`: c of
+    row i's p_min threshold (`engine.draft_stop`), 1 (the default) drafting all K."""
+    continue_odds = continue_odds or [1.0] * len(decisions)
     forward_time = profile.forward_time
     ks = [0 if d.is_plain else d.k for d in decisions]
     groups = group_forwards(profile, [d.chain for d in decisions], ks)
@@ -77,11 +85,12 @@ def step_time(profile: LatencyProfile, decisions: Sequence[Decision], context: i
     drafting = []
     for group, rows in groups.forwards.items():
         if group.is_drafting:
-            drafting.append((group.level, [ks[row] for row, _ in rows]))
+            drafting.append((group.level, [ks[row] for row, _ in rows], [continue_odds[row] for row, _ in rows]))
         elif group != ForwardGroup(TARGET):
             seconds += forward_time(group.level, len(rows), max(ks[row] + position for row, position in rows), context)
     for name, rows in groups.model_free.items():
         seconds += forward_time(name, len(rows), max(ks[row] for row in rows), context)
-    for name, row_ks in drafting:
-        seconds += sum(forward_time(name, sum(k > j for k in row_ks), 1, context) for j in range(max(row_ks)))
+    for name, row_ks, row_cs in drafting:
+        odds = draft_forward_odds(row_ks, row_cs)
+        seconds += sum(p * forward_time(name, sum(k > j for k in row_ks), 1, context) for j, p in enumerate(odds))
     return seconds

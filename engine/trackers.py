@@ -30,6 +30,13 @@ What an estimate holds:
     num_observed        steps (rows) that fed the estimate, empty proposals included.
     num_empty           of those, the ones whose drafter proposed nothing.
     num_proposed_tokens / num_accepted_tokens: running totals.
+    confidence          global estimates of a pair whose drafter is a model level only: the
+                        histogram of its drafted tokens' top-1 probability (10 bins; per bin
+                        tokens drafted, judged up to and including the first rejection, and
+                        accepted: `engine.draft_stop.ConfidenceHistogram.to_dict`), from which
+                        the cost model predicts what a p_min threshold would do. Counts, not
+                        an EMA: they are measured at whatever p_min the steps ran. Until a
+                        pair has its own, `confidence_priors` (the calibration's) stand in.
 
 Per-request estimates start from the global acceptance of the pair at the request's first
 observation, worth `request_prior_weight` trials (16: one lucky shadow proposal of 8 tokens must
@@ -49,6 +56,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+
+from engine.draft_stop import ConfidenceHistogram
 
 
 def pair_key(drafter: str, verifier: str) -> str:
@@ -73,6 +82,7 @@ class PairEstimate:
     num_similarity: int = 0
     num_proposed_tokens: int = 0
     num_accepted_tokens: int = 0
+    confidence: ConfidenceHistogram | None = None
 
     @classmethod
     def from_prior(cls, acceptance: float, weight: float) -> PairEstimate:
@@ -82,10 +92,14 @@ class PairEstimate:
     def acceptance(self) -> float:
         return self.successes / self.trials
 
-    def observe(self, num_proposed: int, num_accepted: int, similarity: float | None, alpha: float) -> None:
+    def observe(self, num_proposed: int, num_accepted: int, similarity: float | None, alpha: float,
+                confidences: list[float] | None = None) -> None:
         """One row of one step (num_proposed 0: the drafter found nothing to propose); `alpha`
-        is the EMA weight's floor."""
+        is the EMA weight's floor; `confidences` (`PairOutcome.confidences`) feed the histogram."""
         num_accepted = min(num_accepted, num_proposed)
+        if confidences is not None:
+            self.confidence = self.confidence or ConfidenceHistogram()
+            self.confidence.observe(confidences, num_proposed, num_accepted)
         self.num_observed += 1
         self.num_proposed_tokens += num_proposed
         self.num_accepted_tokens += num_accepted
@@ -109,7 +123,8 @@ class PairEstimate:
     def to_dict(self) -> dict:
         return {"acceptance": self.acceptance, "accepted_fraction": self.accepted_fraction,
                 "similarity": self.similarity, "num_observed": self.num_observed, "num_empty": self.num_empty,
-                "num_proposed_tokens": self.num_proposed_tokens, "num_accepted_tokens": self.num_accepted_tokens}
+                "num_proposed_tokens": self.num_proposed_tokens, "num_accepted_tokens": self.num_accepted_tokens,
+                **({"confidence": self.confidence.to_dict()} if self.confidence is not None else {})}
 
 
 class AcceptanceTrackers:
@@ -144,6 +159,8 @@ class AcceptanceTrackers:
         self.prior_weight = prior_weight
         self.request_prior_weight = request_prior_weight
         self.priors = priors
+        # pair -> a fitted confidence histogram (ConfidenceHistogram.to_dict) shown until measured
+        self.confidence_priors: dict[str, dict] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -176,7 +193,8 @@ class AcceptanceTrackers:
                 own = self.requests.setdefault(request_id, {})
                 if key not in own:
                     own[key] = PairEstimate.from_prior(estimate.acceptance, self.request_prior_weight)
-                estimate.observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.alpha)
+                estimate.observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.alpha,
+                                 getattr(pair, "confidences", None))
                 own[key].observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.request_alpha)
 
     def forget_request(self, request_id: str) -> None:
@@ -187,6 +205,9 @@ class AcceptanceTrackers:
                        "num_empty": 0, "num_proposed_tokens": 0, "num_accepted_tokens": 0}
                  for key, value in self.priors.items()}
         pairs.update({key: estimate.to_dict() for key, estimate in self.pairs.items()})
+        for key, histogram in self.confidence_priors.items():
+            if key in pairs:
+                pairs[key].setdefault("confidence", histogram)
         requests = {rid: {key: estimate.to_dict() for key, estimate in own.items()}
                     for rid, own in self.requests.items()}
         return {"pairs": pairs, "requests": requests, "prior": self.prior, "num_steps": self.num_steps}

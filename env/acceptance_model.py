@@ -15,6 +15,12 @@ key shrinks towards the same signal pooled over categories ("*|signal"), then th
 curve; a plain category reads all of its signal keys merged. So the simulator draws a row's
 signal, shows it to the router, and draws that step's proposal and acceptance given it, as the
 real drafter's match length foretells its acceptance.
+
+Draft confidence: per pair whose drafter is a model level, the histogram of its drafted tokens'
+top-1 probability (`engine.draft_stop.ConfidenceHistogram`), from which a p_min threshold's
+(c, lift) are read (`stop_rates`): the simulator stops a draft with probability 1 - c per token
+and scales the pair's curve by lift. Files written before it have none: the threshold is then
+neutral, as the cost model's prior is.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import bisect
 
 import numpy as np
 
+from engine.draft_stop import ConfidenceHistogram, stop_rates
 from env.acceptance_counts import POOLED, PositionCounts, ProposalCounts, split_key
 
 PRIOR_TRIALS = 8.0          # pseudo-observations pulling a category towards the pooled curve
@@ -36,6 +43,7 @@ class AcceptanceModel:
         self.proposers: dict[str, dict[str, ProposalCounts]] = {}
         self.signals: dict[str, dict[str, list[int]]] = {}    # drafter -> category -> count per signal
         self.odds_factors: dict[str, float] = {}        # pair -> factor on each a_j's odds (`perturbed`)
+        self.confidence: dict[str, ConfidenceHistogram] = {}   # pair -> its drafter's confidence histogram
         self._curves: dict[tuple[str, str], list[float]] = {}
         self._cdfs: dict[tuple[str, str, int], list[float] | None] = {}
         self._proposal_rates: dict[tuple[str, str], tuple[float, float]] = {}
@@ -50,6 +58,20 @@ class AcceptanceModel:
         if num_requested:
             self.proposers.setdefault(drafter, {}).setdefault(category, ProposalCounts()).observe(num_requested, num_proposed)
             self._invalidate()
+
+    def observe_confidences(self, pair: str, confidences: list[float] | None, num_proposed: int,
+                            num_accepted: int) -> None:
+        """A first pair's `PairOutcome.confidences` (None for a model-free drafter: nothing kept)."""
+        if confidences is not None:
+            self.confidence.setdefault(pair, ConfidenceHistogram()).observe(confidences, num_proposed, num_accepted)
+
+    def confidence_histograms(self) -> dict[str, dict]:
+        """Pair -> its fitted histogram as the trackers show one (their confidence priors)."""
+        return {pair: histogram.to_dict() for pair, histogram in self.confidence.items()}
+
+    def stop_rates(self, pair: str, p_min: float) -> tuple[float, float]:
+        """(c, lift) of threshold `p_min` on `pair` (`engine.draft_stop.stop_rates`)."""
+        return stop_rates(self.confidence.get(pair), p_min)
 
     def observe_signal(self, drafter: str, category: str, signal: int) -> None:
         counts = self.signals.setdefault(drafter, {}).setdefault(category, [])
@@ -67,6 +89,7 @@ class AcceptanceModel:
         more or less often than measured (domain randomisation), its curve's shape kept."""
         model = AcceptanceModel()
         model.pairs, model.proposers, model.signals = self.pairs, self.proposers, self.signals   # shared, read only
+        model.confidence = self.confidence
         model.odds_factors = dict(odds_factors)
         return model
 
@@ -76,6 +99,7 @@ class AcceptanceModel:
             "pairs": {p: {c: vars(k).copy() for c, k in cats.items()} for p, cats in self.pairs.items()},
             "proposers": {d: {c: vars(k).copy() for c, k in cats.items()} for d, cats in self.proposers.items()},
             "signals": {d: {c: list(k) for c, k in cats.items()} for d, cats in self.signals.items()},
+            "confidence": {p: h.to_dict() for p, h in self.confidence.items()},
         }
 
     @classmethod
@@ -87,6 +111,8 @@ class AcceptanceModel:
             model.proposers[drafter] = {c: ProposalCounts(**k) for c, k in cats.items()}
         for drafter, cats in data.get("signals", {}).items():
             model.signals[drafter] = {c: [int(n) for n in k] for c, k in cats.items()}
+        for pair, histogram in data.get("confidence", {}).items():      # absent from older files
+            model.confidence[pair] = ConfidenceHistogram.from_dict(histogram)
         return model
 
     # ---- the fitted curves -----------------------------------------------------------------
@@ -154,14 +180,14 @@ class AcceptanceModel:
         counts = self._pooled(pair) if category == POOLED else self._own(pair, category)
         return counts.num_accepted_tokens / counts.num_proposed_tokens if counts.num_proposed_tokens else 0.0
 
-    def _cdf(self, pair: str, category: str, num_proposed: int) -> list[float]:
-        key = (pair, category, num_proposed)
+    def _cdf(self, pair: str, category: str, num_proposed: int, lift: float = 1.0) -> list[float]:
+        key = (pair, category, num_proposed) if lift == 1.0 else (pair, category, num_proposed, lift)
         cdf = self._cdfs.get(key)
         if cdf is None:
             curve = self.curve(pair, category)
             survive, total, cdf = 1.0, 0.0, []
             for j in range(num_proposed):
-                a = curve[min(j, len(curve) - 1)]
+                a = min(curve[min(j, len(curve) - 1)] * lift, 1.0)
                 total += survive * (1.0 - a)          # P(accepted == j)
                 cdf.append(total)
                 survive *= a
@@ -169,11 +195,12 @@ class AcceptanceModel:
             self._cdfs[key] = cdf
         return cdf
 
-    def sample_accepted(self, pair: str, category: str, num_proposed: int, uniform: float) -> int:
-        """Accepted count for `num_proposed` tokens, by inverting the CDF at `uniform` in [0, 1)."""
+    def sample_accepted(self, pair: str, category: str, num_proposed: int, uniform: float, lift: float = 1.0) -> int:
+        """Accepted count for `num_proposed` tokens, by inverting the CDF at `uniform` in [0, 1);
+        `lift` scales every a_j (a p_min threshold's, `stop_rates`)."""
         if num_proposed <= 0:
             return 0
-        return bisect.bisect_right(self._cdf(pair, category, num_proposed), uniform)
+        return bisect.bisect_right(self._cdf(pair, category, num_proposed, lift), uniform)
 
     def proposal_rates(self, drafter: str, category: str) -> tuple[float, float]:
         """(P(non-empty), P(full | non-empty)); a model drafter (no record) always proposes all K."""

@@ -102,3 +102,5 @@ def collect(engine, profile, prompts: list[Prompt], chain: tuple[str, ...], ks: 
             for i, pair in enumerate(result.pairs):
                 acceptance.observe_pair(pair_key(pair.drafter, pair.verifier), first if i == 0 else category,
                                         pair.num_proposed, pair.num_accepted)
+                acceptance.observe_confidences(pair_key(pair.drafter, pair.verifier), pair.confidences,
+                                               pair.num_proposed, pair.num_accepted)

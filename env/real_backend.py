@@ -71,7 +71,8 @@ class RealBackend(EngineBackend):
         acceptance_path = resolve_path(config.acceptance)
         if config.real.engine_factory is None and acceptance_path.exists():
             # trackers start from the fitted acceptance, as the simulator's and the server's do
-            self.engine.set_acceptance_priors(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
+            fitted = SimCalibration.load(acceptance_path).acceptance
+            self.engine.set_acceptance_priors(fitted.per_token_acceptance(), fitted.confidence_histograms())
         self.is_cpu_clock = config.real.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "

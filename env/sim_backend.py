@@ -35,7 +35,8 @@ class SimEngine(EngineCore):
         self.set_profile(profile)
         # seeded with the fitted acceptance, as the server's trackers are (serving.launch), also
         # when this episode's drafters are randomised away from it
-        self.set_acceptance_priors(priors if priors is not None else calibration.acceptance.per_token_acceptance())
+        self.set_acceptance_priors(priors if priors is not None else calibration.acceptance.per_token_acceptance(),
+                                   calibration.acceptance.confidence_histograms())
         self.use_clock(executor.now)
 
     def add(self, request: Request) -> None:

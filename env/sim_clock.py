@@ -48,8 +48,11 @@ def rows_forwards(profile: LatencyProfile, num_tokens: list[int], cached: list[d
             have = cached[row].get(group.level, 0)
             extra = results[row].pairs[position - 1].num_proposed if position else 0
             rows.append((num_tokens[row] - have, extra, have))
-    drafting = {group.level: [(num_tokens[row], ks[row]) for row, _ in members]     # model first level ->
-                for group, members in step.forwards.items() if group.is_drafting}    # (committed tokens, k) per row
+    # model first level -> (committed tokens, draft forwards) per row: K, or L + 1 for a row that
+    # proposed L < K tokens (a p_min threshold stopped it after computing the next distribution)
+    drafting = {group.level: [(num_tokens[row], min(ks[row], results[row].pairs[0].num_proposed + 1))
+                              for row, _ in members]
+                for group, members in step.forwards.items() if group.is_drafting}
     forwards = []
     for group, rows in groups.items():
         plan = plan_catch_up([p for p, _, _ in rows], [e for _, e, _ in rows], config.catch_up_threshold,

@@ -5,7 +5,10 @@ bookkeeping and trackers for the simulator exactly as for the real engine; this 
 replaces the speculative part (`engine.executor.StepExecutor`). For each row it draws how many
 tokens the first level proposes and how many each verifier accepts from the per-category
 acceptance models, and returns the same `RowResult`/`PairOutcome`s `run_step` returns, with
-placeholder tokens (only their number matters). The shadow drafters (`SimDrafter`) propose
+placeholder tokens (only their number matters). A model first level with a p_min threshold
+(`Decision.p_min`) goes on drafting with probability c per token and its pair accepts with its
+curve times lift, both from the calibration's confidence histogram (`AcceptanceModel.stop_rates`;
+neutral without one). The shadow drafters (`SimDrafter`) propose
 placeholder tokens that the committed placeholders accept as far as a drawn count and reject
 after, so `engine.shadow_drafts.ShadowDrafts` scores them as it scores real proposals. Each
 level's cache is a count (`sync_cached`, the engine's rollback on counts). The clock advances by
@@ -16,6 +19,8 @@ scaled and plus the per-step overhead that `env.calibrate` fits.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+
+import math
 
 import numpy as np
 
@@ -97,7 +102,7 @@ class SimExecutor:
                    for r, chain in zip(batch, chains)]
         for request in batch:                # consumed: the rows' next steps show new ones
             self.pending_signals.pop(request.request_id, None)
-        results = self.draw(batch, chains, ks, signals)
+        results = self.draw(batch, chains, ks, signals, [d.p_min for d in decisions])
         cached = [self.cached.setdefault(r.request_id, {}) for r in batch]
         self._latency_s = self.step_time([r.num_tokens for r in batch], cached, chains, ks, results)
         self.time += self._latency_s
@@ -130,31 +135,37 @@ class SimExecutor:
         return mine[drafter]
 
     def draw(self, batch: list[Request], chains: tuple[str, ...] | Sequence[tuple[str, ...]], ks: list[int],
-             signals: Sequence[int | None] | None = None) -> list[RowResult]:
+             signals: Sequence[int | None] | None = None, p_mins: Sequence[float] | None = None) -> list[RowResult]:
         """Every row's proposal and acceptances on its chain (one chain for all rows, or one per
         row), drawn from the acceptance models (given the first drafter's signal of each row,
-        where it has one)."""
+        where it has one, and its decision's p_min)."""
         chains = per_row_chains(chains, len(batch))
         width = max(len(chain) for chain in chains) + 1 if chains else 1
         uniforms = self.rng.random(len(batch) * width).tolist()
         signals = signals or [None] * len(batch)
+        p_mins = p_mins or [0.0] * len(batch)
         return [self.draw_row(r.category, chain, chain_pair_keys(chain), k, uniforms[i * width:(i + 1) * width],
-                              signals[i])
+                              signals[i], p_mins[i])
                 for i, (r, chain, k) in enumerate(zip(batch, chains, ks))]
 
     def draw_row(self, category: str, chain: tuple[str, ...], pair_keys: tuple[str, ...], k: int,
-                 uniforms: list[float], signal: int | None = None) -> RowResult:
+                 uniforms: list[float], signal: int | None = None, p_min: float = 0.0) -> RowResult:
         """Draw what the chain proposes and accepts for one row (the shape `run_step` returns),
         from `len(chain) + 1` uniforms: the same uniforms give the same outcome."""
         if k == 0:
             return RowResult([SIM_TOKEN_ID])
         model = self.calibration.acceptance
         first = signal_key(category, signal)
-        num = model.sample_proposed(chain[0], first, k, uniforms[0], uniforms[1]) \
-            if chain[0] in MODEL_FREE_DRAFTERS else k
+        lift = 1.0
+        if chain[0] in MODEL_FREE_DRAFTERS:
+            num = model.sample_proposed(chain[0], first, k, uniforms[0], uniforms[1])
+        else:
+            continue_odds, lift = model.stop_rates(pair_keys[0], p_min)
+            num = stopped_length(k, continue_odds, uniforms[0])
         pairs = []
         for i, key in enumerate(pair_keys):
-            accepted = model.sample_accepted(key, first if i == 0 else category, num, uniforms[2 + i])
+            accepted = model.sample_accepted(key, first if i == 0 else category, num, uniforms[2 + i],
+                                             lift if i == 0 else 1.0)
             pairs.append(PairOutcome(chain[i], chain[i + 1], num, accepted))
             num = accepted + 1
         return RowResult([SIM_TOKEN_ID] * num, pairs)
@@ -173,6 +184,16 @@ class SimExecutor:
     def cached_lengths(self, request: Request) -> dict[str, int]:
         have = self.cached.get(request.request_id, {})
         return {name: have.get(name, 0) for name, level in self.profile.levels.items() if level.kind == "model"}
+
+
+def stopped_length(k: int, continue_odds: float, uniform: float) -> int:
+    """Tokens a model level proposes of K when it goes on with probability c per token, from a
+    uniform in [0, 1): P(L >= m) = c^m, inverted."""
+    if continue_odds >= 1.0:
+        return k
+    if continue_odds <= 0.0:
+        return 0
+    return min(k, int(math.log1p(-uniform) / math.log(continue_odds)))
 
 
 def sync_cached(levels: dict[str, int], total: int, num_committed: int, chain: tuple[str, ...], k: int,

@@ -35,6 +35,9 @@ class SpecRouteEnv(gymnasium.Env):
     suffix>target@2/4/8, int4>target@2/3/5, ngram>int4>target@4, draft>target@2/4,
     ngram>draft>target@4`; K = 0 (plain) runs the target alone; `int4` is the target's int4
     copy (`quantized_levels`), the draft's chains need the distilled draft (`checkpoints/draft`).
+    A label may end in a draft-stop threshold, `int4>target@k8p0.5`: the first (model) level stops
+    drafting at the first token it gives a top-1 probability below 0.5 (`Decision.p_min`);
+    `env.config.STOP_ACTIONS` lists four, not in the default list the shipped policy was trained on.
     An index outside the space raises `gymnasium.error.InvalidAction`.
 
     ## Observation space

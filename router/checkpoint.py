@@ -6,7 +6,7 @@ everything a loader needs to rebuild the network without pickle or stable-baseli
     format, format_version     "specroute-policy", 1
     algo                       "ppo" | "dqn"
     obs_spec                   {"version": str, "names": [str, ...]}
-    actions                    [{"label": str, "chain": [str, ...], "k": int}, ...]
+    actions                    [{"label": str, "chain": [str, ...], "k": int, "p_min": float (only when > 0)}, ...]
     network                    {"layers": [{"name", "in_features", "out_features", "activation"}],
                                 "output": "logits" | "q_values"}
     normalization              null | {"mean": [...], "var": [...], "clip": float, "epsilon": float}
@@ -24,6 +24,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from engine.decision import Decision
 
 FORMAT = "specroute-policy"
 FORMAT_VERSION = 1
@@ -77,13 +79,22 @@ class ActionSpec:
     label: str
     chain: tuple[str, ...]
     k: int
+    p_min: float = 0.0              # the draft's stop threshold; written only when set
 
     @classmethod
     def from_decision(cls, decision) -> "ActionSpec":
-        return cls(decision.label, tuple(decision.chain), int(decision.k))
+        return cls(decision.label, tuple(decision.chain), int(decision.k), float(decision.p_min))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ActionSpec":
+        return cls(str(data["label"]), tuple(data["chain"]), int(data["k"]), float(data.get("p_min", 0.0)))
+
+    @property
+    def decision(self) -> Decision:
+        return Decision(self.chain, self.k, self.p_min)
 
     def to_json(self) -> dict:
-        return {"label": self.label, "chain": list(self.chain), "k": self.k}
+        return {"label": self.label, "chain": list(self.chain), "k": self.k, **({"p_min": self.p_min} if self.p_min else {})}
 
 
 @dataclass
@@ -173,7 +184,7 @@ class Manifest:
                 algo=str(data["algo"]),
                 obs_spec_version=str(data["obs_spec"]["version"]),
                 obs_names=[str(n) for n in data["obs_spec"]["names"]],
-                actions=[ActionSpec(str(a["label"]), tuple(a["chain"]), int(a["k"])) for a in data["actions"]],
+                actions=[ActionSpec.from_json(a) for a in data["actions"]],
                 layers=[LayerSpec(**layer) for layer in data["network"]["layers"]],
                 output=str(data["network"]["output"]),
                 obs_min=[float(v) for v in data["obs_range"]["min"]],

@@ -43,7 +43,7 @@ def _check_spec(manifest: Manifest, obs_spec_version: str | None, obs_names: Seq
                                      f"{list(obs_names)}")
     if actions is not None:
         expected = [a if isinstance(a, ActionSpec) else ActionSpec.from_decision(a) for a in actions]
-        if [(a.chain, a.k) for a in expected] != [(a.chain, a.k) for a in manifest.actions]:
+        if [(a.chain, a.k, a.p_min) for a in expected] != [(a.chain, a.k, a.p_min) for a in manifest.actions]:
             raise CheckpointSpecMismatch(
                 f"checkpoint actions {[a.label for a in manifest.actions]} differ from "
                 f"{[a.label for a in expected]}")
@@ -172,4 +172,4 @@ class LearnedPolicy:
 
     def decisions(self) -> list[Decision]:
         """The action list as engine Decisions (index i is action i)."""
-        return [Decision(a.chain, a.k) for a in self.manifest.actions]
+        return [a.decision for a in self.manifest.actions]

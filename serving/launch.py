@@ -14,6 +14,7 @@ import torch
 
 from engine import TARGET, Decision, Engine, EngineConfig, StaticRouter
 from engine.cost_model import CostModel, decision_grid
+from engine.draft_stop import STOP_P_MINS
 from engine.ladder import ladder_chains
 from env.config import DEFAULT_ACTIONS, resolve_path
 from env.sim_calibration import SimCalibration
@@ -64,7 +65,7 @@ def load_policy(engine: Engine, config: ServerConfig) -> tuple[LearnedPolicy | N
         return None, None
     try:
         manifest = read_manifest(config.policy)
-        actions = [Decision(a.chain, a.k) for a in manifest.actions]
+        actions = [a.decision for a in manifest.actions]
         for decision in actions:
             try:
                 engine.validate_decision(decision)
@@ -91,12 +92,16 @@ def default_actions(engine: Engine) -> list[Decision]:
 
 def fallback_decisions(engine: Engine, actions: list[Decision]) -> list[Decision]:
     """What the cost model chooses from: the action list, plus the ladder's chains (engine/ladder.py)
-    through every model level the action list does not use (the trained draft, quantized copies)."""
+    through every model level the action list does not use (the trained draft, quantized copies),
+    plus every chain with a model first level at K = 8 with each p_min of `STOP_P_MINS` (its
+    draft stops inside the step; predicted neutral until the trackers measure its confidence)."""
     decisions = list(actions)
     used = {name for d in decisions for name in d.chain}
     missing = [name for name in engine.levels if name != TARGET and name not in used]
     chains = [c for c in ladder_chains(list(engine.levels)) if any(name in missing for name in c)]
     decisions += decision_grid(chains, (2, 4, 8))
+    stoppable = [d.chain for d in decisions if not d.is_plain and d.chain[0] not in engine.drafters]
+    decisions += [Decision(chain, 8, p) for chain in dict.fromkeys(stoppable) for p in STOP_P_MINS]
     return list(dict.fromkeys(decisions))
 
 
@@ -113,7 +118,8 @@ def seed_acceptance_priors(engine: Engine, model_name: str) -> None:
             logger.warning("no acceptance calibration for the %s path; starting the trackers from the "
                            "fp32 one (%s)", engine.precision.name, path)
     try:
-        engine.set_acceptance_priors(SimCalibration.load(path).acceptance.per_token_acceptance())
+        fitted = SimCalibration.load(path).acceptance
+        engine.set_acceptance_priors(fitted.per_token_acceptance(), fitted.confidence_histograms())
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("acceptance models %s are unusable (%s): trackers start from %.2f", path, exc,
                        engine.trackers.prior)

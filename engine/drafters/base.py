@@ -28,7 +28,9 @@ class ModelFreeDrafter(ABC):
 
     @abstractmethod
     def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
-        """Up to `k` tokens that may follow `context` (prompt + committed output)."""
+        """Up to `k` tokens that may follow `context` (prompt + committed output): only as far
+        as the drafter's evidence goes (its draft stops inside the step on its own, as a model
+        level's does with `Decision.p_min`), so fewer, or none, is a normal answer."""
 
     def signal(self, request_id: str, context: Sequence[int]) -> int:
         """How promising this drafter's next proposal looks, in 0..SIGNAL_LEVELS, read before the

@@ -43,6 +43,8 @@ class NgramDrafter(ModelFreeDrafter):
         return tokens, int(ends[np.flatnonzero(matched == best)[-1]]), best     # longest, then most recent
 
     def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
+        """What followed the match, up to k tokens: fewer when the match sits near the end of
+        the context (the copied text runs out), none without a match."""
         if k <= 0:
             return []
         tokens, end, matched = self._match(context)

@@ -64,6 +64,8 @@ class SuffixDrafter(ModelFreeDrafter):
         return None
 
     def propose(self, request_id: str, context: Sequence[int], k: int) -> list[int]:
+        """Token by token while some suffix has a continuation holding at least `min_share` of
+        its counts, up to k: the draft stops where the evidence does."""
         if k <= 0:
             return []
         local = self._request_index(request_id, context)

@@ -50,12 +50,12 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
 
 
 def make_dummy_engine(target, tokenizer, drafts=None, chain: Sequence[str] = ("target",), k: int = 0,
-                      router=None, **config) -> Engine:
-    """An engine over the tiny target; a StaticRouter(chain, k) unless `router` is given."""
+                      router=None, p_min: float = 0.0, **config) -> Engine:
+    """An engine over the tiny target; a StaticRouter(chain, k, p_min) unless `router` is given."""
     config.setdefault("max_model_len", 256)
     config.setdefault("max_num_seqs", 64)
     return Engine(target, tokenizer, EngineConfig(**config), drafts=drafts,
-                  router=router or StaticRouter(Decision(tuple(chain), k)))
+                  router=router or StaticRouter(Decision(tuple(chain), k, p_min)))
 
 
 def with_eos(model, eos_token_id: int):

@@ -76,6 +76,8 @@ def test_bad_input_subprocess_is_one_line_exit_2(model_dir):
     (["--k", "-1"], "K must be an integer >= 0"),
     (["--chain", "target>ngram"], "must end at 'target'"),
     (["--chain", "ngram>suffix>target"], "cannot verify"),
+    (["--chain", "ngram>target", "--draft-p-min", "0.5"], "needs a model first level"),
+    (["--chain", "int4>target", "--draft-p-min", "1.5"], "p_min must be a number in [0, 1)"),
     (["--temperature", "-0.5"], "temperature"),
     (["--max-tokens", "0"], "max_tokens"),
     (["--draft", "=nopath"], "NAME=PATH"),

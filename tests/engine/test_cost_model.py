@@ -272,3 +272,22 @@ def test_rows_that_suit_different_drafters_each_get_theirs():
         "requests": {"a": snapshot["requests"]["a"], "a2": snapshot["requests"]["a"]}})
     decisions = router.decide(view)
     assert decisions == [Decision(("ngram", "target"), 4)] * 2 == [router.last_estimate.decision] * 2
+
+
+def test_a_stop_threshold_is_neutral_until_measured_then_priced_from_the_histogram():
+    """No confidence histogram: draft>target@k8p0.8 is predicted as @k8 (the first of equals, the
+    plainer, wins). A measured one where confident tokens are accepted and unconfident ones are
+    not: the threshold drafts fewer forwards for the same tokens, so it is chosen."""
+    profile = make_profile(memory_bound, draft=lambda b, t, c: 0.01)
+    full, stop = Decision(("draft", "target"), 8), Decision(("draft", "target"), 8, 0.8)
+    model = CostModel(profile, [Decision(), full, stop], min_gain=0.0)
+    unmeasured = {"pairs": {"draft>target": {"acceptance": 0.8}}, "prior": 0.5}
+    assert model.expected_tokens(stop, unmeasured) == model.expected_tokens(full, unmeasured)
+    assert model.best(1, 100, unmeasured) == full
+    histogram = {"drafted": [0] * 8 + [400, 600], "judged": [0] * 8 + [400, 300], "accepted": [0] * 8 + [380, 280]}
+    histogram["drafted"][2], histogram["judged"][2] = 1000, 300           # unconfident, never accepted
+    measured = {"pairs": {"draft>target": {"acceptance": 0.6, "confidence": histogram}}, "prior": 0.5}
+    c, a = 0.5, min(0.6 * (660 / 700) / (660 / 1000), 1.0)
+    assert model.expected_tokens(stop, measured) == pytest.approx(1 + sum((c * a) ** j for j in range(1, 9)))
+    assert model.step_time(stop, 1, 96, c) < model.step_time(full, 1, 96)
+    assert model.best(1, 100, measured) == stop

@@ -72,11 +72,15 @@ def toy_bf16(toy):
             {name: copy.deepcopy(d).to(torch.bfloat16) for name, d in drafts.items()})
 
 
-def sampled_counts(model, drafts, chain, params: SamplingParams, dtype: str = "float32") -> torch.Tensor:
-    """Counts of the first three tokens over NUM_SAMPLES seeded requests: [12^3]."""
+def sampled_counts(model, drafts, chain, params: SamplingParams, dtype: str = "float32",
+                   p_min: float = 0.0, engines: list | None = None) -> torch.Tensor:
+    """Counts of the first three tokens over NUM_SAMPLES seeded requests: [12^3] (the engine
+    that drew them is appended to `engines` when given)."""
     engine = make_dummy_engine(model, None, drafts, chain, 3, max_model_len=16, max_num_seqs=BATCH,
-                               max_num_tokens=BATCH * 16, dtype=dtype,
+                               max_num_tokens=BATCH * 16, dtype=dtype, p_min=p_min,
                                quantized_levels="int4" if "int4" in chain else "")
+    if engines is not None:
+        engines.append(engine)
     counts = torch.zeros(VOCAB ** NUM_TOKENS, dtype=torch.long)
     gc.disable()        # tens of thousands of short-lived requests: skip the collector's sweeps
     try:
@@ -130,6 +134,22 @@ def test_first_tokens_follow_the_target_distribution(chain, params, toy):
     counts = sampled_counts(target, drafts, chain, params)
     p_value = chi_square_p(counts, exact_joint(target, params))
     assert p_value > 1e-3, f"{'>'.join(chain)}: chi-square p = {p_value:.2e}"
+
+
+@pytest.mark.parametrize("chain,p_min,params", [
+    (("draft", "target"), 0.5, SamplingParams(temperature=1.0)),
+    (("draft2", "draft", "int4", "target"), 0.6, SamplingParams(temperature=0.8, top_k=6, top_p=0.9)),
+], ids=["draft>target-p0.5", "draft2>draft>int4>target-p0.6"])
+def test_a_draft_stopped_by_a_threshold_keeps_the_target_distribution(chain, p_min, params, toy):
+    """The stop reads only the draft's own distribution, so rejection sampling stays exact."""
+    target, drafts = toy
+    engines: list = []
+    p_value = chi_square_p(sampled_counts(target, drafts, chain, params, p_min=p_min, engines=engines),
+                           exact_joint(target, params))
+    assert p_value > 1e-3, f"{'>'.join(chain)} p_min {p_min}: chi-square p = {p_value:.2e}"
+    drafted = engines[0].trackers.snapshot()["pairs"][f"{chain[0]}>{chain[1]}"]["confidence"]["drafted"]
+    assert sum(drafted[: int(p_min * 10)]) > 0, "the threshold never stopped a draft"
+    assert sum(drafted[int(p_min * 10):]) > 0, "the threshold stopped every draft at once"
 
 
 def resample_from_p(target_probs, proposals, num_proposed, draft_probs, uniforms):

@@ -149,3 +149,22 @@ def test_one_lucky_observation_does_not_make_a_request_look_like_a_summary():
     assert trackers.acceptance("suffix>target", "a") > 0.6
     with pytest.raises(ValueError, match="request_prior_weight"):
         AcceptanceTrackers(request_prior_weight=0)
+
+
+def test_a_model_drafter_s_confidences_fill_a_censored_histogram_shown_over_its_prior():
+    """Per bin: drafted (every token, the one that stopped a draft included), judged (up to and
+    including the first rejection) and accepted; a fitted histogram stands in until then."""
+    trackers = AcceptanceTrackers(priors={"int4>target": 0.7})
+    prior = {"drafted": [1] * 10, "judged": [1] * 10, "accepted": [0] * 10}
+    trackers.confidence_priors["int4>target"] = prior
+    assert trackers.snapshot()["pairs"]["int4>target"]["confidence"] == prior
+    # proposed 3 (0.95, 0.85, 0.55), stopped on 0.15; accepted 1: 0.85 rejected, 0.55 censored
+    pair = PairOutcome("int4", "target", 3, 1, None, [0.95, 0.85, 0.55, 0.15])
+    trackers.observe_step(StepRecord(results=[RowResult([0, 0], [pair])], request_ids=["r"], batch_size=1))
+    histogram = trackers.snapshot()["pairs"]["int4>target"]["confidence"]
+    assert histogram["drafted"] == [0, 1, 0, 0, 0, 1, 0, 0, 1, 1]
+    assert histogram["judged"] == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    assert histogram["accepted"] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert "confidence" not in trackers.snapshot()["requests"]["r"]["int4>target"]
+    trackers.observe_step(make_record({"r": [("ngram", "target", 4, 2, None)]}))
+    assert "confidence" not in trackers.snapshot()["pairs"]["ngram>target"]      # a model-free drafter

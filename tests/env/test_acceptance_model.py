@@ -112,3 +112,27 @@ def test_per_token_acceptance_counts_a_model_free_drafter_s_empty_proposals_as_r
     assert p_nonempty == pytest.approx(1 / 3, abs=0.01)
     empty = 99 * (1 - p_nonempty) / p_nonempty
     assert model.per_token_acceptance()["ngram>target"] == pytest.approx(198 / (198 + empty))
+
+
+def test_the_confidence_histogram_round_trips_and_older_files_load_without_one():
+    model = AcceptanceModel()
+    model.observe_pair("int4>target", "qa", 4, 2)
+    model.observe_confidences("int4>target", [0.9, 0.7, 0.4, 0.2, 0.1], 4, 2)
+    model.observe_confidences("ngram>target", None, 4, 2)                 # a model-free drafter: nothing
+    loaded = AcceptanceModel.from_json(json.loads(json.dumps(model.to_json())))
+    assert loaded.confidence["int4>target"] == model.confidence["int4>target"] and "ngram>target" not in loaded.confidence
+    assert loaded.stop_rates("int4>target", 0.5) == model.stop_rates("int4>target", 0.5)
+    assert model.stop_rates("int4>target", 0.5)[0] == pytest.approx(2 / 5)
+    old = {key: value for key, value in model.to_json().items() if key != "confidence"}
+    assert AcceptanceModel.from_json(old).stop_rates("int4>target", 0.5) == (1.0, 1.0)     # neutral
+
+
+def test_a_lift_scales_every_position_s_acceptance():
+    model = AcceptanceModel()
+    rng = random.Random(3)
+    for _ in range(2000):
+        n = draw_truncated_geometric(rng, 0.5, 6)
+        model.observe_pair("draft>target", "qa", 6, n)
+    mean = [statistics.mean(model.sample_accepted("draft>target", "qa", 6, rng.random(), lift) for _ in range(4000))
+            for lift in (1.0, 1.5)]
+    assert mean[1] > mean[0] + 0.5

@@ -233,3 +233,36 @@ def test_the_sim_charges_every_forward_a_step_of_rows_on_different_chains_runs(t
         charged = rows_forwards(make_profile(), before, cached, [d.chain for d in rows], ks,
                                 engine.last_step.results, engine.config)
         assert Counter(c for c in charged if c[0] in engine.levels) == Counter(calls), f"step {step}"
+
+
+def test_the_sim_honours_a_stop_threshold():
+    """A model first level with p_min drafts c(p_min) onward per token, from the calibration's
+    confidence histogram: fewer drafted tokens at a high threshold, none fewer without a histogram."""
+    from env.sim_executor import SimExecutor
+    from tests.env.conftest import make_calibration, make_profile
+
+    calibration = make_calibration()
+    executor = SimExecutor(make_profile(), calibration, EngineConfig(), seed=0)
+    rng = np.random.default_rng(0)
+
+    def mean_proposed(p_min: float) -> float:
+        rows = [executor.draw_row("qa", ("int4", "target"), ("int4>target",), 8, rng.random(3).tolist(), None, p_min)
+                for _ in range(20_000)]
+        return float(np.mean([row.pairs[0].num_proposed for row in rows]))
+
+    assert mean_proposed(0.8) == mean_proposed(0.0) == 8.0          # no histogram yet: neutral
+    for _ in range(500):            # confidences spread uniformly over [0, 1)
+        calibration.acceptance.observe_confidences("int4>target", rng.random(8).tolist(), 8, 4)
+    c = calibration.acceptance.stop_rates("int4>target", 0.8)[0]
+    assert mean_proposed(0.0) == 8.0 and mean_proposed(0.5) > mean_proposed(0.8)
+    assert mean_proposed(0.8) == pytest.approx(sum(c ** m for m in range(1, 9)), rel=0.06)
+
+
+def test_an_env_with_the_stop_actions_runs_them(sim_kwargs):
+    from env.config import DEFAULT_ACTIONS, STOP_ACTIONS
+    env = SpecRouteEnv(**sim_kwargs, actions=DEFAULT_ACTIONS + STOP_ACTIONS)
+    stop = [env.action_labels.index(label) for label in STOP_ACTIONS]
+    assert len(env.action_labels) == len(DEFAULT_ACTIONS) + len(STOP_ACTIONS)
+    steps = run_episode(env, seed=0, policy=lambda step: stop[step % len(stop)])
+    env.close()
+    assert steps

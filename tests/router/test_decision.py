@@ -54,3 +54,32 @@ def test_configs_list_actions_as_decisions_spellings_or_pairs():
     assert as_decision("ngram>target@4") == as_decision((("ngram", "target"), 4)) == decision
     with pytest.raises(ValueError, match="must be a Decision"):
         as_decision(4)
+
+
+@pytest.mark.parametrize("text", ["int4>target@k8p0.5", "draft>int4>target@k4p0.8", "draft>target@k2p0.05"])
+def test_a_stop_threshold_round_trips_and_labels_without_one_print_as_before(text):
+    decision = Decision.parse(text)
+    assert decision.p_min > 0 and str(decision) == text and Decision.parse(str(decision)) == decision
+    assert Decision.parse("int4>target@8p0.5") == Decision(("int4", "target"), 8, 0.5)
+    assert Decision(("int4", "target"), 8, 0.0).label == "int4>target@k8"       # p_min 0: today's spelling
+
+
+@pytest.mark.parametrize("text, message", [
+    ("int4>target@k8p1", "p_min must be a number in \\[0, 1\\)"),
+    ("int4>target@k8p1.5", "p_min must be a number in \\[0, 1\\)"),
+    ("int4>target@k8p-0.5", "must be 'plain' or levels cheapest first"),
+    ("int4>target@k8p", "must be 'plain' or levels cheapest first"),
+    ("ngram>target@k8p0.5", "needs a model first level; 'ngram' is model-free"),
+    ("ngram>int4>target@k4p0.5", "needs a model first level; 'ngram' is model-free"),
+    ("target@k0p0.5", "needs a draft"),
+])
+def test_a_bad_stop_threshold_says_why(text, message):
+    with pytest.raises(ValueError, match=message):
+        Decision.parse(text)
+
+
+def test_a_threshold_is_rejected_in_code_too():
+    with pytest.raises(ValueError, match="p_min must be a number"):
+        Decision(("int4", "target"), 8, 1.0)
+    with pytest.raises(ValueError, match="p_min must be a number"):
+        Decision(("int4", "target"), 8, True)
