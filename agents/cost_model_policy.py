@@ -20,6 +20,7 @@ from engine.catch_up_cost import CATCH_UP_HORIZON
 from engine.cost_model import CostModel
 from engine.decision import Decision
 from router.cost_router import CostModelRouter
+from router.observation import ObservationScale
 
 
 class CostModelPolicy(BasePolicy):
@@ -31,15 +32,16 @@ class CostModelPolicy(BasePolicy):
     """
 
     def __init__(self, cost_model: CostModel, decisions: Sequence[Decision], obs_names: Sequence[str],
-                 view_of: Callable[[], BatchView] | None = None, per_row: bool = False):
+                 view_of: Callable[[], BatchView] | None = None, per_row: bool = False,
+                 scale: ObservationScale | None = None):
         if per_row and view_of is None:
             raise ValueError("per-row routing reads the engine's rows: it needs view_of")
         self.router = CostModelRouter(cost_model, per_row=per_row)
         self.decisions = list(decisions)
-        self.index = ObservationIndex(obs_names)
-        for name in ("running_batch", "context_mean"):
-            if not self.index.has(name):
-                raise ValueError(f"the cost model policy needs observation feature {name!r}")
+        self.index = ObservationIndex(obs_names, scale)
+        if not self.index.has_batch() or not self.index.has("context_mean"):
+            raise ValueError("the cost model policy needs the observation's batch (running_batch, or batch_occupancy "
+                             "with the spec's scale) and context_mean")
         unknown = [d.label for d in self.decisions if d not in cost_model.decisions]
         if unknown:
             raise ValueError(f"the cost model does not evaluate actions {unknown}")
@@ -62,22 +64,23 @@ class CostModelPolicy(BasePolicy):
         inner = env.unwrapped
         profile = LatencyProfile.load(resolve_path(inner.config.sim.profile))
         cost_model = CostModel(profile, inner.decisions, slo_tpot_s=inner.config.slo_tpot_s)
-        return cls(cost_model, inner.decisions, inner.obs_spec.names, view_of=inner.batch_view, per_row=per_row)
+        return cls(cost_model, inner.decisions, inner.obs_spec.names, view_of=inner.batch_view, per_row=per_row,
+                   scale=inner.obs_spec.scale)
 
     def offline(self) -> CostModelPolicy:
         """The same router scoring observations alone: what off-policy evaluation can replay
         from a decision log, which holds observations and not the engine's per-request state."""
-        return CostModelPolicy(self.cost_model, self.decisions, self.index.names)
+        return CostModelPolicy(self.cost_model, self.decisions, self.index.names, scale=self.index.scale)
 
     def acceptance(self, obs) -> dict[str, float]:
         return {pair: self.index.get(obs, f"acceptance[{pair}]") for pair in self._pairs}
 
     def view_from_obs(self, obs) -> BatchView:
-        """What a logged observation says of the batch: `running_batch` rows at the mean context,
+        """What a logged observation says of the batch: its running rows at the mean context,
         the pooled acceptance of each pair, and each level's catch-up spread evenly over rows
         with `CATCH_UP_HORIZON` tokens to go (`router.observation_builder.catch_up_feature` inverted)."""
-        batch = round(float(self.index.get(obs, "running_batch")))
-        context = max(round(float(self.index.get(obs, "context_mean"))), 1)
+        batch = round(float(self.index.batch(obs)))
+        context = max(round(float(self.index.context(obs))), 1)
         cached = []
         for level in self._catch_up:
             lacking = round(float(np.expm1(self.index.get(obs, f"catch_up[{level}]"))) * CATCH_UP_HORIZON)

@@ -80,4 +80,4 @@ class Episode:
         rows = row_views(running, backend.signals(running) if builder.signal_drafters else None,
                          backend.cached_lengths(running) if builder.catch_up_levels else None)
         return builder.build(rows, scheduler.waiting, backend.acceptance(builder.pairs), self.stats,
-                             self.time, self.last_action)
+                             self.time, self.last_action, getattr(backend.engine, "profile", None))

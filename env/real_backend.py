@@ -72,6 +72,10 @@ class RealBackend(EngineBackend):
         if config.real.engine_factory is None and acceptance_path.exists():
             # trackers start from the fitted acceptance, as the simulator's and the server's do
             self.engine.set_acceptance_priors(SimCalibration.load(acceptance_path).acceptance.per_token_acceptance())
+        if self.engine.profile is None and config.real.engine_factory is None and resolve_path(config.sim.profile).exists():
+            # the observation's costs are relative to a profile: the shipped one of this forward path
+            from engine.profile import LatencyProfile
+            self.engine.set_profile(LatencyProfile.load(resolve_path(config.sim.profile)))
         self.is_cpu_clock = config.real.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "
