@@ -188,7 +188,10 @@ class SpecRouteEnv(gymnasium.Env):
         window = build_window(self.config.workload, self.np_random)
         self.backend.reset(int(self.np_random.integers(0, 2 ** 63 - 1)))
         stats = LoadStats(self.config.slo_tpot_s, self.config.slo_ttft_s)
-        self._episode = Episode(window, stats, self.config.slo_penalty)
+        workload = self.config.workload
+        think_rng = np.random.default_rng(int(self.np_random.integers(0, 2 ** 63 - 1))) \
+            if workload.arrival == "closed" else None
+        self._episode = Episode(window, stats, self.config.slo_penalty, think_s=workload.think_s, rng=think_rng)
         self._episode.start(self.backend)
         self._obs = self._episode.observe(self.backend, self._builder)
         return self._obs.copy(), {"time_s": self._episode.time, "num_requests": len(window)}
