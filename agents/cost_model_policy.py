@@ -50,6 +50,19 @@ class CostModelPolicy(BasePolicy):
         self._catch_up = [name[len("catch_up["):-1] for name in self.index.names if name.startswith("catch_up[")]
         self.view_of = view_of
         self.name = "cost-model-rows" if per_row else "cost-model"
+        self._priced = cost_model.profile        # the latency profile the router prices with
+
+    def price_with(self, profile) -> None:
+        """Price with `profile` from now on: the live engine's, which a simulator randomising its
+        cost curve draws anew each episode (the server prices with its own measured one)."""
+        if profile is None or profile is self._priced:
+            return
+        old = self.router.cost_model
+        self.router = CostModelRouter(CostModel(
+            profile, old.decisions, slo_tpot_s=old.slo_tpot_s, prior_acceptance=old.prior_acceptance,
+            context_bucket=old.context_bucket, min_gain=old.min_gain, min_row_gain=old.min_row_gain,
+            catch_up_horizon=old.catch_up_horizon), per_row=self.router.per_row)
+        self._priced = profile
 
     @property
     def cost_model(self) -> CostModel:
@@ -93,6 +106,7 @@ class CostModelPolicy(BasePolicy):
     def act(self, obs) -> int | tuple[int, ...]:
         """The action index; per row, a tuple of indices where the rows' decisions differ."""
         view = self.view_of() if self.view_of is not None else self.view_from_obs(np.asarray(obs))
+        self.price_with(view.profile)
         if not view.rows:
             return self._labels.get(Decision().label, 0)
         actions = tuple(self._labels[d.label] for d in self.router.decide(view))

@@ -39,7 +39,7 @@ class FineTuneConfig:
     holdout: float = field(default=0.3, metadata={"help": "the latest share of the log kept out of fitting, for OPE"})
     estimator: str = field(default="dr", metadata={"help": "OPE estimator of the gate", "choices": GATE_ESTIMATORS})
     epochs: int = field(default=300, metadata={"help": "full-batch optimiser steps"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
+    learning_rate: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
     temperature: float = field(default=1.0, metadata={"help": "AWR temperature, x the advantages' std"})
     max_weight: float = field(default=20.0, metadata={"help": "largest AWR weight of one step"})
     anchor: float = field(default=0.1, metadata={"help": "weight of KL(deployed || candidate)"})
