@@ -7,11 +7,14 @@ plain decoding. The SB3 zip and SB3's VecNormalize pickle beside it (observation
 statistics), for `--resume` and for `PPO.load` users (agents.sb3_checkpoint), go to
 `<out>/sb3_resume.zip` + `<out>/vecnormalize.pkl` when the zip is small, else under `runs/`.
 TensorBoard logs and the progress bar need the `train` extra (`pip install -e '.[train]'`).
+`python -m train_router --from-log PATH [--policy DIR]` instead fine-tunes the deployed policy on
+the server's decision log, gated by off-policy evaluation (agents.log_finetune).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +76,8 @@ class TrainConfig:
         "help": "domain randomisation of the training sims: step times x exp(U(-r, r)) per episode"})
     randomize_acceptance: float = field(default=0.7, metadata={
         "help": "domain randomisation: each pair's acceptance odds x exp(U(-r, r)) per episode"})
+    randomize_curve: bool = field(default=True, metadata={
+        "help": "domain randomisation: each episode a machine's cost curve, flat (Intel AMX) to steep (Zen 3 fp32)"})
     num_threads: int = num_threads_field(1, "torch threads for the network (a 64x64 MLP only loses from more "
                                             "on a shared CPU)")
 
@@ -120,7 +125,7 @@ def make_env(cfg: TrainConfig, rank: int, workloads: list | None = None):
         import env  # noqa: F401  (registers SpecRoute-v0)
         from agents.scenarios import WorkloadMixture
         inner = gymnasium.make("SpecRoute-v0", **cfg.env_kwargs, randomize_latency=cfg.randomize_latency,
-                               randomize_acceptance=cfg.randomize_acceptance)
+                               randomize_acceptance=cfg.randomize_acceptance, randomize_curve=cfg.randomize_curve)
         if cfg.workload == "mix":
             inner = WorkloadMixture(inner, workloads)
         inner.reset(seed=cfg.seed * 1000 + rank)
@@ -139,8 +144,7 @@ class ObservationRange(BaseCallback):
 
     def _on_step(self) -> bool:
         raw = self.vec_normalize.get_original_obs() if self.vec_normalize is not None else self.locals["new_obs"]
-        raw = np.asarray(raw, dtype=np.float64)
-        low, high = raw.min(axis=0), raw.max(axis=0)
+        low, high = np.asarray(raw, dtype=np.float64).min(axis=0), np.asarray(raw, dtype=np.float64).max(axis=0)
         self.low = low if self.low is None else np.minimum(self.low, low)
         self.high = high if self.high is None else np.maximum(self.high, high)
         return True
@@ -280,13 +284,16 @@ def main(cfg: TrainConfig) -> Path:
     print(f"trained {cfg.algo} for {model.num_timesteps} steps in {train_seconds:.0f} s; "
           f"policy: {out / 'manifest.json'} (sha256 {manifest.sha256[:12]}), resume: {zip_path}")
     for name, rows in summary.get("workloads", {}).items():
-        print(f"  {name:16s} " + "  ".join(f"{label}: goodput {row['goodput']:.1f} reward {row['mean_reward']:.1f}"
-                                           for label, row in rows.items()))
+        print(f"  {name:20s} " + "  ".join(f"{label}: goodput {row['goodput']:.1f} reward {row['mean_reward']:.1f}"
+                                           for label, row in rows.items()) + f"  fallback {rows['learned']['fallback_share']:.1%}")
     return out
 
 
 if __name__ == "__main__":
     from cli.dataclass_args import parse_dataclass
     from cli.missing_data import exit_on_missing_data
+    if any(arg.split("=")[0] == "--from-log" for arg in sys.argv[1:]):
+        from agents.log_finetune import FineTuneConfig, main as fine_tune
+        sys.exit(fine_tune(parse_dataclass(FineTuneConfig, description="Fine-tune the deployed router on its decision log.")))
     with exit_on_missing_data():
         main(parse_dataclass(TrainConfig, description="Train the learned router (PPO or DQN) in the simulator."))

@@ -24,14 +24,34 @@ import numpy as np
 
 from engine.decision import Decision
 from engine.expectation import expected_output
+from router.observation import ObservationScale
 
 
 class ObservationIndex:
-    """Reads named features out of an observation vector."""
+    """Reads named features out of an observation vector; `scale` (the spec's) turns the v4
+    relative features back into rows and tokens (`batch`, `context`)."""
 
-    def __init__(self, obs_names: Sequence[str]):
+    def __init__(self, obs_names: Sequence[str], scale: ObservationScale | None = None):
         self.names = list(obs_names)
+        self.scale = scale
         self._index = {name: i for i, name in enumerate(self.names)}
+
+    def has_batch(self) -> bool:
+        return self.has("running_batch") or (self.has("batch_occupancy") and self.scale is not None)
+
+    def batch(self, obs, default: float | None = None) -> float:
+        """Running rows: v3's `running_batch`, or v4's occupancy x max_batch."""
+        if self.has("running_batch") or not self.has("batch_occupancy"):
+            return self.get(obs, "running_batch", default)
+        if self.scale is None:
+            raise KeyError("reading rows from batch_occupancy needs the observation spec's scale")
+        return self.get(obs, "batch_occupancy") * self.scale.max_batch
+
+    def context(self, obs) -> float:
+        """Mean context tokens of the running rows (v4 stores a share of max_model_len)."""
+        if self.has("batch_occupancy") and self.scale is not None:
+            return self.get(obs, "context_mean") * self.scale.max_model_len
+        return self.get(obs, "context_mean")
 
     def has(self, name: str) -> bool:
         return name in self._index
@@ -102,16 +122,17 @@ class AcceptanceEMAPolicy(BasePolicy):
     the batch grows (compute-bound), which is what turns speculation down under load.
     """
 
-    def __init__(self, decisions: Sequence[Decision], obs_names: Sequence[str], token_cost: float = 0.02):
+    def __init__(self, decisions: Sequence[Decision], obs_names: Sequence[str], token_cost: float = 0.02,
+                 scale: ObservationScale | None = None):
         if token_cost < 0:
             raise ValueError("token_cost must be >= 0")
         self.decisions = list(decisions)
-        self.index = ObservationIndex(obs_names)
+        self.index = ObservationIndex(obs_names, scale)
         self.token_cost = token_cost
         self.name = "acceptance-ema"
 
     def scores(self, obs) -> np.ndarray:
-        batch = max(self.index.get(obs, "running_batch", default=1.0), 1.0)
+        batch = max(self.index.batch(obs, default=1.0), 1.0)
         scores = []
         for decision in self.decisions:
             k = 0 if decision.is_plain else decision.k

@@ -89,7 +89,8 @@ def make_policy(spec: str, env, checkpoint: str | Path = DEFAULT_CHECKPOINT, see
     if spec == "no-spec":
         return NoSpeculationPolicy(inner.decisions)
     if spec == "acceptance-ema":
-        return AcceptanceEMAPolicy(inner.decisions, inner.obs_spec.names, token_cost=verify_token_cost(env))
+        return AcceptanceEMAPolicy(inner.decisions, inner.obs_spec.names, token_cost=verify_token_cost(env),
+                                   scale=inner.obs_spec.scale)
     if spec == "ucb":
         return UCBPolicy(len(inner.decisions), seed=seed)
     if spec == "oracle" or spec.startswith("oracle:"):

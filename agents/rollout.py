@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.policies import ObservationIndex
 from router.policy import observe_reward, reset_policy
 
 
@@ -90,14 +91,15 @@ def run_episode(env, policy, seed: int, options: dict | None = None,
     obs, _ = env.reset(seed=seed, options=options)
     reset_policy(policy)
     result = EpisodeResult()
-    batch_index = env.unwrapped.obs_spec.names.index("running_batch")
+    spec = env.unwrapped.obs_spec
+    index = ObservationIndex(spec.names, spec.scale)
     done = False
     while not done:
         action = policy.act(obs)          # an index, or one per row (a per-row router)
         rows = list(action) if isinstance(action, (list, tuple)) else [int(action)]
         result.actions.append(max(set(rows), key=rows.count))
         result.num_mixed_steps += len(set(rows)) > 1
-        result.batch_sizes.append(float(obs[batch_index]))
+        result.batch_sizes.append(index.batch(obs))
         obs, reward, terminated, truncated, _ = env.step(action)
         observe_reward(policy, float(reward))
         result.num_steps += 1

@@ -6,7 +6,9 @@ completes with plain decoding when every request is queued at once (a full batch
 calibrated with: at low load the batch is mostly 1-2 rows (speculation pays), at high load the
 batch is full and a queue builds (the verifier is compute-bound, speculation must back off).
 The Azure code trace keeps its own arrival pattern, replayed at the speed that puts its mean
-rate at the medium load.
+rate at the medium load. Closed-loop workloads (a single user's sequential requests, with and
+without think time, and 2 to 16 concurrent users) set their own load: each user sends the next
+request when the last one is answered.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ NUM_REQUESTS = 48
 LOAD_LOW, LOAD_MEDIUM, LOAD_HIGH = 0.15, 0.5, 1.0
 LOAD_SWEEP = (0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0, 1.25)
 SPEC_BENCH, SHAREGPT, AZURE = "spec_bench", "sharegpt", "azure_code"
+CONCURRENCY = (2, 4, 8, 16)
+THINK_S = 3.0                   # a single user's mean pause between an answer and the next question
 
 
 def sim_env_kwargs(profile: str | None = None, acceptance: str | None = None) -> dict:
@@ -68,9 +72,22 @@ def azure_trace_rate() -> float:
     return (len(trace) - 1) / (trace[-1].time_s - trace[0].time_s)
 
 
+def closed_loop_workloads(num_requests: int = NUM_REQUESTS) -> dict[str, WorkloadSpec]:
+    """name -> workload: a single user's sequential requests (no think time, and `THINK_S`), and
+    closed loops of each `CONCURRENCY`; at least 3 requests per user, a third of `num_requests`
+    for the fewest users (a single user's window is long in steps)."""
+    def size(users: int) -> int:
+        return max(3 * users, num_requests // 3, 1)
+    out = {"single-user": _spec(SHAREGPT, size(1), arrival="closed", concurrency=1),
+           "single-user-think": _spec(SHAREGPT, size(1), arrival="closed", concurrency=1, think_s=THINK_S)}
+    out |= {f"closed-c{c}": _spec(SHAREGPT, size(c), arrival="closed", concurrency=c) for c in CONCURRENCY}
+    return out
+
+
 def evaluation_workloads(env_kwargs: dict | None = None, num_requests: int = NUM_REQUESTS) -> dict[str, WorkloadSpec]:
     """name -> workload: the Spec-Bench mix, the Azure code trace, Poisson low/medium/high, bursty,
-    and Spec-Bench at low load (judged under `GOODPUT_SLO_TPOT_S`).
+    Spec-Bench at low load (judged under `GOODPUT_SLO_TPOT_S`), and the closed loops
+    (`closed_loop_workloads`).
 
     `env_kwargs` are the simulator's gymnasium.make arguments (its profile decides the rates).
     """
@@ -87,11 +104,13 @@ def evaluation_workloads(env_kwargs: dict | None = None, num_requests: int = NUM
         "poisson-high": _spec(SHAREGPT, num_requests, rate=LOAD_HIGH * sharegpt),
         "bursty": _spec("sharegpt-bursty", num_requests, rate=LOAD_MEDIUM * sharegpt, cv=3.0),
         "spec_bench-low-tight": _spec(SPEC_BENCH, num_requests, rate=LOAD_LOW * spec_bench),
+        **closed_loop_workloads(num_requests),
     }
 
 
 WORKLOAD_NAMES = ("spec_bench-mix", "azure_code", "poisson-low", "poisson-medium", "poisson-high", "bursty",
-                  "spec_bench-low-tight")
+                  "spec_bench-low-tight", "single-user", "single-user-think",
+                  *(f"closed-c{c}" for c in CONCURRENCY))
 # goodput SLOs of workloads that judge per-token latency tighter than the env's reward does: at
 # low load every policy meets a loose SLO, and goodput then only counts arrivals; 50 ms per
 # token (20 tokens/s, reading speed) is one that plain decoding of the embedded model misses
@@ -111,7 +130,8 @@ def spec_bench_load_sweep(env_kwargs: dict | None = None, loads=LOAD_SWEEP,
 
 class WorkloadMixture(gymnasium.Wrapper):
     """Each reset draws one of `workloads` and scales its load by a log-uniform factor in
-    [1 / rate_spread, rate_spread], so one policy sees idle, medium and saturated engines."""
+    [1 / rate_spread, rate_spread] (a closed loop's think time by its inverse), so one policy
+    sees idle, medium and saturated engines."""
 
     def __init__(self, env, workloads: list[WorkloadSpec], rate_spread: float = 1.5):
         super().__init__(env)
@@ -127,6 +147,8 @@ class WorkloadMixture(gymnasium.Wrapper):
         factor = float(np.exp(rng.uniform(-np.log(self.rate_spread), np.log(self.rate_spread))))
         if spec.arrival == "azure":
             return dataclasses.replace(spec, time_scale=spec.time_scale / factor)
+        if spec.arrival == "closed":
+            return dataclasses.replace(spec, think_s=spec.think_s / factor)
         if spec.arrival == "offline":
             return spec
         return dataclasses.replace(spec, rate=spec.rate * factor)

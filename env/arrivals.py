@@ -1,4 +1,5 @@
-"""Arrival processes: Poisson at rate lambda, bursty gamma with a chosen CV, the Azure code trace, offline.
+"""Arrival processes: Poisson at rate lambda, bursty gamma with a chosen CV, the Azure code trace, offline,
+and closed loop (users who each send their next request when the last one finishes).
 
 All return arrival times in seconds from the window start, the first request at 0, drawn from
 the caller's numpy Generator (the environment's `np_random`) so a seed fixes them.
@@ -10,7 +11,21 @@ import numpy as np
 
 from env.prompt_sources import TraceRow, azure_code_trace
 
-ARRIVAL_PROCESSES = ("poisson", "gamma", "azure", "offline")
+ARRIVAL_PROCESSES = ("poisson", "gamma", "azure", "offline", "closed")
+NOT_YET = float("inf")          # a closed-loop request's arrival until its user's previous one finishes
+
+
+def closed_loop_arrivals(num_requests: int, concurrency: int) -> np.ndarray:
+    """The first `concurrency` requests (one per user) at 0; the rest wait for a finish
+    (`env.episode.Episode` releases them)."""
+    times = np.full(num_requests, NOT_YET)
+    times[:concurrency] = 0.0
+    return times
+
+
+def think_time(rng: np.random.Generator, mean_s: float) -> float:
+    """A user's pause between an answer and the next request: exponential with mean `mean_s` (0: none)."""
+    return float(rng.exponential(mean_s)) if mean_s > 0 else 0.0
 
 
 def poisson_arrivals(rng: np.random.Generator, num_requests: int, rate: float) -> np.ndarray:

@@ -82,15 +82,21 @@ class SimBackendConfig:
         randomize_latency / randomize_acceptance: domain randomisation, per episode: step times
             scaled by exp(U(-r, r)), each pair's acceptance odds by exp(U(-r, r)), so a policy
             trained on it has seen machines and drafters unlike the calibrated one.
+        randomize_curve: per episode, a machine's cost curve from `env.cost_curves.CurveEnvelope`
+            (scale, how steeply a forward grows with tokens per row and with batch, each draft
+            level's cost relative to the target), flat Intel-AMX-like to steep Zen-fp32-like.
     """
 
     profile: str = ""                    # "": default_sim_profile()
     randomize_latency: float = 0.0
     randomize_acceptance: float = 0.0
+    randomize_curve: bool = False
 
     def __post_init__(self) -> None:
         if not self.profile:
             self.profile = default_sim_profile()
+        if not isinstance(self.randomize_curve, bool):
+            raise EnvConfigError(f"randomize_curve must be True or False, got {self.randomize_curve!r}")
         for name in ("randomize_latency", "randomize_acceptance"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3:

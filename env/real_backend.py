@@ -73,6 +73,10 @@ class RealBackend(EngineBackend):
             # trackers start from the fitted acceptance, as the simulator's and the server's do
             fitted = SimCalibration.load(acceptance_path).acceptance
             self.engine.set_acceptance_priors(fitted.per_token_acceptance(), fitted.confidence_histograms())
+        if self.engine.profile is None and config.real.engine_factory is None and resolve_path(config.sim.profile).exists():
+            # the observation's costs are relative to a profile: the shipped one of this forward path
+            from engine.profile import LatencyProfile
+            self.engine.set_profile(LatencyProfile.load(resolve_path(config.sim.profile)))
         self.is_cpu_clock = config.real.real_clock == "cpu"
         if self.is_cpu_clock and torch.get_num_threads() != 1:
             raise EnvConfigError("real_clock='cpu' needs one torch thread (num_threads=1): the CPU time of "

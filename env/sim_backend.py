@@ -20,6 +20,7 @@ from engine.scheduler import Scheduler
 from engine.sequence import Request
 from env.backend import EngineBackend
 from env.config import EnvConfig, EnvConfigError, resolve_path
+from env.cost_curves import CurveEnvelope, warp_profile
 from env.sim_calibration import SimCalibration
 from env.sim_executor import SIM_TOKEN_ID, SimExecutor
 from env.workloads import WorkloadRequest
@@ -75,13 +76,20 @@ class SimBackend(EngineBackend):
         self.max_prompt_tokens = config.workload.max_prompt_tokens
         self.randomize_latency = config.sim.randomize_latency
         self.randomize_acceptance = config.sim.randomize_acceptance
+        self.curve_envelope = CurveEnvelope() if config.sim.randomize_curve else None
         self.priors = self.calibration.acceptance.per_token_acceptance()
         self.episode_calibration = self.calibration
+        self.episode_profile = self.profile
         self.engine = SimEngine(self.engine_config, self.profile, self.calibration)
 
     def reset(self, seed: int) -> None:
-        self.episode_calibration = self.randomized(np.random.default_rng(seed))
-        self.engine = SimEngine(self.engine_config, self.profile, self.episode_calibration, seed, self.priors)
+        rng = np.random.default_rng(seed)
+        self.episode_calibration = self.randomized(rng)
+        self.episode_profile = self.profile
+        if self.curve_envelope is not None:     # drawn after the scalars: a seed's other draws stay as they were
+            curve = self.curve_envelope.draw(np.random.default_rng([seed, 1]), self.profile.levels)
+            self.episode_profile = warp_profile(self.profile, curve)
+        self.engine = SimEngine(self.engine_config, self.episode_profile, self.episode_calibration, seed, self.priors)
 
     def randomized(self, rng: np.random.Generator) -> SimCalibration:
         """This episode's simulator (domain randomisation, `SimBackendConfig.randomize_*`): the step
@@ -121,7 +129,7 @@ class SimBackend(EngineBackend):
     # ---- cloning for look-ahead baselines ----------------------------------------------------
     def shared_objects(self) -> list:
         """Immutable during an episode: shared by clones instead of copied."""
-        return [self.profile, self.calibration, self.episode_calibration, self.engine_config]
+        return [self.profile, self.episode_profile, self.calibration, self.episode_calibration, self.engine_config]
 
     def state(self) -> SimEngine:
         return self.engine

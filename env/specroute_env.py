@@ -43,40 +43,51 @@ class SpecRouteEnv(gymnasium.Env):
     ## Observation space
 
     `Box(float32)` with a versioned spec (`env.unwrapped.obs_spec`, version
-    `specroute-obs-v3`); values are clipped into [min, max]. It shows the batch the next step runs
-    (waiting requests that fit are admitted first), as a served router's view does. With the
-    default actions:
+    `specroute-obs-v4`); values are clipped into [min, max]. It shows the batch the next step runs
+    (waiting requests that fit are admitted first), as a served router's view does. Loads, times
+    and costs are relative to this machine and these limits, so one policy reads a flat (Intel
+    AMX) and a steep (Zen 3 fp32) cost curve on the same scale: "plain step" is the target's
+    one-token forward at the current batch and mean context in the engine's latency profile (the
+    simulator's episode curve, the server's measured profile). With the default actions:
 
     | index | name | min | max |
     |---|---|---|---|
-    | 0 | running_batch: requests in the running batch | 0 | max_num_seqs |
-    | 1 | queue_length: requests waiting (clipped) | 0 | max_queue |
-    | 2 | arrival_rate_ema: requests/s, exponentially weighted | 0 | max_rate |
-    | 3 | context_mean: mean prompt + output tokens, running rows | 0 | max_model_len |
-    | 4 | context_max: largest prompt + output tokens, running rows | 0 | max_model_len |
-    | 5 | step_latency_s: last step's duration | 0 | max_latency_s |
-    | 6 | tpot_slack_s: TPOT SLO - recent time per output token | slo_tpot_s - max_latency_s | slo_tpot_s |
-    | 7 | ttft_slack_s: TTFT SLO - recent time to first token | slo_ttft_s - max_wait_s | slo_ttft_s |
-    | 8 | oldest_wait_s: age of the oldest waiting request | 0 | max_wait_s |
-    | 9 | acceptance[ngram>target]: acceptance EMA | 0 | 1 |
-    | 10 | acceptance[suffix>target]: acceptance EMA | 0 | 1 |
-    | 11 | acceptance[int4>target]: acceptance EMA | 0 | 1 |
-    | 12 | acceptance[ngram>int4]: acceptance EMA | 0 | 1 |
-    | 13 | acceptance[draft>target]: acceptance EMA | 0 | 1 |
-    | 14 | acceptance[ngram>draft]: acceptance EMA | 0 | 1 |
-    | 15 | signal_mean[ngram]: mean over rows of this step's n-gram draft signal / 3 | 0 | 1 |
-    | 16 | signal_max[ngram]: the largest row's | 0 | 1 |
-    | 17 | signal_mean[suffix]: the same for suffix drafting | 0 | 1 |
-    | 18 | signal_max[suffix]: the largest row's | 0 | 1 |
-    | 19 | catch_up[int4]: log1p(tokens the int4 copy's cache lacks over the rows / their remaining output tokens, at most 256 each) | 0 | log1p(4096) |
-    | 20 | catch_up[draft]: the same for the distilled draft | 0 | log1p(4096) |
-    | 21..34 | last_action[label]: one-hot of the previous action | 0 | 1 |
+    | 0 | batch_occupancy: running requests / max_num_seqs | 0 | 1 |
+    | 1 | queue_batches: waiting requests / max_num_seqs (clipped) | 0 | 1 |
+    | 2 | arrivals_per_step: arrivals/s (EMA) x the plain step | 0 | 1 |
+    | 3 | context_mean: mean prompt + output tokens, running rows / max_model_len | 0 | 1 |
+    | 4 | context_max: largest prompt + output tokens, running rows / max_model_len | 0 | 1 |
+    | 5 | step_x_plain: last step's duration / the plain step | 0 | 8 |
+    | 6 | tpot_slack: 1 - recent time per output token / TPOT SLO | -3 | 1 |
+    | 7 | ttft_slack: 1 - recent time to first token / TTFT SLO | -3 | 1 |
+    | 8 | oldest_wait: age of the oldest waiting request / TTFT SLO | 0 | 4 |
+    | 9 | verify_cost[2]: the target's forward of 2 drafts + 1 per row / the plain step | 0 | 8 |
+    | 10 | verify_cost[3]: the same for 3 drafts | 0 | 8 |
+    | 11 | verify_cost[4]: the same for 4 drafts | 0 | 8 |
+    | 12 | verify_cost[5]: the same for 5 drafts | 0 | 8 |
+    | 13 | verify_cost[8]: the same for 8 drafts | 0 | 8 |
+    | 14 | draft_cost[int4]: the int4 copy's one-token forward / the plain step | 0 | 8 |
+    | 15 | draft_cost[draft]: the same for the distilled draft | 0 | 8 |
+    | 16 | acceptance[ngram>target]: acceptance EMA | 0 | 1 |
+    | 17 | acceptance[suffix>target]: acceptance EMA | 0 | 1 |
+    | 18 | acceptance[int4>target]: acceptance EMA | 0 | 1 |
+    | 19 | acceptance[ngram>int4]: acceptance EMA | 0 | 1 |
+    | 20 | acceptance[draft>target]: acceptance EMA | 0 | 1 |
+    | 21 | acceptance[ngram>draft]: acceptance EMA | 0 | 1 |
+    | 22 | signal_mean[ngram]: mean over rows of this step's n-gram draft signal / 3 | 0 | 1 |
+    | 23 | signal_max[ngram]: the largest row's | 0 | 1 |
+    | 24 | signal_mean[suffix]: the same for suffix drafting | 0 | 1 |
+    | 25 | signal_max[suffix]: the largest row's | 0 | 1 |
+    | 26 | catch_up[int4]: log1p(tokens the int4 copy's cache lacks over the rows / their remaining output tokens, at most 256 each) | 0 | log1p(4096) |
+    | 27 | catch_up[draft]: the same for the distilled draft | 0 | log1p(4096) |
+    | 28..41 | last_action[label]: one-hot of the previous action | 0 | 1 |
 
-    One acceptance entry per (drafter > verifier) pair the actions use, two signal entries per
-    model-free drafter that starts a chain, one catch-up entry per model level below the target
-    (what the cost model charges before bringing a level in: a new prompt's prefill there, or
-    the tokens it missed while it sat out), one last-action entry per action;
-    `obs_spec.table()` prints the table for any configuration. A draft signal
+    One verify-cost entry per distinct K of the actions, one draft-cost entry per model level
+    below the target, one acceptance entry per (drafter > verifier) pair the actions use, two
+    signal entries per model-free drafter that starts a chain, one catch-up entry per model
+    level below the target (what the cost model charges before bringing a level in: a new
+    prompt's prefill there, or the tokens it missed while it sat out), one last-action entry per
+    action; `obs_spec.table()` prints the table for any configuration. A draft signal
     (`ModelFreeDrafter.signal`, 0..3) says before the step how promising the drafter's proposal
     is: the matched n-gram's length, the suffix drafter's confident proposal length; the
     simulator draws it from its fitted distribution and then the step's proposal given it.
@@ -118,7 +129,9 @@ class SpecRouteEnv(gymnasium.Env):
 
     * v0: initial version (observation spec `specroute-obs-v1`); the spec `specroute-obs-v2` adds the
       per-step draft signals (`signal_mean[drafter]`, `signal_max[drafter]`); `specroute-obs-v3`
-      adds each model level's catch-up (`catch_up[level]`) and shows the batch after admission.
+      adds each model level's catch-up (`catch_up[level]`) and shows the batch after admission;
+      `specroute-obs-v4` makes loads, times and costs relative to the machine (occupancy, queue in
+      batches, arrivals per plain step, latencies and each level's forward / the plain step).
     """
 
     metadata = {"render_modes": []}
@@ -178,7 +191,10 @@ class SpecRouteEnv(gymnasium.Env):
         window = build_window(self.config.workload, self.np_random)
         self.backend.reset(int(self.np_random.integers(0, 2 ** 63 - 1)))
         stats = LoadStats(self.config.slo_tpot_s, self.config.slo_ttft_s)
-        self._episode = Episode(window, stats, self.config.slo_penalty)
+        workload = self.config.workload
+        think_rng = np.random.default_rng(int(self.np_random.integers(0, 2 ** 63 - 1))) \
+            if workload.arrival == "closed" else None
+        self._episode = Episode(window, stats, self.config.slo_penalty, think_s=workload.think_s, rng=think_rng)
         self._episode.start(self.backend)
         self._obs = self._episode.observe(self.backend, self._builder)
         return self._obs.copy(), {"time_s": self._episode.time, "num_requests": len(window)}

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from env.arrivals import ARRIVAL_PROCESSES, azure_rows, azure_window, gamma_arrivals, poisson_arrivals
+from env.arrivals import (ARRIVAL_PROCESSES, azure_rows, azure_window, closed_loop_arrivals, gamma_arrivals,
+                          poisson_arrivals)
 from env.prompt_sources import PROMPT_SOURCES, SPEC_BENCH_TASKS, Prompt, azure_code_prompt, load_prompts
 
 OUTPUT_LENGTHS = ("data", "fixed", "trace")
@@ -25,11 +26,14 @@ class WorkloadSpec:
     """Args:
         prompts: prompt source: spec_bench, spec_bench:<task>, mt_bench, humaneval, sharegpt, azure_code.
         arrival: poisson (rate), gamma (rate, cv), azure (the code trace's timestamps x time_scale),
-            offline (everything at time 0).
+            offline (everything at time 0), closed (closed loop: `concurrency` users, each sending
+            its next request when its last one finished, after a think time).
         rate: mean arrival rate in requests per second (poisson, gamma).
         cv: coefficient of variation of the gaps (gamma); 1 is Poisson, larger is burstier.
         time_scale: multiplies the Azure trace's timestamps (0.5 = twice the load).
         num_requests: requests in one window (one episode).
+        concurrency: closed loop: how many users (requests in flight at most).
+        think_s: closed loop: mean pause (exponential) between an answer and the user's next request.
         output_len: data (reference answer length where the data has one, else max_new_tokens),
             fixed (max_new_tokens), trace (the Azure trace's GeneratedTokens).
         max_new_tokens / min_new_tokens: output lengths are clipped to this range.
@@ -46,6 +50,8 @@ class WorkloadSpec:
     max_new_tokens: int = 64
     min_new_tokens: int = 4
     max_prompt_tokens: int = 1024
+    concurrency: int = 1
+    think_s: float = 0.0
 
     def __post_init__(self) -> None:
         name, _, task = self.prompts.partition(":")
@@ -58,7 +64,10 @@ class WorkloadSpec:
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{field_name} must be a finite number > 0, got {value!r}")
-        for field_name in ("num_requests", "max_new_tokens", "min_new_tokens", "max_prompt_tokens"):
+        if isinstance(self.think_s, bool) or not isinstance(self.think_s, (int, float)) \
+                or not math.isfinite(self.think_s) or self.think_s < 0:
+            raise ValueError(f"think_s must be a finite number >= 0, got {self.think_s!r}")
+        for field_name in ("num_requests", "max_new_tokens", "min_new_tokens", "max_prompt_tokens", "concurrency"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{field_name} must be an integer > 0, got {value!r}")
@@ -91,6 +100,8 @@ def _presets() -> dict[str, WorkloadSpec]:
         "mt_bench": WorkloadSpec(prompts="mt_bench"),
         "humaneval": WorkloadSpec(prompts="humaneval"),
         "azure_code": WorkloadSpec(prompts="azure_code", arrival="azure", output_len="trace"),
+        "single-user": WorkloadSpec(prompts="sharegpt", arrival="closed"),
+        "single-user-think": WorkloadSpec(prompts="sharegpt", arrival="closed", think_s=3.0),
     }
     for task in SPEC_BENCH_TASKS:
         presets[f"spec_bench:{task}"] = WorkloadSpec(prompts=f"spec_bench:{task}")
@@ -129,8 +140,8 @@ def load_sweep(workload: str | dict | WorkloadSpec, rates: list[float]) -> list[
     spec = resolve_workload(workload)
     if spec.arrival == "azure":
         return [dataclasses.replace(spec, time_scale=1.0 / rate) for rate in rates]
-    if spec.arrival == "offline":
-        raise ValueError("an offline workload has no arrival rate to sweep")
+    if spec.arrival in ("offline", "closed"):
+        raise ValueError(f"an {spec.arrival} workload has no arrival rate to sweep")
     return [dataclasses.replace(spec, rate=float(rate)) for rate in rates]
 
 
@@ -154,6 +165,8 @@ def build_window(spec: WorkloadSpec, rng: np.random.Generator) -> list[WorkloadR
         times = poisson_arrivals(rng, n, spec.rate)
     elif spec.arrival == "gamma":
         times = gamma_arrivals(rng, n, spec.rate, spec.cv)
+    elif spec.arrival == "closed":
+        times = closed_loop_arrivals(n, spec.concurrency)
     else:
         times = np.zeros(n)
     if trace_rows is None and spec.uses_trace_sizes:

@@ -18,8 +18,15 @@ from engine.drafters import MODEL_FREE_DRAFTERS, SIGNAL_LEVELS
 from engine.trackers import pair_key
 from router.config import RouterConfig
 
-OBS_SPEC_VERSION = "specroute-obs-v3"
+OBS_SPEC_VERSION = "specroute-obs-v4"
 MAX_CATCH_UP = math.log1p(4096.0)       # the catch-up feature's upper end (4096 tokens per output token)
+# the v4 features' upper ends, reached in training so that larger values (clipped) stay in its range
+MAX_QUEUE_BATCHES = 1.0                 # a full batch waiting: saturated, whatever more queues
+MAX_ARRIVALS_PER_STEP = 1.0             # one arrival per plain step: far past any batch's service rate
+MAX_STEP_X_PLAIN = 8.0                  # a step 8x the plain one (a prefill, a long chain on a steep machine)
+MAX_COST_X_PLAIN = 8.0
+MIN_SLACK = -3.0                        # 4x the SLO
+MAX_WAIT_SLO = 4.0
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,22 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class ObservationScale:
+    """What the builder divides by: the engine's limits and the SLOs (`RouterConfig`'s)."""
+
+    max_batch: int = 1
+    max_model_len: int = 1
+    slo_tpot_s: float = 1.0
+    slo_ttft_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class ObservationSpec:
     """Names and ranges of the observation vector; `version` changes whenever the layout does."""
 
     version: str
     features: tuple[Feature, ...]
+    scale: ObservationScale = ObservationScale()
 
     @property
     def names(self) -> list[str]:
@@ -65,23 +83,32 @@ class ObservationSpec:
 
 
 def observation_spec(pairs: Sequence[str], action_labels: Sequence[str], *, max_batch: int, max_model_len: int,
-                     slo_tpot_s: float, slo_ttft_s: float, max_queue: int, max_rate: float,
-                     max_latency_s: float, max_wait_s: float, signal_drafters: Sequence[str] = (),
-                     catch_up_levels: Sequence[str] = ()) -> ObservationSpec:
-    """The v3 layout: load, context, latency and SLO slack, acceptance per pair, this step's draft
-    signals per model-free first level (mean and max over the rows), the catch-up each model
-    level below the target would pay before it drafts or verifies, last action one-hot."""
+                     slo_tpot_s: float, slo_ttft_s: float, verify_ks: Sequence[int] = (),
+                     signal_drafters: Sequence[str] = (), catch_up_levels: Sequence[str] = ()) -> ObservationSpec:
+    """The v4 layout: every load, latency and cost feature relative to this machine and these
+    limits (batch occupancy, the queue in batches, arrivals per plain step, contexts as a share
+    of max_model_len, the last step and each level's forward as multiples of this machine's
+    plain step at the current batch, slacks as shares of the SLO), so a policy trained on one
+    CPU's cost curve reads another's on the same scale; then acceptance per pair, this step's
+    draft signals per model-free first level, the catch-up of each model level below the target,
+    last action one-hot. The absolute v3 ranges (max_queue, max_rate, ...) no longer apply."""
     features = [
-        Feature("running_batch", 0, max_batch, "requests in the running batch"),
-        Feature("queue_length", 0, max_queue, "requests waiting for admission (clipped)"),
-        Feature("arrival_rate_ema", 0, max_rate, "arrivals per second, exponentially weighted"),
-        Feature("context_mean", 0, max_model_len, "mean prompt + output tokens of running requests"),
-        Feature("context_max", 0, max_model_len, "largest prompt + output tokens of running requests"),
-        Feature("step_latency_s", 0, max_latency_s, "duration of the last step"),
-        Feature("tpot_slack_s", slo_tpot_s - max_latency_s, slo_tpot_s, "TPOT SLO minus recent time per output token"),
-        Feature("ttft_slack_s", slo_ttft_s - max_wait_s, slo_ttft_s, "TTFT SLO minus recent time to first token"),
-        Feature("oldest_wait_s", 0, max_wait_s, "how long the oldest waiting request has waited"),
+        Feature("batch_occupancy", 0, 1, "running requests / max_batch"),
+        Feature("queue_batches", 0, MAX_QUEUE_BATCHES, "waiting requests / max_batch (clipped)"),
+        Feature("arrivals_per_step", 0, MAX_ARRIVALS_PER_STEP,
+                "arrivals per second (exponentially weighted) x this machine's plain step at the current batch"),
+        Feature("context_mean", 0, 1, "mean prompt + output tokens of running requests / max_model_len"),
+        Feature("context_max", 0, 1, "largest prompt + output tokens of running requests / max_model_len"),
+        Feature("step_x_plain", 0, MAX_STEP_X_PLAIN, "the last step's duration / this machine's plain step at the current batch"),
+        Feature("tpot_slack", MIN_SLACK, 1, f"1 - recent time per output token / the TPOT SLO ({slo_tpot_s:g} s)"),
+        Feature("ttft_slack", MIN_SLACK, 1, f"1 - recent time to first token / the TTFT SLO ({slo_ttft_s:g} s)"),
+        Feature("oldest_wait", 0, MAX_WAIT_SLO, "how long the oldest waiting request has waited / the TTFT SLO"),
     ]
+    features += [Feature(f"verify_cost[{k}]", 0, MAX_COST_X_PLAIN,
+                         f"the target's forward of {k} drafts + 1 per row / its plain forward, at the current batch")
+                 for k in verify_ks]
+    features += [Feature(f"draft_cost[{name}]", 0, MAX_COST_X_PLAIN,
+                         f"{name}'s one-token forward / the target's, at the current batch") for name in catch_up_levels]
     features += [Feature(f"acceptance[{pair}]", 0, 1, f"acceptance EMA of {pair}") for pair in pairs]
     for name in signal_drafters:
         features += [Feature(f"signal_mean[{name}]", 0, 1, f"mean over rows of {name}'s draft signal for this step / {SIGNAL_LEVELS}"),
@@ -91,7 +118,13 @@ def observation_spec(pairs: Sequence[str], action_labels: Sequence[str], *, max_
                          "prefill of new prompts and catch-up after sitting out, per token it could speed up")
                  for name in catch_up_levels]
     features += [Feature(f"last_action[{label}]", 0, 1, "1 for the action of the last step") for label in action_labels]
-    return ObservationSpec(OBS_SPEC_VERSION, tuple(features))
+    return ObservationSpec(OBS_SPEC_VERSION, tuple(features),
+                           ObservationScale(max_batch, max_model_len, slo_tpot_s, slo_ttft_s))
+
+
+def verify_ks_of(decisions: Sequence[Decision]) -> list[int]:
+    """The distinct draft lengths K of the speculative decisions, ascending: whose verify cost the observation shows."""
+    return sorted({int(d.k) for d in decisions if not d.is_plain})
 
 
 def pairs_of(decisions: Sequence[Decision]) -> list[str]:
@@ -115,9 +148,8 @@ def catch_up_levels_of(decisions: Sequence[Decision]) -> list[str]:
 
 def observation_spec_for(decisions: Sequence[Decision], config: RouterConfig) -> ObservationSpec:
     """The spec of a router choosing among `decisions` (the Discrete action list, in order)."""
-    return observation_spec(pairs_of(decisions), [d.label for d in decisions],
+    return observation_spec(pairs_of(decisions), [d.label for d in decisions], verify_ks=verify_ks_of(decisions),
                             signal_drafters=signal_drafters_of(decisions),
                             catch_up_levels=catch_up_levels_of(decisions), max_batch=config.max_batch,
                             max_model_len=config.max_model_len, slo_tpot_s=config.slo_tpot_s,
-                            slo_ttft_s=config.slo_ttft_s, max_queue=config.max_queue, max_rate=config.max_rate,
-                            max_latency_s=config.max_latency_s, max_wait_s=config.max_wait_s)
+                            slo_ttft_s=config.slo_ttft_s)

@@ -66,7 +66,7 @@ class ServingObserver:
         return {pair: view.pair_acceptance(pair) for pair in self.builder.pairs}
 
     def observation(self, view: BatchView, last_action: int | None) -> np.ndarray:
-        """The router's observation of the step `view` shows (the arrival rate decays at arrivals
-        only, as in the env)."""
+        """The router's observation of the step `view` shows, its costs relative to the engine's
+        profile (`view.profile`; the arrival rate decays at arrivals only, as in the env)."""
         return self.builder.build(view.rows, view.waiting, self.acceptance(view), self.stats, time.monotonic(),
-                                  last_action)
+                                  last_action, view.profile)

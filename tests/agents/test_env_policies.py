@@ -36,10 +36,10 @@ def test_cost_model_policy_plain_under_load_and_speculates_when_idle(make_sim_en
     policy = CostModelPolicy.from_env(environment).offline()        # scores the observation alone
     names = environment.unwrapped.obs_spec.names
     obs = np.zeros(len(names), dtype=np.float32)
-    obs[names.index("context_mean")] = 200.0
+    obs[names.index("context_mean")] = 200.0 / environment.unwrapped.config.max_model_len
     obs[names.index("acceptance[ngram>target]")] = 0.9
     obs[names.index("acceptance[suffix>target]")] = 0.1
-    obs[names.index("running_batch")] = 1.0
+    obs[names.index("batch_occupancy")] = 1.0 / environment.unwrapped.config.max_num_seqs
     labels = environment.unwrapped.action_labels
     assert labels[policy.act(obs)].startswith("ngram>target")
     obs[names.index("acceptance[ngram>target]")] = 0.0
@@ -131,10 +131,26 @@ def test_the_offline_cost_model_reads_a_level_s_catch_up_from_the_observation(ma
     names = environment.unwrapped.obs_spec.names
     assert "catch_up[int4]" in names
     obs = np.zeros(len(names), dtype=np.float32)
-    obs[names.index("context_mean")] = 2000.0
-    obs[names.index("running_batch")] = 1.0
+    obs[names.index("context_mean")] = 2000.0 / environment.unwrapped.config.max_model_len
+    obs[names.index("batch_occupancy")] = 1.0 / environment.unwrapped.config.max_num_seqs
     obs[names.index("acceptance[int4>target]")] = 0.95
     labels = environment.unwrapped.action_labels
     assert labels[policy.act(obs)].startswith("int4>")                 # caught up: the int4 copy pays
     obs[names.index("catch_up[int4]")] = np.log1p(1999 / 256)          # its cache lacks the whole prompt
     assert not labels[policy.act(obs)].startswith("int4>")
+
+
+def test_the_live_cost_model_prices_each_episode_with_that_episode_s_machine(agent_sim_files):
+    """With randomised cost curves the teacher prices as a server would on that machine: with the
+    engine's own profile, not the file the environment was calibrated from."""
+    import gymnasium
+    profile, acceptance = agent_sim_files
+    environment = gymnasium.make("SpecRoute-v0", backend="sim", profile=profile, acceptance=acceptance,
+                                 randomize_curve=True, workload={"name": "sharegpt", "num_requests": 4, "rate": 4.0,
+                                                                 "max_new_tokens": 8})
+    policy = CostModelPolicy.from_env(environment)
+    for seed in range(2):
+        obs, _ = environment.reset(seed=seed)
+        policy.act(obs)
+        assert policy.cost_model.profile is environment.unwrapped.backend.episode_profile
+    environment.close()

@@ -51,6 +51,7 @@ def test_tiny_training_run_produces_a_loadable_checkpoint(tmp_path, agent_sim_fi
     assert len(selection["history"]) >= 2 and selection["reference"] == "cost-model"
     evaluation = json.loads((out / "manifest.json").read_text())["evaluation"]
     assert set(evaluation["workloads"]["poisson-high"]) == {"learned", "cost-model", "no-spec"}
+    assert 0.0 <= evaluation["workloads"]["single-user"]["learned"]["fallback_share"] <= 1.0
 
 
 def test_dqn_training_exports_its_q_network(tmp_path, agent_sim_files, make_sim_env):

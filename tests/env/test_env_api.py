@@ -56,7 +56,8 @@ def test_observation_spec_names_ranges_and_version(sim_kwargs):
     env = SpecRouteEnv(**sim_kwargs, actions=["plain", "ngram>target@4", "ngram>draft>target@2"])
     spec = env.obs_spec
     assert spec.version == OBS_SPEC_VERSION
-    assert spec.names[:3] == ["running_batch", "queue_length", "arrival_rate_ema"]
+    assert spec.names[:3] == ["batch_occupancy", "queue_batches", "arrivals_per_step"]
+    assert spec.listed("verify_cost") == ["2", "4"] and spec.listed("draft_cost") == ["draft"]
     assert "acceptance[ngram>target]" in spec.names and "acceptance[draft>target]" in spec.names
     assert spec.names[-3:] == ["last_action[plain]", "last_action[ngram>target@k4]",
                                "last_action[ngram>draft>target@k2]"]
@@ -64,7 +65,8 @@ def test_observation_spec_names_ranges_and_version(sim_kwargs):
     obs, _ = env.reset(seed=0)
     obs, *_ = env.step(1)
     assert obs[spec.names.index("last_action[ngram>target@k4]")] == 1.0
-    assert obs[spec.names.index("running_batch")] >= 1
+    assert obs[spec.names.index("batch_occupancy")] * env.config.max_num_seqs >= 1
+    assert obs[spec.names.index("verify_cost[4]")] >= obs[spec.names.index("verify_cost[2]")] >= 1.0
 
 
 @pytest.mark.parametrize("kwargs, message", [

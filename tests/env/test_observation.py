@@ -14,7 +14,7 @@ def test_a_level_s_catch_up_shows_a_new_prompt_until_that_level_has_fed_it(sim_k
     env = SpecRouteEnv(**{**sim_kwargs, "workload": {"name": "sharegpt", "num_requests": 1, "max_new_tokens": 32}},
                        actions=["plain", "int4>target@3", "draft>target@2"], max_num_seqs=1)
     names = env.obs_spec.names
-    int4, draft, rows = names.index("catch_up[int4]"), names.index("catch_up[draft]"), names.index("running_batch")
+    int4, draft, rows = names.index("catch_up[int4]"), names.index("catch_up[draft]"), names.index("batch_occupancy")
     obs, _ = env.reset(seed=0)
     request = next(iter(env.unwrapped._episode.requests.values()))
     assert obs[rows] == 1                                          # admitted: the batch the step runs

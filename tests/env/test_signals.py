@@ -44,7 +44,7 @@ def test_the_observation_shows_the_signal_the_steps_proposal_is_drawn_with(sim_k
     token per row; a step shown a positive signal commits more on average."""
     env = SpecRouteEnv(**sim_kwargs, actions=["plain", "ngram>target@4"], max_num_seqs=1)
     names = env.obs_spec.names
-    at, rows = names.index("signal_max[ngram]"), names.index("running_batch")
+    at, rows = names.index("signal_max[ngram]"), names.index("batch_occupancy")
     assert "signal_mean[ngram]" in names and "signal_max[suffix]" not in names     # no action starts with suffix
     by_signal: dict[float, list[int]] = {}
     obs, _ = env.reset(seed=0)

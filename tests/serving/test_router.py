@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from engine import Decision
 from router.decision_log import read_decision_log
+from router.observation import OBS_SPEC_VERSION
 from serving.app import create_app
 from serving.config import ServerConfig
 from tests.serving.conftest import write_checkpoint
@@ -99,7 +100,7 @@ def test_decisions_are_logged_for_offline_evaluation(make_state, tmp_path):
     dim = len(state.router.observer.builder.spec.names)
     for row, following in zip(rows, rows[1:]):
         assert row.action == 1 and row.propensity == 1.0 and len(row.obs) == dim
-        assert row.policy_version.startswith("learned-ppo:") and row.obs_spec_version == "specroute-obs-v3"
+        assert row.policy_version.startswith("learned-ppo:") and row.obs_spec_version == OBS_SPEC_VERSION
         assert row.reward > 0 and following.step == row.step + 1
     # the observation records the action just taken: the next obs' one-hot marks action 1
     assert rows[0].next_obs[dim - len(ACTIONS) + 1] == 1.0
