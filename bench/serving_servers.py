@@ -3,8 +3,9 @@
 A router server (learned, cost model) loads every level; a fixed one loads only what its chain
 runs (plain: the target; `ngram>target@k4`: the target; `int4>target@k2`: the int4 copy too;
 `draft>target@k4`: the trained draft), so that ~30 of them fit in memory. Before each start the
-machine's available memory is checked against the largest server so far plus a reserve; a server
-that would not fit is skipped with its reason rather than pushing the machine into swap.
+machine's available memory is checked against the largest server of its kind so far (router or
+fixed; before any, the largest of the other kind) plus a reserve; a server that would not fit is
+skipped with its reason rather than pushing the machine into swap.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class ServerFleet:
     Args:
         common_flags: the flags every server gets (model, batch, threads, SLOs, precision).
         log_dir: each server's log (and the routers' decision logs) go here.
-        min_free_gb: memory left free beyond the largest server seen so far.
+        min_free_gb: memory left free beyond the largest server of the same kind seen so far.
     """
 
     def __init__(self, common_flags: list[str], log_dir: Path, prefix: str, min_free_gb: float,
@@ -80,10 +81,11 @@ class ServerFleet:
     def start(self, config: ServedConfig, level_flags: list[str]) -> ServerProcess | None:
         """Start `config`'s server and send it one warm-up request, or record why not (too little
         memory, a failed start or warm-up) and return None."""
-        needed = max(self.rss_gb.values(), default=FIRST_SERVER_GB) + self.min_free_gb
+        similar = [gb for name, gb in self.rss_gb.items() if ServedConfig(name).is_router == config.is_router]
+        needed = max(similar or self.rss_gb.values(), default=FIRST_SERVER_GB) + self.min_free_gb
         available = mem_available_gb()
         if available < needed:
-            return self._skip(config, f"MemAvailable {available:.1f} GiB < {needed:.1f} GiB (largest server + reserve)")
+            return self._skip(config, f"MemAvailable {available:.1f} GiB < {needed:.1f} GiB (largest such server + reserve)")
         slug = config.name.replace(">", "-").replace("@", "-")
         decision_log = str(self.log_dir / f"{self.prefix}-{slug}-decisions.jsonl") if config.is_router else ""
         flags = [*self.common_flags, "--router", config.router_flag(), *level_flags, "--decision-log", decision_log]
