@@ -10,8 +10,13 @@ Every cell runs `--repeats` times, interleaved: for each repeat, for each cell, 
 configuration in an order rotated per cell. Prompts: Spec-Bench from ../shared/data. The load
 generator is `serving.loadgen`. Summary: bench/serving_summary.py. Writes bench/results/<name>.json and .md.
 
-    .venv/bin/python -m bench.bench_serving                            # the full run (~45 minutes)
+    .venv/bin/python -m bench.bench_serving                            # the full run, capped at --max-minutes
+    .venv/bin/python -m bench.bench_serving --fixed actions             # the policy's 14 actions: about half as long
     .venv/bin/python -m bench.bench_serving --smoke --output-name serving_smoke     # ~2 minutes
+
+On 2 cores (plain: ~21 tok/s alone, ~65 tok/s at 16 clients) one configuration takes ~50 s per
+repeat of the 7 cells, so ~28 configurations x 2 repeats need ~50 minutes beside ~5 of start-up:
+past the default cap, the last runs of the second repeat are cut and the summary uses what ran.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from cli.results import RESULTS_DIR, machine_info, publish_results
 from engine.config import engine_field
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
+from router.checkpoint import CheckpointError, read_manifest
 from router.config import canonical_policy_name
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
 
@@ -56,8 +62,8 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
     quantized_levels: str = engine_field("quantized_levels")
     routers: str = field(default=",".join(ROUTERS), metadata={"help": "comma-separated subset of learned, cost-model"})
     fixed: str = field(default="all", metadata={
-        "help": "fixed configurations: 'all' (every decision the cost model may pick, plain included) or a comma "
-                "list such as plain,ngram>target@4"})
+        "help": "fixed configurations: 'all' (every decision the cost model may pick, plain included), 'actions' "
+                "(the learned policy's action list, from --policy's manifest) or a comma list such as plain,ngram>target@4"})
     concurrencies: str = field(default="1,4,8,16", metadata={"help": "closed-loop cells: clients each"})
     requests_per_client: int = field(default=2, metadata={
         "help": f"a closed-loop cell sends this many requests per client (at least {MIN_CLOSED_LOOP_REQUESTS})"})
@@ -65,9 +71,9 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
         "help": "Poisson cells in req/s ('' = --capacity-fractions of plain's closed-loop capacity)", "aliases": ["--rates"]})
     capacity_fractions: str = field(default="0.3,0.7,2.0", metadata={
         "help": "Poisson rates as fractions of plain's requests/s at the largest concurrency (> 1 saturates)"})
-    poisson_duration_s: float = field(default=6.0, metadata={"help": "seconds of arrivals per Poisson cell"})
+    poisson_duration_s: float = field(default=5.0, metadata={"help": "seconds of arrivals per Poisson cell"})
     prompts: str = field(default="specbench", metadata={"help": "prompt bank (serving.loadgen's datasets)"})
-    max_tokens: int = field(default=48, metadata={"help": "every request's output length (ignore_eos)"})
+    max_tokens: int = field(default=32, metadata={"help": "every request's output length (ignore_eos)"})
     repeats: int = field(default=2, metadata={"help": "interleaved repeats of every cell"})
     slo_tpot_s: float = field(default=0.25, metadata={"help": "TPOT SLO in seconds (server and goodput)",
                                                       "aliases": {"--slo-tpot-ms": 1e-3}})
@@ -97,8 +103,10 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
             raise ValueError(f"unknown routers {unknown}; choose from {', '.join(ROUTERS)}")
         if self.fixed == "all" and "cost-model" not in self.router_list:
             raise ValueError("--fixed all reads the cost model's choices: keep cost-model in --routers, or list them")
-        for label in self.fixed_list:
-            Decision.parse(label)
+        try:
+            self.fixed_list        # every name parses (ValueError naming the form); 'actions' has a manifest
+        except CheckpointError as exc:
+            raise ValueError(f"--fixed actions reads the policy's manifest: {exc}") from None
         numbers = [*self.concurrency_list, *self.rate_list, *self.fraction_list]
         if any(not (math.isfinite(x) and x > 0) for x in numbers) or not self.concurrency_list and not self.rate_list:
             raise ValueError("concurrencies, rates and fractions must be finite and > 0, with a concurrency unless "
@@ -114,7 +122,9 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
 
     @property
     def fixed_list(self) -> list[str]:
-        """The fixed configurations given by name ([] for 'all': the cost-model server lists them)."""
+        """The fixed configurations by name ([] for 'all': the cost-model server lists them)."""
+        if self.fixed == "actions":
+            return [Decision(a.chain, a.k).label for a in read_manifest(self.policy).actions]
         return [] if self.fixed == "all" else [Decision.parse(x.strip()).label for x in self.fixed.split(",") if x.strip()]
 
     @property
@@ -177,6 +187,7 @@ def run_cells(args: BenchServingArgs, fleet: ServerFleet, configs: list[ServedCo
     total = args.repeats * len(cells) * len(live)
     if not live:
         return runs, cells, rates_note, "no server started"
+    first = time.monotonic()
     try:
         for repeat in range(args.repeats):
             for i, cell in enumerate(cells):
@@ -191,8 +202,10 @@ def run_cells(args: BenchServingArgs, fleet: ServerFleet, configs: list[ServedCo
                     run = measure(fleet.servers[config.name].url, config, cell, cfg, plans, repeat)
                     runs.append(run)
                     report = run["report"]
-                    logger.info("[%d/%d %.1f min] r%d %-16s %-26s %7.1f tok/s  TPOT p50 %s ms  %d/%d ok", len(runs),
-                                total, (time.monotonic() - started) / 60, repeat, cell.name, config.name,
+                    per_run = (time.monotonic() - first) / len(runs)
+                    logger.info("[%d/%d %.1f min, ~%.0f min to go] r%d %-16s %-26s %7.1f tok/s  TPOT p50 %s ms  %d/%d ok",
+                                len(runs), total, (time.monotonic() - started) / 60, per_run * (total - len(runs)) / 60,
+                                repeat, cell.name, config.name,
                                 report["output_throughput"], _fmt(report["tpot_ms"]["p50"]), report["completed"],
                                 report["num_requests"])
     except TimeoutError:

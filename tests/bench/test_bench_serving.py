@@ -13,6 +13,7 @@ import pytest
 from bench.bench_serving import BenchServingArgs, main
 from bench.serving_servers import ServedConfig, ServerFleet
 from bench.serving_summary import histogram_quantile, summarize_runs
+from data.paths import REPO_ROOT
 
 TABLE = {   # cell -> config -> output tok/s of repeat 0 and repeat 1
     "closed c=1": {"learned": (30, 34), "cost-model": (20, 20), "plain": (10, 10), "ngram>target@k4": (15, 17)},
@@ -80,6 +81,12 @@ def test_histogram_quantile_interpolates_within_the_bucket_as_promql_does():
     ("ngram>int4>target@k4", ["--draft", "", "--eagle", "", "--quantized-levels", "int4"]),
     ("draft>target@k2", ["--draft", "D", "--eagle", "", "--quantized-levels", ""]),
     ("ngram>eagle>int4>target@k8", ["--draft", "", "--eagle", "E", "--quantized-levels", "int4"])])
+def test_fixed_actions_are_the_learned_policys_action_list():
+    manifest = json.loads((REPO_ROOT / "checkpoints" / "router" / "manifest.json").read_text())
+    args = BenchServingArgs(fixed="actions", policy=str(REPO_ROOT / "checkpoints" / "router"))
+    assert args.fixed_list == [a["label"] for a in manifest["actions"]] and args.fixed_list[0] == "plain"
+
+
 def test_a_fixed_server_loads_only_the_levels_its_chain_runs(name, flags):
     assert ServedConfig(name).level_flags("D", "E", "int4") == flags
 
@@ -95,7 +102,8 @@ def test_a_server_that_would_not_fit_in_memory_is_skipped_with_its_reason(tmp_pa
     ({"routers": "learned"}, "keep cost-model"),
     ({"fixed": "plain,warp@4x"}, "decision .warp@4x. must be"),
     ({"concurrencies": "0"}, "finite and > 0"),
-    ({"repeats": 0}, "must be > 0")])
+    ({"repeats": 0}, "must be > 0"),
+    ({"fixed": "actions", "policy": "/nonexistent"}, "--fixed actions reads the policy's manifest: no policy manifest")])
 def test_bad_arguments_are_refused_with_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BenchServingArgs(**kwargs)
