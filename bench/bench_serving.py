@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
+
 from bench.common import check_output_name
 from bench.plots import plot_results
 from bench.served_args import ServedArgs
@@ -195,11 +197,17 @@ def run_cells(args: BenchServingArgs, fleet: ServerFleet, configs: list[ServedCo
                     rates_note = resolve_rates(cells, runs)
                 cfg = cell.loadgen(args, repeat)
                 plans = plan_requests(cfg)
-                shift = (repeat * len(cells) + i) % len(live)
+                shift = (repeat * len(cells) + i) % max(len(live), 1)
                 for config in live[shift:] + live[:shift]:
                     if time.monotonic() > deadline:
                         raise TimeoutError
-                    run = measure(fleet.servers[config.name].url, config, cell, cfg, plans, repeat)
+                    try:
+                        run = measure(fleet.servers[config.name].url, config, cell, cfg, plans, repeat)
+                    except httpx.HTTPError as exc:      # the server died: the others go on without it
+                        fleet.skipped[config.name] = f"stopped answering at r{repeat} {cell.name}: {exc!r}"
+                        logger.warning("dropping %s: %s", config.name, fleet.skipped[config.name])
+                        live.remove(config)
+                        continue
                     runs.append(run)
                     report = run["report"]
                     per_run = (time.monotonic() - first) / len(runs)
@@ -226,7 +234,10 @@ def decision_p99_ms(fleet: ServerFleet, baseline: dict[str, dict]) -> dict[str, 
     """Each router server's p99 decision time over the measured runs (warm-up excluded)."""
     out = {}
     for name, before in baseline.items():
-        buckets = metrics_delta(scrape_router_metrics(fleet.servers[name].url), before)["decision_buckets"]
+        try:
+            buckets = metrics_delta(scrape_router_metrics(fleet.servers[name].url), before)["decision_buckets"]
+        except httpx.HTTPError:
+            buckets = []
         p99 = histogram_quantile(buckets, 0.99)
         out[name] = None if p99 is None else p99 * 1e3
     return out
