@@ -75,18 +75,18 @@ def test_histogram_quantile_interpolates_within_the_bucket_as_promql_does():
     assert histogram_quantile([(1e-3, 0.0), (math.inf, 0.0)], 0.99) is None
 
 
-@pytest.mark.parametrize("name, flags", [
-    ("learned", ["--draft", "D", "--eagle", "E", "--quantized-levels", "int4"]),
-    ("plain", ["--draft", "", "--eagle", "", "--quantized-levels", ""]),
-    ("ngram>int4>target@k4", ["--draft", "", "--eagle", "", "--quantized-levels", "int4"]),
-    ("draft>target@k2", ["--draft", "D", "--eagle", "", "--quantized-levels", ""]),
-    ("ngram>eagle>int4>target@k8", ["--draft", "", "--eagle", "E", "--quantized-levels", "int4"])])
 def test_fixed_actions_are_the_learned_policys_action_list():
     manifest = json.loads((REPO_ROOT / "checkpoints" / "router" / "manifest.json").read_text())
     args = BenchServingArgs(fixed="actions", policy=str(REPO_ROOT / "checkpoints" / "router"))
     assert args.fixed_list == [a["label"] for a in manifest["actions"]] and args.fixed_list[0] == "plain"
 
 
+@pytest.mark.parametrize("name, flags", [
+    ("learned", ["--draft", "D", "--eagle", "E", "--quantized-levels", "int4"]),
+    ("plain", ["--draft", "", "--eagle", "", "--quantized-levels", ""]),
+    ("ngram>int4>target@k4", ["--draft", "", "--eagle", "", "--quantized-levels", "int4"]),
+    ("draft>target@k2", ["--draft", "D", "--eagle", "", "--quantized-levels", ""]),
+    ("ngram>eagle>int4>target@k8", ["--draft", "", "--eagle", "E", "--quantized-levels", "int4"])])
 def test_a_fixed_server_loads_only_the_levels_its_chain_runs(name, flags):
     assert ServedConfig(name).level_flags("D", "E", "int4") == flags
 
