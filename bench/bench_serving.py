@@ -1,16 +1,22 @@
-"""Serving benchmark: the embedded model behind the real server, one router per server process.
+"""Serving benchmark: the routers against every fixed configuration, behind the real server.
 
-Routers: the learned policy (guarded, cost model as fallback), the cost model alone, the best
-static (chain, K) and no speculation. Workloads: the Azure code trace (time-scaled) and
-Poisson arrivals of Spec-Bench prompts at three rates. Each router has its own server process
-(`python -m serving --router ...`, all loaded first, measured one at a time); the load
-generator (`serving.loadgen`) replays the same planned requests against each. "Best static" is picked first by an offline calibration: the
-candidate (chain, K) with the highest greedy tokens/s on a few prompts of both workloads.
-Writes bench/results/<name>.json and .md.
+Configurations: the learned policy (guarded, cost model as fallback), the cost model alone, and
+every decision the cost model may pick (plain decoding and each static chain@K, read from the
+cost-model server's /ready), each in its own `python -m serving` process, all up at once and
+measured one at a time. Cells: closed loops of 1, 4, 8 and 16 clients (each client sends its next
+request when its last returns; a fixed count per cell) and Poisson arrivals at three rates, by
+default fractions of plain decoding's measured capacity, the last one past it (saturating).
+Every cell runs `--repeats` times, interleaved: for each repeat, for each cell, every
+configuration in an order rotated per cell. Prompts: Spec-Bench from ../shared/data. The load
+generator is `serving.loadgen`. Summary: bench/serving_summary.py. Writes bench/results/<name>.json and .md.
 
-    .venv/bin/python -m bench.bench_serving                       # default run (~10 minutes)
-    .venv/bin/python -m bench.bench_serving --duration-s 5 --request-rates 0.5 --routers cost-model,plain \
-        --output-name serving_smoke                              # smoke run
+    .venv/bin/python -m bench.bench_serving                            # the full run, capped at --max-minutes
+    .venv/bin/python -m bench.bench_serving --fixed actions             # the policy's 14 actions: about half as long
+    .venv/bin/python -m bench.bench_serving --smoke --output-name serving_smoke     # ~2 minutes
+
+On 2 cores (plain: ~21 tok/s alone, ~65 tok/s at 16 clients) one configuration takes ~50 s per
+repeat of the 7 cells, so ~28 configurations x 2 repeats need ~50 minutes beside ~5 of start-up:
+past the default cap, the last runs of the second repeat are cut and the summary uses what ran.
 """
 
 from __future__ import annotations
@@ -21,54 +27,95 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
 
 from bench.common import check_output_name
 from bench.plots import plot_results
 from bench.served_args import ServedArgs
+from bench.serving_cells import MIN_CLOSED_LOOP_REQUESTS, Cell, plan_cells, resolve_rates
+from bench.serving_report import aggregate_rows, render_markdown
+from bench.serving_servers import ServedConfig, ServerFleet, metrics_delta, router_status, scrape_router_metrics
+from bench.serving_summary import ROUTERS, histogram_quantile, summarize_runs
 from cli.dataclass_args import parse_dataclass
-from cli.results import RESULTS_DIR, machine_info, markdown_table, publish_results
+from cli.results import RESULTS_DIR, machine_info, publish_results
+from engine.config import engine_field
 from engine.decision import Decision
 from engine.precision import PrecisionArgs
+from router.checkpoint import CheckpointError, read_manifest
 from router.config import canonical_policy_name
 from serving.loadgen import LoadgenConfig, plan_requests, run_load, summarize
-from serving.server_process import ServerProcess
 
-ROUTERS = ("learned", "cost-model", "static", "plain")
 logger = logging.getLogger("bench")
+
+
+def _numbers(text: str, kind=float) -> list:
+    return [kind(x) for x in text.split(",") if x.strip()]
 
 
 @dataclass
 class BenchServingArgs(PrecisionArgs, ServedArgs):
-    """Learned router vs cost model vs best static vs no speculation, behind the real server."""
+    """The routers vs plain decoding and every static chain@K, behind the real server."""
 
+    num_threads: int = field(default=2, metadata={"help": "torch threads per server (one server is measured at a time)"})
     draft: str = field(default="checkpoints/draft", metadata={"help": "trained draft (used when it exists)"})
-    routers: str = field(default=",".join(ROUTERS), metadata={
-        "help": "comma-separated subset of " + ", ".join(ROUTERS) + " (cost_model is accepted)"})
-    static: str = field(default="auto", metadata={"help": "'auto' (offline calibration) or a fixed chain@K"})
-    request_rates: str = field(default="0.1,0.3,1.5", metadata={
-        "help": "Poisson arrival rates (req/s); the default's last one saturates the server", "aliases": ["--rates"]})
-    trace_time_scale: float = field(default=12.0, metadata={"help": "Azure trace time scale (12 = 1/12 of its load)"})
-    duration_s: float = field(default=20.0, metadata={"help": "seconds of arrivals per workload"})
-    prompts: str = field(default="specbench", metadata={"help": "prompts of the Poisson workloads"})
-    max_tokens: int = field(default=24, metadata={"help": "cap on output length per request"})
+    eagle: str = field(default="checkpoints/eagle", metadata={"help": "EAGLE head (used when it exists and fits)"})
+    quantized_levels: str = engine_field("quantized_levels")
+    routers: str = field(default=",".join(ROUTERS), metadata={"help": "comma-separated subset of learned, cost-model"})
+    fixed: str = field(default="all", metadata={
+        "help": "fixed configurations: 'all' (every decision the cost model may pick, plain included), 'actions' "
+                "(the learned policy's action list, from --policy's manifest) or a comma list such as plain,ngram>target@4"})
+    concurrencies: str = field(default="1,4,8,16", metadata={"help": "closed-loop cells: clients each"})
+    requests_per_client: int = field(default=2, metadata={
+        "help": f"a closed-loop cell sends this many requests per client (at least {MIN_CLOSED_LOOP_REQUESTS})"})
+    request_rates: str = field(default="", metadata={
+        "help": "Poisson cells in req/s ('' = --capacity-fractions of plain's closed-loop capacity)", "aliases": ["--rates"]})
+    capacity_fractions: str = field(default="0.3,0.7,2.0", metadata={
+        "help": "Poisson rates as fractions of plain's requests/s at the largest concurrency (> 1 saturates)"})
+    poisson_duration_s: float = field(default=5.0, metadata={"help": "seconds of arrivals per Poisson cell"})
+    prompts: str = field(default="specbench", metadata={"help": "prompt bank (serving.loadgen's datasets)"})
+    max_tokens: int = field(default=32, metadata={"help": "every request's output length (ignore_eos)"})
+    repeats: int = field(default=2, metadata={"help": "interleaved repeats of every cell"})
     slo_tpot_s: float = field(default=0.25, metadata={"help": "TPOT SLO in seconds (server and goodput)",
                                                       "aliases": {"--slo-tpot-ms": 1e-3}})
     slo_ttft_s: float = field(default=5.0, metadata={"help": "TTFT SLO in seconds (server and goodput)",
                                                      "aliases": {"--slo-ttft-ms": 1e-3}})
-    calibration_prompts: int = field(default=1, metadata={"help": "prompts per workload for the static calibration"})
-    seed: int = field(default=0, metadata={"help": "arrival and prompt seed (same plan for every router)"})
-    max_minutes: float = field(default=12.0, metadata={"help": "stop starting new runs after this"})
-    output_name: str = field(default="serving", metadata={"help": "writes bench/results/<name>.json and .md"})
+    profile_budget_s: float = field(default=30.0, metadata={"help": "server --profile-budget-s"})
+    min_free_gb: float = field(default=1.5, metadata={
+        "help": "a server starts only while MemAvailable exceeds the largest server so far plus this"})
+    seed: int = field(default=0, metadata={"help": "prompt and arrival seed (repeat r uses seed + r)"})
+    max_minutes: float = field(default=42.0, metadata={
+        "help": "no run starts after this many minutes (start-up included); the results so far are written"})
+    smoke: bool = field(default=False, metadata={
+        "help": "shrink everything for a quick check: one concurrency, one (saturating) rate, plain and 2 statics, "
+                "8 tokens, 2 s of arrivals (2 repeats kept)"})
+    output_name: str = field(default="serving", metadata={"help": "writes <results-dir>/<name>.json and .md"})
+    results_dir: str = field(default="", metadata={"help": "where the results go ('' = bench/results)"})
 
     def __post_init__(self) -> None:
         self.routers = canonical_policy_name(self.routers)
+        if self.smoke:
+            self.concurrencies = self.concurrencies.split(",")[0]
+            self.capacity_fractions = self.capacity_fractions.split(",")[-1]
+            self.request_rates = ",".join(self.request_rates.split(",")[-1:])
+            self.max_tokens, self.poisson_duration_s = 8, 2.0
         unknown = sorted(set(self.router_list) - set(ROUTERS))
-        if unknown or not self.router_list:
+        if unknown:
             raise ValueError(f"unknown routers {unknown}; choose from {', '.join(ROUTERS)}")
-        if self.static != "auto":
-            Decision.parse(self.static)
-        if any(r <= 0 for r in self.rate_list) or self.duration_s <= 0 or self.max_minutes <= 0:
-            raise ValueError("request_rates, duration_s and max_minutes must be > 0")
+        if self.fixed == "all" and "cost-model" not in self.router_list:
+            raise ValueError("--fixed all reads the cost model's choices: keep cost-model in --routers, or list them")
+        try:
+            self.fixed_list        # every name parses (ValueError naming the form); 'actions' has a manifest
+        except CheckpointError as exc:
+            raise ValueError(f"--fixed actions reads the policy's manifest: {exc}") from None
+        numbers = [*self.concurrency_list, *self.rate_list, *self.fraction_list]
+        if any(not (math.isfinite(x) and x > 0) for x in numbers) or not self.concurrency_list and not self.rate_list:
+            raise ValueError("concurrencies, rates and fractions must be finite and > 0, with a concurrency unless "
+                             "--request-rates are given")
+        if min(self.repeats, self.requests_per_client, self.max_tokens) < 1 or self.poisson_duration_s <= 0 \
+                or self.max_minutes <= 0:
+            raise ValueError("repeats, requests_per_client, max_tokens, poisson_duration_s and max_minutes must be > 0")
         check_output_name(self.output_name)
 
     @property
@@ -76,173 +123,150 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
         return [r.strip() for r in self.routers.split(",") if r.strip()]
 
     @property
+    def fixed_list(self) -> list[str]:
+        """The fixed configurations by name ([] for 'all': the cost-model server lists them)."""
+        if self.fixed == "actions":
+            return [Decision(a.chain, a.k).label for a in read_manifest(self.policy).actions]
+        return [] if self.fixed == "all" else [Decision.parse(x.strip()).label for x in self.fixed.split(",") if x.strip()]
+
+    @property
+    def concurrency_list(self) -> list[int]:
+        return _numbers(self.concurrencies, int)
+
+    @property
     def rate_list(self) -> list[float]:
-        return [float(r) for r in self.request_rates.split(",") if r.strip()]
+        return _numbers(self.request_rates)
+
+    @property
+    def fraction_list(self) -> list[float]:
+        return _numbers(self.capacity_fractions)
+
+    def common_flags(self) -> list[str]:
+        return [*self.server_flags(), "--slo-tpot-s", str(self.slo_tpot_s), "--slo-ttft-s", str(self.slo_ttft_s),
+                "--profile-budget-s", str(self.profile_budget_s),
+                *(arg for key in ("dtype", "kernel", "weights", "device") for arg in (f"--{key}", getattr(self, key)))]
 
 
-def workloads(args: BenchServingArgs, url: str) -> dict[str, LoadgenConfig]:
-    common = dict(base_url=url, duration_s=args.duration_s, max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                  max_prompt_chars=4 * args.max_prompt_tokens, slo_ttft_s=args.slo_ttft_s,
-                  slo_tpot_s=args.slo_tpot_s, seed=args.seed)
-    loads = {f"azure-code x1/{args.trace_time_scale:g}": LoadgenConfig(trace="azure", time_scale=args.trace_time_scale,
-                                                                        dataset_name="azure_code", **common)}
-    for rate in args.rate_list:
-        loads[f"{args.prompts} poisson {rate:g}/s"] = LoadgenConfig(request_rate=rate, dataset_name=args.prompts, **common)
-    return loads
+def start_fleet(args: BenchServingArgs, fleet: ServerFleet) -> list[ServedConfig]:
+    """Start the cost model's server first (its /ready lists the fixed configurations for 'all'),
+    then the learned one, then plain and the statics. Returns every configuration, started or not."""
+    levels = dict(draft=args.draft, eagle=args.eagle, quantized_levels=args.quantized_levels)
+    routers = [ServedConfig(name) for name in sorted(args.router_list, key=lambda n: n != "cost-model")]
+    fixed = args.fixed_list
+    for config in routers:
+        server = fleet.start(config, config.level_flags(**levels))
+        if config.name == "cost-model" and args.fixed == "all":
+            if server is None:
+                raise RuntimeError(f"--fixed all needs the cost-model server: {fleet.skipped['cost-model']}")
+            fixed = router_status(server.url)["candidates"]
+    if args.smoke:
+        fixed = [label for label in fixed if label == "plain"] + [label for label in fixed if label != "plain"][:2]
+    statics = [ServedConfig(label) for label in dict.fromkeys(fixed)]
+    for config in statics:
+        fleet.start(config, config.level_flags(**levels))
+    return routers + statics
 
 
-def calibrate_static(args: BenchServingArgs) -> tuple[str, dict]:
-    """The candidate (chain, K) with the most greedy tokens/s offline on both workloads' prompts."""
-    from bench.bench_models import draft_spec, load_bench_model, report_missing_draft
-    from engine import Engine, EngineConfig, SamplingParams, StaticRouter
-    from env.real_backend import encode_prompt
-    from serving.launch import default_actions
-
-    engine = Engine.from_pretrained(load_bench_model(args.model, args.num_threads),
-                                    drafts=[draft_spec(args.draft, required=False)],
-                                    config=EngineConfig(max_model_len=2048, **args.precision_kwargs()))
-    report_missing_draft(engine)
-    candidates = [d for d in default_actions(engine) if not d.is_plain]     # the server's actions, each once
-    prompts = []
-    for cfg in workloads(args, "http://127.0.0.1:1").values():
-        prompts += [p.prompt for p in plan_requests(cfg)[: args.calibration_prompts]]
-        if len(prompts) >= 2 * args.calibration_prompts:
-            break
-    ids = [encode_prompt(engine, p, args.max_prompt_tokens, 2048 - args.max_tokens - 1) for p in prompts]
-    params = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True)
-    speeds = {}
-    for decision in candidates:
-        engine.set_router(StaticRouter(decision))
-        start = time.perf_counter()
-        outputs = engine.generate(ids, params)
-        speeds[decision.label] = sum(len(o.output_token_ids) for o in outputs) / (time.perf_counter() - start)
-        logger.info("calibration %-22s %6.1f tok/s", decision.label, speeds[decision.label])
-    best = max(speeds, key=speeds.get)
-    return best, speeds
+def measure(url: str, config: ServedConfig, cell: Cell, cfg: LoadgenConfig, plans: list, repeat: int) -> dict:
+    """One run: replay the planned requests against one server; its report and, for a router, the
+    decisions it took meanwhile by source."""
+    before = scrape_router_metrics(url) if config.is_router else None
+    cfg = dataclasses.replace(cfg, base_url=url)
+    results, duration_s = asyncio.run(run_load(cfg, plans))
+    run = {"cell": cell.name, "config": config.name, "repeat": repeat, "report": summarize(cfg, results, duration_s)}
+    if before is not None:
+        run["routing"] = {"by_source": metrics_delta(scrape_router_metrics(url), before)["by_source"]}
+    return run
 
 
-def scrape_routing(url: str) -> dict:
-    """Decisions by source and by chosen chain@K from the server's /metrics."""
-    import httpx
-    by_source: dict[str, float] = {}
-    by_choice: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if not line.startswith("specroute:router_decisions_total{"):
-            continue
-        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1: line.index("}")].split(","))
-        labels = {k: v.strip('"') for k, v in labels.items()}
-        count = float(line.rsplit(" ", 1)[1])
-        by_source[labels["source"]] = by_source.get(labels["source"], 0) + count
-        choice = Decision.parse(f"{labels['chain']}@{labels['k']}").label
-        by_choice[choice] = by_choice.get(choice, 0) + count
-    return {"by_source": by_source, "by_choice": by_choice}
-
-
-def _difference(after: dict, before: dict) -> dict:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
-
-
-def server_for(args: BenchServingArgs, router: str, static: str) -> ServerProcess:
-    flag = {"learned": "learned", "cost-model": "cost-model", "static": static, "plain": "plain"}[router]
-    server_args = [*args.server_flags(), "--draft", args.draft, "--router", flag,
-                   "--slo-tpot-s", str(args.slo_tpot_s), "--slo-ttft-s", str(args.slo_ttft_s),
-                   *(arg for key in ("dtype", "kernel", "weights", "device") for arg in (f"--{key}", getattr(args, key))),
-                   "--decision-log", str(RESULTS_DIR / "logs" / f"{args.output_name}-{router}-decisions.jsonl")]
-    return ServerProcess(server_args, RESULTS_DIR / "logs" / f"{args.output_name}-{router}.log", ready_timeout_s=900)
-
-
-def run_workload(server: ServerProcess, router: str, name: str, cfg: LoadgenConfig) -> dict:
-    """Replay one workload against one router's server; the report plus what the router chose."""
-    import httpx
-    cfg = dataclasses.replace(cfg, base_url=server.url)
-    status = httpx.get(f"{server.url}/ready", timeout=10).json()["router"]
-    before = scrape_routing(server.url)
-    results, duration_s = asyncio.run(run_load(cfg, plan_requests(cfg)))
-    report = summarize(cfg, results, duration_s)
-    after = scrape_routing(server.url)
-    routing = {"by_source": _difference(after["by_source"], before["by_source"]),
-               "by_choice": _difference(after["by_choice"], before["by_choice"])}
-    logger.info("%-26s %-10s %5.2f req/s  TPOT p50 %s ms  goodput %.2f", name, router,
-                report["request_throughput"], _fmt(report["tpot_ms"]["p50"]), report["goodput_rps"])
-    return {"workload": name, "router": router, "server_router": status, "routing": routing, "report": report}
-
-
-def run_all(args: BenchServingArgs, static: str, deadline: float) -> list[dict]:
-    """Every router's server is loaded (they idle while another is measured); then each
-    workload runs against every router, the router order rotated per workload so slow drift in
-    machine load does not always hit the same router."""
-    routers = args.router_list
-    servers = {router: server_for(args, router, static) for router in routers}
-    rows = []
+def run_cells(args: BenchServingArgs, fleet: ServerFleet, configs: list[ServedConfig], deadline: float,
+              started: float) -> tuple[list[dict], list[Cell], str, str]:
+    """Every repeat of every cell against every configuration that started, interleaved; stops at
+    the deadline (or Ctrl-C). Returns the runs, the cells, how the rates were set, why it stopped."""
+    live = [c for c in configs if c.name in fleet.servers]
+    cells = plan_cells(args)
+    runs, rates_note, stopped = [], "fixed by --request-rates", ""
+    total = args.repeats * len(cells) * len(live)
+    if not live:
+        return runs, cells, rates_note, "no server started"
+    first = time.monotonic()
     try:
-        for server in servers.values():     # one at a time: loading several at once thrashes 2 cores
-            server.start()
-        for i, (name, cfg) in enumerate(workloads(args, "http://127.0.0.1:1").items()):
-            for router in routers[i % len(routers):] + routers[: i % len(routers)]:
-                if time.monotonic() > deadline:
-                    logger.warning("time budget spent: skipping %s / %s", name, router)
-                    continue
-                rows.append(run_workload(servers[router], router, name, cfg))
-    finally:
-        for server in servers.values():
-            server.stop()
-    order = {name: i for i, name in enumerate(workloads(args, "http://127.0.0.1:1"))}
-    return sorted(rows, key=lambda r: (order[r["workload"]], routers.index(r["router"])))
+        for repeat in range(args.repeats):
+            for i, cell in enumerate(cells):
+                if not cell.clients and not cell.rate:
+                    rates_note = resolve_rates(cells, runs)
+                cfg = cell.loadgen(args, repeat)
+                plans = plan_requests(cfg)
+                shift = (repeat * len(cells) + i) % max(len(live), 1)
+                for config in live[shift:] + live[:shift]:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                    try:
+                        run = measure(fleet.servers[config.name].url, config, cell, cfg, plans, repeat)
+                    except httpx.HTTPError as exc:      # the server died: the others go on without it
+                        fleet.skipped[config.name] = f"stopped answering at r{repeat} {cell.name}: {exc!r}"
+                        logger.warning("dropping %s: %s", config.name, fleet.skipped[config.name])
+                        live.remove(config)
+                        continue
+                    runs.append(run)
+                    report = run["report"]
+                    per_run = (time.monotonic() - first) / len(runs)
+                    logger.info("[%d/%d %.1f min, ~%.0f min to go] r%d %-16s %-26s %7.1f tok/s  TPOT p50 %s ms  %d/%d ok",
+                                len(runs), total, (time.monotonic() - started) / 60, per_run * (total - len(runs)) / 60,
+                                repeat, cell.name, config.name,
+                                report["output_throughput"], _fmt(report["tpot_ms"]["p50"]), report["completed"],
+                                report["num_requests"])
+    except TimeoutError:
+        stopped = f"--max-minutes {args.max_minutes:g} reached"
+        logger.warning("time budget spent after %d of %d runs: writing what was measured", len(runs), total)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    except RuntimeError as exc:            # no capacity to set the Poisson rates from
+        stopped = str(exc)
+    return runs, cells, rates_note, stopped
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def render_markdown(args: BenchServingArgs, rows: list[dict], static: str) -> str:
-    headers = ["workload", "router", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
-               "TPOT p99 ms", "ITL p50 ms", "goodput req/s", "SLO attain.", "accept.", "learned %", "top choice"]
-    table = []
-    for row in rows:
-        r, routing = row["report"], row["routing"]
-        total = sum(routing["by_source"].values())
-        learned = 100 * routing["by_source"].get("learned", 0) / total if total else None
-        top = max(routing["by_choice"], key=routing["by_choice"].get) if routing["by_choice"] else None
-        table.append([row["workload"], row["router"] if row["router"] != "static" else f"static {static}",
-                      r["request_throughput"], r["output_throughput"], r["ttft_ms"]["p50"], r["ttft_ms"]["p99"],
-                      r["tpot_ms"]["p50"], r["tpot_ms"]["p99"], r["itl_ms"]["p50"], r["goodput_rps"],
-                      r["slo_attainment"], r["spec_decode"]["acceptance_rate"], learned, top])
-    note = (f"SLO: TTFT {args.slo_ttft_s * 1e3:g} ms, TPOT {args.slo_tpot_s * 1e3:g} ms; {args.duration_s:g} s of arrivals per "
-            f"workload; outputs capped at {args.max_tokens} tokens (ignore_eos); max_num_seqs {args.max_num_seqs}. "
-            "'learned %' is the share of steps the learned policy decided (the rest fell back).")
-    return "\n\n".join([markdown_table(headers, table), note])
-
-
-def summarize_rows(rows: list[dict]) -> dict:
-    """`fallback_share`: fallback decisions / all decisions of the learned router's runs;
-    `learned_x_cost_model_goodput`: the geometric mean over workloads of learned / cost-model
-    goodput (requests/s within SLO), with each workload's ratio beside it."""
-    summary: dict = {}
-    learned = [r for r in rows if r["router"] == "learned"]
-    decided = sum(sum(r["routing"]["by_source"].values()) for r in learned)
-    if decided:
-        summary["fallback_share"] = sum(r["routing"]["by_source"].get("fallback", 0) for r in learned) / decided
-    goodput = {(r["workload"], r["router"]): r["report"]["goodput_rps"] for r in rows}
-    ratios = {w: goodput[(w, "learned")] / goodput[(w, "cost-model")] for w, router in goodput
-              if router == "learned" and goodput.get((w, "cost-model"))}
-    if ratios:
-        summary["learned_x_cost_model_goodput"] = math.prod(max(x, 1e-9) for x in ratios.values()) ** (1 / len(ratios))
-        summary["learned_x_cost_model_goodput_by_workload"] = ratios
-    return summary
+def decision_p99_ms(fleet: ServerFleet, baseline: dict[str, dict]) -> dict[str, float | None]:
+    """Each router server's p99 decision time over the measured runs (warm-up excluded)."""
+    out = {}
+    for name, before in baseline.items():
+        try:
+            buckets = metrics_delta(scrape_router_metrics(fleet.servers[name].url), before)["decision_buckets"]
+        except httpx.HTTPError:
+            buckets = []
+        p99 = histogram_quantile(buckets, 0.99)
+        out[name] = None if p99 is None else p99 * 1e3
+    return out
 
 
 def main(args: BenchServingArgs) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    start = time.monotonic()
-    deadline = start + 60 * args.max_minutes
-    static, speeds = (args.static, {}) if args.static != "auto" or "static" not in args.router_list \
-        else calibrate_static(args)
-    rows = run_all(args, static, deadline)
-    data = {"summary": summarize_rows(rows), "args": asdict(args), "static": static, "static_calibration_tok_s": speeds, "rows": rows,
-            "machine": machine_info(), "wall_s": time.monotonic() - start}
-    markdown = render_markdown(args, rows, static)
-    json_path, _ = publish_results(args.output_name, data, markdown)
+    started = time.monotonic()
+    deadline = started + 60 * args.max_minutes
+    results_dir = Path(args.results_dir) if args.results_dir else RESULTS_DIR
+    fleet = ServerFleet(args.common_flags(), results_dir / "logs", args.output_name, args.min_free_gb)
+    try:
+        configs = start_fleet(args, fleet)
+        baseline = {c.name: scrape_router_metrics(fleet.servers[c.name].url) for c in configs
+                    if c.is_router and c.name in fleet.servers}
+        runs, cells, rates_note, stopped = run_cells(args, fleet, configs, deadline, started)
+        p99 = decision_p99_ms(fleet, baseline)
+    finally:
+        fleet.stop_all()
+    machine = machine_info()
+    live = [c.name for c in configs if c.name in fleet.servers]
+    data = {"summary": summarize_runs(runs, p99, machine["cpu"]), "args": asdict(args),
+            "configs": [c.name for c in configs], "cells": [asdict(c) | {"name": c.name} for c in cells],
+            "poisson_rates_note": rates_note, "skipped": fleet.skipped,
+            "servers": {n: {"rss_gb": fleet.rss_gb[n], "start_s": fleet.start_s[n]} for n in live},
+            "stopped_early": stopped, "num_runs": len(runs), "num_planned_runs": args.repeats * len(cells) * len(live),
+            "rows": aggregate_rows(runs), "runs": runs, "machine": machine, "wall_s": time.monotonic() - started}
+    json_path, _ = publish_results(args.output_name, data, render_markdown(data), args.results_dir)
     plot_results(data, json_path)
     return data
 

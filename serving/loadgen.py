@@ -14,14 +14,12 @@ It is bounded (duration, request count, per-request timeout).
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import math
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,7 +30,7 @@ from cli.dataclass_args import parse_dataclass
 from env.arrivals import azure_window, gamma_arrivals, poisson_arrivals
 from env.prompt_sources import Prompt
 from env.workloads import WorkloadSpec, build_window
-from serving.loadgen_dataset import DatasetError, read_prompt_file
+from serving.loadgen_dataset import DatasetError, read_prompt_file, read_trace_csv
 from serving.loadgen_report import format_table, summarize
 from serving.openai_target import (ENDPOINTS, RequestResult, auth_headers, fetch_model_name, request_path_and_body,
                                    send_request)
@@ -66,7 +64,8 @@ class LoadgenConfig:
                 "optional \"max_tokens\" / \"output_len\""})
     trace: str = field(default="", metadata={"help": "'azure' (the shared Azure code trace) or a CSV path with "
                                              "TIMESTAMP (or time_s) and optionally GeneratedTokens columns"})
-    request_rate: float = field(default=0.0, metadata={"help": "mean arrival rate (req/s) when no trace is given",
+    request_rate: float = field(default=0.0, metadata={"help": "mean arrival rate (req/s) when no trace is given; "
+                                                               "inf with --max-concurrency C: a closed loop of C clients",
                                                        "aliases": ["--rate"]})
     burstiness: float = field(default=1.0, metadata={"help": "coefficient of variation of the gaps: 1 = Poisson, >1 burstier (gamma)"})
     time_scale: float = field(default=1.0, metadata={"help": "multiplies trace timestamps (0.1 = 10x the load)"})
@@ -103,8 +102,8 @@ class LoadgenConfig:
             raise ValueError(f"--dataset-path {self.dataset_path} does not exist or is not a file")
         if self.endpoint not in (None, *ENDPOINTS):
             raise ValueError(f"unknown endpoint {self.endpoint!r}; choose from {', '.join(ENDPOINTS)}")
-        if not self.trace and not (math.isfinite(self.request_rate) and self.request_rate > 0):
-            raise ValueError("give --trace or a --request-rate > 0")
+        if not self.trace and not self.request_rate > 0:
+            raise ValueError("give --trace or a --request-rate > 0 (inf: a closed loop)")
         if not (0 < self.duration_s <= MAX_DURATION_S):
             raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}]")
         if not (0 < self.num_prompts <= MAX_REQUESTS):
@@ -116,6 +115,12 @@ class LoadgenConfig:
             raise ValueError("need 0 < min_tokens <= max_tokens")
         if self.max_concurrency < 0 or self.temperature < 0:
             raise ValueError("max_concurrency and temperature must be >= 0")
+
+    @property
+    def is_closed_loop(self) -> bool:
+        """`--request-rate inf`: every request is due at once, so with `--max-concurrency C`, C clients
+        each send their next request when their last one returns (vLLM's spelling of a closed loop)."""
+        return not self.trace and math.isinf(self.request_rate)
 
     @property
     def uses_dataset_file(self) -> bool:
@@ -137,39 +142,22 @@ class PlannedRequest:
     max_tokens: int
 
 
-def read_trace_csv(path: Path) -> list[tuple[float, int | None]]:
-    """(seconds from the first request, generated tokens or None) per row of a trace CSV."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"trace {path} has no rows")
-    out = []
-    for row in rows:
-        if "TIMESTAMP" in row:
-            stamp = datetime.strptime(row["TIMESTAMP"][:26], "%Y-%m-%d %H:%M:%S.%f").timestamp()
-        elif "time_s" in row:
-            stamp = float(row["time_s"])
-        else:
-            raise ValueError(f"trace {path} needs a TIMESTAMP or time_s column")
-        generated = row.get("GeneratedTokens") or row.get("output_tokens")
-        out.append((stamp, int(generated) if generated else None))
-    start = out[0][0]
-    return [(t - start, g) for t, g in out]
-
-
 def _num_requests(cfg: LoadgenConfig) -> int:
     if cfg.trace == "azure":
         return cfg.num_prompts
     if cfg.trace:
         return min(cfg.num_prompts, len(read_trace_csv(Path(cfg.trace))))
+    if cfg.is_closed_loop:
+        return cfg.num_prompts
     return min(cfg.num_prompts, int(math.ceil(cfg.request_rate * cfg.duration_s * 2)) + 16)
 
 
 def _plan_builtin(cfg: LoadgenConfig, rng: np.random.Generator, num: int) -> list[PlannedRequest]:
     """A window of a built-in prompt bank, drawn by the environment's workloads."""
-    arrival = "azure" if cfg.trace == "azure" else "offline" if cfg.trace else \
+    arrival = "azure" if cfg.trace == "azure" else "offline" if cfg.trace or cfg.is_closed_loop else \
         "poisson" if cfg.burstiness == 1 else "gamma"
-    spec = WorkloadSpec(prompts=BUILTIN_DATASETS[cfg.dataset_name], arrival=arrival, rate=cfg.request_rate or 1.0,
+    rate = cfg.request_rate if cfg.request_rate and math.isfinite(cfg.request_rate) else 1.0
+    spec = WorkloadSpec(prompts=BUILTIN_DATASETS[cfg.dataset_name], arrival=arrival, rate=rate,
                         cv=cfg.burstiness, time_scale=cfg.time_scale, num_requests=num,
                         output_len="trace" if cfg.trace == "azure" else "data",
                         max_new_tokens=cfg.max_tokens, min_new_tokens=cfg.min_tokens,
@@ -183,8 +171,8 @@ def _plan_file(cfg: LoadgenConfig, rng: np.random.Generator, num: int) -> list[P
     prompts = read_prompt_file(cfg.dataset_path)
     if cfg.trace == "azure":
         times = azure_window(rng, num, cfg.time_scale)[0]
-    elif cfg.trace:
-        times = np.zeros(num)                       # the CSV's times are set by plan_requests
+    elif cfg.trace or cfg.is_closed_loop:
+        times = np.zeros(num)                       # a CSV's times are set by plan_requests
     elif cfg.burstiness == 1:
         times = poisson_arrivals(rng, num, cfg.request_rate)
     else:
@@ -234,7 +222,8 @@ async def resolve_model(cfg: LoadgenConfig) -> str:
 
 async def run_load(cfg: LoadgenConfig, plans: list[PlannedRequest],
                    model: str = "") -> tuple[list[RequestResult], float]:
-    """Send every planned request at its arrival time; the results in plan order and the wall time."""
+    """Send every planned request at its arrival time (no more than `max_concurrency` in flight,
+    the others waiting in plan order); the results in plan order and the wall time."""
     async with _client(cfg) as client:
         model = model or cfg.model or await fetch_model_name(client)
         gate = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None

@@ -12,7 +12,9 @@ lines are skipped. A bad line is refused with its line number, so a long file is
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from env.prompt_sources import Prompt
@@ -87,3 +89,23 @@ def read_prompt_file(path: str | Path) -> list[DatasetPrompt]:
     if not prompts:
         raise DatasetError(f"{path} has no prompts")
     return prompts
+
+
+def read_trace_csv(path: Path) -> list[tuple[float, int | None]]:
+    """(seconds from the first request, generated tokens or None) per row of a trace CSV."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"trace {path} has no rows")
+    out = []
+    for row in rows:
+        if "TIMESTAMP" in row:
+            stamp = datetime.strptime(row["TIMESTAMP"][:26], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        elif "time_s" in row:
+            stamp = float(row["time_s"])
+        else:
+            raise ValueError(f"trace {path} needs a TIMESTAMP or time_s column")
+        generated = row.get("GeneratedTokens") or row.get("output_tokens")
+        out.append((stamp, int(generated) if generated else None))
+    start = out[0][0]
+    return [(t - start, g) for t, g in out]

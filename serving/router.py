@@ -184,7 +184,16 @@ class GuardedRouter:
         return {"mode": self.mode, "source": self.source, "policy": self.policy_path, "policy_version": self.policy_version,
                 "fallback": type(self.fallback).__name__,
                 "load_error": None if self.load_error is None else f"{type(self.load_error).__name__}: {self.load_error}",
-                "decisions": dict(self.counts), "fallbacks": dict(self.fallback_counts)}
+                "decisions": dict(self.counts), "fallbacks": dict(self.fallback_counts),
+                "candidates": self.candidates}
+
+    @property
+    def candidates(self) -> list[str]:
+        """Every decision the fallback may pick (the cost model's list; a fixed router's one), as labels:
+        what a benchmark runs as static baselines."""
+        cost_model = getattr(self.fallback, "cost_model", None)
+        decisions = cost_model.decisions if cost_model is not None else [getattr(self.fallback, "decision", None)]
+        return [d.label for d in decisions if d is not None]
 
     def close(self) -> None:
         if self.decision_log is not None:

@@ -119,6 +119,7 @@ def test_the_cost_model_is_the_default_fallback(make_engine, tmp_path):
     assert status["fallback"] == "CostModelRouter" and status["decisions"]["fallback"] > 0
     chosen = state.engine.router.fallback.last_estimate.decision
     assert chosen in state.engine.router.fallback.cost_model.decisions
+    assert status["candidates"] == [d.label for d in state.engine.router.fallback.cost_model.decisions]
 
 
 @pytest.mark.parametrize("mode, label", [("plain", "plain"), ("suffix>target@4", "suffix>target@k4")])
@@ -129,7 +130,7 @@ def test_fixed_router_modes_route_every_step_with_that_decision(make_engine, mod
     state = state_for_engine(engine, ServerConfig(router=mode, decision_log="", **SERVER), "tiny")
     status = serve_requests(state)
     assert status["mode"] == mode and status["decisions"]["learned"] == 0
-    assert state.engine.router.fallback.decision.label == label
+    assert state.engine.router.fallback.decision.label == label and status["candidates"] == [label]
     assert {d.label for d in state.engine.last_step.decisions} <= {label}
 
 
