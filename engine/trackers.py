@@ -20,6 +20,8 @@ What an estimate holds:
                         token, so an empty proposal counts as 0 successes in 1 trial. Leaving
                         it out made n-gram look 25% better than it was at K = 2, and the cost
                         model chose it at concurrency 4 on steps where no row had a proposal.
+                        A model level's empty draft is a p_min threshold's stop, which the cost
+                        model prices through c (engine/draft_stop.py): not a trial.
     accepted_fraction   EMA of num_accepted / num_proposed per step with a proposal (vLLM's
                         draft acceptance rate), weights max(alpha, 1/i): the mean until the
                         window fills.
@@ -58,6 +60,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from engine.draft_stop import ConfidenceHistogram
+from engine.drafters import MODEL_FREE_DRAFTERS
 
 
 def pair_key(drafter: str, verifier: str) -> str:
@@ -93,13 +96,18 @@ class PairEstimate:
         return self.successes / self.trials
 
     def observe(self, num_proposed: int, num_accepted: int, similarity: float | None, alpha: float,
-                confidences: list[float] | None = None) -> None:
-        """One row of one step (num_proposed 0: the drafter found nothing to propose); `alpha`
-        is the EMA weight's floor; `confidences` (`PairOutcome.confidences`) feed the histogram."""
+                confidences: list[float] | None = None, empty_is_trial: bool = True) -> None:
+        """One row of one step (num_proposed 0: the drafter found nothing to propose, a trial
+        unless `empty_is_trial` is False); `alpha` is the EMA weight's floor; `confidences`
+        (`PairOutcome.confidences`) feed the histogram."""
         num_accepted = min(num_accepted, num_proposed)
         if confidences is not None:
             self.confidence = self.confidence or ConfidenceHistogram()
             self.confidence.observe(confidences, num_proposed, num_accepted)
+        if not num_proposed and not empty_is_trial:
+            self.num_observed += 1
+            self.num_empty += 1
+            return
         self.num_observed += 1
         self.num_proposed_tokens += num_proposed
         self.num_accepted_tokens += num_accepted
@@ -124,7 +132,7 @@ class PairEstimate:
         return {"acceptance": self.acceptance, "accepted_fraction": self.accepted_fraction,
                 "similarity": self.similarity, "num_observed": self.num_observed, "num_empty": self.num_empty,
                 "num_proposed_tokens": self.num_proposed_tokens, "num_accepted_tokens": self.num_accepted_tokens,
-                **({"confidence": self.confidence.to_dict()} if self.confidence is not None else {})}
+                **({"confidence": self.confidence.to_dict()} if self.confidence and self.confidence.num_drafted else {})}
 
 
 class AcceptanceTrackers:
@@ -193,9 +201,11 @@ class AcceptanceTrackers:
                 own = self.requests.setdefault(request_id, {})
                 if key not in own:
                     own[key] = PairEstimate.from_prior(estimate.acceptance, self.request_prior_weight)
+                trial = pair.drafter in MODEL_FREE_DRAFTERS       # a model level's empty draft: a p_min stop
                 estimate.observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.alpha,
-                                 getattr(pair, "confidences", None))
-                own[key].observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.request_alpha)
+                                 getattr(pair, "confidences", None), trial)
+                own[key].observe(pair.num_proposed, pair.num_accepted, pair.similarity, self.request_alpha,
+                                 empty_is_trial=trial)
 
     def forget_request(self, request_id: str) -> None:
         self.requests.pop(request_id, None)

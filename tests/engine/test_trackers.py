@@ -168,3 +168,16 @@ def test_a_model_drafter_s_confidences_fill_a_censored_histogram_shown_over_its_
     assert "confidence" not in trackers.snapshot()["requests"]["r"]["int4>target"]
     trackers.observe_step(make_record({"r": [("ngram", "target", 4, 2, None)]}))
     assert "confidence" not in trackers.snapshot()["pairs"]["ngram>target"]      # a model-free drafter
+
+
+def test_a_model_level_stopped_before_its_first_token_is_not_a_rejection():
+    """The threshold's stop is priced by c (engine/draft_stop.py); counting it as a rejected
+    trial too would charge it twice. A model-free drafter's empty proposal stays a rejection."""
+    trackers = AcceptanceTrackers(prior=0.5)
+    for drafter in ("int4", "ngram"):
+        trackers.observe_step(make_record({"r": [(drafter, "target", 4, 4, None)]}))
+        before = trackers.acceptance(f"{drafter}>target")
+        trackers.observe_step(make_record({"r": [(drafter, "target", 0, 0, None)]}))
+        after = trackers.acceptance(f"{drafter}>target")
+        assert (after == before) if drafter == "int4" else (after < before)
+    assert trackers.snapshot()["pairs"]["int4>target"]["num_empty"] == 1
