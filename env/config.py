@@ -26,15 +26,12 @@ from router.config import RouterConfig
 from router.observation import ObservationSpec, observation_spec_for, pairs_of
 
 BACKENDS = ("sim", "real")
+# drafts that stop inside the step below a top-1 probability (Decision.p_min)
+STOP_ACTIONS = ("int4>target@k8p0.5", "int4>target@k8p0.8", "draft>target@k8p0.5", "draft>target@k8p0.8")
 DEFAULT_ACTIONS = ("plain", "ngram>target@2", "ngram>target@4", "ngram>target@8",
                    "suffix>target@2", "suffix>target@4", "suffix>target@8",
                    "int4>target@2", "int4>target@3", "int4>target@5", "ngram>int4>target@4",
-                   "draft>target@2", "draft>target@4", "ngram>draft>target@4")
-# drafts that stop inside the step below a top-1 probability (Decision.p_min). Not in
-# DEFAULT_ACTIONS yet: the observation one-hots the last action per label, so the shipped
-# policy (trained on DEFAULT_ACTIONS) runs only in an env with exactly its list; train with
-# actions=DEFAULT_ACTIONS + STOP_ACTIONS and move them in when the shipped policy is retrained.
-STOP_ACTIONS = ("int4>target@k8p0.5", "int4>target@k8p0.8", "draft>target@k8p0.5", "draft>target@k8p0.8")
+                   "draft>target@2", "draft>target@4", "ngram>draft>target@4") + STOP_ACTIONS
 DEFAULT_DRAFT = "checkpoints/draft"
 SIM_MODEL, SIM_PATH = "SmolLM2-135M-Instruct", "float32-prepacked"     # the embedded model, the default path
 SHIPPED_SIM_PROFILE = profile_file(SIM_MODEL, SIM_PATH)

@@ -31,13 +31,13 @@ class SpecRouteEnv(gymnasium.Env):
     ## Action space
 
     `Discrete(len(actions))`: index into the configured (chain, K) list. The default list
-    (`env.config.DEFAULT_ACTIONS`, 14 actions) is `plain, ngram>target@2/4/8,
+    (`env.config.DEFAULT_ACTIONS`, 18 actions) is `plain, ngram>target@2/4/8,
     suffix>target@2/4/8, int4>target@2/3/5, ngram>int4>target@4, draft>target@2/4,
-    ngram>draft>target@4`; K = 0 (plain) runs the target alone; `int4` is the target's int4
+    ngram>draft>target@4`, int4>target and draft>target at K 8 with thresholds 0.5 and 0.8
+    (`env.config.STOP_ACTIONS`); K = 0 (plain) runs the target alone; `int4` is the target's int4
     copy (`quantized_levels`), the draft's chains need the distilled draft (`checkpoints/draft`).
     A label may end in a draft-stop threshold, `int4>target@k8p0.5`: the first (model) level stops
-    drafting at the first token it gives a top-1 probability below 0.5 (`Decision.p_min`);
-    `env.config.STOP_ACTIONS` lists four, not in the default list the shipped policy was trained on.
+    drafting at the first token it gives a top-1 probability below 0.5 (`Decision.p_min`).
     An index outside the space raises `gymnasium.error.InvalidAction`.
 
     ## Observation space

@@ -260,9 +260,9 @@ def test_the_sim_honours_a_stop_threshold():
 
 def test_an_env_with_the_stop_actions_runs_them(sim_kwargs):
     from env.config import DEFAULT_ACTIONS, STOP_ACTIONS
-    env = SpecRouteEnv(**sim_kwargs, actions=DEFAULT_ACTIONS + STOP_ACTIONS)
+    env = SpecRouteEnv(**sim_kwargs)
     stop = [env.action_labels.index(label) for label in STOP_ACTIONS]
-    assert len(env.action_labels) == len(DEFAULT_ACTIONS) + len(STOP_ACTIONS)
+    assert len(env.action_labels) == len(DEFAULT_ACTIONS) and set(STOP_ACTIONS) < set(DEFAULT_ACTIONS)
     steps = run_episode(env, seed=0, policy=lambda step: stop[step % len(stop)])
     env.close()
     assert steps
