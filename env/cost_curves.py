@@ -95,7 +95,10 @@ def _warp_grid(level: LevelProfile, curve: CostCurve, factor: float) -> list:
     t = np.asarray(level.tokens, dtype=np.float64)[None, :, None]
     rows = 1.0 + curve.token_slope * b * (t - 1.0) + curve.batch_slope * (b - 1.0)   # [batches, tokens, 1]
     by_context = seconds / seconds[:, :, :1]                                     # [batches, tokens, contexts]
-    return (curve.scale * factor * seconds[0, 0, 0] * rows * by_context).tolist()
+    warped = curve.scale * factor * seconds[0, 0, 0] * rows * by_context
+    for axis in range(3):            # as the profile's own grid: never cheaper with more rows, tokens or context
+        warped = np.maximum.accumulate(warped, axis=axis)
+    return warped.tolist()
 
 
 def warp_profile(profile: LatencyProfile, curve: CostCurve) -> LatencyProfile:
