@@ -126,7 +126,7 @@ class BenchServingArgs(PrecisionArgs, ServedArgs):
     def fixed_list(self) -> list[str]:
         """The fixed configurations by name ([] for 'all': the cost-model server lists them)."""
         if self.fixed == "actions":
-            return [Decision(a.chain, a.k).label for a in read_manifest(self.policy).actions]
+            return [a.decision.label for a in read_manifest(self.policy).actions]
         return [] if self.fixed == "all" else [Decision.parse(x.strip()).label for x in self.fixed.split(",") if x.strip()]
 
     @property

@@ -7,8 +7,8 @@ flat keywords (`profile=...`, `model=...`) onto them.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
@@ -59,13 +59,19 @@ def _positive(name: str, value, integer: bool = False) -> None:
 def default_sim_profile() -> str:
     """The simulator's default latency profile, the embedded model's on the default path: this
     machine's curve (engine/profile/machine_curve.py, written when a server first starts here),
-    else the shipped file, measured on another machine. Says which on stderr, once per process."""
+    else the shipped file, measured on another machine. Logs which (INFO), once per file: a
+    command's stderr stays its own (one-line errors)."""
     from engine.profile import machine_profile_file
     curve = machine_profile_file(SIM_MODEL, SIM_PATH)
     chosen, origin = (str(curve), "this machine's calibrated curve") if curve.exists() else \
         (SHIPPED_SIM_PROFILE, "shipped, measured on another machine")
-    print(f"simulator latency profile: {chosen} ({origin})", file=sys.stderr)
+    _log_profile_once(chosen, origin)
     return chosen
+
+
+@lru_cache(maxsize=None)
+def _log_profile_once(chosen: str, origin: str) -> None:
+    logging.getLogger("specroute.env").info("simulator latency profile: %s (%s)", chosen, origin)
 
 
 @dataclass

@@ -61,7 +61,7 @@ def check_sb3_acts_as_served(checkpoint: Path, environment, options: dict | None
 
 
 def test_plain_sb3_with_vecnormalize_acts_as_the_served_policy(trained, make_sim_env):
-    assert check_sb3_acts_as_served(trained, make_sim_env(num_requests=16)) > 20
+    assert check_sb3_acts_as_served(trained, make_sim_env(num_requests=32)) > 20
 
 
 def test_the_shipped_checkpoint_acts_the_same_in_plain_sb3():
@@ -114,4 +114,4 @@ def test_a_checkpoint_without_the_pickle_gets_one_from_its_manifest(trained, mak
     _, vecnorm = load_plain_sb3(tmp_path, make_sim_env())
     np.testing.assert_allclose(vecnorm.obs_rms.mean, normalization["mean"])
     assert vecnorm.clip_obs == normalization["clip"] and vecnorm.gamma == 0.8
-    assert check_sb3_acts_as_served(tmp_path, make_sim_env(num_requests=16)) > 20
+    assert check_sb3_acts_as_served(tmp_path, make_sim_env(num_requests=32)) > 20
