@@ -69,8 +69,14 @@ class ReplayExecutor(SimExecutor):
         super().__init__(profile, calibration, config)
         self.real_steps = iter(real_steps)
 
-    def draw(self, batch, chains, ks, signals=None):
+    def draw(self, batch, chains, ks, signals=None, p_mins=None):
         return next(self.real_steps)
+
+
+def without_confidence(snapshot: dict) -> dict:
+    """The trackers' snapshot less each pair's confidence histogram."""
+    pairs = {key: {k: v for k, v in pair.items() if k != "confidence"} for key, pair in snapshot["pairs"].items()}
+    return {**snapshot, "pairs": pairs}
 
 
 def batch_schedule(step: int, num_rows: int) -> list[Decision]:
@@ -103,7 +109,8 @@ def run(engine, requests: dict[str, Request], caches, schedule=batch_schedule) -
             "stats": [(s.num_steps, s.num_drafts, s.num_draft_tokens, s.num_accepted_tokens, s.accepted_histogram)
                       for s in (o.stats for o in outputs)],
             "caches": {r.request_id: caches(r) for r in engine.scheduler.running},
-            "trackers": engine.trackers.snapshot(),
+            # the draft-stop confidence histogram comes from a model's real forward, like tokens
+            "trackers": without_confidence(engine.trackers.snapshot()),
             "waiting": [r.request_id for r in engine.scheduler.waiting],
         })
     calls.append({rid: (len(r.output_token_ids), r.finish_reason, r.status) for rid, r in requests.items()})

@@ -205,7 +205,7 @@ def test_the_shipped_router_checkpoint_loads_with_the_served_observation_spec():
     from router.config import RouterConfig
     from router.observation import observation_spec_for
     path = resolve_path("checkpoints/router")
-    actions = [Decision(a.chain, a.k) for a in read_manifest(path).actions]
+    actions = [a.decision for a in read_manifest(path).actions]
     spec = observation_spec_for(actions, RouterConfig(max_batch=16, max_model_len=2048, slo_tpot_s=0.25,
                                                       slo_ttft_s=5.0))
     if read_manifest(path).obs_spec_version != spec.version:
