@@ -80,7 +80,7 @@ class SpecRouteEnv(gymnasium.Env):
     | 25 | signal_max[suffix]: the largest row's | 0 | 1 |
     | 26 | catch_up[int4]: log1p(tokens the int4 copy's cache lacks over the rows / their remaining output tokens, at most 256 each) | 0 | log1p(4096) |
     | 27 | catch_up[draft]: the same for the distilled draft | 0 | log1p(4096) |
-    | 28..41 | last_action[label]: one-hot of the previous action | 0 | 1 |
+    | 28..45 | last_action[label]: one-hot of the previous action | 0 | 1 |
 
     One verify-cost entry per distinct K of the actions, one draft-cost entry per model level
     below the target, one acceptance entry per (drafter > verifier) pair the actions use, two
