@@ -100,6 +100,8 @@ def write_checkpoint(directory: Path, config: ServerConfig, actions: list[Decisi
     weight = np.full((m, n), 1e-3 * scale, dtype=np.float32)
     bias = np.zeros(m, dtype=np.float32)
     bias[preferred] = 1.0
+    if scale > 1.0:     # every output starts at float32's largest finite value: any feature tips it to inf
+        bias[:] = np.finfo(np.float32).max
     data = save_safetensors({"layers.0.weight": weight, "layers.0.bias": bias})
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "policy.safetensors").write_bytes(data)
