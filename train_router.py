@@ -144,7 +144,8 @@ class ObservationRange(BaseCallback):
 
     def _on_step(self) -> bool:
         raw = self.vec_normalize.get_original_obs() if self.vec_normalize is not None else self.locals["new_obs"]
-        low, high = np.asarray(raw, dtype=np.float64).min(axis=0), np.asarray(raw, dtype=np.float64).max(axis=0)
+        raw = np.asarray(raw, dtype=np.float64)
+        low, high = raw.min(axis=0), raw.max(axis=0)
         self.low = low if self.low is None else np.minimum(self.low, low)
         self.high = high if self.high is None else np.maximum(self.high, high)
         return True
