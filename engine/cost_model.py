@@ -43,10 +43,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.catch_up_cost import CATCH_UP_HORIZON, catch_up_rates
 from engine.decision import TARGET, Decision, decision_grid  # noqa: F401  (decision_grid: its old home)
 from engine.draft_stop import decision_stop_rates
-from engine.expectation import acceptance_rates, chain_expected_tokens
+from engine.expectation import acceptance_rates, chain_expected_tokens, expected_tokens_columns
 from engine.profile import LatencyProfile, ProfileError
 from engine.step_time import step_time
 from engine.trackers import chain_pair_keys
@@ -110,6 +112,16 @@ class CostModel:
         self.slo_tpot_s, self.prior_acceptance = slo_tpot_s, prior_acceptance
         # per decision, what evaluating it needs, worked out once: (pair keys, K)
         self._plans = [((), 0) if d.is_plain else (chain_pair_keys(d.chain), d.k) for d in self.decisions]
+        # the same as columns of one acceptance matrix [group, pair]; chains of one length are scored
+        # together: (decision indices, per pair position its columns, their K), by number of pairs
+        self._pair_keys = list(dict.fromkeys(key for pairs, _ in self._plans for key in pairs))
+        column = {key: j for j, key in enumerate(self._pair_keys)}
+        by_length: dict[int, list[int]] = {}
+        for i, (pairs, _) in enumerate(self._plans):
+            if pairs:
+                by_length.setdefault(len(pairs), []).append(i)
+        self._chain_groups = [(idx, [[column[self._plans[i][0][n]] for i in idx] for n in range(length)],
+                               np.array([self._plans[i][1] for i in idx])) for length, idx in sorted(by_length.items())]
         # per decision, the model levels below the target whose catch-up it would pay
         self._catch_up_levels = [() if d.is_plain else
                                  tuple(name for name in d.chain[:-1] if profile.levels[name].kind == "model")
@@ -179,8 +191,15 @@ class CostModel:
         """`context` rounded to a multiple of `context_bucket` (cached step times repeat)."""
         return round(context / self.context_bucket) * self.context_bucket
 
-    def _group_tokens(self, merged: Mapping[str, float], prior: float, stops) -> list[float]:
-        return [chain_expected_tokens(pairs, k, merged, prior, stop) for (pairs, k), stop in zip(self._plans, stops)]
+    def _tokens_table(self, groups: Sequence[Mapping[str, float]], prior: float, stops) -> np.ndarray:
+        """Expected tokens per row of every decision for every row group: [G, D] (1 for plain)."""
+        rates = np.array([[merged.get(key, prior) for key in self._pair_keys] for merged in groups],
+                         dtype=np.float64).reshape(len(groups), len(self._pair_keys))      # [G, P]
+        table = np.ones((len(groups), len(self._plans)))
+        for idx, cols, ks in self._chain_groups:
+            c, lift = (np.array([stops[i][n] for i in idx]) for n in (0, 1))
+            table[:, idx] = expected_tokens_columns(ks, [rates[:, position] for position in cols], (c, lift))
+        return table
 
     def scores(self, batch: int, context: float, acceptance: Mapping, request_ids: Sequence[str] | None = None,
                catch_up: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float]]:
@@ -191,12 +210,8 @@ class CostModel:
         prior, stops = self._prior(acceptance), decision_stop_rates(self.decisions, acceptance)
         context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
-        counts = Counter(rows)
-        tokens = [0.0] * len(self._plans)
-        for g, merged in enumerate(groups):
-            weight = counts[g] / len(rows)
-            for i, n in enumerate(self._group_tokens(merged, prior, stops)):
-                tokens[i] += weight * n
+        weights = np.bincount(rows, minlength=len(groups)) / len(rows)                 # [G]
+        tokens = (weights @ self._tokens_table(groups, prior, stops)).tolist()
         times = self._step_times(batch, context, stops)
         if catch_up:
             total: Counter = Counter()
@@ -268,7 +283,7 @@ class CostModel:
         def mixed(assigned: Sequence[int]) -> float:
             return self.mixed_step_time([self.decisions[i] for i in assigned], context, [odds[i] for i in assigned])
         groups, rows = self._row_groups(acceptance, request_ids)
-        tokens = [self._group_tokens(merged, prior, stops) for merged in groups]         # [group][decision]
+        tokens = self._tokens_table(groups, prior, stops).tolist()                       # [group][decision]
         index = {d: i for i, d in enumerate(self.decisions)}
         assignment = [index[start]] * batch
         rates = list(catch_up) if catch_up else [{}] * batch

@@ -19,50 +19,67 @@ or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from engine.draft_stop import initial_lengths
 
 
-def expected_output(acceptance: float, k: int) -> float:
-    """Expected tokens out of a verifier given K proposals: (1 - a^(K+1)) / (1 - a)."""
-    a = min(max(acceptance, 0.0), 1.0)
-    if a > 1 - 1e-9:
-        return k + 1.0
-    return (1.0 - a ** (k + 1)) / (1.0 - a)
+def expected_output(acceptance, k):
+    """Expected tokens out of a verifier given K proposals: (1 - a^(K+1)) / (1 - a). Elementwise
+    on arrays of acceptance (and K), so the cost model scores every row group at once."""
+    a = np.clip(np.asarray(acceptance, dtype=np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(a > 1 - 1e-9, np.asarray(k, dtype=np.float64) + 1.0, (1.0 - a ** (np.asarray(k) + 1)) / (1.0 - a))
+    return float(out) if out.ndim == 0 else out
 
 
-def verify_distribution(lengths: list[float], a: float) -> list[float]:
-    """P(M_out = m) for m = 0..len, given P(M_in = m) at index m and per-token acceptance a:
-    M_out = j + 1 with probability a^j ((1 - a) P(M_in > j) + P(M_in = j))."""
-    powers = [1.0]
-    for _ in range(len(lengths) - 1):
-        powers.append(powers[-1] * a)
-    out = [0.0] * (len(lengths) + 1)
-    above = 0.0                                     # P(M_in > j)
-    for j in range(len(lengths) - 1, -1, -1):
-        out[j + 1] = powers[j] * ((1.0 - a) * above + lengths[j])
-        above += lengths[j]
+def verify_distribution(lengths: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """P(M_out = m) for m = 0..L, given P(M_in = m) at [..., m] ([..., L]: leading axes for row
+    groups and chains) and per-token acceptance a [...]: M_out = j + 1 with probability
+    a^j ((1 - a) P(M_in > j) + P(M_in = j))."""
+    powers = a[..., None] ** np.arange(lengths.shape[-1])                       # [..., L]
+    above = np.cumsum(lengths[..., ::-1], axis=-1)[..., ::-1] - lengths         # P(M_in > j), [..., L]
+    out = np.zeros(lengths.shape[:-1] + (lengths.shape[-1] + 1,))
+    out[..., 1:] = powers * ((1.0 - a)[..., None] * above + lengths)
     return out
+
+
+def expected_tokens_columns(k, columns: Sequence[np.ndarray], stop=(1.0, 1.0)) -> np.ndarray:
+    """Expected committed tokens per row of chains of len(columns) pairs: K drafts (an int, or
+    [S]: one per chain, scored together), `columns[i]` the acceptance of each chain's i-th pair
+    (cheapest first) per row group ([G], or [G, S]); ones for plain decoding (no columns).
+    `stop` = (c, lift) of a p_min threshold (`engine.draft_stop.stop_rates`; scalars or [S]): the
+    first level goes on with probability c per token and its pair's acceptance is multiplied by
+    lift; (1, 1) drafts all K. Returns [G] (or [G, S])."""
+    if not columns:
+        return np.ones(1)
+    c, lift = stop
+    first = np.clip(np.asarray(columns[0], dtype=np.float64) * lift, 0.0, 1.0)
+    if len(columns) == 1:
+        return np.atleast_1d(expected_output(c * first, k))          # 1 + sum_{j=1..K} (c a)^j
+    ks, cs = np.broadcast_arrays(np.atleast_1d(k), np.atleast_1d(np.asarray(c, dtype=np.float64)))   # [S]
+    width = int(ks.max()) + 1                   # M(0)'s support 0..K, shorter chains padded with P = 0
+    start = np.array([initial_lengths(int(n), float(odds)) + [0.0] * (width - 1 - int(n)) for n, odds in zip(ks, cs)])
+    one_chain = first.ndim == 1                 # [G]: one chain, scored as [G, 1]
+    columns = [np.asarray(column, dtype=np.float64)[:, None] if one_chain else column for column in columns]
+    first = first[:, None] if one_chain else first
+    lengths = np.broadcast_to(start, np.broadcast_shapes(first.shape, ks.shape) + (width,))   # [G, S, K + 1]
+    for i, column in enumerate(columns):
+        a = first if i == 0 else np.clip(column, 0.0, 1.0)
+        lengths = verify_distribution(lengths, np.broadcast_to(a, lengths.shape[:-1]))
+    tokens = lengths @ np.arange(lengths.shape[-1])                            # [G, S]
+    return tokens[:, 0] if one_chain else tokens
 
 
 def chain_expected_tokens(pairs: tuple[str, ...], k: int, rates: Mapping[str, float], prior: float,
                           stop: tuple[float, float] = (1.0, 1.0)) -> float:
     """Expected committed tokens per row of a chain whose consecutive pairs are `pairs`
     ("drafter>verifier" keys, cheapest first) with K drafts; 1 for plain decoding (no pairs).
-    A pair missing from `rates` has acceptance `prior`. `stop` = (c, lift) of a p_min threshold
-    (`engine.draft_stop.stop_rates`): the first level goes on with probability c per token and
-    its pair's acceptance is multiplied by lift; (1, 1) drafts all K."""
-    if not pairs:
-        return 1.0
-    c, lift = stop
-    first = min(rates.get(pairs[0], prior) * lift, 1.0)
-    if len(pairs) == 1:
-        return expected_output(c * first, k)        # 1 + sum_{j=1..K} (c a)^j
-    lengths = initial_lengths(k, c)                 # M(0) = K with certainty when c = 1
-    for i, key in enumerate(pairs):
-        lengths = verify_distribution(lengths, min(max(first if i == 0 else rates.get(key, prior), 0.0), 1.0))
-    return sum(m * p for m, p in enumerate(lengths))
+    A pair missing from `rates` has acceptance `prior`. `stop`: see `expected_tokens_columns`."""
+    columns = [np.array([rates.get(key, prior)], dtype=np.float64) for key in pairs]
+    return float(expected_tokens_columns(k, columns, stop)[0])
 
 
 def acceptance_rates(acceptance: Mapping) -> tuple[dict[str, float], float | None]:

@@ -65,7 +65,7 @@ class CurveEnvelope:
     Intel AMX bf16 (flat, ~0.4x the profile's 1-row time) and Zen 3 fp32 (steep) curves."""
 
     log_scale: tuple[float, float] = (-1.1, 0.7)
-    slope: tuple[float, float] = (0.0, 0.12)
+    slope: tuple[float, float] = (0.0, 0.16)
     level_spread: float = 0.7
 
     def __post_init__(self) -> None:
