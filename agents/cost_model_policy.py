@@ -61,7 +61,7 @@ class CostModelPolicy(BasePolicy):
         self.router = CostModelRouter(CostModel(
             profile, old.decisions, slo_tpot_s=old.slo_tpot_s, prior_acceptance=old.prior_acceptance,
             context_bucket=old.context_bucket, min_gain=old.min_gain, min_row_gain=old.min_row_gain,
-            catch_up_horizon=old.catch_up_horizon), per_row=self.router.per_row)
+            catch_up_horizon=old.catch_up_horizon, context_knot=old.context_knot), per_row=self.router.per_row)
         self._priced = profile
 
     @property

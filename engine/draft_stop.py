@@ -102,14 +102,16 @@ def initial_lengths(k: int, c: float) -> list[float]:
     return [c ** m * (1.0 - c) for m in range(k)] + [c ** k]
 
 
-def draft_forward_odds(ks: Sequence[int], cs: Sequence[float]) -> list[float]:
-    """P(draft forward j runs) for j = 0..max(K) - 1, rows drafting K[i] at continuation c[i]."""
+def draft_forward_odds(ks: Sequence[int], cs: Sequence[float], counts: Sequence[int] | None = None) -> list[float]:
+    """P(draft forward j runs) for j = 0..max(K) - 1, rows drafting K[i] at continuation c[i]
+    (`counts[i]` rows alike, default 1)."""
+    counts = counts or [1] * len(ks)
     odds = []
     for j in range(max(ks, default=0)):
         idle = 1.0
-        for k, c in zip(ks, cs):
+        for k, c, n in zip(ks, cs, counts):
             if k > j:
-                idle *= 1.0 - (c ** j if c < 1.0 else 1.0)
+                idle *= (1.0 - (c ** j if c < 1.0 else 1.0)) ** n
         odds.append(1.0 - idle)
     return odds
 

@@ -20,6 +20,7 @@ or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -37,13 +38,26 @@ def expected_output(acceptance, k):
 
 def verify_distribution(lengths: np.ndarray, a: np.ndarray) -> np.ndarray:
     """P(M_out = m) for m = 0..L, given P(M_in = m) at [..., m] ([..., L]: leading axes for row
-    groups and chains) and per-token acceptance a [...]: M_out = j + 1 with probability
-    a^j ((1 - a) P(M_in > j) + P(M_in = j))."""
-    powers = a[..., None] ** np.arange(lengths.shape[-1])                       # [..., L]
-    above = np.cumsum(lengths[..., ::-1], axis=-1)[..., ::-1] - lengths         # P(M_in > j), [..., L]
-    out = np.zeros(lengths.shape[:-1] + (lengths.shape[-1] + 1,))
-    out[..., 1:] = powers * ((1.0 - a)[..., None] * above + lengths)
+    groups and chains, broadcast against a's) and per-token acceptance a [...]: M_out = j + 1 with
+    probability a^j ((1 - a) P(M_in > j) + P(M_in = j)). Ufuncs only: it runs on the router's path."""
+    width = lengths.shape[-1]
+    powers = a[..., None] ** np.arange(width)                                   # [..., L]
+    above = lengths[..., ::-1].cumsum(axis=-1)[..., ::-1] - lengths             # P(M_in > j), [..., L]
+    body = powers * ((1.0 - a)[..., None] * above + lengths)
+    out = np.zeros(body.shape[:-1] + (width + 1,))
+    out[..., 1:] = body
     return out
+
+
+@lru_cache(maxsize=256)
+def _initial_table(ks: tuple[int, ...], cs: tuple[float, ...]) -> np.ndarray:
+    """[S, max K + 1]: `initial_lengths` of each (K, c), shorter ones padded with P = 0."""
+    width = max(ks) + 1
+    return np.array([initial_lengths(k, c) + [0.0] * (width - 1 - k) for k, c in zip(ks, cs)])
+
+
+def _unit(x) -> np.ndarray:
+    return np.minimum(np.maximum(x, 0.0), 1.0)
 
 
 def expected_tokens_columns(k, columns: Sequence[np.ndarray], stop=(1.0, 1.0)) -> np.ndarray:
@@ -56,19 +70,15 @@ def expected_tokens_columns(k, columns: Sequence[np.ndarray], stop=(1.0, 1.0)) -
     if not columns:
         return np.ones(1)
     c, lift = stop
-    first = np.clip(np.asarray(columns[0], dtype=np.float64) * lift, 0.0, 1.0)
+    first = _unit(np.asarray(columns[0], dtype=np.float64) * lift)
     if len(columns) == 1:
         return np.atleast_1d(expected_output(c * first, k))          # 1 + sum_{j=1..K} (c a)^j
     ks, cs = np.broadcast_arrays(np.atleast_1d(k), np.atleast_1d(np.asarray(c, dtype=np.float64)))   # [S]
-    width = int(ks.max()) + 1                   # M(0)'s support 0..K, shorter chains padded with P = 0
-    start = np.array([initial_lengths(int(n), float(odds)) + [0.0] * (width - 1 - int(n)) for n, odds in zip(ks, cs)])
     one_chain = first.ndim == 1                 # [G]: one chain, scored as [G, 1]
-    columns = [np.asarray(column, dtype=np.float64)[:, None] if one_chain else column for column in columns]
-    first = first[:, None] if one_chain else first
-    lengths = np.broadcast_to(start, np.broadcast_shapes(first.shape, ks.shape) + (width,))   # [G, S, K + 1]
+    lengths = _initial_table(tuple(ks.tolist()), tuple(cs.tolist()))             # [S, K + 1]
     for i, column in enumerate(columns):
-        a = first if i == 0 else np.clip(column, 0.0, 1.0)
-        lengths = verify_distribution(lengths, np.broadcast_to(a, lengths.shape[:-1]))
+        a = first if i == 0 else _unit(np.asarray(column, dtype=np.float64))
+        lengths = verify_distribution(lengths, a[:, None] if one_chain else a)    # [G, S, ...]
     tokens = lengths @ np.arange(lengths.shape[-1])                            # [G, S]
     return tokens[:, 0] if one_chain else tokens
 

@@ -22,6 +22,7 @@ Time of a step at batch B and mean context C where every row runs the same decis
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -75,22 +76,27 @@ def step_time(profile: LatencyProfile, decisions: Sequence[Decision], context: i
     """Seconds of one step whose row i runs `decisions[i]`, every row at context `context`:
     each verifier fed the longest proposal it can receive (K + i - 1 tokens after the last
     committed one), no catch-up (the cost model amortises that apart). `continue_odds[i]`: c of
-    row i's p_min threshold (`engine.draft_stop`), 1 (the default) drafting all K."""
-    continue_odds = continue_odds or [1.0] * len(decisions)
+    row i's p_min threshold (`engine.draft_stop`), 1 (the default) drafting all K. Rows alike
+    are grouped once (a batch of 16 on one decision costs what one row does)."""
+    kinds = Counter(zip(decisions, continue_odds or [1.0] * len(decisions)))      # (decision, c) -> rows
+    distinct, counts = list(kinds), list(kinds.values())
     forward_time = profile.forward_time
-    ks = [0 if d.is_plain else d.k for d in decisions]
-    groups = group_forwards(profile, [d.chain for d in decisions], ks)
+    ks = [0 if d.is_plain else d.k for d, _ in distinct]
+    groups = group_forwards(profile, [d.chain for d, _ in distinct], ks)
     target = groups.forwards.get(ForwardGroup(TARGET), [])
     seconds = forward_time(TARGET, len(decisions), max([1] + [ks[row] + position for row, position in target]), context)
     drafting = []
     for group, rows in groups.forwards.items():
         if group.is_drafting:
-            drafting.append((group.level, [ks[row] for row, _ in rows], [continue_odds[row] for row, _ in rows]))
+            drafting.append((group.level, [(ks[row], distinct[row][1], counts[row]) for row, _ in rows]))
         elif group != ForwardGroup(TARGET):
-            seconds += forward_time(group.level, len(rows), max(ks[row] + position for row, position in rows), context)
+            seconds += forward_time(group.level, sum(counts[row] for row, _ in rows),
+                                    max(ks[row] + position for row, position in rows), context)
     for name, rows in groups.model_free.items():
-        seconds += forward_time(name, len(rows), max(ks[row] for row in rows), context)
-    for name, row_ks, row_cs in drafting:
-        odds = draft_forward_odds(row_ks, row_cs)
-        seconds += sum(p * forward_time(name, sum(k > j for k in row_ks), 1, context) for j, p in enumerate(odds))
+        seconds += forward_time(name, sum(counts[row] for row in rows), max(ks[row] for row in rows), context)
+    for name, rows in drafting:
+        row_ks, row_cs, row_counts = zip(*rows)
+        odds = draft_forward_odds(row_ks, row_cs, row_counts)
+        seconds += sum(p * forward_time(name, sum(n for k, n in zip(row_ks, row_counts) if k > j), 1, context)
+                       for j, p in enumerate(odds))
     return seconds

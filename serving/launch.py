@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -129,6 +130,10 @@ def build_fallback(engine: Engine, config: ServerConfig, actions: list[Decision]
     """The cost model, used whenever the learned policy is unavailable or untrusted."""
     cost_model = CostModel(load_profile(engine, config, model_name), fallback_decisions(engine, actions),
                            slo_tpot_s=config.slo_tpot_s)
+    start = time.perf_counter()
+    priced = cost_model.warm(config.max_num_seqs, config.max_model_len, engine.trackers.snapshot())
+    logger.info("cost model: %d decisions priced at %d (batch, context) points in %.2f s", len(cost_model.decisions),
+                priced, time.perf_counter() - start)
     return CostModelRouter(cost_model, correction=OnlineCorrectionConfig(enabled=config.online_correction))
 
 

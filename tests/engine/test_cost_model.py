@@ -190,6 +190,42 @@ def test_each_row_is_scored_with_its_own_acceptance():
     assert mixed.expected_tokens == pytest.approx((expected_output(0.9, 8) + expected_output(0.02, 8)) / 2)
 
 
+def test_rows_scored_together_get_each_row_s_own_chain_expectation():
+    """The router scores every row and every chain in one array pass: the same figures as the
+    per-chain formula, row by row, for chains of one, two and three pairs and a stop threshold."""
+    profile = make_profile(memory_bound, draft=lambda b, t, c: 0.005)
+    decisions = decision_grid([("ngram", "target"), ("draft", "target"), ("ngram", "draft", "target")], ks=(2, 5))
+    decisions += [Decision(("draft", "target"), 8, 0.5), Decision(("ngram", "draft", "target"), 4)]
+    model = CostModel(profile, decisions)
+    rng = np.random.default_rng(0)
+    histogram = {"drafted": [5, 9, 4, 3, 8, 2, 6, 7, 3, 10], "judged": [3, 4, 2, 2, 5, 1, 3, 4, 2, 6],
+                 "accepted": [0, 1, 0, 1, 2, 1, 2, 3, 2, 5]}
+    snapshot = {"prior": 0.5, "pairs": {"ngram>target": {"acceptance": 0.3}, "draft>target": {
+        "acceptance": 0.6, "confidence": histogram}, "ngram>draft": {"acceptance": 0.4}},
+        "requests": {f"r{i}": {"ngram>target": {"acceptance": float(rng.random())},
+                               "ngram>draft": {"acceptance": float(rng.random())}} for i in range(5)}}
+    ids = [f"r{i}" for i in range(5)] + ["no-estimate"]
+    tokens, _ = model.scores(len(ids), 300, snapshot, ids)
+    pooled = {key: value["acceptance"] for key, value in snapshot["pairs"].items()}
+    for decision, predicted in zip(model.decisions, tokens):
+        rows = [{**pooled, **{k: v["acceptance"] for k, v in snapshot["requests"].get(rid, {}).items()}} for rid in ids]
+        own = [model.expected_tokens(decision, row) if not decision.p_min else
+               model.expected_tokens(decision, {"pairs": {**snapshot["pairs"], **{k: {"acceptance": v}
+                                                          for k, v in row.items() if k != "draft>target"}}})
+               for row in rows]
+        assert predicted == pytest.approx(sum(own) / len(own), rel=1e-12), decision.label
+
+
+def test_step_times_are_exact_at_context_knots_and_linear_between():
+    model = CostModel(make_profile(compute_bound), decision_grid([("ngram", "target")], ks=(2, 8)), context_knot=128)
+    stops = [(1.0, 1.0)] * len(model.decisions)
+    exact = [[model.step_time(d, 4, context) for d in model.decisions] for context in (256, 384)]
+    assert model._step_times(4, 256, stops) == pytest.approx(exact[0], rel=1e-12)
+    assert model._step_times(4, 320, stops) == pytest.approx([(a + b) / 2 for a, b in zip(*exact)], rel=1e-12)
+    with pytest.raises(ValueError, match="context_knot"):
+        CostModel(make_profile(compute_bound), model.decisions, context_knot=0)
+
+
 def test_the_router_passes_the_running_rows_to_the_cost_model(make_engine):
     profile = make_profile(memory_bound)
     engine = make_engine(("target",), 0)
@@ -291,3 +327,14 @@ def test_a_stop_threshold_is_neutral_until_measured_then_priced_from_the_histogr
     assert model.expected_tokens(stop, measured) == pytest.approx(1 + sum((c * a) ** j for j in range(1, 9)))
     assert model.step_time(stop, 1, 96, c) < model.step_time(full, 1, 96)
     assert model.best(1, 100, measured) == stop
+
+
+def test_a_warmed_cost_model_prices_no_step_on_the_decision_s_path(monkeypatch):
+    """A server warms its fallback at start-up: afterwards no batch size or context it can serve
+    makes a decision compute a step time (the cold lookups were the router's p99)."""
+    model = CostModel(make_profile(compute_bound), decision_grid([("ngram", "target")], ks=(2, 8)))
+    assert model.warm(max_batch=4, max_context=1024) == 4 * 9
+    monkeypatch.setattr("engine.cost_model.step_time", lambda *args: pytest.fail("priced on the decision's path"))
+    for batch in (1, 2, 3, 4):
+        for context in (0, 77, 500, 1023):
+            model.best(batch, context, {"ngram>target": 0.7})
