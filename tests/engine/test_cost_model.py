@@ -338,3 +338,21 @@ def test_a_warmed_cost_model_prices_no_step_on_the_decision_s_path(monkeypatch):
     for batch in (1, 2, 3, 4):
         for context in (0, 77, 500, 1023):
             model.best(batch, context, {"ngram>target": 0.7})
+
+
+def test_steps_without_any_proposal_are_priced_as_plain_steps():
+    """An n-gram drafter that finds nothing for every row runs the target over one token: at one row
+    with 60% empty proposals its step costs 0.6 x plain + 0.4 x its own, at 16 rows all but its own."""
+    model = CostModel(make_profile(compute_bound), decision_grid([("ngram", "target")], ks=(4,)), min_gain=0.0)
+    plain, ngram = model.decisions
+    entry = {"acceptance": 0.3, "num_observed": 100, "num_empty": 60}      # 1.43 tokens a step
+    snapshot = {"pairs": {"ngram>target": entry}, "prior": 0.5}
+    for batch in (1, 16):
+        _, times = model.scores(batch, 128, snapshot)
+        full = model.step_time(ngram, batch, 128)
+        assert times[1] == pytest.approx(0.6 ** batch * model.step_time(plain, batch, 128) + (1 - 0.6 ** batch) * full)
+    assert model.best(1, 128, snapshot) == ngram
+    assert model.best(1, 128, {"pairs": {"ngram>target": {**entry, "num_empty": 0}}, "prior": 0.5}).is_plain
+    # too little evidence: the full width
+    assert model.scores(1, 128, {"pairs": {"ngram>target": {**entry, "num_observed": 8}}})[1][1] == pytest.approx(
+        model.step_time(ngram, 1, 128))
