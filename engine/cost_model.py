@@ -32,12 +32,7 @@ time but the drafting; what per-row choice buys is each request on the chain and
 it. It keeps the batch's decision unless the assignment is predicted faster by more than
 `min_row_gain`.
 
-Empty proposals. A model-free drafter proposes only as far as its match goes, often nothing (about
-half the steps on Spec-Bench), and a step none of whose rows has a proposal runs the target over one
-token: a plain step. `scores` prices a (model-free, target) chain at batch B as e^B x plain's step
-+ (1 - e^B) x its own, e the pair's share of empty proposals in the trackers (once they hold
-`MIN_EMPTY_EVIDENCE` observations). Charging the full K+1 width made n-gram@4 look 1.45x dearer
-per step than plain at one row on this Zen 3, where served it ran 1.17x faster.
+Empty proposals: engine/empty_steps.py (a model-free chain's step with no proposal is a plain one).
 
 Acceptance comes as the trackers' snapshot ({"pairs": {"a>b": {"acceptance": ...}}, "prior": p})
 or a flat {"a>b": acceptance}; a pair missing from it gets the snapshot's prior, else
@@ -53,15 +48,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.catch_up_cost import CATCH_UP_HORIZON, catch_up_rates
+from engine.chain_table import ChainTable
 from engine.decision import TARGET, Decision, decision_grid  # noqa: F401  (decision_grid: its old home)
 from engine.draft_stop import decision_stop_rates
-from engine.expectation import acceptance_rates, chain_expected_tokens, expected_tokens_columns
+from engine.empty_steps import model_free_chains, with_empty_steps
+from engine.expectation import acceptance_rates, chain_expected_tokens
 from engine.profile import LatencyProfile, ProfileError
-from engine.step_time import step_time
+from engine.step_time_cache import StepTimeCache
 from engine.trackers import chain_pair_keys
-
-MIN_EMPTY_EVIDENCE = 16         # observations of a pair before its empty share is used
-_MAX_CACHED_TIMES = 1 << 17       # a server's warm-up (`warm`) holds ~10k of them
 
 
 @dataclass(frozen=True)
@@ -125,24 +119,13 @@ class CostModel:
         self.slo_tpot_s, self.prior_acceptance = slo_tpot_s, prior_acceptance
         # per decision, what evaluating it needs, worked out once: (pair keys, K)
         self._plans = [((), 0) if d.is_plain else (chain_pair_keys(d.chain), d.k) for d in self.decisions]
-        # the same as columns of one acceptance matrix [group, pair]; chains of one length are scored
-        # together: (decision indices, per pair position its columns, their K), by number of pairs
-        self._pair_keys = list(dict.fromkeys(key for pairs, _ in self._plans for key in pairs))
-        column = {key: j for j, key in enumerate(self._pair_keys)}
-        by_length: dict[int, list[int]] = {}
-        for i, (pairs, _) in enumerate(self._plans):
-            if pairs:
-                by_length.setdefault(len(pairs), []).append(i)
-        self._chain_groups = [(idx, [[column[self._plans[i][0][n]] for i in idx] for n in range(length)],
-                               np.array([self._plans[i][1] for i in idx])) for length, idx in sorted(by_length.items())]
+        self._table = ChainTable(self._plans)
         # per decision, the model levels below the target whose catch-up it would pay
         self._catch_up_levels = [() if d.is_plain else
                                  tuple(name for name in d.chain[:-1] if profile.levels[name].kind == "model")
                                  for d in self.decisions]
-        # (index, pair) of the chains of a model-free drafter straight into the target: their empty proposals
-        self._model_free_chains = [(i, f"{d.chain[0]}>{d.chain[1]}") for i, d in enumerate(self.decisions)
-                                   if len(d.chain) == 2 and profile.levels[d.chain[0]].kind == "model_free"]
-        self._times: dict[tuple, float] = {}
+        self._model_free_chains = model_free_chains(self.decisions, profile)     # engine/empty_steps.py
+        self._step_cache = StepTimeCache(profile, self.decisions, context_knot)
         self._plain = next((i for i, d in enumerate(self.decisions) if d.is_plain), None)
 
     def catch_up_rates(self, rows: Sequence) -> list[dict[str, float]]:
@@ -163,46 +146,18 @@ class CostModel:
     def step_time(self, decision: Decision, batch: int, context: int, continue_odds: float = 1.0) -> float:
         """Seconds of one step of `decision` for `batch` rows at mean context `context` (cached);
         `continue_odds`: c of its p_min threshold (engine/draft_stop.py)."""
-        return self._cached_time((decision, batch, context, continue_odds), [decision] * batch, context,
-                                 [continue_odds] * batch)
-
-    def _cached_time(self, key: tuple, decisions: Sequence[Decision], context: int, continue_odds=None) -> float:
-        seconds = self._times.get(key)
-        if seconds is None:
-            if len(self._times) >= _MAX_CACHED_TIMES:
-                self._times.clear()
-            seconds = self._times[key] = step_time(self.profile, decisions, context, continue_odds)
-        return seconds
+        return self._step_cache.uniform(decision, batch, context, continue_odds)
 
     def _step_times(self, batch: int, context: int, stops: Sequence[tuple[float, float]]) -> list[float]:
-        """step_time of every decision, interpolated between the `context_knot` multiples either side
-        of `context` (see the Args), each knot's list cached per (batch, knot, thresholds' c to 0.01)."""
-        odds = tuple(round(c, 2) for c, _ in stops)
-        low, offset = divmod(context, self.context_knot)
-        below = self._knot_times(batch, low * self.context_knot, odds)
-        if not offset:
-            return below
-        above, w = self._knot_times(batch, (low + 1) * self.context_knot, odds), offset / self.context_knot
-        return [a + w * (b - a) for a, b in zip(below, above)]
-
-    def _knot_times(self, batch: int, context: int, odds: tuple[float, ...]) -> list[float]:
-        key = (batch, context, odds)
-        times = self._times.get(key)
-        if times is None:
-            times = self._times[key] = [self.step_time(d, batch, context, c) for d, c in zip(self.decisions, odds)]
-        return times
+        """step_time of every decision, interpolated between `context_knot` multiples (thresholds' c to 0.01)."""
+        return self._step_cache.every(batch, context, tuple(round(c, 2) for c, _ in stops))
 
     def warm(self, max_batch: int, max_context: int, acceptance: Mapping | None = None) -> int:
         """Price every decision at every batch 1..max_batch and context knot up to max_context (the
-        thresholds' c as `acceptance` gives them), so that no step of a server pays the cold lookup
-        on its decision's path; returns how many (batch, knot) lists it priced. 16 x 2048 with 34
-        decisions: ~0.5 s at start-up."""
-        odds = tuple(round(c, 2) for c, _ in decision_stop_rates(self.decisions, acceptance or {}))
-        knots = range(0, max_context + self.context_knot, self.context_knot)
-        for batch in range(1, max_batch + 1):
-            for knot in knots:
-                self._knot_times(batch, knot, odds)
-        return max_batch * len(knots)
+        thresholds' c as `acceptance` gives them), so no step of a server pays a cold lookup on its
+        decision's path; returns the (batch, knot) lists priced (16 x 17 x 34 decisions: ~0.5 s)."""
+        stops = decision_stop_rates(self.decisions, acceptance or {})
+        return self._step_cache.warm(max_batch, max_context, tuple(round(c, 2) for c, _ in stops))
 
     def goodput(self, decision: Decision, batch: int, context: int, acceptance: Mapping) -> float:
         """Committed tokens per second across the batch."""
@@ -229,16 +184,6 @@ class CostModel:
         """`context` rounded to a multiple of `context_bucket` (cached step times repeat)."""
         return round(context / self.context_bucket) * self.context_bucket
 
-    def _tokens_table(self, groups: Sequence[Mapping[str, float]], prior: float, stops) -> np.ndarray:
-        """Expected tokens per row of every decision for every row group: [G, D] (1 for plain)."""
-        rates = np.array([[merged.get(key, prior) for key in self._pair_keys] for merged in groups],
-                         dtype=np.float64).reshape(len(groups), len(self._pair_keys))      # [G, P]
-        table = np.ones((len(groups), len(self._plans)))
-        for idx, cols, ks in self._chain_groups:
-            c, lift = (np.array([stops[i][n] for i in idx]) for n in (0, 1))
-            table[:, idx] = expected_tokens_columns(ks, [rates[:, position] for position in cols], (c, lift))
-        return table
-
     def scores(self, batch: int, context: float, acceptance: Mapping, request_ids: Sequence[str] | None = None,
                catch_up: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float]]:
         """Every decision's predicted (tokens per row, step seconds), in order: what `select`
@@ -249,28 +194,15 @@ class CostModel:
         context = self._bucket(context)
         groups, rows = self._row_groups(acceptance, request_ids)
         weights = np.bincount(rows, minlength=len(groups)) / len(rows)                 # [G]
-        tokens = (weights @ self._tokens_table(groups, prior, stops)).tolist()
-        times = self._with_empty_steps(batch, self._step_times(batch, context, stops), acceptance)
+        tokens = (weights @ self._table.tokens(groups, prior, stops)).tolist()
+        times = with_empty_steps(self._step_times(batch, context, stops), batch, self._plain,
+                                 self._model_free_chains, acceptance)
         if catch_up:
             total: Counter = Counter()
             for row in catch_up:
                 total.update(row)           # each level's rates summed over the rows
             times = [t + self._catch_up_s(i, n, total) for i, (n, t) in enumerate(zip(tokens, times))]
         return tokens, times
-
-    def _with_empty_steps(self, batch: int, times: list[float], acceptance: Mapping) -> list[float]:
-        """`times` with each model-free chain's step a plain one when no row has a proposal (see Empty proposals)."""
-        plain, pairs = self._plain, acceptance.get("pairs", {}) if "pairs" in acceptance else {}
-        if plain is None or not self._model_free_chains or not pairs:
-            return times
-        times = list(times)             # the cached list stays as priced
-        for i, key in self._model_free_chains:
-            entry = pairs.get(key) or {}
-            observed = entry.get("num_observed") or 0
-            if observed >= MIN_EMPTY_EVIDENCE:
-                none = (entry.get("num_empty", 0) / observed) ** batch
-                times[i] = none * times[plain] + (1.0 - none) * times[i]
-        return times
 
     def estimate(self, i: int, batch: int, tokens: float, seconds: float) -> Estimate:
         """Decision i's Estimate at `batch` from its expected tokens per row and step seconds."""
@@ -313,9 +245,7 @@ class CostModel:
     def mixed_step_time(self, decisions: Sequence[Decision], context: int, continue_odds=None) -> float:
         """Seconds of one step whose row i runs `decisions[i]` (threshold continuation `continue_odds[i]`,
         default 1), as `run_step` groups a mixed batch (`engine.step_time.step_time`, cached)."""
-        odds = list(continue_odds or [1.0] * len(decisions))
-        key = ("mixed", tuple(sorted(Counter(zip(decisions, odds)).items(), key=lambda item: item[0][0].label)), context)
-        return self._cached_time(key, decisions, context, odds)
+        return self._step_cache.mixed(decisions, context, continue_odds)
 
     def best_rows(self, context: float, acceptance: Mapping, request_ids: Sequence[str],
                   start: Decision | None = None, passes: int = 2,
@@ -335,7 +265,7 @@ class CostModel:
         def mixed(assigned: Sequence[int]) -> float:
             return self.mixed_step_time([self.decisions[i] for i in assigned], context, [odds[i] for i in assigned])
         groups, rows = self._row_groups(acceptance, request_ids)
-        tokens = self._tokens_table(groups, prior, stops).tolist()                       # [group][decision]
+        tokens = self._table.tokens(groups, prior, stops).tolist()                       # [group][decision]
         index = {d: i for i, d in enumerate(self.decisions)}
         assignment = [index[start]] * batch
         rates = list(catch_up) if catch_up else [{}] * batch

@@ -334,7 +334,7 @@ def test_a_warmed_cost_model_prices_no_step_on_the_decision_s_path(monkeypatch):
     makes a decision compute a step time (the cold lookups were the router's p99)."""
     model = CostModel(make_profile(compute_bound), decision_grid([("ngram", "target")], ks=(2, 8)))
     assert model.warm(max_batch=4, max_context=1024) == 4 * 9
-    monkeypatch.setattr("engine.cost_model.step_time", lambda *args: pytest.fail("priced on the decision's path"))
+    monkeypatch.setattr("engine.step_time_cache.step_time", lambda *args: pytest.fail("priced on the decision's path"))
     for batch in (1, 2, 3, 4):
         for context in (0, 77, 500, 1023):
             model.best(batch, context, {"ngram>target": 0.7})
