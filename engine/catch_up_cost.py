@@ -35,8 +35,8 @@ def catch_up_rates(profile: LatencyProfile, rows: Sequence, horizon: int = CATCH
         remaining = remaining_output(row.max_tokens, row.num_output_tokens, horizon)
         mine = {}
         for name, have in row.cached:
-            pending = row.num_tokens - have - 1         # RowView.lacking, without its lookup
-            if pending > 0 and name != TARGET and name in levels and levels[name].kind == "model":
+            pending = row.lacking(name)
+            if pending and name != TARGET and name in levels and levels[name].kind == "model":
                 mine[name] = forward_time(name, 1, pending, have) / remaining
         rates.append(mine)
     return rates

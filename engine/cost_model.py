@@ -150,14 +150,13 @@ class CostModel:
 
     def _step_times(self, batch: int, context: int, stops: Sequence[tuple[float, float]]) -> list[float]:
         """step_time of every decision, interpolated between `context_knot` multiples (thresholds' c to 0.01)."""
-        return self._step_cache.every(batch, context, tuple(round(c, 2) for c, _ in stops))
+        return self._step_cache.every(batch, context, stops)
 
     def warm(self, max_batch: int, max_context: int, acceptance: Mapping | None = None) -> int:
         """Price every decision at every batch 1..max_batch and context knot up to max_context (the
         thresholds' c as `acceptance` gives them), so no step of a server pays a cold lookup on its
         decision's path; returns the (batch, knot) lists priced (16 x 17 x 34 decisions: ~0.5 s)."""
-        stops = decision_stop_rates(self.decisions, acceptance or {})
-        return self._step_cache.warm(max_batch, max_context, tuple(round(c, 2) for c, _ in stops))
+        return self._step_cache.warm(max_batch, max_context, decision_stop_rates(self.decisions, acceptance or {}))
 
     def goodput(self, decision: Decision, batch: int, context: int, acceptance: Mapping) -> float:
         """Committed tokens per second across the batch."""

@@ -27,10 +27,14 @@ import numpy as np
 from engine.draft_stop import initial_lengths
 
 
+def _unit(x) -> np.ndarray:
+    return np.minimum(np.maximum(x, 0.0), 1.0)
+
+
 def expected_output(acceptance, k):
     """Expected tokens out of a verifier given K proposals: (1 - a^(K+1)) / (1 - a). Elementwise
     on arrays of acceptance (and K), so the cost model scores every row group at once."""
-    a = np.clip(np.asarray(acceptance, dtype=np.float64), 0.0, 1.0)
+    a = _unit(np.asarray(acceptance, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(a > 1 - 1e-9, np.asarray(k, dtype=np.float64) + 1.0, (1.0 - a ** (np.asarray(k) + 1)) / (1.0 - a))
     return float(out) if out.ndim == 0 else out
@@ -53,11 +57,9 @@ def verify_distribution(lengths: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _initial_table(ks: tuple[int, ...], cs: tuple[float, ...]) -> np.ndarray:
     """[S, max K + 1]: `initial_lengths` of each (K, c), shorter ones padded with P = 0."""
     width = max(ks) + 1
-    return np.array([initial_lengths(k, c) + [0.0] * (width - 1 - k) for k, c in zip(ks, cs)])
-
-
-def _unit(x) -> np.ndarray:
-    return np.minimum(np.maximum(x, 0.0), 1.0)
+    table = np.array([initial_lengths(k, c) + [0.0] * (width - 1 - k) for k, c in zip(ks, cs)])
+    table.flags.writeable = False           # shared by every caller of the cache
+    return table
 
 
 def expected_tokens_columns(k, columns: Sequence[np.ndarray], stop=(1.0, 1.0)) -> np.ndarray:

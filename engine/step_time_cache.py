@@ -18,6 +18,11 @@ from engine.step_time import step_time
 MAX_CACHED = 1 << 17       # a server's warm-up holds ~10k entries
 
 
+def _odds(stops: Sequence[tuple[float, float]]) -> tuple[float, ...]:
+    """The cache key of the thresholds: each decision's c, to 0.01."""
+    return tuple(round(c, 2) for c, _ in stops)
+
+
 class StepTimeCache:
     """Step seconds of `decisions` on `profile`, cached; `knot`: the context interpolation step."""
 
@@ -44,9 +49,10 @@ class StepTimeCache:
         key = ("mixed", tuple(sorted(Counter(zip(decisions, odds)).items(), key=lambda item: item[0][0].label)), context)
         return self._cached(key, decisions, context, odds)
 
-    def every(self, batch: int, context: int, odds: tuple[float, ...]) -> list[float]:
-        """Every decision's uniform step seconds (thresholds' c `odds`), interpolated between the
-        knots either side of `context`."""
+    def every(self, batch: int, context: int, stops: Sequence[tuple[float, float]]) -> list[float]:
+        """Every decision's uniform step seconds (its threshold's (c, lift) in `stops`, c to 0.01),
+        interpolated between the knots either side of `context`."""
+        odds = _odds(stops)
         low, offset = divmod(context, self.knot)
         below = self._at_knot(batch, low * self.knot, odds)
         if not offset:
@@ -61,8 +67,9 @@ class StepTimeCache:
             times = self._times[key] = [self.uniform(d, batch, context, c) for d, c in zip(self.decisions, odds)]
         return times
 
-    def warm(self, max_batch: int, max_context: int, odds: tuple[float, ...]) -> int:
+    def warm(self, max_batch: int, max_context: int, stops: Sequence[tuple[float, float]]) -> int:
         """Price every batch 1..max_batch at every knot up to max_context; returns the lists priced."""
+        odds = _odds(stops)
         knots = range(0, max_context + self.knot, self.knot)
         for batch in range(1, max_batch + 1):
             for knot in knots:
